@@ -1,0 +1,220 @@
+"""LightningDataModule wiring readers, validation, alignment and batching together.
+
+Files are read, validated and tokenised once per split in ``setup`` (cached, so repeated
+``setup`` calls are free); dataloaders only pad and order what is already encoded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+from mtst.data.alignment import AlignmentStats, Encoded, encode_examples
+from mtst.data.batching import SAMPLING_MODES, MultiTaskBatchSampler
+from mtst.data.collate import Collator
+from mtst.data.labels import DEFAULT_CLASSES, DEFAULT_ENTITY_TYPES, LabelSpace
+from mtst.data.readers import SourceSpec
+from mtst.data.validation import Example, check_label_space, infer_label_space, load_split
+from mtst.errors import MtstError
+
+SPLITS = ("train", "val", "test")
+_STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ()}
+
+
+def _plain(value: Any) -> Any:
+    """OmegaConf containers (what Hydra passes) -> plain dicts/lists."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+    except ImportError:  # pragma: no cover - omegaconf is a dependency
+        return value
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def _specs(files: Any, split: str) -> list[SourceSpec]:
+    files = _plain(files)
+    if files is None:
+        return []
+    if isinstance(files, (str, Mapping)):
+        files = [files]
+    if not isinstance(files, Sequence):
+        raise MtstError(f"data.{split}_files: expected a list of paths or dicts, got {type(files).__name__}")
+    return [SourceSpec.parse(f) for f in files]
+
+
+class EncodedDataset(Dataset):
+    """Encoded examples of one split; ``lengths``/``sources`` feed the batch sampler."""
+
+    def __init__(self, items: list[Encoded]) -> None:
+        self.items = items
+        self.lengths = [len(it) for it in items]
+        self.sources = [it.source for it in items]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Encoded:
+        return self.items[index]
+
+
+class MultiTaskDataModule(L.LightningDataModule):
+    """Topic + NER data from JSON/JSONL/CoNLL/CSV files with partial supervision."""
+
+    def __init__(
+        self,
+        train_files: Any = None,
+        val_files: Any = None,
+        test_files: Any = None,
+        labels: Mapping[str, Any] | None = None,
+        max_length: int = 128,
+        batch_size: int = 16,
+        eval_batch_size: int | None = None,
+        bucket_by_length: bool = True,
+        sampling: str = "proportional",
+        temperature: float = 2.0,
+        label_all_subtokens: bool = False,
+        strict_bio: bool = False,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        seed: int = 42,
+        tokenizer: Any = None,
+    ) -> None:
+        super().__init__()
+        if sampling not in SAMPLING_MODES:
+            raise MtstError(f"data.sampling={sampling!r}: expected one of {', '.join(SAMPLING_MODES)}")
+        if max_length < 2 or batch_size < 1:
+            raise MtstError(f"data.max_length={max_length} / data.batch_size={batch_size}: too small")
+        self.specs = {s: _specs(f, s) for s, f in zip(SPLITS, (train_files, val_files, test_files),
+                                                       strict=True)}
+        labels = _plain(labels) or {}
+        self.given_classes = labels.get("classes", list(DEFAULT_CLASSES))
+        self.given_entity_types = labels.get("entity_types", list(DEFAULT_ENTITY_TYPES))
+        self.max_length, self.batch_size = int(max_length), int(batch_size)
+        self.eval_batch_size = int(eval_batch_size or batch_size)
+        self.bucket_by_length, self.sampling, self.temperature = bucket_by_length, sampling, temperature
+        self.label_all_subtokens, self.strict_bio, self.seed = label_all_subtokens, strict_bio, seed
+        self.num_workers, self.pin_memory = int(num_workers), bool(pin_memory)
+        self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
+        self.tokenizer = tokenizer
+        self._label_space: LabelSpace | None = None
+        self._label_note = ""
+        self._examples: dict[str, list[Example]] = {}
+        self._datasets: dict[str, EncodedDataset] = {}
+        self.stats: dict[str, AlignmentStats] = {}
+        self.train_sampler: MultiTaskBatchSampler | None = None
+
+    # -- tokenizer and label space -------------------------------------------------------
+    def set_tokenizer(self, tokenizer: Any) -> None:
+        """Use ``tokenizer`` (object or local path); cached encodings of another one are dropped."""
+        if tokenizer is not self.tokenizer:
+            self.tokenizer = tokenizer
+            self._datasets.clear()
+
+    def _tok(self) -> Any:
+        if self.tokenizer is None:
+            raise MtstError("the data module has no tokenizer: call set_tokenizer() before setup()")
+        if isinstance(self.tokenizer, str):
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(self.tokenizer)
+        return self.tokenizer
+
+    @property
+    def pad_token_id(self) -> int:
+        tok = self._tok()
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        if pad is None:
+            raise MtstError("the tokenizer has neither a pad nor an eos token to pad batches with")
+        return int(pad)
+
+    @property
+    def label_space(self) -> LabelSpace:
+        if self._label_space is None:
+            raise MtstError("label_space is known only after setup() (or resolve_label_space())")
+        return self._label_space
+
+    def has_split(self, split: str) -> bool:
+        """Whether any file is listed for ``split`` (train/val/test)."""
+        return bool(self.specs.get(split))
+
+    def examples(self, split: str) -> list[Example]:
+        """Validated examples of a split (read once); ``example_index`` indexes this list."""
+        if split not in self._examples:
+            self._examples[split] = load_split(self.specs[split], split, self.strict_bio)
+        return self._examples[split]
+
+    def resolve_label_space(self) -> LabelSpace:
+        """The label space without tokenising: reads training files only if a part is null."""
+        if self._label_space is None:
+            classes, types = self.given_classes, self.given_entity_types
+            if classes is None or types is None:
+                if not self.specs["train"]:
+                    raise MtstError("data.labels has null entries but there are no train_files to "
+                                    "infer them from")
+                self._label_space = infer_label_space(self.examples("train"), classes, types)
+                self._label_note = "label space inferred from the training files"
+            else:
+                self._label_space = LabelSpace(classes, types)
+                self._label_note = "label space set in data.labels"
+        return self._label_space
+
+    # -- Lightning hooks -------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        space = self.resolve_label_space()
+        for split in _STAGE_SPLITS.get(stage or "fit", SPLITS):
+            if split == "train" or self.specs[split]:
+                self.dataset(split, space)
+
+    def dataset(self, split: str, space: LabelSpace | None = None) -> EncodedDataset:
+        """Validated, label-checked and tokenised split (cached)."""
+        if split not in self._datasets:
+            space = space or self.resolve_label_space()
+            examples = self.examples(split)
+            check_label_space(examples, space, self._label_note)
+            stats = AlignmentStats()
+            items = encode_examples(examples, self._tok(), space, self.max_length,
+                                    self.label_all_subtokens, stats)
+            stats.warn(split, self.max_length)
+            self.stats[split] = stats
+            self._datasets[split] = EncodedDataset(items)
+        return self._datasets[split]
+
+    def _loader(self, ds: EncodedDataset, **kwargs: Any) -> DataLoader:
+        return DataLoader(ds, collate_fn=Collator(self.pad_token_id), num_workers=self.num_workers,
+                          pin_memory=self.pin_memory, persistent_workers=self.persistent_workers,
+                          **kwargs)
+
+    def train_dataloader(self) -> DataLoader:
+        ds = self.dataset("train")
+        self.train_sampler = MultiTaskBatchSampler(
+            ds.lengths, ds.sources, self.batch_size, sampling=self.sampling,
+            temperature=self.temperature, bucket_by_length=self.bucket_by_length, seed=self.seed)
+        return self._loader(ds, batch_sampler=self.train_sampler)
+
+    def _eval_loader(self, split: str) -> DataLoader | list:
+        if not self.specs[split]:
+            return []
+        return self._loader(self.dataset(split), batch_size=self.eval_batch_size, shuffle=False)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader | list:
+        return self._eval_loader("test")
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"label_space": self._label_space.to_dict() if self._label_space else None}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Keep the checkpoint's label ids on resume, even if inference would now order them differently."""
+        saved = state_dict.get("label_space")
+        if saved is not None and LabelSpace.from_dict(saved) != self._label_space:
+            self._label_space = LabelSpace.from_dict(saved)
+            self._label_note = "label space stored in the checkpoint"
+            self._datasets.clear()

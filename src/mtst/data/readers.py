@@ -1,0 +1,232 @@
+"""Read training files (JSON array, JSONL, CoNLL columns, CSV/TSV) into raw records.
+
+Readers only check structure (encoding, syntax, columns); field meaning is checked in
+``validation`` so every format gets the same rules and the same one-line errors.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mtst.errors import DataError
+
+FORMATS = ("json", "jsonl", "conll", "csv", "tsv")
+EXTENSIONS = {
+    ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl",
+    ".conll": "conll", ".txt": "conll", ".iob": "conll", ".bio": "conll",
+    ".csv": "csv", ".tsv": "tsv",
+}
+JSON_FIELDS = {"tokens": "tokens", "ner_tags": "ner_tags", "label": "label", "text": "text", "id": "id"}
+CONLL_FIELDS = {"tokens": "token (first column)", "ner_tags": "tag (last column)"}
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One file of a split and how to read it (a plain path or a dict in the config)."""
+
+    path: str
+    format: str
+    text_column: str | int = "text"
+    label_column: str | int | None = "label"
+    label_map: dict[str, str] | None = None
+    delimiter: str | None = None
+    header: bool = True
+    start: int = 0
+    stop: int | None = None
+
+    @classmethod
+    def parse(cls, entry: Any) -> SourceSpec:
+        """Accept ``"path"`` or ``{path, format?, text_column?, ...}``; infer format from the extension."""
+        if isinstance(entry, (str, Path)):
+            entry = {"path": str(entry)}
+        if not isinstance(entry, Mapping) or "path" not in entry:
+            raise DataError("<config>", None, f"file entry {entry!r}: expected a path or a dict with 'path'")
+        opts = dict(entry)
+        path = str(opts.pop("path"))
+        unknown = sorted(set(opts) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise DataError(path, None, f"unknown file option(s) {unknown}; allowed: "
+                            f"{sorted(set(cls.__dataclass_fields__) - {'path'})}")
+        fmt = opts.pop("format", None) or EXTENSIONS.get(Path(path).suffix.lower())
+        if fmt not in FORMATS:
+            raise DataError(path, None, f"format: cannot tell the format (got {fmt!r}); set format to "
+                            f"one of {', '.join(FORMATS)}")
+        if opts.get("label_map") is not None:
+            opts["label_map"] = {str(k): str(v) for k, v in dict(opts["label_map"]).items()}
+        return cls(path=path, format=fmt, **opts)
+
+
+@dataclass
+class RawRecord:
+    """A record as read: ``data`` uses the JSON field names whatever the file format."""
+
+    path: str
+    where: str
+    data: dict[str, Any]
+    fields: Mapping[str, str] = field(default_factory=lambda: JSON_FIELDS)
+    token_lines: list[int] | None = None
+
+
+def read_text(path: str) -> str:
+    """Decode a UTF-8 file (BOM stripped); name the line of the first bad byte."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(path, None, "file not found")
+    if not p.is_file():
+        raise DataError(path, None, "not a file")
+    raw = p.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DataError(path, f"line {line}", f"byte 0x{raw[e.start]:02x} at column {col} is not "
+                        "valid UTF-8; re-save the file as UTF-8") from None
+    text = text.removeprefix("\ufeff")
+    if not text.strip():
+        raise DataError(path, None, "file is empty")
+    return text
+
+
+def _lines(text: str) -> list[str]:
+    # Split on "\n" only: str.splitlines would also break on U+2028 etc., which JSON allows in strings.
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
+def _json_error(path: str, e: json.JSONDecodeError, line: int | None = None) -> DataError:
+    return DataError(path, f"line {line or e.lineno}", f"invalid JSON: {e.msg} (column {e.colno})")
+
+
+def read_json(path: str) -> list[RawRecord]:
+    text = read_text(path)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise _json_error(path, e) from None
+    if not isinstance(data, list):
+        raise DataError(path, None, f"expected a JSON array of records, got {type(data).__name__}"
+                        " (use a .jsonl file for one record per line)")
+    return [_as_record(path, f"record {i}", obj) for i, obj in enumerate(data)]
+
+
+def read_jsonl(path: str) -> list[RawRecord]:
+    records = []
+    for n, line in enumerate(_lines(read_text(path)), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise _json_error(path, e, n) from None
+        records.append(_as_record(path, f"line {n}", obj))
+    return records
+
+
+def _as_record(path: str, where: str, obj: Any) -> RawRecord:
+    if not isinstance(obj, dict):
+        raise DataError(path, where, f"expected a record object {{\"tokens\": ..., \"label\": ...}}, "
+                        f"got {type(obj).__name__}")
+    return RawRecord(path, where, obj)
+
+
+def read_conll(path: str) -> list[RawRecord]:
+    """Token in the first column, BIO tag in the last; blank lines end sentences."""
+    records: list[RawRecord] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    lines: list[int] = []
+
+    def flush() -> None:
+        if tokens:
+            data = {"tokens": tokens.copy(), "ner_tags": tags.copy()}
+            records.append(RawRecord(path, f"line {lines[0]}", data, CONLL_FIELDS, lines.copy()))
+        tokens.clear(), tags.clear(), lines.clear()
+
+    for n, line in enumerate(_lines(read_text(path)), 1):
+        if not line.replace("\ufeff", "").strip():
+            flush()
+            continue
+        cols = line.split("\t") if "\t" in line else line.split()
+        cols = [c.strip().strip("\ufeff") for c in cols]
+        cols = [c for c in cols if c]
+        if cols and cols[0] == "-DOCSTART-":
+            flush()
+            continue
+        if len(cols) < 2:
+            raise DataError(path, f"line {n}", "expected a token and a tag separated by a tab or "
+                            f"spaces, got {len(cols)} column")
+        tokens.append(cols[0])
+        tags.append(cols[-1])
+        lines.append(n)
+    flush()
+    return records
+
+
+def _column(spec: SourceSpec, header: list[str] | None, col: str | int, what: str) -> int:
+    if isinstance(col, int) and not isinstance(col, bool):
+        return col
+    if header is None:
+        raise DataError(spec.path, None, f"{what} {col!r}: a column name needs header: true; "
+                        "use a 0-based column index")
+    if col not in header:
+        raise DataError(spec.path, "line 1", f"{what} {col!r}: no such column; header has {header}")
+    return header.index(col)
+
+
+def read_csv(spec: SourceSpec) -> list[RawRecord]:
+    """Topic-only rows: ``text_column`` is split into words, ``label_column`` mapped by ``label_map``."""
+    delimiter = spec.delimiter or ("\t" if spec.format == "tsv" else ",")
+    reader = csv.reader(io.StringIO(read_text(spec.path), newline=""), delimiter=delimiter)
+    header = [h.strip() for h in next(reader)] if spec.header else None
+    text_idx = _column(spec, header, spec.text_column, "text_column")
+    label_idx = None
+    if spec.label_column is not None:
+        label_idx = _column(spec, header, spec.label_column, "label_column")
+    fields = {"text": f"column {spec.text_column!r}", "label": f"column {spec.label_column!r}"}
+    records = []
+    prev = reader.line_num
+    for row in reader:
+        where, prev = f"line {prev + 1}", reader.line_num
+        if not any(c.strip() for c in row):
+            continue
+        need = max(text_idx, label_idx if label_idx is not None else -1)
+        if len(row) <= need:
+            raise DataError(spec.path, where, f"expected at least {need + 1} columns "
+                            f"(delimiter {delimiter!r}), got {len(row)}")
+        data: dict[str, Any] = {"text": row[text_idx]}
+        if label_idx is not None:
+            value = row[label_idx].strip()
+            if spec.label_map is not None and value:
+                if value not in spec.label_map:
+                    raise DataError(spec.path, where, f"{fields['label']}: {value!r} is not in "
+                                    f"label_map (keys: {', '.join(spec.label_map)})")
+                value = spec.label_map[value]
+            data["label"] = value or None
+        records.append(RawRecord(spec.path, where, data, fields))
+    return records
+
+
+def read_source(spec: SourceSpec) -> list[RawRecord]:
+    """Read one file and apply its ``start``/``stop`` slice; a file with no records is an error."""
+    if spec.format == "json":
+        records = read_json(spec.path)
+    elif spec.format == "jsonl":
+        records = read_jsonl(spec.path)
+    elif spec.format == "conll":
+        records = read_conll(spec.path)
+    else:
+        records = read_csv(spec)
+    if not records:
+        raise DataError(spec.path, None, "holds no examples")
+    if spec.start or spec.stop is not None:
+        records = records[spec.start : spec.stop]
+        if not records:
+            raise DataError(spec.path, None, f"start/stop ({spec.start}:{spec.stop}) select no "
+                            "examples")
+    return records

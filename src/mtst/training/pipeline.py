@@ -1,0 +1,138 @@
+"""The training and evaluation runs behind `train.py` and `evaluate.py`, composed from a config."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from mtst.model.backbone import load_tokenizer
+from mtst.model.multitask import MultiTaskModel
+from mtst.training.checkpoints import AtomicCheckpointIO, resolve_ckpt_path
+from mtst.training.metrics import format_report
+from mtst.training.runs import to_float_dict, write_json
+
+log = logging.getLogger("mtst")
+
+BACKBONE_KEYS = ("name_or_path", "pretrained", "trust_remote_code", "revision")
+
+
+def backbone_settings(cfg: DictConfig) -> dict[str, Any]:
+    return {k: cfg.backbone.get(k) for k in BACKBONE_KEYS if k in cfg.backbone}
+
+
+def build_datamodule(cfg: DictConfig, tokenizer) -> L.LightningDataModule:
+    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule.set_tokenizer(tokenizer)
+    datamodule.setup("fit")
+    return datamodule
+
+
+def build_model(cfg: DictConfig, labels: dict[str, list[str]]) -> MultiTaskModel:
+    return instantiate(
+        cfg.model,
+        backbone=backbone_settings(cfg),
+        labels=labels,
+        freeze=OmegaConf.to_container(cfg.freeze, resolve=True),
+        _convert_="all",
+    )
+
+
+def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg]
+    return instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        plugins=[AtomicCheckpointIO()],
+        **overrides,
+    )
+
+
+def route_lightning_logs() -> None:
+    """Lightning adds its own console handler; under Hydra that prints every line twice."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit, then test the best checkpoint; writes metrics.json and returns the final metrics."""
+    route_lightning_logs()
+    L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.log_dir)
+    tokenizer = load_tokenizer(**backbone_settings(cfg))
+    datamodule = build_datamodule(cfg, tokenizer)
+    model = build_model(cfg, datamodule.label_space.to_dict())
+    trainer = build_trainer(cfg)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    metrics = to_float_dict(trainer.callback_metrics)
+    best = _best_checkpoint(trainer)
+    if cfg.get("run_test", True) and datamodule.has_split("test"):
+        trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+        metrics.update(to_float_dict(trainer.callback_metrics))
+        _write_ner_report(model, output_dir)
+    metrics = {k: v for k, v in metrics.items() if k.startswith(("val/", "test/"))}
+    write_json(output_dir / "metrics.json", {"metrics": metrics, "best_checkpoint": best})
+    _print_summary(output_dir, best, metrics)
+    return metrics
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Test a checkpoint on the configured test split, with the labels stored in the checkpoint."""
+    if not cfg.get("ckpt_path"):
+        from mtst.errors import MtstError
+
+        raise MtstError("evaluate needs ckpt_path=PATH (a .ckpt file written by train.py)")
+    route_lightning_logs()
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.log_dir)
+    model = MultiTaskModel.from_checkpoint(ckpt_path)
+    datamodule = instantiate(cfg.data, labels=model.label_space.to_dict(), _convert_="all")
+    datamodule.set_tokenizer(model.encoder.tokenizer)
+    datamodule.setup("test")
+    trainer = build_trainer(cfg)
+    trainer.test(model, datamodule=datamodule, verbose=False)
+    output_dir = Path(cfg.paths.output_dir)
+    metrics = {k: v for k, v in to_float_dict(trainer.callback_metrics).items() if k.startswith("test/")}
+    _write_ner_report(model, output_dir)
+    write_json(output_dir / "metrics.json", {"metrics": metrics, "checkpoint": ckpt_path})
+    log.info("test metrics: %s", metrics)
+    return metrics
+
+
+def _best_checkpoint(trainer: L.Trainer) -> str | None:
+    callback = trainer.checkpoint_callback
+    if callback is not None and callback.best_model_path:
+        return callback.best_model_path
+    return None
+
+
+def _write_ner_report(model: MultiTaskModel, output_dir: Path) -> None:
+    report = getattr(model, "ner_report", None)
+    if not report:
+        return
+    overall = {
+        key: float(model.trainer.callback_metrics[f"test/ner_{key}"])
+        for key in ("precision", "recall", "f1")
+    }
+    text = format_report(report, overall)
+    (output_dir / "ner_report.txt").write_text(text + "\n", encoding="utf-8")
+    log.info("NER per-type report (test):\n%s", text)
+    for logger in model.loggers:
+        experiment = getattr(logger, "experiment", None)
+        if hasattr(experiment, "add_text"):
+            experiment.add_text("test/ner_report", f"```\n{text}\n```", model.global_step)
+
+
+def _print_summary(output_dir: Path, best: str | None, metrics: dict[str, float]) -> None:
+    shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if v is not None)
+    log.info("metrics: %s", shown)
+    log.info("run folder:   %s", output_dir)
+    log.info("checkpoint:   %s", best)
+    log.info("TensorBoard:  tensorboard --logdir %s", output_dir / "tensorboard")

@@ -1,0 +1,62 @@
+"""Shared fixtures: tiny models built from configs and saved locally (never the hub), and
+in-process Hydra composition of the real conf/ tree."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+from transformers import GPTNeoConfig, GPTNeoModel
+
+from mtst.cli._hydra import CONF_DIR
+from mtst.model.backbone import load_tokenizer, resolve_name_or_path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+TINY = "package:mtst/assets/gpt_neo_tiny"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny GPTNeoModel saved with save_pretrained, loaded back through from_pretrained."""
+    directory = tmp_path_factory.mktemp("tiny_gpt_neo")
+    config = GPTNeoConfig.from_pretrained(resolve_name_or_path(TINY))
+    torch.manual_seed(0)
+    GPTNeoModel(config).save_pretrained(directory)
+    load_tokenizer(TINY).save_pretrained(directory)
+    return directory
+
+
+def compose_config(
+    tmp_path: Path, overrides: list[str] | None = None, config_name: str = "train"
+) -> DictConfig:
+    """Compose the real config in-process, with outputs redirected into tmp_path."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name, overrides=overrides or [], return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path)
+        cfg.paths.log_dir = str(tmp_path / "logs")
+        cfg.hydra.runtime.output_dir = str(tmp_path)
+    HydraConfig().set_config(cfg)
+    return cfg
+
+
+TINY_TRAIN = [
+    "backbone=gpt_neo_tiny",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=3",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "~callbacks.rich_progress_bar",
+    "~callbacks.model_summary",
+    "data.batch_size=8",
+]

@@ -1,0 +1,72 @@
+"""End to end on the tiny backbone: a run's outputs, TensorBoard scalars, checkpoint reload."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from mtst.model.multitask import MultiTaskModel
+from mtst.training.pipeline import train
+from tests.conftest import TINY_TRAIN, compose_config
+
+EXPECTED_SCALARS = {
+    "train/loss_step", "train/loss_cls_step", "train/loss_ner_step",
+    "val/cls_acc", "val/cls_f1", "val/ner_precision", "val/ner_recall", "val/ner_f1", "val/score",
+    "test/cls_acc", "test/cls_f1", "test/ner_f1", "test/score",
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("run")
+    cfg = compose_config(out, TINY_TRAIN + ["trainer.max_epochs=2"])
+    return out, train(cfg)
+
+
+def scalar_tags(run_dir: Path) -> set[str]:
+    tags: set[str] = set()
+    for event_file in (run_dir / "tensorboard").rglob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(event_file))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    return tags
+
+
+def test_run_writes_metrics_checkpoints_and_tensorboard(tiny_run) -> None:
+    out, metrics = tiny_run
+    assert (out / "checkpoints" / "best.ckpt").is_file()
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    saved = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert saved["val/score"] == pytest.approx(metrics["val/score"])
+    assert {"test/cls_acc", "test/ner_f1", "test/score"} <= saved.keys()
+    assert (out / "ner_report.txt").read_text().count("micro avg") == 1
+    tags = scalar_tags(out)
+    missing = EXPECTED_SCALARS - tags
+    assert not missing, f"missing TensorBoard scalars: {missing}"
+    assert any(t.startswith("lr-AdamW/") for t in tags), tags  # learning rate per param group
+
+
+def test_checkpoint_reloads_without_config_and_predicts_identically(tiny_run) -> None:
+    out, _ = tiny_run
+    path = out / "checkpoints" / "best.ckpt"
+    checkpoint = torch.load(path, weights_only=True)  # plain data only: safe to load
+    assert {"encoder_files", "labels"} <= checkpoint["mtst"].keys()
+    assert any(k.startswith("encoder.backbone.") for k in checkpoint["state_dict"])
+    assert any(k.startswith("cls_head.") for k in checkpoint["state_dict"])
+    assert any(k.startswith("ner_head.") for k in checkpoint["state_dict"])
+    first, second = MultiTaskModel.from_checkpoint(path), MultiTaskModel.from_checkpoint(path)
+    tok = first.encoder.tokenizer
+    batch = tok(["Ada Lovelace flew to Paris on Monday.", "Parliament votes today"],
+                padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        a = first(batch["input_ids"], batch["attention_mask"])
+        b = second(batch["input_ids"], batch["attention_mask"])
+    for key in ("cls_logits", "ner_logits"):
+        assert torch.equal(a[key], b[key])
+    # and equal to the weights stored in the checkpoint
+    stored = checkpoint["state_dict"]["cls_head.out.weight"]
+    assert torch.equal(first.cls_head.out.weight, stored)
