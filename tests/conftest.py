@@ -55,6 +55,7 @@ TINY_TRAIN = [
     "trainer.limit_val_batches=2",
     "trainer.limit_test_batches=2",
     "trainer.accelerator=cpu",
+    "trainer.log_every_n_steps=1",
     "trainer.enable_progress_bar=false",
     "~callbacks.rich_progress_bar",
     "~callbacks.model_summary",

@@ -17,6 +17,7 @@ EXPECTED_SCALARS = {
     "train/loss_step", "train/loss_cls_step", "train/loss_ner_step",
     "val/cls_acc", "val/cls_f1", "val/ner_precision", "val/ner_recall", "val/ner_f1", "val/score",
     "test/cls_acc", "test/cls_f1", "test/ner_f1", "test/score",
+    "train/trainable_params", "hp_metric", "hparams",
 }
 
 
@@ -28,11 +29,17 @@ def tiny_run(tmp_path_factory) -> tuple[Path, dict]:
 
 
 def scalar_tags(run_dir: Path) -> set[str]:
+    """Scalar tags, plus `hparams` when the HPARAMS plugin has data, over all event files."""
     tags: set[str] = set()
     for event_file in (run_dir / "tensorboard").rglob("events.out.tfevents.*"):
         acc = EventAccumulator(str(event_file))
         acc.Reload()
         tags |= set(acc.Tags()["scalars"])
+        try:
+            acc.PluginTagToContent("hparams")
+            tags.add("hparams")
+        except KeyError:
+            pass
     return tags
 
 
@@ -70,3 +77,23 @@ def test_checkpoint_reloads_without_config_and_predicts_identically(tiny_run) ->
     # and equal to the weights stored in the checkpoint
     stored = checkpoint["state_dict"]["cls_head.out.weight"]
     assert torch.equal(first.cls_head.out.weight, stored)
+
+
+def test_evaluate_reports_test_metrics_of_a_checkpoint(tiny_run, tmp_path) -> None:
+    from mtst.training.pipeline import evaluate
+
+    out, metrics = tiny_run
+    ckpt = out / "checkpoints" / "best.ckpt"
+    cfg = compose_config(
+        tmp_path,
+        [f"ckpt_path={ckpt}", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
+         "trainer.limit_test_batches=2", "data.batch_size=8"],
+        config_name="eval",
+    )
+    result = evaluate(cfg)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["metrics"] == pytest.approx(result)
+    # the same checkpoint on the same test split gives the training run's test figures
+    assert result["test/ner_f1"] == pytest.approx(metrics["test/ner_f1"])
+    assert result["test/cls_acc"] == pytest.approx(metrics["test/cls_acc"])
+    assert "micro avg" in (tmp_path / "ner_report.txt").read_text()

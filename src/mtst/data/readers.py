@@ -59,6 +59,16 @@ class SourceSpec:
                             f"one of {', '.join(FORMATS)}")
         if opts.get("label_map") is not None:
             opts["label_map"] = {str(k): str(v) for k, v in dict(opts["label_map"]).items()}
+        for key in ("header",):
+            if key in opts and not isinstance(opts[key], bool):
+                raise DataError(path, None, f"{key}: expected true or false, got {opts[key]!r}")
+        for key in ("start", "stop"):
+            if opts.get(key) is not None and (isinstance(opts[key], bool) or not isinstance(opts[key], int)):
+                raise DataError(path, None, f"{key}: expected an integer, got {opts[key]!r}")
+        if not opts.get("header", True):  # "1" from an env var or CLI override means column 1
+            for key in ("text_column", "label_column"):
+                if isinstance(opts.get(key), str) and opts[key].isdigit():
+                    opts[key] = int(opts[key])
         return cls(path=path, format=fmt, **opts)
 
 

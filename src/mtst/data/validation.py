@@ -159,6 +159,16 @@ def validate_record(rec: RawRecord, source: int = 0, strict_bio: bool = False,
     return ex
 
 
+def text_examples(texts: Sequence[str], origin: str = "<input>") -> list[Example]:
+    """Unlabelled examples for prediction: words by ``split_words``, character offsets kept."""
+    out = []
+    for i, text in enumerate(texts):
+        rec = RawRecord(origin, f"text {i}", {"text": text})
+        words, spans, _ = _words(rec)
+        out.append(Example(words, None, None, origin, rec.where, text=text, spans=spans))
+    return out
+
+
 def load_split(specs: Sequence[SourceSpec], split: str, strict_bio: bool = False,
                require_supervision: bool = True) -> list[Example]:
     """Read and validate every file of a split; source index = position in ``specs``."""
@@ -185,6 +195,10 @@ def infer_label_space(examples: Iterable[Example], classes: Sequence[str] | None
         for tag in ex.tags or ():
             if tag != OUTSIDE:
                 seen_types.add(tag[2:])
+    for name, given, seen in (("classes", classes, seen_classes), ("entity_types", entity_types, seen_types)):
+        if given is None and not seen:
+            log.warning("labels.%s is null but the training files hold no such labels; using the "
+                        "default list", name)
     return LabelSpace.infer(seen_classes, seen_types, classes, entity_types)
 
 

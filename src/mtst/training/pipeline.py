@@ -74,6 +74,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = to_float_dict(trainer.callback_metrics)
     best = _best_checkpoint(trainer)
+    _log_hp_metric(trainer)
     if cfg.get("run_test", True) and datamodule.has_split("test"):
         trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
         metrics.update(to_float_dict(trainer.callback_metrics))
@@ -111,6 +112,16 @@ def _best_checkpoint(trainer: L.Trainer) -> str | None:
     if callback is not None and callback.best_model_path:
         return callback.best_model_path
     return None
+
+
+def _log_hp_metric(trainer: L.Trainer) -> None:
+    """TensorBoard's HPARAMS tab compares runs by `hp_metric`: make it the best val/score."""
+    callback = trainer.checkpoint_callback
+    score = getattr(callback, "best_model_score", None)
+    if score is None:
+        return
+    for logger in trainer.loggers:
+        logger.log_metrics({"hp_metric": float(score)}, step=trainer.global_step)
 
 
 def _write_ner_report(model: MultiTaskModel, output_dir: Path) -> None:

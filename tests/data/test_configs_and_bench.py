@@ -1,0 +1,76 @@
+"""conf/data/*.yaml instantiate through Hydra, and scripts/bench_data.py runs on a tiny corpus."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def compose(name: str, root: Path):
+    data = OmegaConf.load(ROOT / "conf" / "data" / f"{name}.yaml")
+    return OmegaConf.create({"paths": {"root_dir": str(root)}, "seed": 7, "data": data}).data
+
+
+def test_sample_yaml(tmp_path, bpe_tokenizer):
+    sample = tmp_path / "data" / "sample"
+    sample.mkdir(parents=True)
+    row = {"tokens": ["Ann", "flew"], "ner_tags": ["B-PERSON", "O"], "label": "travel"}
+    for split in ("train", "val", "test"):
+        (sample / f"{split}.jsonl").write_text(json.dumps(row) + "\n", encoding="utf-8")
+    dm = instantiate(compose("sample", tmp_path))  # DictConfig arguments, as Hydra passes them
+    dm.set_tokenizer(bpe_tokenizer)
+    dm.setup("fit")
+    assert [s.path for s in dm.specs["train"]] == [str(sample / "train.jsonl")]
+    assert dm.seed == 7 and dm.has_split("test")
+    assert dm.label_space.tags[1] == "B-PERSON"
+    assert len(list(dm.train_dataloader())) == 1
+
+
+def test_conll_agnews_yaml(tmp_path, monkeypatch):
+    conll, ag = tmp_path / "conll", tmp_path / "ag"
+    conll.mkdir(), ag.mkdir()
+    for name in ("train.txt", "valid.txt", "test.txt"):
+        text = "-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\nPeter NNP B-NP B-PER\n"
+        (conll / name).write_text(text, encoding="utf-8")
+    lines = [f'"{i % 4 + 1}","Title {i}","Description {i}"' for i in range(7600)]
+    (ag / "test.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    monkeypatch.setenv("MTST_CONLL_DIR", str(conll))
+    monkeypatch.setenv("MTST_AGNEWS_DIR", str(ag))
+    dm = instantiate(compose("conll_agnews", tmp_path / "nowhere"), _convert_="all")
+    space = dm.resolve_label_space()
+    assert space.classes == ["World", "Sports", "Business", "Sci/Tech"]
+    assert space.tags == ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]
+    sizes = {split: len(dm.examples(split)) for split in ("train", "val", "test")}
+    assert sizes == {"train": 2 + 6000, "val": 2 + 800, "test": 2 + 800}
+    train = dm.examples("train")
+    assert [e.source for e in (train[0], train[2])] == [0, 1]
+    assert train[2].words == ["Title", "0"] and train[2].label == "World" and train[2].tags is None
+    assert dm.examples("val")[2].words == ["Title", "6000"]
+    assert train[0].tags == ["B-ORG", "O"] and train[0].label is None
+
+
+def test_bench_script_runs(tmp_path, write, bpe_tokenizer):
+    tok_dir = tmp_path / "tok"
+    bpe_tokenizer.save_pretrained(str(tok_dir))
+    rows = [{"text": f"hello world number {i} from paris", "label": "travel"} for i in range(30)]
+    data = write("tiny.jsonl", rows)
+    script = ROOT / "scripts" / "bench_data.py"
+    out = subprocess.run([sys.executable, str(script), "--files", data, "--tokenizer", str(tok_dir),
+                          "--repeats", "1", "--batch-size", "4"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    table = out.stdout
+    assert "sentences/s (median)" in table and "padded share, bucketing" in table
+    assert "peak RSS (MiB)" in table
+    assert any(line.split()[-1] == "30" for line in table.splitlines() if line.startswith("sentences "))
+    bad = subprocess.run([sys.executable, str(script), "--files", str(tmp_path / "missing.jsonl"),
+                          "--tokenizer", str(tok_dir), "--repeats", "1"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "missing.jsonl: file not found" in bad.stderr
