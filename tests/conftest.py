@@ -4,6 +4,10 @@ in-process Hydra composition of the real conf/ tree."""
 from __future__ import annotations
 
 import os
+
+# before transformers / huggingface_hub are imported: they read these once, at import
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from pathlib import Path
 
 import pytest
@@ -17,8 +21,6 @@ from transformers import GPTNeoConfig, GPTNeoModel
 from mtst.cli._hydra import CONF_DIR
 from mtst.model.backbone import load_tokenizer, resolve_name_or_path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 TINY = "package:mtst/assets/gpt_neo_tiny"
 
 
@@ -31,6 +33,15 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     GPTNeoModel(config).save_pretrained(directory)
     load_tokenizer(TINY).save_pretrained(directory)
     return directory
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Tests use tiny tensors: one intra-op thread is faster than two fighting over 2 cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def compose_config(

@@ -62,6 +62,9 @@ def test_checkpoint_reloads_without_config_and_predicts_identically(tiny_run) ->
     path = out / "checkpoints" / "best.ckpt"
     checkpoint = torch.load(path, weights_only=True)  # plain data only: safe to load
     assert {"encoder_files", "labels"} <= checkpoint["mtst"].keys()
+    run_config = checkpoint["mtst"]["config"]
+    assert run_config["backbone"]["name_or_path"] == "package:mtst/assets/gpt_neo_tiny"
+    assert run_config["data"]["batch_size"] == 8  # the resolved override, not the default
     assert any(k.startswith("encoder.backbone.") for k in checkpoint["state_dict"])
     assert any(k.startswith("cls_head.") for k in checkpoint["state_dict"])
     assert any(k.startswith("ner_head.") for k in checkpoint["state_dict"])

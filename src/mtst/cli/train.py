@@ -12,9 +12,11 @@ from mtst.cli._hydra import CONF_DIR, report_user_errors
 @report_user_errors
 def main(cfg: DictConfig) -> float | None:
     """Returns `val/score` so that Hydra sweepers (Optuna) can optimise it."""
+    from mtst.training.distributed import ddp_job_scope
     from mtst.training.pipeline import train
 
-    metrics = train(cfg)
+    with ddp_job_scope():  # a DDP job must not leak its process group into the next sweep job
+        metrics = train(cfg)
     return metrics.get(cfg.get("optimized_metric", "val/score"))
 
 

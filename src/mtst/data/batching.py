@@ -12,8 +12,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 import torch.distributed as dist
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 
 SAMPLING_MODES = ("proportional", "round_robin", "temperature")
 CHUNK_BATCHES = 50
@@ -88,6 +89,8 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
         self._active: int | None = None
         self.sampler = _EpochHandle(self)
         self._cache: tuple[int, list[list[int]]] | None = None
+        self._skip: tuple[int, int] | None = None
+        self.skipped = 0  # batches skipped at the start of the running epoch (resume)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch, self._active = int(epoch), None
@@ -156,11 +159,73 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
         padded = batches + batches[: per_rank * world - len(batches)]
         return padded[rank::world]
 
+    def resume(self, epoch: int, batches_done: int) -> None:
+        """Continue ``epoch`` after its first ``batches_done`` batches (a mid-epoch resume)."""
+        self.set_epoch(epoch)
+        self._skip = (int(epoch), int(batches_done))
+
+    def current_epoch(self) -> int:
+        return self.epoch if self._active is None else self._active
+
     def __iter__(self) -> Iterator[list[int]]:
         epoch = self._active = self.epoch
         self.epoch += 1  # a loop that never calls set_epoch still gets a new order each epoch
-        yield from self._shard(self.batches_for_epoch(epoch))
+        batches = self._shard(self.batches_for_epoch(epoch))
+        skip, self._skip = self._skip, None
+        self.skipped = skip[1] if skip is not None and skip[0] == epoch else 0
+        yield from batches[self.skipped:]  # __len__ stays the full epoch: Lightning counts the skipped
 
     def __len__(self) -> int:
         epoch = self.epoch if self._active is None else self._active
         return len(self._shard(self.batches_for_epoch(epoch)))
+
+
+class ResumableDataLoader(DataLoader):
+    """The training loader, stateful in Lightning's sense (``state_dict``/``load_state_dict``):
+    checkpoints record the epoch and how many batches the loop has taken, so a run resumed
+    mid-epoch continues with the next batch instead of replaying the epoch from its start.
+
+    It draws worker seeds from its own generator, not the global RNG, so creating an iterator
+    does not shift the random stream (dropout) that a resumed run must reproduce.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        sampler = kwargs.get("batch_sampler")
+        seed = getattr(sampler, "seed", 0)
+        kwargs.setdefault("generator", torch.Generator().manual_seed(int(seed)))
+        super().__init__(*args, **kwargs)
+        self._live_iterator: Any = None
+
+    def __iter__(self) -> Any:
+        self._live_iterator = super().__iter__()
+        return self._live_iterator
+
+    def state_dict(self) -> dict[str, Any]:
+        sampler = self.batch_sampler
+        taken = getattr(self._live_iterator, "_num_yielded", 0) if self._live_iterator else 0
+        return {"epoch": sampler.current_epoch(), "batches": sampler.skipped + int(taken)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.batch_sampler.resume(int(state["epoch"]), int(state["batches"]))
+
+
+class ShardedEvalSampler(Sampler[int]):
+    """Evaluation order 0..n-1; under DDP rank r takes examples r, r+world, ... with no padding,
+    so metrics summed across ranks count every example exactly once."""
+
+    def __init__(self, size: int) -> None:
+        self.size = int(size)
+
+    @staticmethod
+    def _world() -> tuple[int, int]:
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_world_size(), dist.get_rank()
+        return 1, 0
+
+    def __iter__(self) -> Iterator[int]:
+        world, rank = self._world()
+        return iter(range(rank, self.size, world))
+
+    def __len__(self) -> int:
+        world, rank = self._world()
+        return len(range(rank, self.size, world))

@@ -13,7 +13,12 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
 from mtst.data.alignment import AlignmentStats, Encoded, encode_examples
-from mtst.data.batching import SAMPLING_MODES, MultiTaskBatchSampler
+from mtst.data.batching import (
+    SAMPLING_MODES,
+    MultiTaskBatchSampler,
+    ResumableDataLoader,
+    ShardedEvalSampler,
+)
 from mtst.data.collate import Collator
 from mtst.data.labels import DEFAULT_CLASSES, DEFAULT_ENTITY_TYPES, LabelSpace
 from mtst.data.readers import SourceSpec
@@ -89,6 +94,9 @@ class MultiTaskDataModule(L.LightningDataModule):
             raise MtstError(f"data.sampling={sampling!r}: expected one of {', '.join(SAMPLING_MODES)}")
         if max_length < 2 or batch_size < 1:
             raise MtstError(f"data.max_length={max_length} / data.batch_size={batch_size}: too small")
+        if (eval_batch_size is not None and eval_batch_size < 1) or num_workers < 0:
+            raise MtstError(f"data.eval_batch_size={eval_batch_size} / data.num_workers={num_workers}:"
+                            " expected a positive batch size (or null) and workers >= 0")
         self.specs = {s: _specs(f, s) for s, f in zip(SPLITS, (train_files, val_files, test_files),
                                                        strict=True)}
         labels = _plain(labels) or {}
@@ -184,8 +192,8 @@ class MultiTaskDataModule(L.LightningDataModule):
             self._datasets[split] = EncodedDataset(items)
         return self._datasets[split]
 
-    def _loader(self, ds: EncodedDataset, **kwargs: Any) -> DataLoader:
-        return DataLoader(ds, collate_fn=Collator(self.pad_token_id), num_workers=self.num_workers,
+    def _loader(self, ds: EncodedDataset, loader_cls: type = DataLoader, **kwargs: Any) -> DataLoader:
+        return loader_cls(ds, collate_fn=Collator(self.pad_token_id), num_workers=self.num_workers,
                           pin_memory=self.pin_memory, persistent_workers=self.persistent_workers,
                           **kwargs)
 
@@ -194,12 +202,13 @@ class MultiTaskDataModule(L.LightningDataModule):
         self.train_sampler = MultiTaskBatchSampler(
             ds.lengths, ds.sources, self.batch_size, sampling=self.sampling,
             temperature=self.temperature, bucket_by_length=self.bucket_by_length, seed=self.seed)
-        return self._loader(ds, batch_sampler=self.train_sampler)
+        return self._loader(ds, ResumableDataLoader, batch_sampler=self.train_sampler)
 
     def _eval_loader(self, split: str) -> DataLoader | list:
         if not self.specs[split]:
             return []
-        return self._loader(self.dataset(split), batch_size=self.eval_batch_size, shuffle=False)
+        ds = self.dataset(split)
+        return self._loader(ds, batch_size=self.eval_batch_size, sampler=ShardedEvalSampler(len(ds)))
 
     def val_dataloader(self) -> DataLoader | list:
         return self._eval_loader("val")

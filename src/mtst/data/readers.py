@@ -109,6 +109,9 @@ def _lines(text: str) -> list[str]:
     return [line.removesuffix("\r") for line in text.split("\n")]
 
 
+_TOO_DEEP = "invalid JSON: nested too deeply (a record is a flat object of tokens/tags/text/label)"
+
+
 def _json_error(path: str, e: json.JSONDecodeError, line: int | None = None) -> DataError:
     return DataError(path, f"line {line or e.lineno}", f"invalid JSON: {e.msg} (column {e.colno})")
 
@@ -119,6 +122,8 @@ def read_json(path: str) -> list[RawRecord]:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise _json_error(path, e) from None
+    except RecursionError:
+        raise DataError(path, None, _TOO_DEEP) from None
     if not isinstance(data, list):
         raise DataError(path, None, f"expected a JSON array of records, got {type(data).__name__}"
                         " (use a .jsonl file for one record per line)")
@@ -134,6 +139,8 @@ def read_jsonl(path: str) -> list[RawRecord]:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise _json_error(path, e, n) from None
+        except RecursionError:
+            raise DataError(path, f"line {n}", _TOO_DEEP) from None
         records.append(_as_record(path, f"line {n}", obj))
     return records
 

@@ -1,0 +1,1 @@
+"""Inference: mtst.load, prediction with character offsets, export, embedding and evaluation pictures."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Iterator, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from mtst.model.pooling import Pooling
 
 ENCODER_CONFIG = "mtst_encoder.json"
 PROGRESS_THRESHOLD = 1000  # show a progress bar by default from this many sentences
+ENCODE_CHUNK = 4096  # sentences tokenised per call: bounded memory, exact length sorting inside
 
 
 class SentenceEncoder(nn.Module):
@@ -142,22 +144,35 @@ class SentenceEncoder(nn.Module):
         normalize: bool = False,
         show_progress_bar: bool | None = None,
     ) -> Iterator[tuple[list[int], torch.Tensor]]:
-        """Yield (input indices, embeddings) batch by batch, longest first: memory stays bounded."""
+        """Yield (input indices, embeddings) batch by batch, longest first: memory stays bounded.
+
+        Sentences are sorted by characters (cheap, global), tokenised one chunk per call, then
+        re-sorted by sub-token count inside the chunk, so a batch pads to almost nothing: sorting
+        by characters alone left ~30% padding on AG News titles, all of it computed for nothing.
+        """
         order = self._length_order(texts)
         if show_progress_bar is None:
             show_progress_bar = len(texts) >= PROGRESS_THRESHOLD
+        chunk = batch_size * max(1, ENCODE_CHUNK // batch_size)
         device = next(self.parameters()).device
         was_training = self.training
         self.eval()
         try:
-            with torch.inference_mode():
-                starts = range(0, len(texts), batch_size)
-                for start in tqdm(starts, desc="encode", disable=not show_progress_bar):
-                    index = order[start : start + batch_size]
-                    ids, mask = pad_batch(self.tokenize([texts[i] for i in index]), self.pad_id)
-                    _, emb = self(ids.to(device), mask.to(device))
-                    emb = emb.float()
-                    yield index, (F.normalize(emb, dim=-1) if normalize else emb).cpu()
+            with torch.inference_mode(), tqdm(
+                total=len(texts), desc="encode", unit="sentence", disable=not show_progress_bar
+            ) as progress:
+                for first in range(0, len(order), chunk):
+                    members = order[first : first + chunk]
+                    token_ids = self.tokenize([texts[i] for i in members])
+                    local = sorted(range(len(members)), key=lambda j: -len(token_ids[j]))
+                    for start in range(0, len(local), batch_size):
+                        rows = local[start : start + batch_size]
+                        ids, mask = pad_batch([token_ids[j] for j in rows], self.pad_id)
+                        _, emb = self(ids.to(device), mask.to(device))
+                        emb = emb.float()
+                        emb = F.normalize(emb, dim=-1) if normalize else emb
+                        progress.update(len(rows))
+                        yield [members[j] for j in rows], emb.cpu()
         finally:
             self.train(was_training)
 
@@ -168,10 +183,9 @@ class SentenceEncoder(nn.Module):
 
 def pad_batch(ids: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad token id lists to the longest; returns (input_ids, attention_mask)."""
-    width = max((len(x) for x in ids), default=1) or 1
-    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for row, seq in enumerate(ids):
-        input_ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
-        mask[row, : len(seq)] = 1
-    return input_ids, mask
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+    width = int(lengths.max(initial=0)) or 1
+    mask = np.arange(width)[None, :] < lengths[:, None]
+    input_ids = np.full((len(ids), width), pad_id, dtype=np.int64)
+    input_ids[mask] = np.fromiter(chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
+    return torch.from_numpy(input_ids), torch.from_numpy(mask.astype(np.int64))

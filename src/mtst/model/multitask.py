@@ -14,6 +14,7 @@ from mtst.data.labels import LabelSpace
 from mtst.model.encoder import SentenceEncoder
 from mtst.model.heads import ClassificationHead, TokenClassificationHead
 from mtst.model.loss import MultiTaskLoss, masked_cross_entropy
+from mtst.training.distributed import any_rank
 from mtst.training.freezing import build_freeze_strategy
 from mtst.training.metrics import EntityF1
 from mtst.training.optim import build_optimizer
@@ -52,6 +53,7 @@ class MultiTaskModel(L.LightningModule):
         self.freezer = build_freeze_strategy(freeze or {"name": "none"})
         self.loss_fn = MultiTaskLoss(**self.freezer.loss_settings(loss or {}))
         self._encoder_files: dict[str, bytes] | None = None
+        self.run_config: dict[str, Any] | None = None  # set by the training pipeline
         n_classes = len(self.label_space.classes)
         for stage in STAGES:
             setattr(self, f"{stage}_cls_acc", MulticlassAccuracy(n_classes, average="micro"))
@@ -109,7 +111,7 @@ class MultiTaskModel(L.LightningModule):
     def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
         outputs = self.encode_batch(batch)
         losses = self.compute_loss(batch, outputs)
-        self.log(f"{stage}/loss", losses["loss"], batch_size=batch["input_ids"].size(0))
+        self.log(f"{stage}/loss", losses["loss"], batch_size=batch["input_ids"].size(0), sync_dist=True)
         has_cls = batch["has_cls"]
         if has_cls.any():
             preds = outputs["cls_logits"][has_cls].argmax(-1)
@@ -143,16 +145,20 @@ class MultiTaskModel(L.LightningModule):
         """Log the task metrics seen this epoch and `score`, the mean of the tasks present."""
         scores, metrics = [], {}
         acc, f1 = getattr(self, f"{stage}_cls_acc"), getattr(self, f"{stage}_cls_f1")
-        if acc.update_called:
+        ner = getattr(self, f"{stage}_ner")
+        # under DDP a rank may have seen no example of a task: decide on all ranks together,
+        # since compute() gathers states from every rank
+        cls_seen, ner_seen = any_rank([acc.update_called, ner.update_called], self.device)
+        if cls_seen:
             metrics[f"{stage}/cls_acc"], metrics[f"{stage}/cls_f1"] = acc.compute(), f1.compute()
             scores.append(metrics[f"{stage}/cls_f1"])
-        ner = getattr(self, f"{stage}_ner")
-        if ner.update_called:
+        if ner_seen:
             for key, value in ner.compute().items():
                 metrics[f"{stage}/ner_{key}"] = value.float()
             scores.append(metrics[f"{stage}/ner_f1"])
             if stage == "test":
-                self.ner_report = ner.per_type()
+                with ner.sync_context():  # per-type counts of all ranks
+                    self.ner_report = ner.per_type()
         if scores:
             metrics[f"{stage}/score"] = torch.stack([torch.as_tensor(s).float() for s in scores]).mean()
         self.log_dict({k: torch.as_tensor(v, dtype=torch.float32) for k, v in metrics.items()})
@@ -162,11 +168,26 @@ class MultiTaskModel(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         return build_optimizer(self, self.hparams.optimizer or {})
 
+    # ---- inference -----------------------------------------------------------------------
+    def encode(self, sentences: str | list[str], **kwargs: Any) -> Any:
+        """Sentence embeddings from the trained encoder (`SentenceEncoder.encode` options)."""
+        return self.encoder.encode(sentences, **kwargs)
+
+    def predict(self, texts: str | list[str], batch_size: int = 32) -> list[dict[str, Any]]:
+        """Topic and entity spans per text (format in `mtst.inference.predict`)."""
+        from mtst.inference.predict import predict
+
+        return predict(self, texts, batch_size=batch_size)
+
     # ---- checkpoints ---------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self._encoder_files is None:
             self._encoder_files = self.encoder.to_files()
-        checkpoint["mtst"] = {"encoder_files": self._encoder_files, "labels": self.label_space.to_dict()}
+        checkpoint["mtst"] = {
+            "encoder_files": self._encoder_files,
+            "labels": self.label_space.to_dict(),
+            "config": self.run_config,
+        }
         self.freezer.on_save_checkpoint(checkpoint)
 
     @classmethod

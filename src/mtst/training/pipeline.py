@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from mtst.model.backbone import load_tokenizer
 from mtst.model.multitask import MultiTaskModel
+from mtst.training.callbacks import reliability_callbacks, stop_signals_as_errors
 from mtst.training.checkpoints import AtomicCheckpointIO, resolve_ckpt_path
+from mtst.training.freezing import run_record
 from mtst.training.metrics import format_report
 from mtst.training.runs import to_float_dict, write_json
 
@@ -33,17 +36,22 @@ def build_datamodule(cfg: DictConfig, tokenizer) -> L.LightningDataModule:
 
 
 def build_model(cfg: DictConfig, labels: dict[str, list[str]]) -> MultiTaskModel:
-    return instantiate(
-        cfg.model,
+    # labels come from the data: handed to the constructor, never merged into OmegaConf, which
+    # would resolve a label named "${oc.env:...}"
+    model = instantiate(cfg.model, _partial_=True, _convert_="all")(
         backbone=backbone_settings(cfg),
         labels=labels,
         freeze=OmegaConf.to_container(cfg.freeze, resolve=True),
-        _convert_="all",
     )
+    # the whole resolved run config travels in every checkpoint (plain data, no Hydra needed)
+    run_keys = [k for k in cfg if k != "hydra"]
+    model.run_config = OmegaConf.to_container(OmegaConf.masked_copy(cfg, run_keys), resolve=True)
+    return model
 
 
 def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    callbacks += reliability_callbacks()
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg]
     return instantiate(
         cfg.trainer,
@@ -71,7 +79,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = build_datamodule(cfg, tokenizer)
     model = build_model(cfg, datamodule.label_space.to_dict())
     trainer = build_trainer(cfg)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    if model.freezer.trains_nothing:  # freeze=all: evaluate as is, then linear probes
+        from mtst.training.probes import probe_train
+
+        return probe_train(cfg, model, datamodule, trainer)
+    started = time.perf_counter()
+    with stop_signals_as_errors(trainer):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    record = run_record(model, time.perf_counter() - started)
     metrics = to_float_dict(trainer.callback_metrics)
     best = _best_checkpoint(trainer)
     _log_hp_metric(trainer)
@@ -80,8 +95,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics.update(to_float_dict(trainer.callback_metrics))
         _write_ner_report(model, output_dir)
     metrics = {k: v for k, v in metrics.items() if k.startswith(("val/", "test/"))}
-    write_json(output_dir / "metrics.json", {"metrics": metrics, "best_checkpoint": best})
-    _print_summary(output_dir, best, metrics)
+    if trainer.is_global_zero:  # under DDP only rank 0 writes files
+        write_json(output_dir / "metrics.json", {"metrics": metrics, "best_checkpoint": best, **record})
+        _print_summary(output_dir, best, metrics)
     return metrics
 
 
@@ -94,15 +110,23 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     route_lightning_logs()
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.log_dir)
     model = MultiTaskModel.from_checkpoint(ckpt_path)
-    datamodule = instantiate(cfg.data, labels=model.label_space.to_dict(), _convert_="all")
+    datamodule = instantiate(cfg.data, _partial_=True, _convert_="all")(
+        labels=model.label_space.to_dict()  # from the checkpoint: plain strings, not OmegaConf
+    )
     datamodule.set_tokenizer(model.encoder.tokenizer)
     datamodule.setup("test")
     trainer = build_trainer(cfg)
+    from mtst.inference.reports import TopicConfusion, write_topic_report
+
+    confusion = TopicConfusion(model.label_space.classes)
+    trainer.callbacks.append(confusion)
     trainer.test(model, datamodule=datamodule, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
     metrics = {k: v for k, v in to_float_dict(trainer.callback_metrics).items() if k.startswith("test/")}
     _write_ner_report(model, output_dir)
-    write_json(output_dir / "metrics.json", {"metrics": metrics, "checkpoint": ckpt_path})
+    write_topic_report(model, confusion, output_dir)  # confusion_matrix.png/.txt + TensorBoard
+    if trainer.is_global_zero:
+        write_json(output_dir / "metrics.json", {"metrics": metrics, "checkpoint": ckpt_path})
     log.info("test metrics: %s", metrics)
     return metrics
 
@@ -126,7 +150,7 @@ def _log_hp_metric(trainer: L.Trainer) -> None:
 
 def _write_ner_report(model: MultiTaskModel, output_dir: Path) -> None:
     report = getattr(model, "ner_report", None)
-    if not report:
+    if not report or not model.trainer.is_global_zero:
         return
     overall = {
         key: float(model.trainer.callback_metrics[f"test/ner_{key}"])
@@ -134,6 +158,9 @@ def _write_ner_report(model: MultiTaskModel, output_dir: Path) -> None:
     }
     text = format_report(report, overall)
     (output_dir / "ner_report.txt").write_text(text + "\n", encoding="utf-8")
+    from mtst.inference.reports import write_ner_figure
+
+    write_ner_figure(model, report, overall, output_dir)  # ner_report.png + TensorBoard image
     log.info("NER per-type report (test):\n%s", text)
     for logger in model.loggers:
         experiment = getattr(logger, "experiment", None)

@@ -56,6 +56,24 @@ def to_float_dict(metrics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def record_failure(output_dir: str | Path, err: BaseException) -> str:
+    """A failed sweep job leaves `error.txt` (the traceback, or the one-line user error) and a
+    `metrics.json` whose "error" says why, so reports list it instead of skipping it."""
+    import traceback
+
+    from mtst.errors import MtstError
+
+    line = f"{type(err).__name__}: {err}".splitlines()[0] if str(err) else type(err).__name__
+    if isinstance(err, MtstError):
+        line, detail = str(err).splitlines()[0], str(err) + "\n"
+    else:
+        detail = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    Path(output_dir, "error.txt").write_text(detail, encoding="utf-8")
+    write_json(Path(output_dir, "metrics.json"), {"error": line, "metrics": {}})
+    return line
+
+
 def write_json(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write atomically: readers never see half a file."""
     path = Path(path)

@@ -1,0 +1,142 @@
+"""Per-epoch time of `freeze=backbone` with and without the feature cache (one process).
+
+    python scripts/bench_freeze_cache.py                       # MiniLM on data/sample, 4 epochs
+    python scripts/bench_freeze_cache.py --epochs 6 --order cache,plain --threads 1
+    python scripts/bench_freeze_cache.py backbone=gpt_neo_tiny  # any extra Hydra overrides
+
+Both sides train through the real config (`train.yaml` + overrides) with the same seed, data and
+batches; an epoch clock times every epoch including its validation pass. Epoch 1 computes the
+encoder outputs in both (the cached side also stores them), so the figure of merit is the median
+time of epochs 2.. without the cache over the same with it (target: >= 10).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.callbacks import Callback
+
+
+class EpochClock(Callback):
+    """Wall time of each training epoch (its validation included) and of its training part."""
+
+    def __init__(self) -> None:
+        self.epoch_s: list[float] = []
+        self.train_s: list[float] = []
+        self._start = self._train_end = 0.0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._start = self._train_end = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._train_end = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.epoch_s.append(time.perf_counter() - self._start)
+        self.train_s.append(self._train_end - self._start)
+
+
+def compose(tmp: Path, overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from mtst.cli._hydra import CONF_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose("train", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = cfg.hydra.runtime.output_dir = str(tmp)
+        cfg.paths.log_dir = str(tmp / "logs")
+    HydraConfig().set_config(cfg)
+    return cfg
+
+
+def run_side(tmp: Path, cache: bool, args: argparse.Namespace) -> dict[str, Any]:
+    import lightning as L
+
+    from mtst.model.backbone import load_tokenizer
+    from mtst.training.pipeline import backbone_settings, build_datamodule, build_model
+
+    overrides = [f"backbone={args.backbone}", "freeze=backbone", f"freeze.cache_features={cache}",
+                 f"freeze.cache_dtype={args.cache_dtype}", f"data.batch_size={args.batch_size}",
+                 *args.overrides]
+    cfg = compose(tmp, overrides)
+    L.seed_everything(cfg.seed)
+    datamodule = build_datamodule(cfg, load_tokenizer(**backbone_settings(cfg)))
+    model = build_model(cfg, datamodule.label_space.to_dict())
+    clock = EpochClock()
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=args.epochs, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, callbacks=[clock])
+    trainer.fit(model, datamodule=datamodule)
+    cached = model.freezer.cache
+    return {"epoch_s": clock.epoch_s, "train_s": clock.train_s,
+            "cache_mb": cached.nbytes / 2**20 if cached else 0.0,
+            "cache_hits": cached.hits if cached else 0,
+            "val_score": float(trainer.callback_metrics.get("val/score", float("nan"))),
+            "cls_head": model.cls_head.out.weight.detach().clone()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="minilm")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--cache-dtype", default="float16")
+    parser.add_argument("--order", default="plain,cache", help="which side runs first")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    parser.add_argument("--json", default=None, help="also write the figures to this file")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for both sides")
+    args = parser.parse_args(argv)
+    if args.epochs < 2:
+        parser.error("--epochs must be >= 2 (epoch 1 fills the cache)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for side in args.order.split(","):
+            results[side] = run_side(Path(tmp) / side, side == "cache", args)
+    plain, cache = results["plain"], results["cache"]
+    drift = float((plain.pop("cls_head") - cache.pop("cls_head")).abs().max())
+
+    def later(side: dict[str, Any], key: str) -> float:
+        return statistics.median(side[key][1:])
+
+    summary = {
+        "backbone": args.backbone, "epochs": args.epochs, "torch_threads": torch.get_num_threads(),
+        "cache_dtype": args.cache_dtype, "plain": plain, "cache": cache,
+        "speedup_epochs_2_on": later(plain, "epoch_s") / later(cache, "epoch_s"),
+        "speedup_train_part": later(plain, "train_s") / later(cache, "train_s"),
+        "first_epoch_ratio": cache["epoch_s"][0] / plain["epoch_s"][0],
+        "max_head_weight_diff": drift,
+    }
+    print(f"freeze=backbone, backbone={args.backbone}, {args.epochs} epochs, "
+          f"{summary['torch_threads']} torch threads, cache {args.cache_dtype} "
+          f"({cache['cache_mb']:.1f} MB, {cache['cache_hits']} batches served)")
+    print(f"{'':>10} {'epoch 1 (s)':>12} {'median 2.. (s)':>15} {'train part 2.. (s)':>19}")
+    for name, side in (("no cache", plain), ("cache", cache)):
+        print(f"{name:>10} {side['epoch_s'][0]:12.2f} {later(side, 'epoch_s'):15.3f} "
+              f"{later(side, 'train_s'):19.3f}")
+    print(f"speed-up, epochs 2.. (with validation): {summary['speedup_epochs_2_on']:.1f}x "
+          f"(target >= 10x); training part only: {summary['speedup_train_part']:.1f}x")
+    print(f"epoch 1 with cache / without: {summary['first_epoch_ratio']:.2f}; final val/score "
+          f"{plain['val_score']:.4f} vs {cache['val_score']:.4f}; max |head weight diff| {drift:.2e}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""`mtst export`: a trained model as (a) a sentence-transformers folder and (b) an `mtst` folder.
+
+    OUT/sentence-transformers/   SentenceTransformer(OUT/sentence-transformers) loads it: the
+                                 backbone and tokenizer at the folder root, 1_Pooling/config.json,
+                                 (2_Normalize when the encoder normalises), modules.json,
+                                 sentence_bert_config.json; mtst_encoder.json lets
+                                 SentenceEncoder.from_pretrained keep the pooling too.
+    OUT/mtst/                    mtst.load(OUT) reloads encoder and both heads (see loading.py).
+
+The whole OUT folder is written next to its final place and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mtst import __version__
+from mtst.inference.files import atomic_folder
+from mtst.inference.loading import MTST_FOLDER, load, save_folder
+from mtst.model.encoder import SentenceEncoder
+from mtst.model.multitask import MultiTaskModel
+
+ST_FOLDER = "sentence-transformers"
+# mtst pooling mode -> sentence-transformers Pooling flag (the config keys every version reads)
+ST_POOLING_FLAGS = {
+    "mean": "pooling_mode_mean_tokens",
+    "weighted_mean": "pooling_mode_weightedmean_tokens",  # same 1..n weights with right padding
+    "last_token": "pooling_mode_lasttoken",
+    "first": "pooling_mode_cls_token",
+    "max": "pooling_mode_max_tokens",
+}
+ALL_FLAGS = (
+    "pooling_mode_cls_token", "pooling_mode_mean_tokens", "pooling_mode_max_tokens",
+    "pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken",
+)
+
+
+def _write_json(path: Path, payload: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+
+
+def write_sentence_transformers(encoder: SentenceEncoder, folder: str | Path) -> Path:
+    """Write `encoder` as a sentence-transformers model folder (into an existing, empty folder)."""
+    folder = Path(folder)
+    tokenizer = encoder.tokenizer
+    tokenizer.padding_side = "right"  # weighted_mean / last_token assume it; GPT pads with eos
+    encoder.save_pretrained(folder)  # backbone (safetensors), tokenizer, mtst_encoder.json
+    _pin_tokenizer_settings(folder / "tokenizer_config.json", tokenizer.pad_token, encoder.max_length)
+    flag = ST_POOLING_FLAGS[encoder.pooling.mode]
+    _write_json(folder / "1_Pooling" / "config.json", {
+        "word_embedding_dimension": encoder.hidden_size,
+        **{name: name == flag for name in ALL_FLAGS},
+        "include_prompt": True,
+    })
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    if encoder.pooling.normalize:
+        (folder / "2_Normalize").mkdir(exist_ok=True)
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize",
+                        "type": "sentence_transformers.models.Normalize"})
+    _write_json(folder / "modules.json", modules)
+    _write_json(folder / "sentence_bert_config.json",
+                {"max_seq_length": encoder.max_length, "do_lower_case": False})
+    _write_json(folder / "config_sentence_transformers.json", {
+        "__version__": {"mtst": __version__},
+        "prompts": {},
+        "default_prompt_name": None,
+        "similarity_fn_name": "cosine",
+    })
+    return folder
+
+
+def _pin_tokenizer_settings(config_file: Path, pad_token: str | None, max_length: int) -> None:
+    """Record pad token and right padding explicitly: GPT-style tokenizers have no pad token of
+    their own, and a loader that falls back to its defaults would pad differently."""
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config.update({"padding_side": "right", "pad_token": pad_token, "model_max_length": max_length})
+    config_file.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+
+def export_model(model: MultiTaskModel, out: str | Path, overwrite: bool = False) -> dict[str, Path]:
+    """Write OUT/sentence-transformers and OUT/mtst; OUT appears only once both are complete."""
+    out = Path(out)
+    with atomic_folder(out, overwrite=overwrite) as tmp:
+        write_sentence_transformers(model.encoder, tmp / ST_FOLDER)
+        save_folder(model, tmp / MTST_FOLDER)
+    return {"sentence-transformers": out / ST_FOLDER, "mtst": out / MTST_FOLDER}
+
+
+def export(checkpoint: str | Path, out: str | Path, overwrite: bool = False) -> dict[str, Path]:
+    """Load a checkpoint (or anything `mtst.load` accepts) and export it."""
+    return export_model(load(checkpoint), out, overwrite=overwrite)

@@ -1,0 +1,217 @@
+"""Callbacks that make long runs safe: stop on a non-finite loss, never checkpoint non-finite
+weights, save `last.ckpt` on SIGTERM, and restore the random state on resume.
+
+`reliability_callbacks()` is added to every trainer by the pipeline, whatever `callbacks=` says:
+these are guarantees, not preferences.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from mtst.errors import MtstError
+from mtst.training.distributed import any_rank
+
+log = logging.getLogger("mtst")
+
+
+class NonFiniteLossError(MtstError):
+    """Training produced a NaN or infinite loss; the message names the step and loss terms."""
+
+
+class TrainingStopped(MtstError):
+    """The run was asked to stop (SIGTERM); `last.ckpt` holds its state."""
+
+
+def logged_step_values(trainer: L.Trainer, prefix: str = "train/") -> dict[str, float]:
+    """The values logged by the current training step (read from Lightning's result collection,
+    which is where `self.log(..., on_step=True)` puts them before they reach any logger)."""
+    values: dict[str, float] = {}
+    try:
+        for result in getattr(trainer, "_results", {}).values():
+            name, value = result.meta.name, result._forward_cache
+            if name.startswith(prefix) and isinstance(value, torch.Tensor) and value.numel() == 1:
+                values[name] = float(value)
+    except (AttributeError, TypeError):  # Lightning internals changed: report the total only
+        return {}
+    return values
+
+
+class NonFiniteGuard(Callback):
+    """Stops before the optimizer step of a batch whose loss is NaN/inf (the weights stay finite),
+    and refuses to write any checkpoint holding non-finite weights (best and last stay intact)."""
+
+    def __init__(self) -> None:
+        self._batch_idx = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._batch_idx = batch_idx
+
+    def on_before_backward(self, trainer, pl_module, loss: torch.Tensor) -> None:
+        bad = not bool(torch.isfinite(loss.detach()).all())
+        if trainer.world_size > 1:  # every rank must stop together, or the others hang
+            bad = any_rank([bad], loss.device)[0]
+        if not bad:
+            return
+        terms = logged_step_values(trainer)
+        terms.setdefault("train/loss", float(loss.detach().float().mean()))
+        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(terms.items()) if "loss" in k)
+        raise NonFiniteLossError(
+            f"non-finite loss at step {trainer.global_step} (epoch {trainer.current_epoch}, "
+            f"batch {self._batch_idx}): {shown}; stopped before the optimizer step, checkpoints "
+            "keep the last finite weights (lower the learning rate or check the data)"
+        )
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        bad = [name for name, t in checkpoint.get("state_dict", {}).items()
+               if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        if bad:
+            raise NonFiniteLossError(
+                f"refusing to write a checkpoint at step {trainer.global_step}: non-finite "
+                f"weights in {len(bad)} tensors (first: {bad[0]}); earlier checkpoints are kept"
+            )
+
+
+def _fmt(value: float) -> str:
+    return str(value) if not math.isfinite(value) else f"{value:.6g}"
+
+
+class ExactResume(Callback):
+    """Makes a resumed run continue exactly where the saved one stopped.
+
+    The checkpoint keeps the random generators (dropout after a resume draws what the
+    uninterrupted run drew) and the training data position (epoch, batches taken). Both are
+    applied at `on_train_start`, after the dataloaders are built: Lightning builds the train
+    loader before it restores the loops when `configure_optimizers` asks for the step count, so
+    its own restore of a stateful loader comes too late.
+    """
+
+    KEY = "mtst_resume"
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        state: dict[str, Any] = {"rng": _rng_state()}
+        loader = trainer.fit_loop._combined_loader
+        loaders = loader.flattened if loader is not None else []
+        if len(loaders) == 1 and hasattr(loaders[0], "state_dict"):
+            state["data"] = loaders[0].state_dict()
+        checkpoint[self.KEY] = state
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        self._pending = checkpoint.get(self.KEY)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        state, self._pending = self._pending, None
+        if not state:
+            return
+        _set_rng_state(state["rng"])
+        loader = trainer.fit_loop._combined_loader
+        loaders = loader.flattened if loader is not None else []
+        if "data" in state and len(loaders) == 1 and hasattr(loaders[0], "load_state_dict"):
+            loaders[0].load_state_dict(state["data"])
+            fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)
+            if fetcher is not None and getattr(loaders[0], "num_workers", 0) > 0:
+                iter(fetcher)  # workers already took indices from the old position
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    name, keys, *rest = np.random.get_state()
+    state["numpy"] = (name, torch.from_numpy(keys.astype(np.int64)), *rest)
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_as_tuple(state["python"]))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(value: Any) -> Any:
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def last_checkpoint_path(trainer: L.Trainer) -> Path:
+    """Where `last.ckpt` lives: the folder of the first ModelCheckpoint that keeps one."""
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.save_last and callback.dirpath:
+            return Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
+    return Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+
+
+class SaveOnSigterm(Callback):
+    """Cluster schedulers send SIGTERM before killing a job. Lightning stops after the current
+    batch and raises `SIGTERMException`; this writes `last.ckpt` at that point (atomically,
+    rank 0 only, no barrier: the other ranks may already be gone). A stop during validation
+    keeps the previous `last.ckpt`: a half-finished validation cannot be resumed exactly."""
+
+    def __init__(self) -> None:
+        self.saved: Path | None = None
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit":
+            return
+        path = last_checkpoint_path(trainer)
+        if trainer.validating or trainer.sanity_checking:
+            log.warning("SIGTERM during validation: keeping the previous %s", path)
+            return
+        checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+        trainer.strategy.save_checkpoint(checkpoint, path)
+        self.saved = path
+        log.info("SIGTERM: saved %s at step %d", path, trainer.global_step)
+
+
+def reliability_callbacks() -> list[Callback]:
+    return [NonFiniteGuard(), ExactResume(), SaveOnSigterm()]
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """`last.ckpt` every N optimizer steps and at every epoch end, so a killed run loses little.
+
+    Lightning's monitoring ModelCheckpoint refreshes `last.ckpt` only when it also saves a best
+    checkpoint, so without this `last.ckpt` can lag behind. The last batch of an epoch is skipped:
+    validation follows it, and a checkpoint taken before validation would make a resumed run skip
+    that validation; the epoch-end save (after validation) covers it.
+    """
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+@contextmanager
+def stop_signals_as_errors(trainer: L.Trainer) -> Iterator[None]:
+    """SIGTERM ends `fit` with a one-line error naming the checkpoint to resume from."""
+    try:
+        yield
+    except SIGTERMException:
+        saver = next((c for c in trainer.callbacks if isinstance(c, SaveOnSigterm)), None)
+        where = saver.saved if saver is not None and saver.saved else last_checkpoint_path(trainer)
+        raise TrainingStopped(
+            f"training stopped by SIGTERM at step {trainer.global_step}; resume with "
+            f"ckpt_path={where}"
+        ) from None

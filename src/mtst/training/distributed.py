@@ -1,0 +1,156 @@
+"""DDP under Hydra without duplicated run folders, and rank-consistent decisions.
+
+Lightning starts ranks > 0 by re-running the command line. Its Hydra variant replays `sys.argv`,
+so a multirun (`-m`, or `hparams_search=optuna` which sets `hydra.mode=MULTIRUN`) would start a
+whole sweep in every child. `HydraDDPStrategy` starts each child as a single run of *this job*:
+the job's own overrides, `hydra.mode=RUN`, rank 0's output folder as `hydra.run.dir`, no
+`.hydra/` output and console-only logging, so only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
+
+log = logging.getLogger("mtst")
+
+DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+CHILD_OVERRIDES = ("hydra.mode=RUN", "hydra.output_subdir=null", "hydra/job_logging=stdout")
+
+
+def child_command(local_rank: int) -> tuple[list[str], str]:
+    """The command line that starts rank `local_rank` of the current Hydra job."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import get_original_cwd, to_absolute_path
+
+    import __main__
+
+    hydra_cfg = HydraConfig.get()
+    if getattr(__main__, "__spec__", None) is None:
+        command = [sys.executable, to_absolute_path(sys.argv[0])]
+    else:
+        command = [sys.executable, "-m", __main__.__spec__.name]
+    output_dir = hydra_cfg.runtime.output_dir
+    overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("ckpt_path=")]
+    ckpt = _resolved_ckpt_override(hydra_cfg.overrides.task, output_dir)
+    command += overrides + ckpt + list(CHILD_OVERRIDES)
+    command += [f"hydra.run.dir={_quote(output_dir)}", f"hydra.job.name=ddp_rank_{local_rank}"]
+    return command, get_original_cwd()
+
+
+def _resolved_ckpt_override(task: Any, output_dir: str) -> list[str]:
+    """`ckpt_path=last` means rank 0's run folder (already chosen); children must not re-resolve."""
+    for override in task:
+        if override.startswith("ckpt_path="):
+            value = override.split("=", 1)[1]
+            if value == "last":
+                value = os.path.join(output_dir, "checkpoints", "last.ckpt")
+            return [f"ckpt_path={_quote(value)}"]
+    return []
+
+
+def _quote(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{escaped}'"
+
+
+class _HydraJobLauncher(_SubprocessScriptLauncher):
+    """Lightning's script launcher with `child_command` for Hydra jobs."""
+
+    def _call_children_scripts(self) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.initialized():
+            super()._call_children_scripts()
+            return
+        import subprocess
+
+        self._check_can_spawn_children()
+        self.procs = []
+        env = self.cluster_environment
+        os.environ["MASTER_ADDR"] = env.main_address
+        os.environ["MASTER_PORT"] = str(env.main_port)
+        os.environ["NODE_RANK"] = str(env.node_rank())
+        os.environ["LOCAL_RANK"] = str(env.local_rank())
+        os.environ["WORLD_SIZE"] = f"{self.num_processes * self.num_nodes}"
+        for local_rank in range(1, self.num_processes):
+            child_env = os.environ.copy()
+            child_env["LOCAL_RANK"] = str(local_rank)
+            if os.environ.get("PL_GLOBAL_SEED") is None:
+                child_env.pop("PL_GLOBAL_SEED", None)
+            command, cwd = child_command(local_rank)
+            self.procs.append(subprocess.Popen(command, env=child_env, cwd=cwd))
+
+
+class HydraDDPStrategy(DDPStrategy):
+    """DDP with Hydra-aware child processes.
+
+    `find_unused_parameters` is switched on when a freeze strategy is active: frozen or cached
+    encoder parameters get no gradient, which plain DDP reports as an error. With every
+    parameter training, the masked losses keep both heads in the graph on every batch, so the
+    cheaper `find_unused_parameters=False` is safe.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("broadcast_buffers", False)  # see conf/trainer/ddp.yaml
+        super().__init__(*args, **kwargs)
+        # epoch metrics are torchmetrics states gathered across ranks before compute(); the
+        # per-step train/* values are informative only: Lightning's advice does not apply
+        warnings.filterwarnings("ignore", message=r".*sync_dist=True.*when logging on epoch level")
+
+    def _configure_launcher(self) -> None:
+        super()._configure_launcher()
+        if isinstance(self._launcher, _SubprocessScriptLauncher):
+            self._launcher = _HydraJobLauncher(self.cluster_environment, self.num_processes,
+                                               self.num_nodes)
+
+    def _setup_model(self, model: torch.nn.Module):
+        freezer = getattr(self.lightning_module, "freezer", None)
+        if freezer is not None and freezer.name != "none" and not self._ddp_kwargs.get(
+            "find_unused_parameters"
+        ):
+            log.info("freeze=%s under DDP: using find_unused_parameters=True", freezer.name)
+            self._ddp_kwargs["find_unused_parameters"] = True
+        return super()._setup_model(model)
+
+
+def any_rank(flags: list[bool], device: torch.device | None = None) -> list[bool]:
+    """Element-wise OR of `flags` over all ranks (the flags themselves without DDP).
+
+    Decisions that lead to collectives (computing a synced metric, stopping training) must be
+    the same on every rank, or the ranks wait on each other forever.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return list(flags)
+    tensor = torch.tensor([1 if f else 0 for f in flags], dtype=torch.int32, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in tensor.tolist()]
+
+
+@contextmanager
+def ddp_job_scope() -> Iterator[None]:
+    """Undo what a DDP launch leaves in this process, so the next job of a multirun starts
+    its own process group instead of believing it is a child rank."""
+    saved = {key: os.environ.get(key) for key in DDP_ENV}
+    launched_here = saved["LOCAL_RANK"] is None
+    try:
+        yield
+    finally:
+        if launched_here:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            if dist.is_available() and dist.is_initialized():
+                dist.destroy_process_group()

@@ -1,0 +1,105 @@
+"""Shared pieces of the reliability tests: CLI runs, fault-injection callbacks, tiny datasets.
+
+The callbacks here are instantiated by Hydra inside `python train.py` subprocesses
+(`+callbacks.fault._target_=tests.reliability.helpers.SignalAtStep`), so they must stay
+importable from the repository root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.callbacks import Callback
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "data" / "sample"
+
+# subprocess twin of tests.conftest.TINY_TRAIN (plus quiet console, no lr monitor)
+CLI_TINY = [
+    "backbone=gpt_neo_tiny",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "~callbacks.rich_progress_bar",
+    "~callbacks.model_summary",
+    "~callbacks.lr_monitor",
+    "data.batch_size=8",
+]
+
+
+def run_cli(script: str, args: list[str], timeout: int = 300, **kwargs: Any) -> subprocess.CompletedProcess:
+    """`python <script> args` from the repository root, offline, with captured output."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false", "MTST_ROOT": str(ROOT)}
+    env.pop("MTST_TRACEBACK", None)
+    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+class SignalAtStep(Callback):
+    """Sends signal `sig` to its own process when training reaches optimizer step `step`."""
+
+    def __init__(self, step: int, sig: str = "SIGKILL") -> None:
+        self.step, self.signum = int(step), getattr(signal, sig)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+class Crash(RuntimeError):
+    """The injected failure of `RaiseAtStep`."""
+
+
+class RaiseAtStep(Callback):
+    """In-process stand-in for a crash: raises when training reaches optimizer step `step`."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise Crash(f"crash at step {self.step}")
+
+
+def sample_records(split: str = "train", n: int | None = None) -> list[dict[str, Any]]:
+    lines = (SAMPLE / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines[:n]]
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), "utf-8")
+    return path
+
+
+def only_task(record: dict[str, Any], task: str) -> dict[str, Any]:
+    """The record with the labels of one task only ("cls" or "ner")."""
+    keep = {"tokens", "ner_tags"} if task == "ner" else {"text", "label"}
+    out = {k: v for k, v in record.items() if k in keep or k == "id"}
+    if task == "cls" and "text" not in out:
+        out["text"] = " ".join(record["tokens"])
+    return out
+
+
+def interleaved_partial(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Even records keep NER labels only, odd records topic labels only: under 2-process DDP
+    (examples r, r+2, ... per rank) rank 0 sees no topic label and rank 1 no NER label."""
+    return [only_task(r, "ner" if i % 2 == 0 else "cls") for i, r in enumerate(records)]
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
+
+
+def metrics_of(run_dir: Path) -> dict[str, float]:
+    return json.loads((run_dir / "metrics.json").read_text())["metrics"]
+
+
+def run_folders(log_dir: Path) -> list[Path]:
+    return sorted(p for p in (log_dir / "runs").iterdir() if p.is_dir())

@@ -1,0 +1,108 @@
+"""DDP through Lightning's launcher under Hydra: one run folder written by rank 0 only, NER
+counts gathered across ranks before scoring, single-task batches without unused-parameter
+errors, frozen/cached encoders, and back-to-back DDP jobs in one multirun."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning as L
+import pytest
+
+from mtst.data.datamodule import MultiTaskDataModule
+from mtst.model.multitask import MultiTaskModel
+from mtst.training.distributed import any_rank, child_command, ddp_job_scope
+from tests.conftest import compose_config
+from tests.reliability.helpers import (
+    CLI_TINY,
+    interleaved_partial,
+    metrics_of,
+    only_task,
+    run_cli,
+    run_folders,
+    sample_records,
+    write_jsonl,
+)
+
+RUN_FILES = {".hydra", "checkpoints", "tensorboard", "metrics.json", "ner_report.txt",
+             "ner_report.png", "_hydra.log", "train.log"}
+
+
+def validate_single_process(ckpt: Path, val_file: Path) -> dict[str, float]:
+    model = MultiTaskModel.from_checkpoint(ckpt)
+    dm = MultiTaskDataModule(val_files=[str(val_file)], labels=model.label_space.to_dict(),
+                             batch_size=8, tokenizer=model.encoder.tokenizer)
+    dm.setup("validate")
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, enable_checkpointing=False)
+    trainer.validate(model, datamodule=dm, verbose=False)
+    return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+@pytest.mark.slow
+def test_ddp_cpu_scores_equal_single_process_with_one_run_folder(tmp_path) -> None:
+    train = sample_records("train", 160)
+    cls_file = write_jsonl(tmp_path / "cls.jsonl", [only_task(r, "cls") for r in train[:80]])
+    ner_file = write_jsonl(tmp_path / "ner.jsonl", [only_task(r, "ner") for r in train[80:]])
+    # 97 records (odd: a padding sampler would duplicate one); rank 1 gets no NER label at all
+    val_file = write_jsonl(tmp_path / "val.jsonl", interleaved_partial(sample_records("val")))
+    log = tmp_path / "logs"
+    result = run_cli("train.py", ["trainer=ddp_cpu", *CLI_TINY, "trainer.max_epochs=1",
+                                  "trainer.limit_train_batches=4", f"paths.log_dir={log}",
+                                  f"data.train_files=[{cls_file},{ner_file}]",
+                                  f"data.val_files=[{val_file}]", "data.sampling=round_robin",
+                                  "model.optimizer.lr_head=0.05"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = run_folders(log)  # children reused rank 0's folder
+    assert {p.name for p in run.iterdir()} <= RUN_FILES
+    assert not any(p.name.startswith("ddp_rank") for p in run.rglob("*"))
+    ddp = metrics_of(run)
+    single = validate_single_process(run / "checkpoints" / "last.ckpt", val_file)
+    assert ddp["val/ner_f1"] > 0
+    for key in ("val/ner_f1", "val/ner_precision", "val/ner_recall", "val/cls_acc", "val/cls_f1"):
+        assert ddp[key] == pytest.approx(single[key], abs=1e-7), key
+    # averaging per-rank F1 (rank 1 has no entity) would have halved it
+    rank0 = write_jsonl(tmp_path / "rank0.jsonl", interleaved_partial(sample_records("val"))[::2])
+    rank0_f1 = validate_single_process(run / "checkpoints" / "last.ckpt", rank0)["val/ner_f1"]
+    assert ddp["val/ner_f1"] == pytest.approx(rank0_f1)  # all entities live on rank 0
+    assert ddp["val/ner_f1"] != pytest.approx((rank0_f1 + 0.0) / 2)
+
+
+@pytest.mark.slow
+def test_ddp_jobs_back_to_back_in_a_multirun_with_frozen_and_gradual_encoders(tmp_path) -> None:
+    log = tmp_path / "logs"
+    result = run_cli("train.py", ["-m", "trainer=ddp_cpu", *CLI_TINY, "trainer.max_epochs=2",
+                                  "trainer.limit_train_batches=2", "trainer.limit_val_batches=2",
+                                  "trainer.limit_test_batches=1", f"paths.log_dir={log}",
+                                  "freeze=backbone,gradual"], timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (log / "runs").exists()  # no child created a run folder of its own
+    (sweep,) = (log / "multiruns").iterdir()
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert jobs == ["0", "1"]
+    for job in jobs:
+        assert "val/score" in metrics_of(sweep / job)
+        assert (sweep / job / ".hydra" / "config.yaml").is_file()
+    assert "find_unused_parameters=True" in result.stdout + result.stderr
+
+
+def test_child_ranks_run_this_job_once_in_rank_zeros_folder(tmp_path) -> None:
+    compose_config(tmp_path, ["trainer=ddp_cpu", "ckpt_path=last", "data.batch_size=8"])
+    command, cwd = child_command(1)
+    assert "hydra.mode=RUN" in command and "hydra.output_subdir=null" in command
+    assert f"hydra.run.dir='{tmp_path}'" in command
+    assert f"ckpt_path='{tmp_path / 'checkpoints' / 'last.ckpt'}'" in command  # resolved once
+    overrides = command[command.index("trainer=ddp_cpu"):]  # after the interpreter and script
+    assert "ckpt_path=last" not in overrides
+    assert "-m" not in overrides and "--multirun" not in overrides
+    assert "data.batch_size=8" in overrides
+
+
+def test_ddp_job_scope_restores_the_launcher_environment(monkeypatch) -> None:
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    with ddp_job_scope():
+        os.environ["LOCAL_RANK"], os.environ["MASTER_PORT"] = "0", "12345"
+    assert "LOCAL_RANK" not in os.environ and "MASTER_PORT" not in os.environ
+    assert any_rank([True, False]) == [True, False]  # no process group: the flags themselves

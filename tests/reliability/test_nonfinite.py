@@ -1,0 +1,61 @@
+"""A non-finite loss stops training with the step and loss terms named, before any weight or
+checkpoint is touched."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from mtst.errors import MtstError
+from mtst.model.multitask import MultiTaskModel
+from mtst.training.callbacks import NonFiniteGuard, NonFiniteLossError
+from mtst.training.pipeline import train
+from tests.conftest import TINY_TRAIN, compose_config
+from tests.reliability.helpers import checkpoint_step
+
+NAN_AT_STEP = 4  # epoch 2, after best.ckpt (epoch 1) and several last.ckpt writes
+
+
+def finite_weights(path) -> bool:
+    state = torch.load(path, weights_only=True)["state_dict"]
+    return all(bool(torch.isfinite(t).all()) for t in state.values() if t.is_floating_point())
+
+
+def test_nan_loss_stops_with_step_and_terms_and_keeps_checkpoints_finite(tmp_path, monkeypatch) -> None:
+    real = MultiTaskModel.compute_loss
+
+    def poisoned(self, batch, outputs):
+        losses = real(self, batch, outputs)
+        if self.training and self.global_step == NAN_AT_STEP:
+            nan = torch.full_like(losses["loss_ner"], float("nan"))
+            losses = {**losses, "loss": losses["loss"] + nan, "loss_ner": nan}
+        return losses
+
+    monkeypatch.setattr(MultiTaskModel, "compute_loss", poisoned)
+    cfg = compose_config(tmp_path, TINY_TRAIN + [
+        "trainer.max_epochs=2", "trainer.limit_train_batches=3",
+        "callbacks.step_checkpoint.every_n_train_steps=1", "~callbacks.lr_monitor"])
+    with pytest.raises(NonFiniteLossError) as err:
+        train(cfg)
+    message = str(err.value)
+    assert isinstance(err.value, MtstError) and "\n" not in message
+    assert f"non-finite loss at step {NAN_AT_STEP} (epoch 1, batch 1)" in message
+    assert "train/loss_ner=nan" in message and "train/loss=nan" in message
+    assert "train/loss_cls=" in message and "train/loss_cls=nan" not in message
+    ckpts = tmp_path / "checkpoints"
+    assert checkpoint_step(ckpts / "last.ckpt") == NAN_AT_STEP  # the step before the NaN
+    assert checkpoint_step(ckpts / "best.ckpt") == 3
+    assert finite_weights(ckpts / "last.ckpt") and finite_weights(ckpts / "best.ckpt")
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_a_checkpoint_with_non_finite_weights_is_never_written() -> None:
+    guard = NonFiniteGuard()
+    trainer = SimpleNamespace(global_step=7)
+    fine = {"state_dict": {"w": torch.ones(3), "ids": torch.arange(3)}}
+    guard.on_save_checkpoint(trainer, None, fine)  # no error
+    broken = {"state_dict": {"w": torch.tensor([1.0, float("inf")]), "b": torch.zeros(2)}}
+    with pytest.raises(NonFiniteLossError, match="step 7: non-finite weights in 1 tensors"):
+        guard.on_save_checkpoint(trainer, None, broken)

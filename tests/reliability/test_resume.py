@@ -1,0 +1,65 @@
+"""Resume: a crashed run continued from last.ckpt ends exactly like an uninterrupted one; the
+run folder is reused; checkpoint writes are atomic."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from mtst.training.checkpoints import AtomicCheckpointIO
+from mtst.training.pipeline import train
+from mtst.training.runs import run_dir
+from tests.conftest import compose_config
+from tests.reliability.conftest import RESUME_RUN, TOTAL_STEPS
+from tests.reliability.helpers import Crash, checkpoint_step
+
+
+def test_crash_mid_epoch_then_resume_matches_the_uninterrupted_run(reference_run, tmp_path) -> None:
+    ref_dir, ref_metrics = reference_run
+    crash = ["+callbacks.crash._target_=tests.reliability.helpers.RaiseAtStep",
+             "+callbacks.crash.step=5"]  # before epoch 2's last batch: last.ckpt is mid-epoch
+    with pytest.raises(Crash):
+        train(compose_config(tmp_path, RESUME_RUN + crash))
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert checkpoint_step(last) == 5
+    assert not (tmp_path / "metrics.json").exists()
+    metrics = train(compose_config(tmp_path, RESUME_RUN + [f"ckpt_path={last}"]))
+    assert checkpoint_step(last) == checkpoint_step(ref_dir / "checkpoints" / "last.ckpt") == TOTAL_STEPS
+    assert metrics.keys() == ref_metrics.keys()
+    for key, value in ref_metrics.items():
+        assert metrics[key] == pytest.approx(value, abs=1e-6), key
+    final = torch.load(last, weights_only=True)["state_dict"]
+    reference = torch.load(ref_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(final[k], reference[k]) for k in reference)  # same data, same dropout
+
+
+def test_resume_reuses_the_checkpoints_run_folder(tmp_path) -> None:
+    run = tmp_path / "runs" / "2026-01-01_00-00-00_abcdef"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    assert run_dir(str(tmp_path), str(run / "checkpoints" / "last.ckpt")) == str(run.resolve())
+    assert Path(run_dir(str(tmp_path), "last")).resolve() == run.resolve()
+    fresh = run_dir(str(tmp_path), None)
+    assert Path(fresh).parent == tmp_path / "runs" and Path(fresh) != run
+
+
+def test_a_crash_inside_a_checkpoint_write_leaves_the_previous_file_intact(tmp_path, monkeypatch) -> None:
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": torch.tensor(1)}, path)
+    before = path.read_bytes()
+
+    def torn_save(obj, handle, *args, **kwargs):
+        handle.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", torn_save)
+    with pytest.raises(OSError):
+        io.save_checkpoint({"step": torch.tensor(2)}, path)
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["last.ckpt"]  # no temporary file left behind
+    assert int(io.load_checkpoint(path)["step"]) == 1

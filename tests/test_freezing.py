@@ -1,0 +1,138 @@
+"""Freeze strategies on the tiny backbone: after real optimizer steps, frozen tensors are
+bitwise unchanged and trainable ones moved; the frozen head's loss still reaches the encoder."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pytest
+import torch
+
+from mtst.data.datamodule import MultiTaskDataModule
+from mtst.errors import MtstError
+from mtst.model.backbone import load_tokenizer
+from mtst.model.encoder import SentenceEncoder
+from mtst.model.multitask import MultiTaskModel
+from mtst.training.freezing import build_freeze_strategy
+
+TINY = "package:mtst/assets/gpt_neo_tiny"
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
+OPTIMIZER = {"lr_head": 1e-2, "lr_backbone": 1e-3, "weight_decay": 0.01, "warmup_steps": 0}
+
+
+def make_datamodule(train_stop: int | None = None, val_stop: int | None = None,
+                    batch_size: int = 8) -> MultiTaskDataModule:
+    """The sample corpus tokenised with the tiny tokenizer (optionally its first examples only)."""
+    def spec(split: str, stop: int | None) -> dict[str, Any]:
+        return {"path": str(SAMPLE / f"{split}.jsonl"), **({"stop": stop} if stop else {})}
+
+    dm = MultiTaskDataModule([spec("train", train_stop)], [spec("val", val_stop)],
+                             [spec("test", None)], batch_size=batch_size, seed=0)
+    dm.set_tokenizer(load_tokenizer(TINY))
+    dm.setup("fit")
+    return dm
+
+
+def make_model(dm: MultiTaskDataModule, freeze: dict[str, Any], dropout: float = 0.1,
+               optimizer: dict[str, Any] | None = None, seed: int = 0) -> MultiTaskModel:
+    torch.manual_seed(seed)
+    encoder = SentenceEncoder.from_pretrained(TINY, pretrained=False, pooling="weighted_mean")
+    return MultiTaskModel(backbone={"name_or_path": TINY, "pretrained": False},
+                          labels=dm.label_space.to_dict(), pooling="weighted_mean", dropout=dropout,
+                          optimizer=optimizer or OPTIMIZER, freeze=freeze, encoder=encoder)
+
+
+def make_trainer(epochs: int, batches: int = 3, **kwargs: Any) -> L.Trainer:
+    settings: dict[str, Any] = dict(
+        accelerator="cpu", devices=1, max_epochs=epochs, limit_train_batches=batches,
+        limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=1.0)
+    settings.update(kwargs)
+    return L.Trainer(**settings)
+
+
+def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+@pytest.fixture(scope="module")
+def dm() -> MultiTaskDataModule:
+    return make_datamodule()
+
+
+def _enc(name: str) -> bool:
+    return name.startswith("encoder.")
+
+
+# expected trainable set, written from the strategy definitions (not from the implementation)
+CASES = {
+    "none": ({"name": "none"}, 1, lambda n: True),
+    "backbone": ({"name": "backbone", "cache_features": True}, 2, lambda n: not _enc(n)),
+    "head_cls": ({"name": "head_cls"}, 1, lambda n: not n.startswith("cls_head.")),
+    "head_ner": ({"name": "head_ner"}, 1, lambda n: not n.startswith("ner_head.")),
+    "bitfit": ({"name": "bitfit", "lr_backbone": 1e-3}, 1,
+               lambda n: not _enc(n) or n.endswith(".bias")),
+    "gradual_stage1": ({"name": "gradual", "stage1_epochs": 1}, 1, lambda n: not _enc(n)),
+    "gradual_stage2": ({"name": "gradual", "stage1_epochs": 1, "top_blocks": 1}, 2,
+                       lambda n: not _enc(n) or ".h.1." in n or ".ln_f." in n),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_frozen_tensors_unchanged_and_trainable_ones_moved(dm, case: str) -> None:
+    freeze, epochs, expected_trainable = CASES[case]
+    model = make_model(dm, freeze)
+    before = snapshot(model)
+    make_trainer(epochs).fit(model, train_dataloaders=dm.train_dataloader())
+    assert model.global_step == 3 * epochs
+    frozen = [n for n in before if not expected_trainable(n)]
+    trainable = [n for n in before if expected_trainable(n)]
+    assert trainable, "every strategy trains something"
+    for name, param in model.named_parameters():
+        if name in frozen:
+            assert torch.equal(param, before[name]), f"{case}: frozen {name} changed"
+        else:
+            assert not torch.equal(param, before[name]), f"{case}: trainable {name} did not change"
+    if case == "backbone":
+        assert not model.encoder.training, "a frozen encoder runs in eval mode (no dropout)"
+        assert model.cls_head.training
+
+
+def test_freeze_all_trains_nothing_and_leaves_modes_for_eval(dm) -> None:
+    model = make_model(dm, {"name": "all"})
+    model.freezer.apply(model, 0)
+    assert model.freezer.trains_nothing
+    assert not any(p.requires_grad for p in model.parameters())
+    assert not model.encoder.training
+
+
+@pytest.mark.parametrize("head", ["cls", "ner"])
+def test_frozen_head_loss_still_reaches_the_encoder(dm, head: str) -> None:
+    batch = next(iter(dm.train_dataloader()))
+    grads = {}
+    for weight in (0.0, 1.0, 2.0):
+        model = make_model(dm, {"name": f"head_{head}", "frozen_head_weight": weight}, dropout=0.0)
+        assert float(model.loss_fn.weights[0 if head == "cls" else 1]) == weight
+        model.freezer.apply(model, 0)
+        model.compute_loss(batch, model.encode_batch(batch))["loss"].backward()
+        assert all(p.grad is None for p in getattr(model, f"{head}_head").parameters())
+        grads[weight] = model.encoder.backbone.h[0].mlp.c_fc.weight.grad.clone()
+    # the frozen head's loss adds to the encoder's gradient in proportion to its weight
+    assert not torch.allclose(grads[0.0], grads[1.0])
+    torch.testing.assert_close(grads[2.0] - grads[1.0], grads[1.0] - grads[0.0], rtol=1e-4, atol=1e-7)
+
+
+def test_bad_settings_are_one_line_user_errors() -> None:
+    with pytest.raises(MtstError, match="freeze strategy 'frozen' unknown"):
+        build_freeze_strategy({"name": "frozen"})
+    with pytest.raises(MtstError, match=re.escape("freeze.top_blocks=0")):
+        build_freeze_strategy({"name": "gradual", "top_blocks": 0})
+    with pytest.raises(MtstError, match="freeze.layer_decay"):
+        build_freeze_strategy({"name": "gradual", "layer_decay": 1.5})
+    with pytest.raises(MtstError, match="freeze.cache_dtype"):
+        build_freeze_strategy({"name": "backbone", "cache_features": True, "cache_dtype": "int8"})
+    with pytest.raises(MtstError, match="freeze.frozen_head_weight"):
+        build_freeze_strategy({"name": "head_cls", "frozen_head_weight": -1}).loss_settings({})

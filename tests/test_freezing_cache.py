@@ -1,0 +1,119 @@
+"""Feature cache of a frozen encoder: the heads get exactly the gradients recomputation gives
+(float32 cache; fp16 up to its rounding), later epochs are served from memory, the cache is
+dropped when the encoder starts training, and its size cap holds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mtst.training.feature_cache import FeatureCache
+from mtst.training.freezing import build_freeze_strategy
+from tests.test_freezing import (
+    make_datamodule,
+    make_model,
+    make_trainer,
+)
+
+
+@pytest.fixture(scope="module")
+def dm():
+    return make_datamodule(train_stop=24, val_stop=16)  # 3 train batches, 2 val batches of 8
+
+
+def head_grads(model, strategy, batch, seed: int = 7) -> dict[str, torch.Tensor]:
+    """Gradients of the heads for one batch, with the encoder outputs from `strategy`."""
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)  # same dropout masks in the heads every time
+    model.compute_loss(batch, strategy.forward(model, batch))["loss"].backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_cached_features_give_the_gradients_of_recomputation(dm, dtype: str) -> None:
+    model = make_model(dm, {"name": "backbone"})
+    recompute = build_freeze_strategy({"name": "backbone", "cache_features": False})
+    cached = build_freeze_strategy({"name": "backbone", "cache_features": True, "cache_dtype": dtype})
+    recompute.apply(model, 0)
+    cached.apply(model, 0)
+    for batch in dm.train_dataloader():
+        expected = head_grads(model, recompute, batch)
+        assert expected and all(not n.startswith("encoder.") for n in expected)
+        head_grads(model, cached, batch)  # fills the cache
+        misses = cached.cache.misses
+        served = head_grads(model, cached, batch)
+        assert cached.cache.misses == misses, "the second visit is served from the cache"
+        assert served.keys() == expected.keys()
+        for name, grad in expected.items():
+            if dtype == "float32":
+                assert torch.equal(served[name], grad), name
+            else:
+                torch.testing.assert_close(served[name], grad, rtol=2e-2, atol=2e-3)
+    assert cached.cache.hits == 3
+
+
+def test_epochs_after_the_first_are_served_from_the_cache(dm) -> None:
+    model = make_model(dm, {"name": "backbone", "cache_features": True})
+    make_trainer(3, limit_val_batches=2).fit(model, datamodule=dm)
+    cache = model.freezer.cache
+    assert len(cache.entries["train"]) == 24 and len(cache.entries["val"]) == 16
+    # epoch 1 computes (3 train + 2 val batches); epochs 2 and 3 are served
+    assert (cache.misses, cache.hits) == (5, 10)
+    assert cache.nbytes == sum(t.numel() * t.element_size()
+                               for table in cache.entries.values()
+                               for row in table.values() for t in row[:2])
+
+
+def test_cache_is_dropped_when_the_encoder_starts_training(dm) -> None:
+    model = make_model(dm, {"name": "gradual", "stage1_epochs": 1, "cache_features": True})
+    batch = next(iter(dm.train_dataloader()))
+    strategy = model.freezer
+    strategy.apply(model, 0)
+    strategy.forward(model, batch)
+    assert len(strategy.cache) == 8 and not model.encoder.training
+    strategy.apply(model, 1)  # stage 2: the top block trains
+    assert len(strategy.cache) == 0 and model.encoder.training
+    out = strategy.forward(model, batch)
+    assert out["cls_logits"].grad_fn is not None
+    out["cls_logits"].sum().backward()
+    assert model.encoder.backbone.h[1].mlp.c_fc.weight.grad is not None
+    assert len(strategy.cache) == 0, "nothing is cached while the encoder trains"
+
+
+def test_size_cap_stores_what_fits_and_recomputes_the_rest(dm) -> None:
+    batch = next(iter(dm.train_dataloader()))
+    states = torch.randn(8, batch["input_ids"].size(1), 64)
+    emb = torch.randn(8, 64)
+    row_bytes = [(int(n) + 1) * 64 * 2 for n in batch["attention_mask"].sum(1)]  # fp16 states + emb
+    cache = FeatureCache("float16", max_mb=(sum(row_bytes[:3]) + 1) / 2**20)
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return states, emb
+
+    first = cache.features("train", batch, compute)
+    assert len(cache) == 3 and cache.nbytes == sum(row_bytes[:3]) <= cache.max_bytes
+    again = cache.features("train", batch, compute)  # not all examples cached: recomputed
+    assert len(calls) == 2
+    for a, b in zip(first, again, strict=True):
+        assert torch.equal(a, b)
+        assert torch.equal(a, a.half().float())  # what the heads see is the stored precision
+
+
+def test_other_examples_under_the_same_index_are_recomputed_not_served(dm) -> None:
+    batch = next(iter(dm.train_dataloader()))
+    other = dict(batch, input_ids=batch["input_ids"].flip(0), attention_mask=batch["attention_mask"].flip(0))
+    hidden = 64
+    cache = FeatureCache("float32")
+    first = (torch.randn(8, batch["input_ids"].size(1), hidden), torch.randn(8, hidden))
+    second = (torch.randn(8, batch["input_ids"].size(1), hidden), torch.randn(8, hidden))
+    cache.features("val", batch, lambda: first)
+    served = cache.features("val", other, lambda: second)  # same example_index, other token ids
+    assert (cache.hits, cache.misses) == (0, 2)
+    assert torch.equal(served[1], second[1])
+    assert len(cache) == 8  # replaced, not added
+    assert cache.nbytes == sum(t.numel() * t.element_size()
+                               for row in cache.entries["val"].values() for t in row[:2])
+    assert torch.equal(cache.features("val", other, lambda: first)[1], second[1])
+    assert cache.hits == 1

@@ -1,0 +1,116 @@
+"""Prediction on raw text: exact entity offsets on tricky strings, BIO decoding, sliding windows.
+
+The model is untrained; its NER head bias is forced so that one chosen tag wins everywhere,
+which makes the expected entities known in advance.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from mtst.data.words import split_words
+from mtst.inference.predict import decode_entities, word_spans
+from mtst.model.multitask import MultiTaskModel
+
+TRICKY = [
+    "Zoë  flew to   São Paulo 🙂!!",
+    "O'Brien's state-of-the-art U.S.-based co. (Ltd.)",
+    "\tleading and trailing spaces   ",
+    "naïve café — Ελληνικά 東京 👩‍👩‍👧 rocks",
+    "a,b;c:d...e",
+]
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir) -> MultiTaskModel:
+    torch.manual_seed(0)
+    labels = {"classes": ["travel", "other"], "entity_types": ["PER", "LOC"]}
+    return MultiTaskModel(backbone={"name_or_path": str(tiny_model_dir)}, labels=labels,
+                          pooling="weighted_mean", max_length=24).eval()
+
+
+def force(model: MultiTaskModel, tag: str) -> None:
+    """Make `tag` win on every sub-token."""
+    with torch.no_grad():
+        model.ner_head.out.bias.zero_()
+        model.ner_head.out.bias[model.label_space.tag_to_id[tag]] = 100.0
+
+
+def test_every_word_is_an_entity_with_exact_offsets(model) -> None:
+    force(model, "B-LOC")
+    results = model.predict(TRICKY)
+    for text, result in zip(TRICKY, results, strict=True):
+        assert result["text"] == text
+        words = split_words(text)
+        assert [(e["start"], e["end"]) for e in result["entities"]] == [(s, e) for _, s, e in words]
+        for entity in result["entities"]:
+            assert text[entity["start"] : entity["end"]] == entity["text"]
+            assert entity["type"] == "LOC"
+            assert entity["score"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_inside_tags_join_words_across_spaces_and_punctuation(model) -> None:
+    force(model, "I-PER")  # stray I-X starts an entity, then continues it
+    for text, result in zip(TRICKY, model.predict(TRICKY), strict=True):
+        words = split_words(text)
+        (entity,) = result["entities"]
+        assert (entity["start"], entity["end"]) == (words[0][1], words[-1][2])
+        assert entity["text"] == text[words[0][1] : words[-1][2]] == text.strip()
+
+
+def test_empty_and_whitespace_texts_give_a_topic_and_no_entities(model) -> None:
+    force(model, "B-PER")
+    results = model.predict(["", "   ", "\n\t "])
+    for result in results:
+        assert result["entities"] == []
+        assert result["topic"]["label"] in ("travel", "other")
+        assert sum(result["topic"]["scores"].values()) == pytest.approx(1.0, abs=1e-3)
+        assert result["topic"]["score"] == max(result["topic"]["scores"].values())
+    force(model, "O")
+    assert all(r["entities"] == [] for r in model.predict(TRICKY))
+
+
+def test_long_text_uses_sliding_windows_and_loses_no_word(model, caplog) -> None:
+    force(model, "B-LOC")
+    text = " ".join(f"word{i}" for i in range(120))  # far beyond max_length=24 sub-tokens
+    with caplog.at_level(logging.WARNING, logger="mtst"):
+        (result,) = model.predict([text])
+    assert "overlapping windows" in caplog.text
+    assert [e["text"] for e in result["entities"]] == text.split()
+
+
+def test_batch_and_single_predictions_agree(model) -> None:
+    force(model, "O")
+    with torch.no_grad():
+        model.ner_head.out.bias[model.label_space.tag_to_id["B-PER"]] = 0.3  # a close race
+    together = model.predict(TRICKY, batch_size=3)
+    alone = [model.predict(t)[0] for t in TRICKY]
+    for a, b in zip(together, alone, strict=True):
+        assert a["topic"]["label"] == b["topic"]["label"]
+        assert a["topic"]["score"] == pytest.approx(b["topic"]["score"], abs=2e-4)
+        assert [e["start"] for e in a["entities"]] == [e["start"] for e in b["entities"]]
+
+
+def test_decode_entities_bio_rules() -> None:
+    text = "Ada Lovelace met Bob in Paris London"
+    spans = split_words(text)
+    tags = ["B-PER", "I-PER", "O", "I-PER", "O", "B-LOC", "I-PER"]
+    entities = decode_entities(text, spans, tags, [0.9, 0.7, 1.0, 0.5, 1.0, 0.8, 0.6])
+    assert [(e["text"], e["type"], e["score"]) for e in entities] == [
+        ("Ada Lovelace", "PER", 0.8), ("Bob", "PER", 0.5), ("Paris", "LOC", 0.8), ("London", "PER", 0.6)]
+
+
+def test_word_spans_cover_all_words_within_budget() -> None:
+    counts = [3, 1, 4, 1, 5, 9, 2, 6, 0, 3, 5]
+    spans = word_spans(counts, budget=10)
+    covered = {w for s, e in spans for w in range(s, e)}
+    assert covered == set(range(len(counts)))
+    assert spans[0][0] == 0 and spans[-1][1] == len(counts)
+    for s, e in spans:
+        assert sum(counts[s:e]) <= 10 or e - s == 1
+    assert all(b[0] > a[0] for a, b in zip(spans, spans[1:], strict=False))  # always progresses
+    assert word_spans([2, 2], budget=10) == [(0, 2)]
+    assert word_spans([30, 1], budget=10) == [(0, 1), (1, 2)]  # an over-long word alone
