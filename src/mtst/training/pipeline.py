@@ -11,6 +11,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mtst.errors import MtstError
 from mtst.model.backbone import load_tokenizer
 from mtst.model.multitask import MultiTaskModel
 from mtst.training.callbacks import reliability_callbacks, stop_signals_as_errors
@@ -104,8 +105,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test a checkpoint on the configured test split, with the labels stored in the checkpoint."""
     if not cfg.get("ckpt_path"):
-        from mtst.errors import MtstError
-
         raise MtstError("evaluate needs ckpt_path=PATH (a .ckpt file written by train.py)")
     route_lightning_logs()
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.log_dir)
