@@ -6,7 +6,9 @@ Files are read, validated and tokenised once per split in ``setup`` (cached, so 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import gc
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
@@ -64,6 +66,19 @@ class EncodedDataset(Dataset):
 
     def __getitem__(self, index: int) -> Encoded:
         return self.items[index]
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Loading builds millions of small objects and no cycles: the cyclic collector only rescans
+    them, over and over (3x CoNLL-2003 train: setup 5.0 s -> 4.4 s; more at larger scale)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 class MultiTaskDataModule(L.LightningDataModule):
@@ -182,11 +197,12 @@ class MultiTaskDataModule(L.LightningDataModule):
         """Validated, label-checked and tokenised split (cached)."""
         if split not in self._datasets:
             space = space or self.resolve_label_space()
-            examples = self.examples(split)
-            check_label_space(examples, space, self._label_note)
-            stats = AlignmentStats()
-            items = encode_examples(examples, self._tok(), space, self.max_length,
-                                    self.label_all_subtokens, stats)
+            with gc_paused():
+                examples = self.examples(split)
+                check_label_space(examples, space, self._label_note)
+                stats = AlignmentStats()
+                items = encode_examples(examples, self._tok(), space, self.max_length,
+                                        self.label_all_subtokens, stats)
             stats.warn(split, self.max_length)
             self.stats[split] = stats
             self._datasets[split] = EncodedDataset(items)

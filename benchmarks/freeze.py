@@ -1,0 +1,45 @@
+"""Row 4: `freeze=backbone` epoch time with and without the feature cache.
+
+Runs `scripts/bench_freeze_cache.py::run_side` (the real config, same seed, data and batches on
+both sides; an epoch clock times each epoch with its validation pass and its training part) on
+a CoNLL-2003 subset: the first `freeze_examples` train sentences, the first eighth as many validation ones.
+The speed-up is the median epoch time of epochs 2.. without the cache over the same with it
+(epoch 1 computes the encoder outputs on both sides).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import Budget, median, scratch_dir
+
+
+def run(budget: Budget, data: dict[str, Path]) -> dict[str, Any]:
+    from scripts.bench_freeze_cache import run_side
+
+    conll = data["conll2003"]
+    val_examples = max(1, budget.freeze_examples // 8)
+    overrides = [
+        "data=conll_agnews",
+        f"data.train_files=[{{path:'{conll / 'train.txt'}',stop:{budget.freeze_examples}}}]",
+        f"data.val_files=[{{path:'{conll / 'valid.txt'}',stop:{val_examples}}}]",
+        "data.test_files=null",
+    ]
+    args = argparse.Namespace(backbone="minilm", epochs=budget.freeze_epochs, batch_size=32,
+                              cache_dtype="float16", overrides=overrides)
+    sides = {}
+    with scratch_dir("freeze") as tmp:
+        for side in ("plain", "cache"):
+            result = run_side(Path(tmp) / side, side == "cache", args)
+            result.pop("cls_head", None)
+            sides[side] = result
+    plain, cache = sides["plain"], sides["cache"]
+    return {"examples": budget.freeze_examples, "val_examples": val_examples,
+            "epochs": budget.freeze_epochs, "batch_size": 32, "cache_dtype": "float16",
+            "no_cache": plain, "cache": cache,
+            "speedup_after_epoch1": median(plain["epoch_s"][1:]) / median(cache["epoch_s"][1:]),
+            "speedup_train_part": median(plain["train_s"][1:]) / median(cache["train_s"][1:]),
+            "first_epoch_ratio": cache["epoch_s"][0] / plain["epoch_s"][0],
+            "target_speedup": 10.0}

@@ -1,0 +1,106 @@
+"""Markdown for each benchmark section and the summary table (pure functions of results.json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks.details import (
+    render_encode,
+    render_freeze,
+    render_memory,
+    render_overhead,
+    render_padding,
+    render_quality,
+    render_scale,
+    scale_linearity,
+)
+
+
+def _yes(ok: bool | None) -> str:
+    return "—" if ok is None else ("yes" if ok else "**no**")
+
+
+def _g(x: float) -> str:
+    return f"{x / 1e9:.1f}"
+
+
+def _ok(section: dict[str, Any] | None) -> bool:
+    return bool(section) and "error" not in section and "skipped" not in section
+
+
+def summary_rows(sections: dict[str, Any]) -> list[list[Any]]:
+    rows: list[list[Any]] = []
+    o = sections.get("overhead")
+    if _ok(o):
+        rows.append(["1", "training: framework / plain loop, samples/s (median of paired ratios)",
+                     f"{o['ratio']:.3f} ({o['framework_samples_per_s']:.1f} vs "
+                     f"{o['plain_samples_per_s']:.1f})", "≥ 0.95", _yes(o["ratio"] >= 0.95)])
+        eff = o["efficiency"]["framework"]
+        rows.append(["2", "training FLOP/s / measured fp32 matmul peak (batch 32)",
+                     f"{eff:.1%} ({_g(o['achieved_flops_per_s']['framework'])} of "
+                     f"{_g(o['peak_flops_per_s'])} GFLOP/s)", "≥ 50%", _yes(eff >= 0.5)])
+    p = sections.get("padding")
+    if _ok(p):
+        share = p["bucketed"]["real_token_share"]
+        rows.append(["3", "real-token share, CoNLL-2003 train (bucketed / not)",
+                     f"{share:.1%} / {p['unbucketed']['real_token_share']:.1%}; epoch time "
+                     f"{p['epoch_time_ratio']:.2f}× faster", "≥ 90%", _yes(share >= 0.9)])
+    f = sections.get("freeze")
+    if _ok(f):
+        rows.append(["4", "freeze=backbone epoch time, no cache / cache (epochs ≥ 2)",
+                     f"{f['speedup_after_epoch1']:.1f}×", "≥ 10×", _yes(f["speedup_after_epoch1"] >= 10)])
+    e = sections.get("encode")
+    if _ok(e):
+        rows.append(["5", "encode: mtst / sentence-transformers sentences/s; min cosine",
+                     f"{e['ratio']:.3f}; {e['min_cosine']:.6f}", "≥ 1.0; ≥ 0.9999",
+                     _yes(e["ratio"] >= 1.0 and e["min_cosine"] >= 0.9999)])
+    m = sections.get("memory")
+    if _ok(m):
+        enc = m["encode"]
+        key = "peak_rss_while_encoding_mib"
+        shown = ", ".join(f"{x['sentences']:,}: {x[key]:.0f} MiB" for x in enc)
+        flat = None
+        if len(enc) >= 2:
+            flat = enc[-1][key] - enc[0][key] < 0.1 * enc[0][key]
+        rows.append(["6", "peak RSS: training run; while encoding n sentences",
+                     f"{m['train']['peak_rss_mib']:.0f} MiB; {shown}",
+                     "encoding memory flat in n", _yes(flat)])
+    q = sections.get("quality")
+    if _ok(q):
+        d = q["deltas"]
+        for key, what, limit in (
+                ("framework_vs_reference_ner_f1", "NER F1, framework − plain loop", 0.5),
+                ("framework_vs_reference_cls_acc", "topic acc, framework − plain loop", 0.5)):
+            if key in d:
+                rows.append(["7", what, f"{d[key]:+.2f} pts", f"within ±{limit}", _yes(abs(d[key]) <= limit)])
+        for key, what in (("joint_vs_single_ner_f1", "NER F1, joint − NER only"),
+                          ("joint_vs_single_cls_acc", "topic acc, joint − topic only")):
+            if key in d:
+                rows.append(["7", what, f"{d[key]:+.2f} pts", "≥ −1", _yes(d[key] >= -1)])
+        wnut = q["rows"].get("wnut17/framework", {})
+        if "ner_f1" in wnut:
+            rows.append(["7", "WNUT-17 entity F1 (framework, same budget)", f"{wnut['ner_f1']:.2f}",
+                         "—", "—"])
+    s = sections.get("scale")
+    if _ok(s):
+        lin = scale_linearity(s)
+        if lin:
+            ok = 0.75 <= lin["time"] <= 1.33 and 0.75 <= lin["memory"] <= 1.33
+            rows.append(["8", f"per-copy time / memory, {lin['to']}× vs {lin['from']}× (1 = linear)",
+                         f"{lin['time']:.2f} / {lin['memory']:.2f}", "≈ 1 (linear)", _yes(ok)])
+    for name, section in sections.items():
+        if not _ok(section):
+            reason = (section or {}).get("error") or (section or {}).get("skipped")
+            rows.append(["", name, f"not measured: {reason}", "", "—"])
+    return rows
+
+
+SECTION_RENDERERS = [
+    ("overhead", "1–2. Training overhead and compute efficiency", render_overhead),
+    ("padding", "3. Padding and length bucketing", render_padding),
+    ("freeze", "4. Frozen backbone: feature cache", render_freeze),
+    ("encode", "5. Encoding against sentence-transformers", render_encode),
+    ("memory", "6. Memory", render_memory),
+    ("quality", "7. Quality on real data", render_quality),
+    ("scale", "8. Scale: 10×, 100×, 1000× CoNLL-2003 train", render_scale),
+]

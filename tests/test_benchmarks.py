@@ -1,0 +1,137 @@
+"""The benchmark package on tiny inputs: entry point without data, the plain reference loop against
+the Lightning path, the independent metrics, scale child, padding shares and the report."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from benchmarks import quality, training
+from benchmarks.common import QUICK, ROOT, compose
+from benchmarks.padding import batch_shares
+from benchmarks.report import render
+
+TINY_BENCH = [
+    "backbone=gpt_neo_tiny",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "++trainer.enable_model_summary=false",
+    "++trainer.enable_checkpointing=false",
+    "callbacks=none",
+    "~logger",
+    "data.batch_size=4",
+]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run hundreds of small ops: one thread avoids waiting on a busy second core."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_entry_point_without_data_exits_zero_with_a_message(tmp_path) -> None:
+    missing = tmp_path / "no-such-folder"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--data-dir", str(missing)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0
+    assert f"no data folder at {missing}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_overhead_row_runs_both_sides_on_identical_batches(tmp_path) -> None:
+    budget = dataclasses.replace(QUICK, overhead_steps=2, overhead_warmup=1, overhead_repeats=1)
+    result = training.run(budget, {}, overrides=TINY_BENCH, peak_sizes=(128,))
+    losses = result["losses_repeat1"]
+    assert len(losses["framework"]) == len(losses["plain"]) == 3
+    # same weights, seed and first batch: the first step's loss is the same on both sides
+    assert losses["framework"][0] == pytest.approx(losses["plain"][0], rel=1e-5)
+    assert result["framework_samples_per_s"] > 0 and result["plain_samples_per_s"] > 0
+    assert result["flop_model"]["layers"] == 2 and result["flop_model"]["hidden"] == 64
+    assert result["efficiency"]["plain"] > 0
+    assert result["profile_ops"] and result["profile_ops"][0]["self_ms"] >= 0
+
+
+def test_step_flops_formula() -> None:
+    fm = {"matmul_params": 10, "layers": 2, "hidden": 4}
+    # 6*N*B*T + 12*L*d*B*T^2 for one batch of 3 x 5
+    assert training.step_flops([(3, 5)], fm) == 6 * 10 * 15 + 12 * 2 * 4 * 3 * 25
+
+
+def test_reference_metrics_match_the_framework_test_metrics(tmp_path) -> None:
+    """The plain loop's scores (seqeval / scikit-learn) equal the project's test metrics."""
+    from mtst.training.pipeline import build_trainer
+
+    cfg = compose(tmp_path, TINY_BENCH)
+    datamodule, model = training.build(cfg)
+    datamodule.setup("test")
+    loop = training.ReferenceLoop(model, training.optimizer_cfg(cfg), total_steps=3)
+    for _, batch in zip(range(3), datamodule.train_dataloader(), strict=False):
+        loop.step(batch)
+    snapshot = copy.deepcopy(model.state_dict())
+    ours = quality.evaluate(model, datamodule)
+    model.load_state_dict(snapshot)
+    trainer = build_trainer(cfg)
+    trainer.test(model, datamodule=datamodule, verbose=False)
+    theirs = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    assert ours["ner_f1"] == pytest.approx(100 * theirs["test/ner_f1"], abs=1e-4)
+    assert ours["cls_acc"] == pytest.approx(100 * theirs["test/cls_acc"], abs=1e-4)
+    assert ours["cls_macro_f1"] == pytest.approx(100 * theirs["test/cls_f1"], abs=1e-4)
+
+
+def test_reference_loss_skips_tasks_without_labels() -> None:
+    batch = {"cls_labels": torch.tensor([-100, -100]), "ner_labels": torch.tensor([[1, -100], [0, 2]])}
+    logits = torch.zeros(2, 2, 3)
+    out = {"cls_logits": torch.randn(2, 4), "ner_logits": logits}
+    loss = training.ReferenceLoop.loss(batch, out)
+    assert loss.item() == pytest.approx(torch.log(torch.tensor(3.0)).item())
+
+
+def test_batch_shares() -> None:
+    shares = batch_shares([2, 4, 3, 3], [[0, 1], [2, 3]])
+    assert shares.tolist() == [0.75, 1.0]
+
+
+def test_scale_child_counts_copies(tmp_path) -> None:
+    from benchmarks.scale import child
+
+    conll = tmp_path / "conll2003"
+    conll.mkdir()
+    (conll / "train.txt").write_text("-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\n"
+                                     "Peter NNP B-NP B-PER\n", encoding="utf-8")
+    result = child(tmp_path, 3, profile=False)
+    assert result["sentences"] == 6
+    assert result["peak_rss_mib"] >= result["rss_base_mib"] > 0
+
+
+def test_report_flags_missed_targets() -> None:
+    sections = {
+        "encode": {"sentences": 10, "batch_size": 32, "threads": 2, "repeats": 2, "mtst_per_s": 90.0,
+                   "st_per_s": 100.0, "ratio": 0.9, "ratio_per_round": [0.9, 0.9],
+                   "min_cosine": 0.99999},
+        "freeze": {"error": "RuntimeError: boom"},
+    }
+    results = {"mode": "quick", "command": "python -m benchmarks --quick", "corpora": ["ag_news"],
+               "data_dir": "/data", "budget": {"name": "quick"}, "sections": sections,
+               "section_seconds": {"encode": 3.0}, "total_seconds": 10,
+               "section_meta": {"encode": {"measured": "2026-01-01 10:00", "seconds": 3.0,
+                                           "load_start": [0.5, 0, 0], "load_end": [1.5, 0, 0]}},
+               "environment": {"cpu": "cpu", "logical_cpus": 2, "torch_threads": 2, "ram_gib": 1.0,
+                               "platform": "linux", "load_average_start": [1, 1, 1],
+                               "mtst_commit": "abc",
+                               "versions": {k: "1" for k in ("python", "torch", "transformers",
+                                                             "lightning", "tokenizers",
+                                                             "sentence-transformers", "mtst")}}}
+    text = render(results)
+    assert "| 5 | encode: mtst / sentence-transformers sentences/s; min cosine | 0.900; 0.999990 |" in text
+    assert "**no**" in text
+    assert "Not measured: RuntimeError: boom" in text
+    assert "Quick mode" in text
+    assert "_Measured 2026-01-01 10:00 in 3 s; load average (1 min) 0.50 at the start, 1.50" in text
