@@ -108,23 +108,9 @@ BENCH_OVERRIDES = [
 
 def compose(out_dir: Path, overrides: Sequence[str] = ()) -> Any:
     """The project's real Hydra config, composed in-process, outputs redirected to `out_dir`."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
+    from mtst.cli._hydra import compose_in_process
 
-    from mtst.cli._hydra import CONF_DIR
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = hydra_compose("train", overrides=list(overrides), return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out_dir)
-        cfg.paths.log_dir = str(out_dir / "logs")
-        cfg.hydra.runtime.output_dir = str(out_dir)
-    HydraConfig().set_config(cfg)
-    return cfg
+    return compose_in_process(out_dir, list(overrides))
 
 
 def select_files(cfg: Any, keep: Sequence[int]) -> None:

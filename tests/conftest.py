@@ -12,13 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 from transformers import GPTNeoConfig, GPTNeoModel
 
-from mtst.cli._hydra import CONF_DIR
+from mtst.cli._hydra import compose_in_process
 from mtst.model.backbone import load_tokenizer, resolve_name_or_path
 
 TINY = "package:mtst/assets/gpt_neo_tiny"
@@ -48,15 +45,7 @@ def compose_config(
     tmp_path: Path, overrides: list[str] | None = None, config_name: str = "train"
 ) -> DictConfig:
     """Compose the real config in-process, with outputs redirected into tmp_path."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name, overrides=overrides or [], return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path)
-        cfg.paths.log_dir = str(tmp_path / "logs")
-        cfg.hydra.runtime.output_dir = str(tmp_path)
-    HydraConfig().set_config(cfg)
-    return cfg
+    return compose_in_process(tmp_path, overrides, config_name)
 
 
 TINY_TRAIN = [

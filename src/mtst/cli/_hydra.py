@@ -75,3 +75,25 @@ def _failed_job(cfg: Any, err: Exception) -> float:
     if score is None:
         raise RuntimeError(f"job {job} failed: {line}") from None
     return float(str(score).replace(".inf", "inf"))  # YAML -.inf may arrive as a string
+
+
+def compose_in_process(
+    output_dir: str | Path, overrides: list[str] | None = None, config_name: str = "train"
+):
+    """Compose the real conf/ tree without a Hydra app (tests, benchmarks, notebooks), with the
+    run's outputs redirected to `output_dir`; `mtst.training.pipeline.train(cfg)` then runs it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    output_dir = Path(output_dir)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name, overrides=list(overrides or []), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.log_dir = str(output_dir / "logs")
+        cfg.hydra.runtime.output_dir = str(output_dir)
+    HydraConfig().set_config(cfg)
+    return cfg

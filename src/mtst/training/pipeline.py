@@ -96,6 +96,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics.update(to_float_dict(trainer.callback_metrics))
         _write_ner_report(model, output_dir)
     metrics = {k: v for k, v in metrics.items() if k.startswith(("val/", "test/"))}
+    _flush_loggers(trainer)
     if trainer.is_global_zero:  # under DDP only rank 0 writes files
         write_json(output_dir / "metrics.json", {"metrics": metrics, "best_checkpoint": best, **record})
         _print_summary(output_dir, best, metrics)
@@ -126,6 +127,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     write_topic_report(model, confusion, output_dir)  # confusion_matrix.png/.txt + TensorBoard
     if trainer.is_global_zero:
         write_json(output_dir / "metrics.json", {"metrics": metrics, "checkpoint": ckpt_path})
+    _flush_loggers(trainer)
     log.info("test metrics: %s", metrics)
     return metrics
 
@@ -135,6 +137,14 @@ def _best_checkpoint(trainer: L.Trainer) -> str | None:
     if callback is not None and callback.best_model_path:
         return callback.best_model_path
     return None
+
+
+def _flush_loggers(trainer: L.Trainer) -> None:
+    """Reports are written after Lightning finalised its loggers: flush them to disk now."""
+    for logger in trainer.loggers:
+        flush = getattr(getattr(logger, "experiment", None), "flush", None)
+        if callable(flush):
+            flush()
 
 
 def _log_hp_metric(trainer: L.Trainer) -> None:
