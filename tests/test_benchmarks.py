@@ -12,29 +12,16 @@ import pytest
 import torch
 
 from benchmarks import quality, training
-from benchmarks.common import QUICK, ROOT, compose
+from benchmarks.common import BENCH_OVERRIDES, QUICK, ROOT, compose
 from benchmarks.padding import batch_shares
 from benchmarks.report import render
 
+# the benchmarks' own overrides, on the tiny backbone and the bundled sample corpus
 TINY_BENCH = [
+    *(o for o in BENCH_OVERRIDES if not o.startswith(("backbone=", "data="))),
     "backbone=gpt_neo_tiny",
-    "trainer.accelerator=cpu",
-    "trainer.enable_progress_bar=false",
-    "++trainer.enable_model_summary=false",
-    "++trainer.enable_checkpointing=false",
-    "callbacks=none",
-    "~logger",
     "data.batch_size=4",
 ]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run hundreds of small ops: one thread avoids waiting on a busy second core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_entry_point_without_data_exits_zero_with_a_message(tmp_path) -> None:
