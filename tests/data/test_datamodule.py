@@ -1,12 +1,21 @@
-"""The DataModule end to end: label spaces, caching, batches, Lightning epochs and resume."""
+"""The DataModule end to end: label spaces, caching, batches, Lightning epochs and resume, and
+encoded splits stored on disk."""
 
 from __future__ import annotations
 
+import logging
+import os
+import pickle
+
 import lightning as L
+import numpy as np
 import pytest
 import torch
 
+from mtst.data.alignment import SubwordCache, encode_examples
 from mtst.data.datamodule import MultiTaskDataModule
+from mtst.data.labels import LabelSpace
+from mtst.data.store import EncodedStore
 from mtst.errors import DataError, MtstError
 
 BATCH_KEYS = {"input_ids", "attention_mask", "cls_labels", "ner_labels", "has_cls", "has_ner",
@@ -71,7 +80,7 @@ def test_setup_is_cached_and_tokenizer_required(write, bpe_tokenizer, wordpiece_
     assert dm.dataset("train") is first
     dm.set_tokenizer(wordpiece_tokenizer)
     assert dm.dataset("train") is not first
-    assert dm.dataset("train").items[0].input_ids[0] == wordpiece_tokenizer.cls_token_id
+    assert dm.dataset("train")[0].input_ids[0] == wordpiece_tokenizer.cls_token_id
 
 
 def test_checkpoint_label_space_wins(write, bpe_tokenizer):
@@ -82,7 +91,7 @@ def test_checkpoint_label_space_wins(write, bpe_tokenizer):
     state = {"label_space": {"classes": ["sport", "art", "x"], "entity_types": ["PER", "LOC"]}}
     dm.load_state_dict(state)
     assert dm.state_dict() == state
-    item = dm.dataset("train").items[2]  # row 2: label "sport", NER B-PER first
+    item = dm.dataset("train")[2]  # row 2: label "sport", NER B-PER first
     assert item.cls_label == 0 and item.word_labels[0] == dm.label_space.tag_to_id["B-PER"] == 1
 
 
@@ -132,3 +141,86 @@ def test_lightning_epochs_and_resume_follow_seed_and_epoch(write, bpe_tokenizer,
     dm2 = make()
     resumed, _ = _fit(dm2, tmp_path, 3, ckpt=str(tmp_path / "e2.ckpt"))
     assert resumed.order == dm2.train_sampler.batches_for_epoch(2)
+
+
+# -- encoded splits on disk: same items as in memory, reused while nothing changed, never
+# half-written ---------------------------------------------------------------------------
+LABELS = {"classes": ["sport", "art"], "entity_types": ["PER", "LOC"]}
+
+
+def same_items(a: EncodedStore, b: EncodedStore) -> None:
+    assert len(a) == len(b) > 0
+    for x, y in zip(a, b, strict=True):
+        for name in ("input_ids", "word_ids", "ner_labels", "word_labels"):
+            u, v = getattr(x, name), getattr(y, name)
+            assert (u is None and v is None) or np.array_equal(u, v), name
+        assert (x.cls_label, x.num_words, x.example_index, x.source) == (
+            y.cls_label, y.num_words, y.example_index, y.source)
+
+
+def module(path, tokenizer, store_dir=None, **kwargs):
+    return MultiTaskDataModule(train_files=[path], labels=LABELS, batch_size=4, max_length=9,
+                               store_dir=store_dir, tokenizer=tokenizer, **kwargs)
+
+
+def test_disk_store_matches_memory_and_is_reused(write, tmp_path, any_tokenizer, caplog):
+    path = write("t.jsonl", rows(40))
+    in_memory = module(path, any_tokenizer).dataset("train")
+    first = module(path, any_tokenizer, tmp_path / "store")
+    on_disk = first.dataset("train")
+    assert on_disk.folder is not None and on_disk.folder.parent == tmp_path / "store"
+    assert isinstance(on_disk.columns["input_ids"], np.memmap)
+    same_items(in_memory, on_disk)
+    assert first.stats["train"].truncated_examples > 0  # max_length=9 cuts the long rows
+
+    again = module(path, any_tokenizer, tmp_path / "store")
+    with caplog.at_level(logging.INFO, logger="mtst.data"):
+        reused = again.dataset("train")
+    assert "reusing" in caplog.text and reused.folder == on_disk.folder
+    assert again.stats["train"] == first.stats["train"]  # warnings survive reuse
+    same_items(on_disk, reused)
+    batch = next(iter(again.train_dataloader()))
+    assert batch["input_ids"].shape[0] == 4
+
+
+def test_store_folder_changes_with_files_and_options(write, tmp_path, bpe_tokenizer,
+                                                     wordpiece_tokenizer):
+    path = write("t.jsonl", rows(8))
+    space = LabelSpace(**LABELS)
+    base = module(path, bpe_tokenizer, tmp_path).store_folder("train", space)
+    assert module(path, bpe_tokenizer, tmp_path).store_folder("train", space) == base
+    assert module(path, wordpiece_tokenizer, tmp_path).store_folder("train", space) != base
+    assert module(path, bpe_tokenizer, tmp_path, label_all_subtokens=True).store_folder(
+        "train", space) != base
+    write("t.jsonl", rows(9))
+    os.utime(path, ns=(1, 1))
+    assert module(path, bpe_tokenizer, tmp_path).store_folder("train", space) != base
+
+
+def test_bad_record_leaves_no_store_behind(write, tmp_path, bpe_tokenizer):
+    data = rows(5000) + [{"tokens": ["Ann"], "ner_tags": ["B-XYZ"]}]  # past the first chunk
+    dm = module(write("t.jsonl", data), bpe_tokenizer, tmp_path / "store")
+    with pytest.raises(DataError, match=r"t.jsonl:line 5001: ner_tags\[0\]: 'B-XYZ'"):
+        dm.dataset("train")
+    assert list((tmp_path / "store").iterdir()) == []
+
+
+def test_memory_mapped_store_pickles_as_its_folder(write, tmp_path, bpe_tokenizer):
+    store = module(write("t.jsonl", rows(300)), bpe_tokenizer, tmp_path).dataset("train")
+    blob = pickle.dumps(store)
+    assert len(blob) < 1000 < store.nbytes()  # a spawned worker reopens the folder
+    same_items(store, pickle.loads(blob))
+
+
+def test_word_cache_equals_tokenising_whole_sentences(any_tokenizer):
+    from mtst.data.validation import Example
+
+    sentences = [["Zürich", "naïve", "😀", "x"], ["x", "Zürich"], ["O'Brien", "2021-03-04", "x"]]
+    examples = [Example(words=s, tags=None, label=None, path="m", where="1") for s in sentences]
+    cache = SubwordCache(any_tokenizer)
+    store = encode_examples(examples, any_tokenizer, None, 512)
+    oracle = any_tokenizer(sentences, is_split_into_words=True)
+    for i, item in enumerate(store):
+        assert item.input_ids.tolist() == oracle["input_ids"][i]
+        assert item.word_ids.tolist() == [-1 if w is None else w for w in oracle.word_ids(i)]
+    assert len(cache.prefix) + len(cache.suffix) == any_tokenizer.num_special_tokens_to_add()

@@ -156,5 +156,5 @@ def test_csv_option_types(write):
     assert exs[0].words == ["Cup", "final"] and exs[0].label == "2"
     with pytest.raises(DataError, match="header: expected true or false"):
         SourceSpec.parse({"path": path, "header": "no"})
-    with pytest.raises(DataError, match="start: expected an integer"):
+    with pytest.raises(DataError, match="start: expected a record count >= 0"):
         SourceSpec.parse({"path": path, "start": "10"})

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from mtst.data.alignment import IGNORE, Encoded
+from mtst.data.store import IGNORE, Encoded
 
 
 class Collator:

@@ -6,15 +6,22 @@ Files are read, validated and tokenised once per split in ``setup`` (cached, so 
 
 from __future__ import annotations
 
+import dataclasses
 import gc
-from collections.abc import Iterator, Mapping, Sequence
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from itertools import islice
+from pathlib import Path
 from typing import Any
 
 import lightning as L
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from mtst.data.alignment import AlignmentStats, Encoded, encode_examples
+from mtst.data.alignment import CHUNK, AlignmentStats, SubwordCache, encode_chunk
 from mtst.data.batching import (
     SAMPLING_MODES,
     MultiTaskBatchSampler,
@@ -24,9 +31,17 @@ from mtst.data.batching import (
 from mtst.data.collate import Collator
 from mtst.data.labels import DEFAULT_CLASSES, DEFAULT_ENTITY_TYPES, LabelSpace
 from mtst.data.readers import SourceSpec
-from mtst.data.validation import Example, check_label_space, infer_label_space, load_split
+from mtst.data.store import FORMAT_VERSION, EncodedStore, StoreWriter, open_store
+from mtst.data.validation import (
+    Example,
+    check_label_space,
+    infer_label_space,
+    iter_split,
+    load_split,
+)
 from mtst.errors import MtstError
 
+log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 _STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ()}
 
@@ -53,19 +68,10 @@ def _specs(files: Any, split: str) -> list[SourceSpec]:
     return [SourceSpec.parse(f) for f in files]
 
 
-class EncodedDataset(Dataset):
-    """Encoded examples of one split; ``lengths``/``sources`` feed the batch sampler."""
-
-    def __init__(self, items: list[Encoded]) -> None:
-        self.items = items
-        self.lengths = [len(it) for it in items]
-        self.sources = [it.source for it in items]
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> Encoded:
-        return self.items[index]
+def _chunks(items: Iterable[Example], size: int) -> Iterator[list[Example]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
 
 
 @contextmanager
@@ -102,6 +108,7 @@ class MultiTaskDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = False,
         seed: int = 42,
+        store_dir: str | None = None,
         tokenizer: Any = None,
     ) -> None:
         super().__init__()
@@ -123,11 +130,11 @@ class MultiTaskDataModule(L.LightningDataModule):
         self.label_all_subtokens, self.strict_bio, self.seed = label_all_subtokens, strict_bio, seed
         self.num_workers, self.pin_memory = int(num_workers), bool(pin_memory)
         self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
+        self.store_dir = Path(store_dir) if store_dir else None
         self.tokenizer = tokenizer
         self._label_space: LabelSpace | None = None
         self._label_note = ""
-        self._examples: dict[str, list[Example]] = {}
-        self._datasets: dict[str, EncodedDataset] = {}
+        self._datasets: dict[str, EncodedStore] = {}
         self.stats: dict[str, AlignmentStats] = {}
         self.train_sampler: MultiTaskBatchSampler | None = None
 
@@ -166,10 +173,8 @@ class MultiTaskDataModule(L.LightningDataModule):
         return bool(self.specs.get(split))
 
     def examples(self, split: str) -> list[Example]:
-        """Validated examples of a split (read once); ``example_index`` indexes this list."""
-        if split not in self._examples:
-            self._examples[split] = load_split(self.specs[split], split, self.strict_bio)
-        return self._examples[split]
+        """Validated examples of a split, all in memory; ``example_index`` indexes this list."""
+        return load_split(self.specs[split], split, self.strict_bio)
 
     def resolve_label_space(self) -> LabelSpace:
         """The label space without tokenising: reads training files only if a part is null."""
@@ -179,7 +184,8 @@ class MultiTaskDataModule(L.LightningDataModule):
                 if not self.specs["train"]:
                     raise MtstError("data.labels has null entries but there are no train_files to "
                                     "infer them from")
-                self._label_space = infer_label_space(self.examples("train"), classes, types)
+                examples = iter_split(self.specs["train"], "train", self.strict_bio)
+                self._label_space = infer_label_space(examples, classes, types)
                 self._label_note = "label space inferred from the training files"
             else:
                 self._label_space = LabelSpace(classes, types)
@@ -193,22 +199,60 @@ class MultiTaskDataModule(L.LightningDataModule):
             if split == "train" or self.specs[split]:
                 self.dataset(split, space)
 
-    def dataset(self, split: str, space: LabelSpace | None = None) -> EncodedDataset:
-        """Validated, label-checked and tokenised split (cached)."""
+    def dataset(self, split: str, space: LabelSpace | None = None) -> EncodedStore:
+        """Validated, label-checked and tokenised split (cached; reused from ``store_dir``)."""
         if split not in self._datasets:
             space = space or self.resolve_label_space()
-            with gc_paused():
-                examples = self.examples(split)
-                check_label_space(examples, space, self._label_note)
+            folder = self.store_folder(split, space) if self.store_dir else None
+            store = open_store(folder) if folder else None
+            if store is not None:
+                log.info("%s data: reusing the encoded split in %s", split, folder)
+                stats = AlignmentStats(**store.info.get("stats", {}))
+            else:
                 stats = AlignmentStats()
-                items = encode_examples(examples, self._tok(), space, self.max_length,
-                                        self.label_all_subtokens, stats)
+                store = self._encode(split, space, folder, stats)
             stats.warn(split, self.max_length)
             self.stats[split] = stats
-            self._datasets[split] = EncodedDataset(items)
+            self._datasets[split] = store
         return self._datasets[split]
 
-    def _loader(self, ds: EncodedDataset, loader_cls: type = DataLoader, **kwargs: Any) -> DataLoader:
+    def _encode(self, split: str, space: LabelSpace, folder: Path | None,
+                stats: AlignmentStats) -> EncodedStore:
+        """Stream the split's files through validation and tokenisation, one chunk at a time."""
+        cache = SubwordCache(self._tok())
+        writer = StoreWriter(folder)
+        try:
+            with gc_paused():
+                for chunk in _chunks(iter_split(self.specs[split], split, self.strict_bio), CHUNK):
+                    check_label_space(chunk, space, self._label_note)
+                    writer.append(encode_chunk(chunk, cache, space, self.max_length,
+                                               self.label_all_subtokens, stats))
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.finish({"stats": dataclasses.asdict(stats)})
+
+    def store_folder(self, split: str, space: LabelSpace) -> Path:
+        """``store_dir/<split>-<fingerprint>``: a new folder whenever the files (size, mtime),
+        the tokenizer, the label space or an encoding option change."""
+        files = []
+        for spec in self.specs[split]:
+            try:
+                st = os.stat(spec.path)
+                files.append({**dataclasses.asdict(spec), "path": os.path.abspath(spec.path),
+                              "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+            except OSError:  # reading reports the missing file
+                files.append(dataclasses.asdict(spec))
+        key = {"version": FORMAT_VERSION, "files": files, "labels": space.to_dict(),
+               "max_length": self.max_length, "label_all_subtokens": self.label_all_subtokens,
+               "strict_bio": self.strict_bio}
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode())
+        backend = getattr(self._tok(), "backend_tokenizer", None)
+        digest.update((backend.to_str() if backend is not None else repr(self._tok())).encode())
+        assert self.store_dir is not None
+        return self.store_dir / f"{split}-{digest.hexdigest()[:16]}"
+
+    def _loader(self, ds: EncodedStore, loader_cls: type = DataLoader, **kwargs: Any) -> DataLoader:
         return loader_cls(ds, collate_fn=Collator(self.pad_token_id), num_workers=self.num_workers,
                           pin_memory=self.pin_memory, persistent_workers=self.persistent_workers,
                           **kwargs)

@@ -7,9 +7,8 @@ Readers only check structure (encoding, syntax, columns); field meaning is check
 from __future__ import annotations
 
 import csv
-import io
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,8 +62,9 @@ class SourceSpec:
             if key in opts and not isinstance(opts[key], bool):
                 raise DataError(path, None, f"{key}: expected true or false, got {opts[key]!r}")
         for key in ("start", "stop"):
-            if opts.get(key) is not None and (isinstance(opts[key], bool) or not isinstance(opts[key], int)):
-                raise DataError(path, None, f"{key}: expected an integer, got {opts[key]!r}")
+            value = opts.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise DataError(path, None, f"{key}: expected a record count >= 0, got {value!r}")
         if not opts.get("header", True):  # "1" from an env var or CLI override means column 1
             for key in ("text_column", "label_column"):
                 if isinstance(opts.get(key), str) and opts[key].isdigit():
@@ -83,30 +83,52 @@ class RawRecord:
     token_lines: list[int] | None = None
 
 
-def read_text(path: str) -> str:
-    """Decode a UTF-8 file (BOM stripped); name the line of the first bad byte."""
+def _check_file(path: str) -> Path:
     p = Path(path)
     if not p.exists():
         raise DataError(path, None, "file not found")
     if not p.is_file():
         raise DataError(path, None, "not a file")
-    raw = p.read_bytes()
+    return p
+
+
+def _decode_error(path: str) -> DataError:
+    """Find the first undecodable byte (the error path only: reading itself decodes in bulk)."""
+    with open(path, "rb") as handle:
+        for n, raw in enumerate(handle, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return DataError(path, f"line {n}", f"byte 0x{raw[e.start]:02x} at column "
+                                 f"{e.start + 1} is not valid UTF-8; re-save the file as UTF-8")
+    return DataError(path, None, "is not valid UTF-8; re-save the file as UTF-8")
+
+
+def iter_lines(path: str, keep_ends: bool = False) -> Iterator[tuple[int, str]]:
+    """(line number, text) one line at a time, so a file of any size streams in constant memory.
+
+    Splits on ``\n`` only (JSON strings may hold U+2028); strips the BOM and ``\r``.
+    """
+    visible = False
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
-        raise DataError(path, f"line {line}", f"byte 0x{raw[e.start]:02x} at column {col} is not "
-                        "valid UTF-8; re-save the file as UTF-8") from None
-    text = text.removeprefix("\ufeff")
-    if not text.strip():
+        with _check_file(path).open("r", encoding="utf-8", newline="\n") as handle:
+            for n, line in enumerate(handle, 1):
+                if n == 1:
+                    line = line.removeprefix("\ufeff")
+                if not keep_ends:
+                    line = line.removesuffix("\n").removesuffix("\r")
+                if not visible and line.strip():
+                    visible = True
+                yield n, line
+    except UnicodeDecodeError:
+        raise _decode_error(path) from None
+    if not visible:
         raise DataError(path, None, "file is empty")
-    return text
 
 
-def _lines(text: str) -> list[str]:
-    # Split on "\n" only: str.splitlines would also break on U+2028 etc., which JSON allows in strings.
-    return [line.removesuffix("\r") for line in text.split("\n")]
+def read_text(path: str) -> str:
+    """The whole file, decoded and checked like ``iter_lines``."""
+    return "".join(line for _, line in iter_lines(path, keep_ends=True))
 
 
 _TOO_DEEP = "invalid JSON: nested too deeply (a record is a flat object of tokens/tags/text/label)"
@@ -116,7 +138,8 @@ def _json_error(path: str, e: json.JSONDecodeError, line: int | None = None) -> 
     return DataError(path, f"line {line or e.lineno}", f"invalid JSON: {e.msg} (column {e.colno})")
 
 
-def read_json(path: str) -> list[RawRecord]:
+def read_json(path: str) -> Iterator[RawRecord]:
+    """A JSON array is parsed whole (use JSONL for files that should stream)."""
     text = read_text(path)
     try:
         data = json.loads(text)
@@ -127,12 +150,12 @@ def read_json(path: str) -> list[RawRecord]:
     if not isinstance(data, list):
         raise DataError(path, None, f"expected a JSON array of records, got {type(data).__name__}"
                         " (use a .jsonl file for one record per line)")
-    return [_as_record(path, f"record {i}", obj) for i, obj in enumerate(data)]
+    for i, obj in enumerate(data):
+        yield _as_record(path, f"record {i}", obj)
 
 
-def read_jsonl(path: str) -> list[RawRecord]:
-    records = []
-    for n, line in enumerate(_lines(read_text(path)), 1):
+def read_jsonl(path: str) -> Iterator[RawRecord]:
+    for n, line in iter_lines(path):
         if not line.strip():
             continue
         try:
@@ -141,8 +164,7 @@ def read_jsonl(path: str) -> list[RawRecord]:
             raise _json_error(path, e, n) from None
         except RecursionError:
             raise DataError(path, f"line {n}", _TOO_DEEP) from None
-        records.append(_as_record(path, f"line {n}", obj))
-    return records
+        yield _as_record(path, f"line {n}", obj)
 
 
 def _as_record(path: str, where: str, obj: Any) -> RawRecord:
@@ -152,37 +174,29 @@ def _as_record(path: str, where: str, obj: Any) -> RawRecord:
     return RawRecord(path, where, obj)
 
 
-def read_conll(path: str) -> list[RawRecord]:
+def read_conll(path: str) -> Iterator[RawRecord]:
     """Token in the first column, BIO tag in the last; blank lines end sentences."""
-    records: list[RawRecord] = []
     tokens: list[str] = []
     tags: list[str] = []
     lines: list[int] = []
-
-    def flush() -> None:
-        if tokens:
-            data = {"tokens": tokens.copy(), "ner_tags": tags.copy()}
-            records.append(RawRecord(path, f"line {lines[0]}", data, CONLL_FIELDS, lines.copy()))
-        tokens.clear(), tags.clear(), lines.clear()
-
-    for n, line in enumerate(_lines(read_text(path)), 1):
-        if not line.replace("\ufeff", "").strip():
-            flush()
-            continue
+    for n, line in iter_lines(path):
         cols = line.split("\t") if "\t" in line else line.split()
-        cols = [c.strip().strip("\ufeff") for c in cols]
-        cols = [c for c in cols if c]
-        if cols and cols[0] == "-DOCSTART-":
-            flush()
-            continue
-        if len(cols) < 2:
-            raise DataError(path, f"line {n}", "expected a token and a tag separated by a tab or "
-                            f"spaces, got {len(cols)} column")
-        tokens.append(cols[0])
-        tags.append(cols[-1])
-        lines.append(n)
-    flush()
-    return records
+        if "\t" in line or "\ufeff" in line:
+            cols = [c for c in (c.strip().strip("\ufeff") for c in cols) if c]
+        if cols and cols[0] != "-DOCSTART-":
+            if len(cols) < 2:
+                raise DataError(path, f"line {n}", "expected a token and a tag separated by a tab "
+                                f"or spaces, got {len(cols)} column")
+            tokens.append(cols[0])
+            tags.append(cols[-1])
+            lines.append(n)
+        elif tokens:  # a blank line or a document marker ends the sentence
+            yield RawRecord(path, f"line {lines[0]}", {"tokens": tokens, "ner_tags": tags},
+                            CONLL_FIELDS, lines)
+            tokens, tags, lines = [], [], []
+    if tokens:
+        yield RawRecord(path, f"line {lines[0]}", {"tokens": tokens, "ner_tags": tags},
+                        CONLL_FIELDS, lines)
 
 
 def _column(spec: SourceSpec, header: list[str] | None, col: str | int, what: str) -> int:
@@ -196,17 +210,17 @@ def _column(spec: SourceSpec, header: list[str] | None, col: str | int, what: st
     return header.index(col)
 
 
-def read_csv(spec: SourceSpec) -> list[RawRecord]:
+def read_csv(spec: SourceSpec) -> Iterator[RawRecord]:
     """Topic-only rows: ``text_column`` is split into words, ``label_column`` mapped by ``label_map``."""
     delimiter = spec.delimiter or ("\t" if spec.format == "tsv" else ",")
-    reader = csv.reader(io.StringIO(read_text(spec.path), newline=""), delimiter=delimiter)
+    reader = csv.reader((line for _, line in iter_lines(spec.path, keep_ends=True)),
+                        delimiter=delimiter)
     header = [h.strip() for h in next(reader)] if spec.header else None
     text_idx = _column(spec, header, spec.text_column, "text_column")
     label_idx = None
     if spec.label_column is not None:
         label_idx = _column(spec, header, spec.label_column, "label_column")
     fields = {"text": f"column {spec.text_column!r}", "label": f"column {spec.label_column!r}"}
-    records = []
     prev = reader.line_num
     for row in reader:
         where, prev = f"line {prev + 1}", reader.line_num
@@ -225,25 +239,24 @@ def read_csv(spec: SourceSpec) -> list[RawRecord]:
                                     f"label_map (keys: {', '.join(spec.label_map)})")
                 value = spec.label_map[value]
             data["label"] = value or None
-        records.append(RawRecord(spec.path, where, data, fields))
-    return records
+        yield RawRecord(spec.path, where, data, fields)
+
+
+def iter_source(spec: SourceSpec) -> Iterator[RawRecord]:
+    """Records of one file, streamed, after its ``start``/``stop`` slice; none at all is an error."""
+    readers = {"json": read_json, "jsonl": read_jsonl, "conll": read_conll}
+    records = readers[spec.format](spec.path) if spec.format in readers else read_csv(spec)
+    count = 0
+    for count, record in enumerate(records, 1):
+        if count > spec.start and (spec.stop is None or count <= spec.stop):
+            yield record
+        elif spec.stop is not None and count > spec.stop:
+            break
+    if count == 0:
+        raise DataError(spec.path, None, "holds no examples")
+    if count <= spec.start or (spec.stop is not None and spec.stop <= spec.start):
+        raise DataError(spec.path, None, f"start/stop ({spec.start}:{spec.stop}) select no examples")
 
 
 def read_source(spec: SourceSpec) -> list[RawRecord]:
-    """Read one file and apply its ``start``/``stop`` slice; a file with no records is an error."""
-    if spec.format == "json":
-        records = read_json(spec.path)
-    elif spec.format == "jsonl":
-        records = read_jsonl(spec.path)
-    elif spec.format == "conll":
-        records = read_conll(spec.path)
-    else:
-        records = read_csv(spec)
-    if not records:
-        raise DataError(spec.path, None, "holds no examples")
-    if spec.start or spec.stop is not None:
-        records = records[spec.start : spec.stop]
-        if not records:
-            raise DataError(spec.path, None, f"start/stop ({spec.start}:{spec.stop}) select no "
-                            "examples")
-    return records
+    return list(iter_source(spec))

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from mtst.data.labels import OUTSIDE, LabelSpace
-from mtst.data.readers import RawRecord, SourceSpec, read_source
+from mtst.data.readers import RawRecord, SourceSpec, iter_source
 from mtst.data.words import WORD_PATTERN, split_words
 from mtst.errors import DataError
 
@@ -169,19 +169,21 @@ def text_examples(texts: Sequence[str], origin: str = "<input>") -> list[Example
     return out
 
 
-def load_split(specs: Sequence[SourceSpec], split: str, strict_bio: bool = False,
-               require_supervision: bool = True) -> list[Example]:
-    """Read and validate every file of a split; source index = position in ``specs``."""
+def iter_split(specs: Sequence[SourceSpec], split: str, strict_bio: bool = False,
+               require_supervision: bool = True) -> Iterator[Example]:
+    """Read and validate every file of a split, streamed; source index = position in ``specs``."""
     if not specs:
         raise DataError(f"<{split} files>", None, f"no files listed for the {split} split")
     repairs = BioRepairs()
-    examples = [
-        validate_record(rec, i, strict_bio, repairs, require_supervision)
-        for i, spec in enumerate(specs)
-        for rec in read_source(spec)
-    ]
+    for i, spec in enumerate(specs):
+        for rec in iter_source(spec):
+            yield validate_record(rec, i, strict_bio, repairs, require_supervision)
     repairs.warn(split)
-    return examples
+
+
+def load_split(specs: Sequence[SourceSpec], split: str, strict_bio: bool = False,
+               require_supervision: bool = True) -> list[Example]:
+    return list(iter_split(specs, split, strict_bio, require_supervision))
 
 
 def infer_label_space(examples: Iterable[Example], classes: Sequence[str] | None,
