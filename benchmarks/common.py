@@ -46,17 +46,20 @@ class Budget:
     memory_encode: tuple[int, ...]
     quality_steps: int       # training steps per task of every quality row (row 7)
     quality_test_batches: int  # 0 = the whole test split
-    scale_factors: tuple[int, ...]  # row 8 (1000x is projected unless it fits, see scale.py)
+    scale_factors: tuple[int, ...]  # row 8, encoded split in memory
+    scale_store_factors: tuple[int, ...]  # row 8, encoded split memory-mapped (data.store_dir)
 
 
 FULL = Budget("full", overhead_steps=16, overhead_warmup=3, overhead_repeats=6, padding_batches=24,
               freeze_examples=4000, freeze_epochs=3, encode_sentences=0, encode_repeats=3,
               memory_train_steps=60, memory_encode=(10_000, 100_000), quality_steps=200,
-              quality_test_batches=0, scale_factors=(1, 10, 100))
+              quality_test_batches=0, scale_factors=(1, 10, 100),
+              scale_store_factors=(10, 100, 1000))
 QUICK = Budget("quick", overhead_steps=4, overhead_warmup=1, overhead_repeats=2, padding_batches=3,
                freeze_examples=192, freeze_epochs=2, encode_sentences=300, encode_repeats=2,
                memory_train_steps=4, memory_encode=(1_000,), quality_steps=4,
-               quality_test_batches=2, scale_factors=(1, 2))
+               quality_test_batches=2, scale_factors=(1, 2),
+               scale_store_factors=(1, 2))
 
 
 def data_paths(data_dir: Path) -> dict[str, Path]:

@@ -8,13 +8,12 @@ cosine between the two embeddings of any title (both L2-normalised, fp32, batch 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.common import MINILM, Budget, median, torch_profile
+from benchmarks.common import MINILM, Budget, torch_profile
 from benchmarks.memory import ag_titles
 
 
@@ -24,6 +23,7 @@ def run(budget: Budget, data_dir: Path, batch_size: int = 32) -> dict[str, Any]:
 
     from mtst.model.backbone import resolve_name_or_path
     from mtst.model.encoder import SentenceEncoder
+    from scripts.bench_encode import compare
 
     path = resolve_name_or_path(MINILM)
     st = SentenceTransformer(path, device="cpu")
@@ -42,23 +42,11 @@ def run(budget: Budget, data_dir: Path, batch_size: int = 32) -> dict[str, Any]:
 
     warm = titles[:256]
     run_mtst(warm), run_st(warm)
-    rates: dict[str, list[float]] = {"mtst": [], "sentence_transformers": []}
-    ratios, min_cos = [], 1.0
-    for _ in range(budget.encode_repeats):
-        outs = {}
-        for name, fn in (("mtst", run_mtst), ("sentence_transformers", run_st)):
-            start = time.perf_counter()
-            outs[name] = fn(titles)
-            rates[name].append(len(titles) / (time.perf_counter() - start))
-        ratios.append(rates["mtst"][-1] / rates["sentence_transformers"][-1])
-        cos = np.sum(outs["mtst"] * outs["sentence_transformers"], axis=1)
-        min_cos = min(min_cos, float(cos.min()))
+    compared = compare(lambda: run_mtst(titles), lambda: run_st(titles), len(titles),
+                       budget.encode_repeats)
     result: dict[str, Any] = {
         "sentences": len(titles), "batch_size": batch_size, "repeats": budget.encode_repeats,
-        "threads": torch.get_num_threads(),
-        "mtst_per_s": median(rates["mtst"]), "st_per_s": median(rates["sentence_transformers"]),
-        "ratio": median(ratios), "ratio_per_round": ratios, "min_cosine": min_cos,
-        "target_ratio": 1.0, "target_cosine": 0.9999,
+        "threads": torch.get_num_threads(), **compared, "target_ratio": 1.0, "target_cosine": 0.9999,
     }
     if result["ratio"] < 1.0:
         sample = titles[:512]

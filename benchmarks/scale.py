@@ -1,19 +1,20 @@
 """Row 8: read + validate + tokenise k copies of CoNLL-2003 train, one fresh process per k.
 
-    python -m benchmarks.scale --factor 10 --data-dir ../shared/data [--profile]
+    python -m benchmarks.scale --factor 10 --data-dir ../shared/data [--store] [--profile]
 
 The child writes k back-to-back copies of train.txt to a temporary file (not timed), then times
-`load_split` (read + validate) and `encode_examples` (tokenise + align labels, what the
-DataModule's setup does once per split), and reports its resident memory before and its peak
-after. The parent fits time and memory per copy on the largest two factors and projects 1000x;
-it runs 1000x only when the projection fits comfortably in memory and time.
+`MultiTaskDataModule.dataset("train")` (stream, validate, tokenise, align: what `setup` does once
+per split) with the encoded split held in memory, or with `--store` written to a folder and
+memory-mapped (`data.store_dir`); then the first training batches through the DataLoader. It
+reports resident memory before, after and at the peak. The parent fits time and memory per copy
+on the largest two factors of each mode and projects the in-memory limit.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import time
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,9 @@ from benchmarks.common import (
 )
 
 BIG = 1000
+FIRST_BATCHES = 50
+CONLL_LABELS = {"classes": ["World", "Sports", "Business", "Sci/Tech"],
+                "entity_types": ["PER", "LOC", "ORG", "MISC"]}
 
 
 def mem_total_mib() -> tuple[float, float]:
@@ -39,10 +43,12 @@ def mem_total_mib() -> tuple[float, float]:
     return info["MemTotal"] / 1024, info.get("MemAvailable", info["MemFree"]) / 1024
 
 
-def child(data_dir: Path, factor: int, profile: bool, gc_off: bool = False) -> dict[str, Any]:
-    from mtst.data.alignment import encode_examples
-    from mtst.data.readers import SourceSpec
-    from mtst.data.validation import infer_label_space, load_split
+def _folder_mib(folder: Path) -> float:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
+
+
+def child(data_dir: Path, factor: int, store: bool, profile: bool) -> dict[str, Any]:
+    from mtst.data.datamodule import MultiTaskDataModule
     from mtst.model.backbone import load_tokenizer
 
     tokenizer = load_tokenizer(MINILM)
@@ -53,58 +59,63 @@ def child(data_dir: Path, factor: int, profile: bool, gc_off: bool = False) -> d
             for _ in range(factor):
                 handle.write(text.rstrip("\n") + "\n\n")
         del text
+
+        def datamodule(store_dir: Path | None) -> MultiTaskDataModule:
+            return MultiTaskDataModule(train_files=[str(path)], labels=CONLL_LABELS,
+                                       max_length=128, batch_size=32, store_dir=store_dir,
+                                       tokenizer=tokenizer)
+
+        store_dir = Path(tmp) / "store" if store else None
+        dm = datamodule(store_dir)
         base = current_rss_mib()
         reset_peak_rss()
-        specs = [SourceSpec.parse(str(path))]
-        if gc_off:
-            gc.disable()
         start = time.perf_counter()
-        examples = load_split(specs, "train")
-        read_s = time.perf_counter() - start
-        after_read = current_rss_mib()
-        space = infer_label_space(examples, None, None)
+        ds = dm.dataset("train")
+        load_s = time.perf_counter() - start
+        after_load, load_peak = current_rss_mib(), peak_rss_mib()
         start = time.perf_counter()
-        items = encode_examples(examples, tokenizer, space, 128)
-        tok_s = time.perf_counter() - start
-        gc.enable()
-        result = {"factor": factor, "gc_off": gc_off, "sentences": len(items),
-                  "file_mb": path.stat().st_size / 2**20,
-                  "read_validate_s": read_s, "tokenise_s": tok_s, "total_s": read_s + tok_s,
-                  "rss_base_mib": base, "rss_after_read_mib": after_read,
-                  "rss_after_tokenise_mib": current_rss_mib(), "peak_rss_mib": peak_rss_mib()}
+        batches = sum(1 for _ in islice(dm.train_dataloader(), FIRST_BATCHES))
+        batches_s = time.perf_counter() - start
+        result = {"factor": factor, "store": store, "sentences": len(ds),
+                  "tokens": int(ds.token_offsets[-1]), "file_mb": path.stat().st_size / 2**20,
+                  "store_mib": _folder_mib(ds.folder) if ds.folder else ds.nbytes() / 2**20,
+                  "load_s": load_s, "first_batches": batches, "first_batches_s": batches_s, "rss_base_mib": base,
+                  "rss_after_load_mib": after_load, "load_peak_rss_mib": load_peak,
+                  "peak_rss_mib": peak_rss_mib()}
         if profile:
-            result["profile"] = python_profile(
-                lambda: encode_examples(load_split(specs, "train"), tokenizer, space, 128))
+            result["profile"] = python_profile(lambda: datamodule(None).dataset("train"))
     return result
 
 
+def _per_copy(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
+    copies = b["factor"] - a["factor"]
+    return {"s": (b["load_s"] - a["load_s"]) / copies,
+            "mib": (b["peak_rss_mib"] - a["peak_rss_mib"]) / copies,
+            "time_ratio": (b["load_s"] / b["factor"]) / (a["load_s"] / a["factor"]),
+            "from": a["factor"], "to": b["factor"]}
+
+
 def run(budget: Budget, data_dir: Path) -> dict[str, Any]:
-    points = []
-    for factor in budget.scale_factors:
+    def measure(factor: int, store: bool) -> dict[str, Any]:
         args = ["--factor", str(factor), "--data-dir", str(data_dir)]
-        if factor == 1:
-            args.append("--profile")
-        points.append(run_child("benchmarks.scale", args, timeout=3600))
-    probe = 10 if 10 in budget.scale_factors else budget.scale_factors[-1]
-    gc_off = run_child("benchmarks.scale", ["--factor", str(probe), "--data-dir", str(data_dir),
-                                            "--no-gc"], timeout=3600)
+        args += ["--store"] if store else []
+        args += ["--profile"] if factor == 1 and not store else []
+        return run_child("benchmarks.scale", args, timeout=3600)
+
+    points = [measure(f, False) for f in budget.scale_factors]
+    stored = [measure(f, True) for f in budget.scale_store_factors]
     total, available = mem_total_mib()
-    result: dict[str, Any] = {"points": points, "gc_off": gc_off, "mem_total_mib": total,
-                              "mem_available_mib": available}
-    if len(points) >= 2:
-        a, b = points[-2], points[-1]
-        copies = b["factor"] - a["factor"]
-        s_per_copy = (b["total_s"] - a["total_s"]) / copies
-        mib_per_copy = (b["peak_rss_mib"] - a["peak_rss_mib"]) / copies
-        projected_mib = b["peak_rss_mib"] + mib_per_copy * (BIG - b["factor"])
-        projected_s = b["total_s"] + s_per_copy * (BIG - b["factor"])
-        limit = int((0.8 * total - b["rss_base_mib"]) / mib_per_copy) if mib_per_copy > 0 else None
-        result.update({"s_per_copy": s_per_copy, "mib_per_copy": mib_per_copy,
-                       "projected_1000x_peak_mib": projected_mib, "projected_1000x_s": projected_s,
-                       "copies_fitting_80pct_ram": limit})
-        if budget.name == "full" and projected_mib < 0.6 * available and projected_s < 900:
-            points.append(run_child("benchmarks.scale", ["--factor", str(BIG), "--data-dir",
-                                                         str(data_dir)], timeout=3600))
+    result: dict[str, Any] = {"points": points, "stored": stored, "mem_total_mib": total,
+                              "mem_available_mib": available, "first_batches": FIRST_BATCHES}
+    big = [p for p in points if p["factor"] > 1]
+    if len(big) >= 2:
+        fit = result["memory_fit"] = _per_copy(big[-2], big[-1])
+        last = big[-1]
+        result["projected_1000x_peak_mib"] = last["peak_rss_mib"] + fit["mib"] * (BIG - last["factor"])
+        result["copies_fitting_80pct_ram"] = (int((0.8 * total - last["rss_base_mib"]) / fit["mib"])
+                                              if fit["mib"] > 0 else None)
+    if len(stored) >= 2:
+        result["store_fit"] = _per_copy(stored[-2], stored[-1])
     return result
 
 
@@ -112,11 +123,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--factor", type=int, required=True)
     parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--store", action="store_true", help="write the split to disk, memory-mapped")
     parser.add_argument("--profile", action="store_true")
-    parser.add_argument("--no-gc", action="store_true", help="pause the cyclic GC while loading")
     args = parser.parse_args(argv)
     quiet_environment()
-    emit(child(args.data_dir, args.factor, args.profile, args.no_gc))
+    emit(child(args.data_dir, args.factor, args.store, args.profile))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
     python scripts/bench_data.py --conll ../shared/data/conll2003/train.txt
     python scripts/bench_data.py --files a.jsonl b.csv --tokenizer path/to/tokenizer
 
-Throughput covers read + validate + tokenise + align (what ``setup`` does once per split);
+Throughput covers read + validate + tokenise + align (``MultiTaskDataModule.dataset``, what
+``setup`` does once per split);
 the padded-token share is over one training epoch of batches.
 """
 
@@ -17,10 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from mtst.data.alignment import AlignmentStats, encode_examples
 from mtst.data.batching import MultiTaskBatchSampler
-from mtst.data.readers import SourceSpec
-from mtst.data.validation import infer_label_space, load_split
+from mtst.data.datamodule import MultiTaskDataModule
 from mtst.errors import MtstError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,15 +33,19 @@ def default_tokenizer() -> str | None:
 
 
 def peak_rss_mib() -> float:
+    """Peak resident memory of this process: VmHWM (ru_maxrss would carry a parent's peak over
+    exec on Linux); ru_maxrss where there is no /proc."""
     try:
-        import resource
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
 
-        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return kib / (1024 * 1024) if sys.platform == "darwin" else kib / 1024
-    except ImportError:  # pragma: no cover - not on Unix
-        import psutil
-
-        return psutil.Process().memory_info().peak_wset / 2**20
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib / (1024 * 1024) if sys.platform == "darwin" else kib / 1024
 
 
 def padded_share(lengths: list[int], sources: list[int], batch_size: int, bucket: bool,
@@ -90,28 +93,27 @@ def run(argv: list[str] | None = None) -> dict[str, float]:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tok_path)
-    specs = [SourceSpec.parse(f) for f in corpus_files(args)]
+    files = corpus_files(args)
     times = []
     for _ in range(max(1, args.repeats)):
         start = time.perf_counter()
-        examples = load_split(specs, "bench")
-        space = infer_label_space(examples, None, None)
-        stats = AlignmentStats()
-        items = encode_examples(examples, tokenizer, space, args.max_length, stats=stats)
+        dm = MultiTaskDataModule(train_files=files, labels={"classes": None, "entity_types": None},
+                                 max_length=args.max_length, batch_size=args.batch_size,
+                                 tokenizer=tokenizer)
+        ds = dm.dataset("train")
         times.append(time.perf_counter() - start)
-    lengths = [len(it) for it in items]
-    sources = [it.source for it in items]
+    lengths, sources = ds.lengths.tolist(), ds.sources.tolist()
     result = {
-        "sentences": len(items),
-        "words": sum(it.num_words for it in items),
+        "sentences": len(ds),
+        "words": int(ds.word_offsets[-1]),
         "sub-tokens": sum(lengths),
-        "truncated examples": stats.truncated_examples,
-        "sentences/s (median)": len(items) / statistics.median(times),
+        "truncated examples": dm.stats["train"].truncated_examples,
+        "sentences/s (median)": len(ds) / statistics.median(times),
         "padded share, no bucketing": padded_share(lengths, sources, args.batch_size, False, args.sampling),
         "padded share, bucketing": padded_share(lengths, sources, args.batch_size, True, args.sampling),
         "peak RSS (MiB)": peak_rss_mib(),
     }
-    print(f"corpus: {', '.join(s.path for s in specs)}")
+    print(f"corpus: {', '.join(files)}")
     print(f"tokenizer: {tok_path}  max_length={args.max_length}  batch_size={args.batch_size}  "
           f"repeats={len(times)}")
     width = max(len(k) for k in result)

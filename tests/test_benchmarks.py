@@ -93,9 +93,37 @@ def test_scale_child_counts_copies(tmp_path) -> None:
     conll.mkdir()
     (conll / "train.txt").write_text("-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\n"
                                      "Peter NNP B-NP B-PER\n", encoding="utf-8")
-    result = child(tmp_path, 3, profile=False)
-    assert result["sentences"] == 6
-    assert result["peak_rss_mib"] >= result["rss_base_mib"] > 0
+    in_memory = child(tmp_path, 3, store=False, profile=False)
+    on_disk = child(tmp_path, 3, store=True, profile=False)
+    for result in (in_memory, on_disk):
+        assert result["sentences"] == 6 and result["first_batches"] == 1
+        assert result["peak_rss_mib"] >= result["rss_base_mib"] > 0
+    assert on_disk["tokens"] == in_memory["tokens"] > 6
+    assert on_disk["store_mib"] > in_memory["store_mib"]  # the folder also holds offsets + meta
+
+
+def test_encode_compare_pairs_rounds_and_finds_the_worst_cosine() -> None:
+    import numpy as np
+
+    from scripts.bench_encode import compare
+
+    a = np.eye(3, dtype=np.float32)
+    b = a.copy()
+    b[2] = [0.0, 0.6, 0.8]  # cosine 0.8 with a[2]
+    result = compare(lambda: a, lambda: b, n=3, repeats=3)
+    assert len(result["ratio_per_round"]) == len(result["mtst_rates"]) == 3
+    assert result["min_cosine"] == pytest.approx(0.8)
+    assert result["ratio"] == pytest.approx(sorted(result["ratio_per_round"])[1])
+
+
+def test_freeze_speedups_skip_the_first_epoch() -> None:
+    from scripts.bench_freeze_cache import speedups
+
+    plain = {"epoch_s": [10.0, 9.0, 11.0, 10.0], "train_s": [8.0, 8.0, 8.0, 8.0]}
+    cache = {"epoch_s": [12.0, 1.0, 0.5, 1.0], "train_s": [10.0, 0.5, 0.5, 0.5]}
+    got = speedups(plain, cache)
+    assert got == {"speedup_epochs_2_on": 10.0, "speedup_train_part": 16.0,
+                   "first_epoch_ratio": 1.2}
 
 
 def test_report_flags_missed_targets() -> None:

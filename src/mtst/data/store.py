@@ -62,8 +62,10 @@ class EncodedStore:
         self.columns, self.folder, self.info = columns, folder, info or {}
         self.lengths = columns["lengths"]
         self.sources = columns["sources"]
-        self.token_offsets = columns.get("token_offsets", _offsets(self.lengths))
-        self.word_offsets = columns.get("word_offsets", _offsets(columns["num_words"]))
+        if "token_offsets" not in columns:
+            columns["token_offsets"] = _offsets(self.lengths)
+            columns["word_offsets"] = _offsets(columns["num_words"])
+        self.token_offsets, self.word_offsets = columns["token_offsets"], columns["word_offsets"]
 
     def __len__(self) -> int:
         return len(self.lengths)
