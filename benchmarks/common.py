@@ -58,8 +58,8 @@ FULL = Budget("full", overhead_steps=16, overhead_warmup=3, overhead_repeats=6, 
 QUICK = Budget("quick", overhead_steps=4, overhead_warmup=1, overhead_repeats=2, padding_batches=3,
                freeze_examples=192, freeze_epochs=2, encode_sentences=300, encode_repeats=2,
                memory_train_steps=4, memory_encode=(1_000,), quality_steps=4,
-               quality_test_batches=2, scale_factors=(1, 2),
-               scale_store_factors=(1, 2))
+               quality_test_batches=2, scale_factors=(1, 2, 3),
+               scale_store_factors=(1, 2, 3))
 
 
 def data_paths(data_dir: Path) -> dict[str, Path]:
@@ -167,6 +167,12 @@ def reset_peak_rss() -> bool:
         return True
     except OSError:  # pragma: no cover - not Linux, or not allowed
         return False
+
+
+def rss_split_mib() -> dict[str, float]:
+    """Resident memory now by kind: anonymous (heap, arrays) and file-backed (memory-mapped files,
+    clean page-cache pages the kernel can drop and re-read)."""
+    return {kind: _status_mib(f"Rss{kind.capitalize()}") or float("nan") for kind in ("anon", "file")}
 
 
 def current_rss_mib() -> float:

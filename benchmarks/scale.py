@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from itertools import islice
+from itertools import islice, pairwise
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from benchmarks.common import (
     python_profile,
     quiet_environment,
     reset_peak_rss,
+    rss_split_mib,
     run_child,
     scratch_dir,
 )
@@ -67,32 +68,39 @@ def child(data_dir: Path, factor: int, store: bool, profile: bool) -> dict[str, 
 
         store_dir = Path(tmp) / "store" if store else None
         dm = datamodule(store_dir)
-        base = current_rss_mib()
+        base, base_split = current_rss_mib(), rss_split_mib()
         reset_peak_rss()
         start = time.perf_counter()
         ds = dm.dataset("train")
         load_s = time.perf_counter() - start
         after_load, load_peak = current_rss_mib(), peak_rss_mib()
+        reset_peak_rss()
         start = time.perf_counter()
-        batches = sum(1 for _ in islice(dm.train_dataloader(), FIRST_BATCHES))
+        loader = dm.train_dataloader()
+        epoch_batches = len(loader)  # builds the epoch's order
+        order_s, order_peak = time.perf_counter() - start, peak_rss_mib()
+        start = time.perf_counter()
+        batches = sum(1 for _ in islice(loader, FIRST_BATCHES))
         batches_s = time.perf_counter() - start
+        end_split = rss_split_mib()
         result = {"factor": factor, "store": store, "sentences": len(ds),
                   "tokens": int(ds.token_offsets[-1]), "file_mb": path.stat().st_size / 2**20,
                   "store_mib": _folder_mib(ds.folder) if ds.folder else ds.nbytes() / 2**20,
-                  "load_s": load_s, "first_batches": batches, "first_batches_s": batches_s, "rss_base_mib": base,
-                  "rss_after_load_mib": after_load, "load_peak_rss_mib": load_peak,
-                  "peak_rss_mib": peak_rss_mib()}
+                  "load_s": load_s, "rss_base_mib": base, "rss_after_load_mib": after_load,
+                  "load_peak_rss_mib": load_peak, "epoch_batches": epoch_batches,
+                  "order_s": order_s, "order_extra_mib": order_peak - after_load,
+                  "first_batches": batches, "first_batches_s": batches_s,
+                  "peak_rss_mib": max(load_peak, peak_rss_mib()),
+                  **{f"rss_{kind}_growth_mib": end_split[kind] - base_split[kind]
+                     for kind in base_split}}
         if profile:
             result["profile"] = python_profile(lambda: datamodule(None).dataset("train"))
     return result
 
 
-def _per_copy(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
-    copies = b["factor"] - a["factor"]
-    return {"s": (b["load_s"] - a["load_s"]) / copies,
-            "mib": (b["peak_rss_mib"] - a["peak_rss_mib"]) / copies,
-            "time_ratio": (b["load_s"] / b["factor"]) / (a["load_s"] / a["factor"]),
-            "from": a["factor"], "to": b["factor"]}
+def marginal(points: list[dict[str, Any]], key: str) -> list[float]:
+    """Cost of one more copy between consecutive factors: (y_b - y_a) / (k_b - k_a)."""
+    return [(b[key] - a[key]) / (b["factor"] - a["factor"]) for a, b in pairwise(points)]
 
 
 def run(budget: Budget, data_dir: Path) -> dict[str, Any]:
@@ -107,15 +115,20 @@ def run(budget: Budget, data_dir: Path) -> dict[str, Any]:
     total, available = mem_total_mib()
     result: dict[str, Any] = {"points": points, "stored": stored, "mem_total_mib": total,
                               "mem_available_mib": available, "first_batches": FIRST_BATCHES}
-    big = [p for p in points if p["factor"] > 1]
-    if len(big) >= 2:
-        fit = result["memory_fit"] = _per_copy(big[-2], big[-1])
-        last = big[-1]
-        result["projected_1000x_peak_mib"] = last["peak_rss_mib"] + fit["mib"] * (BIG - last["factor"])
-        result["copies_fitting_80pct_ram"] = (int((0.8 * total - last["rss_base_mib"]) / fit["mib"])
-                                              if fit["mib"] > 0 else None)
-    if len(stored) >= 2:
-        result["store_fit"] = _per_copy(stored[-2], stored[-1])
+    # Linear growth = constant marginal cost per copy: the last step's over the one before.
+    for name, series in (("memory", points), ("store", stored)):
+        if len(series) >= 3:
+            time_steps = marginal(series, "load_s")
+            result[f"{name}_time_per_copy_s"] = time_steps
+            result[f"{name}_time_linearity"] = time_steps[-1] / time_steps[-2]
+    if len(points) >= 3:
+        mem_steps = marginal(points, "peak_rss_mib")
+        result["memory_mib_per_copy"] = mem_steps
+        result["memory_memory_linearity"] = mem_steps[-1] / mem_steps[-2]
+        last = points[-1]
+        result["projected_1000x_peak_mib"] = last["peak_rss_mib"] + mem_steps[-1] * (BIG - last["factor"])
+        result["copies_fitting_80pct_ram"] = int(last["factor"] + (0.8 * total - last["peak_rss_mib"])
+                                                 / mem_steps[-1]) if mem_steps[-1] > 0 else None
     return result
 
 

@@ -126,6 +126,13 @@ def test_freeze_speedups_skip_the_first_epoch() -> None:
                    "first_epoch_ratio": 1.2}
 
 
+def test_scale_marginal_cost_per_copy() -> None:
+    from benchmarks.scale import marginal
+
+    points = [{"factor": 1, "s": 1.0}, {"factor": 10, "s": 4.0}, {"factor": 100, "s": 40.0}]
+    assert marginal(points, "s") == pytest.approx([1 / 3, 0.4])
+
+
 def test_report_flags_missed_targets() -> None:
     sections = {
         "encode": {"sentences": 10, "batch_size": 32, "threads": 2, "repeats": 2, "mtst_per_s": 90.0,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from mtst.data.alignment import SubwordCache, encode_examples
+from mtst.data.alignment import SubwordCache, encode_chunk, encode_examples
 from mtst.data.datamodule import MultiTaskDataModule
 from mtst.data.labels import LabelSpace
 from mtst.data.store import EncodedStore
@@ -224,3 +224,30 @@ def test_word_cache_equals_tokenising_whole_sentences(any_tokenizer):
         assert item.input_ids.tolist() == oracle["input_ids"][i]
         assert item.word_ids.tolist() == [-1 if w is None else w for w in oracle.word_ids(i)]
     assert len(cache.prefix) + len(cache.suffix) == any_tokenizer.num_special_tokens_to_add()
+
+
+def test_prepare_data_writes_every_split_once(write, tmp_path, bpe_tokenizer):
+    files = {"train_files": [write("t.jsonl", rows(12))], "val_files": [write("v.jsonl", rows(4))]}
+    store = tmp_path / "store"
+    first = MultiTaskDataModule(labels=LABELS, store_dir=store, tokenizer=bpe_tokenizer, **files)
+    first.prepare_data()
+    assert sorted(p.name.split("-")[0] for p in store.iterdir()) == ["train", "val"]
+    rank1 = MultiTaskDataModule(labels=LABELS, store_dir=store, tokenizer=bpe_tokenizer, **files)
+    rank1.setup("fit")  # another rank: opens the folders
+    assert rank1.dataset("val").folder == first.dataset("val").folder
+    same_items(first.dataset("train"), rank1.dataset("train"))
+
+
+def test_word_cache_bounded_and_growing_gives_the_same_ids(any_tokenizer):
+    from mtst.data.validation import Example
+
+    words = [f"w{i}x" for i in range(300)] + ["Zürich", "naïve"] * 5
+    examples = [Example(words=words[i : i + 7], tags=None, label=None, path="m", where=str(i))
+                for i in range(0, len(words), 7)]
+    small = SubwordCache(any_tokenizer, max_words=20)
+    large = SubwordCache(any_tokenizer)
+    for chunk in (examples[:20], examples[20:]):
+        a = encode_chunk(chunk, small, None, 64)
+        b = encode_chunk(chunk, large, None, 64)
+        assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert len(small.index) < len(large.index) == len(set(words))  # small was emptied

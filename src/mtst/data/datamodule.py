@@ -193,6 +193,15 @@ class MultiTaskDataModule(L.LightningDataModule):
         return self._label_space
 
     # -- Lightning hooks -------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """With ``store_dir``, encode every split to disk once: Lightning runs this on one process
+        per node before ``setup``, so DDP ranks open the finished folders instead of racing."""
+        if self.store_dir is not None:
+            space = self.resolve_label_space()
+            for split in SPLITS:
+                if self.specs[split]:
+                    self.dataset(split, space)
+
     def setup(self, stage: str | None = None) -> None:
         space = self.resolve_label_space()
         for split in _STAGE_SPLITS.get(stage or "fit", SPLITS):
