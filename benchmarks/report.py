@@ -38,9 +38,9 @@ def render(results: dict[str, Any]) -> str:
         "",
         "Every comparison runs both sides in the same process, alternating, and reports the "
         "median over repeats and the ratio of medians (or the median of per-repeat ratios "
-        "where stated). The CPU was shared with other work during the run, so absolute "
-        "figures vary by tens of percent between runs; the interleaved ratios are the "
-        "comparable quantities.",
+        f"where stated). {_sharing(env, results)} Absolute figures vary by tens of percent "
+        "between runs on a shared machine; the interleaved ratios are the comparable "
+        "quantities.",
         "",
         "## Machine and versions",
         "",
@@ -96,3 +96,17 @@ def render(results: dict[str, Any]) -> str:
 
 def _load(values: list[float] | None) -> str:
     return " / ".join(f"{x:.2f}" for x in values) if values else "unknown"
+
+
+def _sharing(env: dict[str, Any], results: dict[str, Any]) -> str:
+    """Say whether other work competed for the CPU, judged by the 1-minute load averages."""
+    cpus = env.get("logical_cpus") or 1
+    loads = [x[0] for x in (env.get("load_average_start"), results.get("load_average_end")) if x]
+    if not loads:
+        return "The machine's load was not recorded."
+    # the benchmark itself keeps about one core busy
+    if max(loads) <= 1 + 0.25 * cpus:
+        return (f"The 1-minute load average stayed at or below {max(loads):.2f} on {cpus} logical "
+                "CPUs at the start and end: little besides the benchmark ran.")
+    return (f"The 1-minute load average reached {max(loads):.2f} on {cpus} logical CPUs: other "
+            "work shared the CPU during the run.")
