@@ -197,6 +197,18 @@ def test_store_folder_changes_with_files_and_options(write, tmp_path, bpe_tokeni
     assert module(path, bpe_tokenizer, tmp_path).store_folder("train", space) != base
 
 
+def test_damaged_store_is_encoded_again(write, tmp_path, bpe_tokenizer):
+    path = write("t.jsonl", rows(30))
+    folder = module(path, bpe_tokenizer, tmp_path / "store").dataset("train").folder
+    with open(folder / "input_ids.bin", "r+b") as handle:  # a copy cut short
+        handle.truncate(40)
+    again = module(path, bpe_tokenizer, tmp_path / "store").dataset("train")
+    same_items(module(path, bpe_tokenizer).dataset("train"), again)
+    (folder / "word_ids.bin").unlink()
+    same_items(module(path, bpe_tokenizer).dataset("train"),
+               module(path, bpe_tokenizer, tmp_path / "store").dataset("train"))
+
+
 def test_bad_record_leaves_no_store_behind(write, tmp_path, bpe_tokenizer):
     data = rows(5000) + [{"tokens": ["Ann"], "ner_tags": ["B-XYZ"]}]  # past the first chunk
     dm = module(write("t.jsonl", data), bpe_tokenizer, tmp_path / "store")

@@ -174,8 +174,15 @@ def open_store(folder: str | Path) -> EncodedStore | None:
     if meta.get("version") != FORMAT_VERSION:
         return None
     columns = {}
-    for name, dtype in meta["columns"].items():
-        path = folder / f"{name}.bin"
-        columns[name] = (np.memmap(path, dtype=dtype, mode="r") if path.stat().st_size
-                         else np.zeros(0, dtype=dtype))
+    try:
+        for name, dtype in meta["columns"].items():
+            path = folder / f"{name}.bin"
+            columns[name] = (np.memmap(path, dtype=dtype, mode="r") if path.stat().st_size
+                             else np.zeros(0, dtype=dtype))
+    except (OSError, ValueError, KeyError):
+        return None  # a column file was removed or damaged: encode again
+    n, tokens, words = meta.get("examples"), columns["token_offsets"], columns["word_offsets"]
+    if (len(columns["lengths"]) != n or len(tokens) != n + 1 or len(words) != n + 1
+            or len(columns["input_ids"]) != tokens[-1] or len(columns["word_labels"]) != words[-1]):
+        return None
     return EncodedStore(columns, folder, meta.get("info"))
