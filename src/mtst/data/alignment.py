@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from mtst.data.labels import LabelSpace
-from mtst.data.store import IGNORE, EncodedStore, StoreWriter
+from mtst.data.store import IGNORE, EncodedStore, StoreWriter, offsets
 from mtst.data.validation import Example
 from mtst.errors import MtstError
 
@@ -123,8 +123,7 @@ def _room(array: np.ndarray, size: int) -> np.ndarray:
 def _segments(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For segments of ``counts`` items laid end to end: each item's segment and its position in it."""
     owner = np.repeat(np.arange(len(counts)), counts)
-    starts = np.cumsum(counts) - counts
-    return owner, np.arange(int(counts.sum())) - starts[owner]
+    return owner, np.arange(int(counts.sum())) - offsets(counts)[owner]
 
 
 def _tag_ids(examples: Sequence[Example], space: LabelSpace | None) -> tuple[np.ndarray, np.ndarray]:
@@ -160,13 +159,14 @@ def encode_chunk(examples: Sequence[Example], cache: SubwordCache, space: LabelS
     word_example, word_pos = _segments(num_words)
     content = np.bincount(word_example, weights=word_tokens, minlength=n).astype(np.int64)
     kept = np.minimum(content, budget)
+    content_start = offsets(content)[:-1]  # of each example in the chunk's content tokens
 
     token_word, token_in_word = _segments(word_tokens)  # content tokens, all words of the chunk
     token_example = word_example[token_word]
-    token_pos = np.arange(len(token_word)) - (np.cumsum(content) - content)[token_example]
+    token_pos = np.arange(len(token_word)) - content_start[token_example]
     keep = token_pos < budget
     lengths = kept + special
-    out_start = np.cumsum(lengths) - lengths
+    out_start = offsets(lengths)[:-1]
     input_ids = np.empty(int(lengths.sum()), dtype=np.int32)
     word_ids = np.full(len(input_ids), -1, dtype=np.int32)
     ner = np.full(len(input_ids), IGNORE, dtype=np.int16)
@@ -190,7 +190,7 @@ def encode_chunk(examples: Sequence[Example], cache: SubwordCache, space: LabelS
             labelled = tags != IGNORE
         ner[dest] = np.where(labelled, tags, IGNORE)[keep]
 
-    word_start = (np.cumsum(word_tokens) - word_tokens) - (np.cumsum(content) - content)[word_example]
+    word_start = offsets(word_tokens)[:-1] - content_start[word_example]  # in its example
     empty = word_tokens == 0
     stats.examples += n
     stats.truncated_examples += int((content > budget).sum())

@@ -16,6 +16,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
 
+from mtst.data.store import offsets
+
 SAMPLING_MODES = ("proportional", "round_robin", "temperature")
 CHUNK_BATCHES = 50
 
@@ -31,7 +33,7 @@ class EpochBatches:
     def join(cls, batches: Sequence[np.ndarray]) -> EpochBatches:
         sizes = np.fromiter((len(b) for b in batches), dtype=np.int64, count=len(batches))
         order = np.concatenate(batches) if batches else np.zeros(0, dtype=np.int64)
-        return cls(order, _bounds(sizes))
+        return cls(order, offsets(sizes))
 
     def __len__(self) -> int:
         return len(self.bounds) - 1
@@ -48,15 +50,9 @@ class EpochBatches:
     def take(self, which: np.ndarray) -> EpochBatches:
         """The batches ``which`` (in that order, repeats allowed)."""
         sizes = self.sizes()[which]
-        bounds = _bounds(sizes)
+        bounds = offsets(sizes)
         position = np.repeat(self.bounds[:-1][which] - bounds[:-1], sizes) + np.arange(bounds[-1])
         return EpochBatches(self.order[position], bounds)
-
-
-def _bounds(sizes: np.ndarray) -> np.ndarray:
-    bounds = np.zeros(len(sizes) + 1, dtype=np.int64)
-    np.cumsum(sizes, out=bounds[1:])
-    return bounds
 
 
 def make_batches(indices: np.ndarray, lengths: np.ndarray, batch_size: int, bucket: bool,

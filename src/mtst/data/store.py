@@ -47,7 +47,8 @@ class Encoded:
         return len(self.input_ids)
 
 
-def _offsets(counts: np.ndarray) -> np.ndarray:
+def offsets(counts: np.ndarray) -> np.ndarray:
+    """Segments of ``counts`` items laid end to end: segment i is ``[out[i], out[i + 1])``."""
     out = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(counts, out=out[1:])
     return out
@@ -63,8 +64,8 @@ class EncodedStore:
         self.lengths = columns["lengths"]
         self.sources = columns["sources"]
         if "token_offsets" not in columns:
-            columns["token_offsets"] = _offsets(self.lengths)
-            columns["word_offsets"] = _offsets(columns["num_words"])
+            columns["token_offsets"] = offsets(self.lengths)
+            columns["word_offsets"] = offsets(columns["num_words"])
         self.token_offsets, self.word_offsets = columns["token_offsets"], columns["word_offsets"]
 
     def __len__(self) -> int:
