@@ -10,6 +10,8 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from mtst.data.validation import load_split
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -47,12 +49,13 @@ def test_conll_agnews_yaml(tmp_path, monkeypatch):
     space = dm.resolve_label_space()
     assert space.classes == ["World", "Sports", "Business", "Sci/Tech"]
     assert space.tags == ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]
-    sizes = {split: len(dm.examples(split)) for split in ("train", "val", "test")}
-    assert sizes == {"train": 2 + 6000, "val": 2 + 800, "test": 2 + 800}
-    train = dm.examples("train")
+    examples = {split: load_split(dm.specs[split], split) for split in ("train", "val", "test")}
+    assert {split: len(e) for split, e in examples.items()} == {"train": 2 + 6000, "val": 2 + 800,
+                                                                 "test": 2 + 800}
+    train = examples["train"]
     assert [e.source for e in (train[0], train[2])] == [0, 1]
     assert train[2].words == ["Title", "0"] and train[2].label == "World" and train[2].tags is None
-    assert dm.examples("val")[2].words == ["Title", "6000"]
+    assert examples["val"][2].words == ["Title", "6000"]
     assert train[0].tags == ["B-ORG", "O"] and train[0].label is None
 
 

@@ -32,13 +32,7 @@ from mtst.data.collate import Collator
 from mtst.data.labels import DEFAULT_CLASSES, DEFAULT_ENTITY_TYPES, LabelSpace
 from mtst.data.readers import SourceSpec
 from mtst.data.store import FORMAT_VERSION, EncodedStore, StoreWriter, open_store
-from mtst.data.validation import (
-    Example,
-    check_label_space,
-    infer_label_space,
-    iter_split,
-    load_split,
-)
+from mtst.data.validation import Example, check_label_space, infer_label_space, iter_split
 from mtst.errors import MtstError
 
 log = logging.getLogger(__name__)
@@ -171,10 +165,6 @@ class MultiTaskDataModule(L.LightningDataModule):
     def has_split(self, split: str) -> bool:
         """Whether any file is listed for ``split`` (train/val/test)."""
         return bool(self.specs.get(split))
-
-    def examples(self, split: str) -> list[Example]:
-        """Validated examples of a split, all in memory; ``example_index`` indexes this list."""
-        return load_split(self.specs[split], split, self.strict_bio)
 
     def resolve_label_space(self) -> LabelSpace:
         """The label space without tokenising: reads training files only if a part is null."""
