@@ -117,3 +117,26 @@ def test_other_examples_under_the_same_index_are_recomputed_not_served(dm) -> No
                                for row in cache.entries["val"].values() for t in row[:2])
     assert torch.equal(cache.features("val", other, lambda: first)[1], second[1])
     assert cache.hits == 1
+
+
+def test_examples_with_the_same_ids_in_another_order_are_recomputed() -> None:
+    a, b = 11, 42  # [a, b, b, a] and [b, a, a, b]: same length, id sum and position-weighted sum
+
+    def batch(ids: list[int], width: int) -> dict[str, torch.Tensor]:
+        pad = width - len(ids)
+        return {"input_ids": torch.tensor([ids + [0] * pad]),
+                "attention_mask": torch.tensor([[1] * len(ids) + [0] * pad]),
+                "example_index": torch.tensor([0])}
+
+    def features(width: int, fill: float):
+        return lambda: (torch.full((1, width, 4), fill), torch.full((1, 4), fill))
+
+    cache = FeatureCache("float32")
+    cache.features("val", batch([a, b, b, a], 6), features(6, 1.0))
+    served = cache.features("val", batch([b, a, a, b], 6), features(6, 2.0))
+    assert (cache.hits, cache.misses) == (0, 2)
+    assert torch.equal(served[1], torch.full((1, 4), 2.0))
+    # the same example padded to another batch length is still served from the cache
+    served = cache.features("val", batch([b, a, a, b], 9), features(9, 3.0))
+    assert cache.hits == 1 and served[0].shape == (1, 9, 4)
+    assert torch.equal(served[1], torch.full((1, 4), 2.0))

@@ -1,13 +1,12 @@
 """Gradual unfreezing: the trainable blocks and every group's learning rate follow the schedule
-epoch by epoch (and reach TensorBoard); a run killed in stage 2 resumes to identical weights."""
+epoch by epoch (and reach TensorBoard). Resume: tests/reliability/test_resume_freezing.py."""
 
 from __future__ import annotations
 
 import re
 
 import pytest
-import torch
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
@@ -22,7 +21,6 @@ from tests.test_freezing import (
     make_datamodule,
     make_model,
     make_trainer,
-    snapshot,
 )
 
 LR_HEAD, LR_BACKBONE, DECAY, WARMUP = 1e-2, 1e-3, 0.5, 2
@@ -107,41 +105,6 @@ def test_unfrozen_count_follows_stage_top_blocks_and_every() -> None:
     strategy = build_freeze_strategy({"name": "gradual", "stage1_epochs": 2, "top_blocks": 2,
                                       "every_epochs": 3})
     assert [strategy.unfrozen_count(e) for e in range(9)] == [0, 0, 2, 2, 2, 3, 3, 3, 4]
-
-
-class Killed(RuntimeError):
-    pass
-
-
-class Kill(Callback):
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        if trainer.current_epoch == self.epoch:
-            raise Killed(f"killed at the start of epoch {self.epoch}")
-
-
-def test_resume_in_stage2_matches_an_uninterrupted_run(dm, tmp_path) -> None:
-    def run(callbacks, ckpt_path=None) -> MultiTaskModel:
-        model = make_model(dm, GRADUAL, dropout=0.0, optimizer=OPTIMIZER)
-        trainer = make_trainer(4, callbacks=callbacks, enable_checkpointing=True,
-                               default_root_dir=tmp_path / "plain")
-        trainer.fit(model, train_dataloaders=dm.train_dataloader(), ckpt_path=ckpt_path)
-        return model
-
-    uninterrupted = snapshot(run([]))
-    ckpt = ModelCheckpoint(dirpath=tmp_path, save_last=True)
-    killed = make_model(dm, GRADUAL, dropout=0.0, optimizer=OPTIMIZER)
-    trainer = make_trainer(4, callbacks=[ckpt, Kill(epoch=2)], enable_checkpointing=True)
-    with pytest.raises(Killed):  # in stage 2: block_1 has trained, block_0 not yet
-        trainer.fit(killed, train_dataloaders=dm.train_dataloader())
-    assert (tmp_path / "last.ckpt").is_file()
-    resumed = snapshot(run([], ckpt_path=str(tmp_path / "last.ckpt")))
-    assert not torch.equal(snapshot(killed)["encoder.backbone.h.0.mlp.c_fc.weight"],
-                           resumed["encoder.backbone.h.0.mlp.c_fc.weight"])
-    for name, value in uninterrupted.items():
-        assert torch.equal(value, resumed[name]), name
 
 
 def tiny_bert() -> BertModel:

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
@@ -45,14 +46,45 @@ def _is_local(path: str) -> bool:
     return os.path.isdir(path)
 
 
+def _causes(err: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    while err is not None and err not in chain and len(chain) < 16:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    return chain
+
+
+def _offline_classes() -> tuple[type[BaseException], ...]:
+    """Errors meaning "the hub could not be asked and the files are not cached"."""
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    classes: tuple[type[BaseException], ...] = (LocalEntryNotFoundError, OfflineModeIsEnabled,
+                                                ConnectionError, TimeoutError)
+    try:  # the HTTP client huggingface_hub uses, whichever package provides it
+        from huggingface_hub.utils import httpx
+    except ImportError:  # releases built on requests (its errors are ConnectionErrors)
+        return classes
+    return (*classes, httpx.TransportError)
+
+
 def _load_error(name: str, err: Exception) -> MtstError:
+    """One line saying what failed. Only an offline or unreachable hub with the model missing
+    from the local cache gets the offline advice: a gated repository, a wrong revision, an
+    unknown architecture or a corrupt cache would not be cured by going online."""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     if _is_local(name):
-        return MtstError(f"Could not load backbone from local folder '{name}': {err}".splitlines()[0])
-    reason = "the Hugging Face hub is unreachable and the model is not in the local cache"
-    text = str(err)
-    if "is not a local folder and is not a valid model identifier" in text:
+        return MtstError(f"Could not load backbone from local folder '{name}': {first}")
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    causes = _causes(err)
+    if any(isinstance(c, _offline_classes()) for c in causes):
+        reason = "the Hugging Face hub is unreachable and the model is not in the local cache"
+        return MtstError(OFFLINE_HELP.format(name=name, reason=reason))
+    if any(isinstance(c, RepositoryNotFoundError) and not isinstance(c, GatedRepoError)
+           for c in causes):
         reason = "no such model on the Hugging Face hub and no such local folder"
-    return MtstError(OFFLINE_HELP.format(name=name, reason=reason))
+        return MtstError(OFFLINE_HELP.format(name=name, reason=reason))
+    return MtstError(f"Could not load backbone '{name}': {first}")
 
 
 def _uses_byte_level(tokenizer: PreTrainedTokenizerBase) -> bool:
@@ -105,5 +137,5 @@ def load_backbone(
             return AutoModel.from_pretrained(path, **kwargs)
         config = AutoConfig.from_pretrained(path, **kwargs)
         return AutoModel.from_config(config, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, SafetensorError) as err:  # SafetensorError: truncated weights
         raise _load_error(name_or_path, err) from None

@@ -87,6 +87,14 @@ class MultiTaskModel(L.LightningModule):
 
     # ---- Lightning hooks -----------------------------------------------------------------
     def on_fit_start(self) -> None:
+        # Hugging Face `from_pretrained` returns eval-mode modules; what trains (and which parts
+        # stay in eval mode) is decided at `on_train_start`, once the epoch is known
+        self.train()
+
+    def on_train_start(self) -> None:
+        # after Lightning restored the loops: on a resume `current_epoch` is the checkpoint's
+        # epoch (at `on_fit_start` it still reads 0), and a run resumed mid-epoch gets no
+        # `on_train_epoch_start` for the rest of that epoch
         self.freezer.apply(self, self.current_epoch)
 
     def on_train_epoch_start(self) -> None:

@@ -8,12 +8,14 @@ heads' gradients do not depend on what sits there. Past `max_mb` new examples ar
 their batches are recomputed.
 
 Features always pass through `dtype` (also when just computed), so every epoch, and a resumed
-run, feeds the heads the same rounded values. Each entry also keeps a signature of its token ids,
-so a different dataset evaluated under the same split name is recomputed, never served stale.
+run, feeds the heads the same rounded values. Each entry also keeps a hash of its token ids and
+attention mask, so a different dataset evaluated under the same split name is recomputed, not
+served stale.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 
@@ -25,16 +27,26 @@ log = logging.getLogger("mtst")
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 Features = tuple[torch.Tensor, torch.Tensor]
-Entry = tuple[torch.Tensor, torch.Tensor, tuple[int, int, int]]
+Signature = tuple[int, bytes]
+Entry = tuple[torch.Tensor, torch.Tensor, Signature]
 
 
-def signatures(batch: dict[str, torch.Tensor]) -> list[tuple[int, int, int]]:
-    """(length, sum of ids, position-weighted sum of ids) of each row's real tokens."""
-    mask = batch["attention_mask"]
-    ids = batch["input_ids"] * mask
-    positions = torch.arange(1, ids.size(1) + 1, device=ids.device)
-    rows = torch.stack([mask.sum(1), ids.sum(1), (ids * positions).sum(1)], 1)
-    return [tuple(r) for r in rows.tolist()]
+def signatures(batch: dict[str, torch.Tensor]) -> list[Signature]:
+    """(number of real tokens, BLAKE2b digest of the ids and the mask) of each row.
+
+    Trailing padding is left out, so one example padded to different batch lengths keeps its
+    signature; sums of ids would not do (`[a, b, b, a]` and `[b, a, a, b]` share them).
+    """
+    mask = batch["attention_mask"].detach().to("cpu", torch.int64)
+    ids = batch["input_ids"].detach().to("cpu", torch.int64) * mask
+    out = []
+    for row_ids, row_mask in zip(ids, mask, strict=True):
+        real = row_mask.nonzero()
+        end = int(real[-1]) + 1 if len(real) else 0
+        digest = hashlib.blake2b(row_ids[:end].numpy().tobytes(), digest_size=16)
+        digest.update(row_mask[:end].numpy().tobytes())
+        out.append((int(row_mask.sum()), digest.digest()))
+    return out
 
 
 class FeatureCache:
@@ -80,7 +92,7 @@ class FeatureCache:
         self._store(split, keys, sigs, *rounded)
         return rounded[0].to(states.dtype), rounded[1].to(embeddings.dtype)
 
-    def _lookup(self, split: str, keys: list[int], sigs: list[tuple[int, int, int]],
+    def _lookup(self, split: str, keys: list[int], sigs: list[Signature],
                 mask: torch.Tensor) -> Features | None:
         table = self.entries.get(split)
         if not table:
@@ -95,7 +107,7 @@ class FeatureCache:
         embeddings = torch.stack([emb for _, emb, _ in rows]).float()
         return states.to(mask.device), embeddings.to(mask.device)
 
-    def _store(self, split: str, keys: list[int], sigs: list[tuple[int, int, int]],
+    def _store(self, split: str, keys: list[int], sigs: list[Signature],
                states: torch.Tensor, emb: torch.Tensor) -> None:
         table = self.entries.setdefault(split, {})
         states, emb = states.detach().cpu(), emb.detach().cpu()

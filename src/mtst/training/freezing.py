@@ -4,7 +4,8 @@ Every parameter sits in an optimizer group from the start (see `optim.build_opti
 strategy freezes by `requires_grad` only (AdamW skips parameters without a gradient, Lightning
 zeroes gradients to None). Unfreezing later therefore never adds groups, the warm-up/decay
 schedule covers every group, and a resumed run rebuilds the same optimizer layout. `apply`
-depends on the epoch alone, so resuming from `last.ckpt` restores the frozen set too.
+depends on the epoch alone and the model calls it at `on_train_start` (after Lightning restored
+the loops, so a resumed run sees its checkpoint's epoch, also mid-epoch) and at every epoch start.
 """
 
 from __future__ import annotations
