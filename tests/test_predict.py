@@ -6,6 +6,7 @@ which makes the expected entities known in advance.
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import pytest
@@ -14,6 +15,7 @@ import torch
 from mtst.data.words import split_words
 from mtst.inference.predict import decode_entities, word_spans
 from mtst.model.multitask import MultiTaskModel
+from tests.conftest import force_tag
 
 TRICKY = [
     "Zoë  flew to   São Paulo 🙂!!",
@@ -32,15 +34,8 @@ def model(tiny_model_dir) -> MultiTaskModel:
                           pooling="weighted_mean", max_length=24).eval()
 
 
-def force(model: MultiTaskModel, tag: str) -> None:
-    """Make `tag` win on every sub-token."""
-    with torch.no_grad():
-        model.ner_head.out.bias.zero_()
-        model.ner_head.out.bias[model.label_space.tag_to_id[tag]] = 100.0
-
-
 def test_every_word_is_an_entity_with_exact_offsets(model) -> None:
-    force(model, "B-LOC")
+    force_tag(model, "B-LOC")
     results = model.predict(TRICKY)
     for text, result in zip(TRICKY, results, strict=True):
         assert result["text"] == text
@@ -53,7 +48,7 @@ def test_every_word_is_an_entity_with_exact_offsets(model) -> None:
 
 
 def test_inside_tags_join_words_across_spaces_and_punctuation(model) -> None:
-    force(model, "I-PER")  # stray I-X starts an entity, then continues it
+    force_tag(model, "I-PER")  # stray I-X starts an entity, then continues it
     for text, result in zip(TRICKY, model.predict(TRICKY), strict=True):
         words = split_words(text)
         (entity,) = result["entities"]
@@ -62,19 +57,19 @@ def test_inside_tags_join_words_across_spaces_and_punctuation(model) -> None:
 
 
 def test_empty_and_whitespace_texts_give_a_topic_and_no_entities(model) -> None:
-    force(model, "B-PER")
+    force_tag(model, "B-PER")
     results = model.predict(["", "   ", "\n\t "])
     for result in results:
         assert result["entities"] == []
         assert result["topic"]["label"] in ("travel", "other")
         assert sum(result["topic"]["scores"].values()) == pytest.approx(1.0, abs=1e-3)
         assert result["topic"]["score"] == max(result["topic"]["scores"].values())
-    force(model, "O")
+    force_tag(model, "O")
     assert all(r["entities"] == [] for r in model.predict(TRICKY))
 
 
 def test_long_text_uses_sliding_windows_and_loses_no_word(model, caplog) -> None:
-    force(model, "B-LOC")
+    force_tag(model, "B-LOC")
     text = " ".join(f"word{i}" for i in range(120))  # far beyond max_length=24 sub-tokens
     with caplog.at_level(logging.WARNING, logger="mtst"):
         (result,) = model.predict([text])
@@ -83,15 +78,26 @@ def test_long_text_uses_sliding_windows_and_loses_no_word(model, caplog) -> None
 
 
 def test_batch_and_single_predictions_agree(model) -> None:
-    force(model, "O")
-    with torch.no_grad():
-        model.ner_head.out.bias[model.label_space.tag_to_id["B-PER"]] = 0.3  # a close race
-    together = model.predict(TRICKY, batch_size=3)
-    alone = [model.predict(t)[0] for t in TRICKY]
+    mixed = copy.deepcopy(model)
+    tag = mixed.label_space.tag_to_id
+    with torch.no_grad():  # O against B-PER, decided by each token's state: words of both kinds
+        head = mixed.ner_head.out
+        keep = torch.zeros_like(head.bias, dtype=torch.bool)
+        keep[[tag["O"], tag["B-PER"]]] = True
+        head.weight.mul_(100.0 * keep[:, None])
+        head.bias.copy_(torch.where(keep, 0.0, -1e4))
+    together = mixed.predict(TRICKY, batch_size=3)
+    alone = [mixed.predict(t)[0] for t in TRICKY]
+    n_words = sum(len(split_words(t)) for t in TRICKY)
+    n_entities = sum(len(r["entities"]) for r in alone)  # one per B-PER word
+    assert 0 < n_entities < n_words  # noqa: SIM300 (a range)
     for a, b in zip(together, alone, strict=True):
         assert a["topic"]["label"] == b["topic"]["label"]
         assert a["topic"]["score"] == pytest.approx(b["topic"]["score"], abs=2e-4)
-        assert [e["start"] for e in a["entities"]] == [e["start"] for e in b["entities"]]
+        assert [(e["start"], e["end"], e["type"]) for e in a["entities"]] == [
+            (e["start"], e["end"], e["type"]) for e in b["entities"]]
+        assert [e["score"] for e in a["entities"]] == pytest.approx(
+            [e["score"] for e in b["entities"]], abs=2e-4)
 
 
 def test_decode_entities_bio_rules() -> None:
