@@ -16,6 +16,7 @@ from mtst.training.distributed import any_rank, child_command, ddp_job_scope
 from tests.conftest import compose_config
 from tests.reliability.helpers import (
     CLI_TINY,
+    ForceTag,
     interleaved_partial,
     metrics_of,
     only_task,
@@ -29,13 +30,26 @@ RUN_FILES = {".hydra", "checkpoints", "tensorboard", "metrics.json", "ner_report
              "ner_report.png", "_hydra.log", "train.log"}
 
 
+# every word predicted B-LOC at validation: F1 then depends on where the LOC entities are
+FORCE_LOC = ["+callbacks.force._target_=tests.reliability.helpers.ForceTag", "+callbacks.force.tag=B-LOC"]
+
+
+def loc_on_rank_zero(records: list[dict]) -> list[dict]:
+    """Records with a LOC entity at even positions (rank 0's shard) as far as they go."""
+    with_loc = [r for r in records if "B-LOC" in r["ner_tags"]]
+    ordered = with_loc + [r for r in records if "B-LOC" not in r["ner_tags"]]
+    evens, odds = ordered[: (len(records) + 1) // 2], ordered[(len(records) + 1) // 2 :]
+    return [(evens if i % 2 == 0 else odds)[i // 2] for i in range(len(records))]
+
+
 def validate_single_process(ckpt: Path, val_file: Path) -> dict[str, float]:
     model = MultiTaskModel.from_checkpoint(ckpt)
     dm = MultiTaskDataModule(val_files=[str(val_file)], labels=model.label_space.to_dict(),
                              batch_size=8, tokenizer=model.encoder.tokenizer)
     dm.setup("validate")
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, enable_checkpointing=False)
+                        enable_model_summary=False, enable_checkpointing=False,
+                        callbacks=[ForceTag("B-LOC")])
     trainer.validate(model, datamodule=dm, verbose=False)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
@@ -45,28 +59,33 @@ def test_ddp_cpu_scores_equal_single_process_with_one_run_folder(tmp_path) -> No
     train = sample_records("train", 160)
     cls_file = write_jsonl(tmp_path / "cls.jsonl", [only_task(r, "cls") for r in train[:80]])
     ner_file = write_jsonl(tmp_path / "ner.jsonl", [only_task(r, "ner") for r in train[80:]])
-    # 97 records (odd: a padding sampler would duplicate one); rank 1 gets no NER label at all
-    val_file = write_jsonl(tmp_path / "val.jsonl", interleaved_partial(sample_records("val")))
+    # 97 records (odd: a padding sampler would duplicate one); rank 0 gets no topic label at all
+    val_records = interleaved_partial(loc_on_rank_zero(sample_records("val")))
+    val_file = write_jsonl(tmp_path / "val.jsonl", val_records)
     log = tmp_path / "logs"
     result = run_cli("train.py", ["trainer=ddp_cpu", *CLI_TINY, "trainer.max_epochs=1",
                                   "trainer.limit_train_batches=4", f"paths.log_dir={log}",
                                   f"data.train_files=[{cls_file},{ner_file}]",
                                   f"data.val_files=[{val_file}]", "data.sampling=round_robin",
-                                  "model.optimizer.lr_head=0.05"])
+                                  "model.optimizer.lr_head=0.05", *FORCE_LOC])
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = run_folders(log)  # children reused rank 0's folder
     assert {p.name for p in run.iterdir()} <= RUN_FILES
     assert not any(p.name.startswith("ddp_rank") for p in run.rglob("*"))
     ddp = metrics_of(run)
-    single = validate_single_process(run / "checkpoints" / "last.ckpt", val_file)
+    ckpt = run / "checkpoints" / "last.ckpt"
+    single = validate_single_process(ckpt, val_file)
     assert ddp["val/ner_f1"] > 0
     for key in ("val/ner_f1", "val/ner_precision", "val/ner_recall", "val/cls_acc", "val/cls_f1"):
         assert ddp[key] == pytest.approx(single[key], abs=1e-7), key
-    # averaging per-rank F1 (rank 1 has no entity) would have halved it
-    rank0 = write_jsonl(tmp_path / "rank0.jsonl", interleaved_partial(sample_records("val"))[::2])
-    rank0_f1 = validate_single_process(run / "checkpoints" / "last.ckpt", rank0)["val/ner_f1"]
-    assert ddp["val/ner_f1"] == pytest.approx(rank0_f1)  # all entities live on rank 0
-    assert ddp["val/ner_f1"] != pytest.approx((rank0_f1 + 0.0) / 2)
+    # what each rank scores on its own shard (ShardedEvalSampler: examples r, r+2, ...): rank 0
+    # holds most LOC entities, rank 1 few, so the mean of their F1s is far from the F1 of all
+    # entities, which is what DDP reports
+    per_rank = [validate_single_process(ckpt, write_jsonl(tmp_path / f"rank{r}.jsonl",
+                                                          val_records[r::2]))["val/ner_f1"]
+                for r in (0, 1)]
+    assert per_rank[0] > 2 * per_rank[1] > 0
+    assert abs((per_rank[0] + per_rank[1]) / 2 - ddp["val/ner_f1"]) > 1e-3, per_rank
 
 
 @pytest.mark.slow
