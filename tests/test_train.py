@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mtst.model.multitask import MultiTaskModel
@@ -21,10 +22,34 @@ EXPECTED_SCALARS = {
 }
 
 
+SENTENCES = ["Ada Lovelace flew to Paris on Monday.", "Parliament votes today"]
+
+
+class FinalState(Callback):
+    """Keeps the in-memory model's weights and outputs when fitting ends (before `test`
+    reloads the best checkpoint into it); `last.ckpt` must hold exactly this model."""
+
+    seen: dict = {}
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        FinalState.seen["state"] = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+        was_training = pl_module.training
+        pl_module.eval()
+        with torch.inference_mode():
+            FinalState.seen["outputs"] = pl_module(*encode(pl_module, SENTENCES))
+        pl_module.train(was_training)
+
+
+def encode(model: MultiTaskModel, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    batch = model.encoder.tokenizer(texts, padding=True, return_tensors="pt")
+    return batch["input_ids"], batch["attention_mask"]
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("run")
-    cfg = compose_config(out, TINY_TRAIN + ["trainer.max_epochs=2"])
+    cfg = compose_config(out, TINY_TRAIN + ["trainer.max_epochs=2",
+                                            "+callbacks.final._target_=tests.test_train.FinalState"])
     return out, train(cfg)
 
 
@@ -59,8 +84,7 @@ def test_run_writes_metrics_checkpoints_and_tensorboard(tiny_run) -> None:
 
 def test_checkpoint_reloads_without_config_and_predicts_identically(tiny_run) -> None:
     out, _ = tiny_run
-    path = out / "checkpoints" / "best.ckpt"
-    checkpoint = torch.load(path, weights_only=True)  # plain data only: safe to load
+    checkpoint = torch.load(out / "checkpoints" / "best.ckpt", weights_only=True)  # plain data only: safe to load
     assert {"encoder_files", "labels"} <= checkpoint["mtst"].keys()
     run_config = checkpoint["mtst"]["config"]
     assert run_config["backbone"]["name_or_path"] == "package:mtst/assets/gpt_neo_tiny"
@@ -68,18 +92,16 @@ def test_checkpoint_reloads_without_config_and_predicts_identically(tiny_run) ->
     assert any(k.startswith("encoder.backbone.") for k in checkpoint["state_dict"])
     assert any(k.startswith("cls_head.") for k in checkpoint["state_dict"])
     assert any(k.startswith("ner_head.") for k in checkpoint["state_dict"])
-    first, second = MultiTaskModel.from_checkpoint(path), MultiTaskModel.from_checkpoint(path)
-    tok = first.encoder.tokenizer
-    batch = tok(["Ada Lovelace flew to Paris on Monday.", "Parliament votes today"],
-                padding=True, return_tensors="pt")
+    # the final weights, reloaded from last.ckpt alone, are the trained in-memory model's
+    reloaded = MultiTaskModel.from_checkpoint(out / "checkpoints" / "last.ckpt")
+    trained = FinalState.seen["state"]
+    state = reloaded.state_dict()
+    assert state.keys() == trained.keys()
+    assert [k for k in trained if not torch.equal(state[k], trained[k])] == []
     with torch.inference_mode():
-        a = first(batch["input_ids"], batch["attention_mask"])
-        b = second(batch["input_ids"], batch["attention_mask"])
-    for key in ("cls_logits", "ner_logits"):
-        assert torch.equal(a[key], b[key])
-    # and equal to the weights stored in the checkpoint
-    stored = checkpoint["state_dict"]["cls_head.out.weight"]
-    assert torch.equal(first.cls_head.out.weight, stored)
+        outputs = reloaded(*encode(reloaded, SENTENCES))
+    for key in ("embeddings", "cls_logits", "ner_logits"):
+        assert torch.equal(outputs[key], FinalState.seen["outputs"][key]), key
 
 
 def test_evaluate_reports_test_metrics_of_a_checkpoint(tiny_run, tmp_path) -> None:
