@@ -65,6 +65,19 @@ class ForceTag(Callback):
         force_tag(pl_module, self.tag)
 
 
+class PoisonWeightAtStep(Callback):
+    """After optimizer step `step`, sets one element of parameter `name` to NaN (a weight gone
+    bad for any reason); runs before the checkpoint callbacks, which Lightning orders last."""
+
+    def __init__(self, step: int, name: str = "cls_head.out.weight") -> None:
+        self.step, self.name = int(step), name
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                dict(pl_module.named_parameters())[self.name].view(-1)[0] = float("nan")
+
+
 class Crash(RuntimeError):
     """The injected failure of `RaiseAtStep`."""
 

@@ -1,5 +1,5 @@
 """A non-finite loss stops training with the step and loss terms named, before any weight or
-checkpoint is touched."""
+checkpoint is touched; non-finite weights are never written to a checkpoint."""
 
 from __future__ import annotations
 
@@ -48,6 +48,27 @@ def test_nan_loss_stops_with_step_and_terms_and_keeps_checkpoints_finite(tmp_pat
     assert checkpoint_step(ckpts / "last.ckpt") == NAN_AT_STEP  # the step before the NaN
     assert checkpoint_step(ckpts / "best.ckpt") == 3
     assert finite_weights(ckpts / "last.ckpt") and finite_weights(ckpts / "best.ckpt")
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_a_non_finite_weight_stops_the_run_and_last_ckpt_keeps_the_previous_step(tmp_path) -> None:
+    poison_at = 5  # epoch 1, batch 1: StepCheckpoint writes last.ckpt at this batch's end
+    cfg = compose_config(tmp_path, TINY_TRAIN + [
+        "trainer.max_epochs=2", "trainer.limit_train_batches=3",
+        "callbacks.step_checkpoint.every_n_train_steps=1", "~callbacks.lr_monitor",
+        "+callbacks.poison._target_=tests.reliability.helpers.PoisonWeightAtStep",
+        f"+callbacks.poison.step={poison_at}"])
+    with pytest.raises(NonFiniteLossError) as err:
+        train(cfg)
+    message = str(err.value)
+    assert "\n" not in message
+    assert (f"refusing to write a checkpoint at step {poison_at}: non-finite weights in 1 tensors "
+            "(first: cls_head.out.weight)") in message
+    ckpts = tmp_path / "checkpoints"
+    assert checkpoint_step(ckpts / "last.ckpt") == poison_at - 1
+    assert checkpoint_step(ckpts / "best.ckpt") == 3
+    assert finite_weights(ckpts / "last.ckpt") and finite_weights(ckpts / "best.ckpt")
+    assert sorted(p.name for p in ckpts.iterdir()) == ["best.ckpt", "last.ckpt"]  # no temp file
     assert not (tmp_path / "metrics.json").exists()
 
 
