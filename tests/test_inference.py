@@ -134,9 +134,9 @@ def test_export_refuses_to_clobber_and_never_leaves_half_a_folder(ckpt, tmp_path
 
     monkeypatch.setattr(export_module, "save_folder", broken)
     target = tmp_path / "never"
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="disk full"):
         export_module.export(ckpt, target)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="disk full"):
         export_module.export(ckpt, out, overwrite=True)
     assert not target.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary folder left
@@ -184,7 +184,7 @@ def test_predict_cli_errors_are_one_line_and_leave_no_output(problem, ckpt, tmp_
         expected = f"{source}:line 2: field 'text' is missing"
     code = main(["predict", "-c", checkpoint, "--input", str(source), "--output", str(output)])
     err = capsys.readouterr().err.strip()
-    assert code != 0
+    assert code == 2
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and expected in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]  # no output, no temp file
 

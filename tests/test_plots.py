@@ -77,7 +77,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tiny_model_dir, tmp_path, caps
     code = main(["plot-embeddings", "--model", str(tiny_model_dir), "--input", str(source),
                  "--out", str(out)])
     err = capsys.readouterr().err.strip()
-    assert code != 0 and len(err.splitlines()) == 1
+    assert code == 2 and len(err.splitlines()) == 1
     assert f"{source}:line 2" in err and "not valid JSON" in err
     assert not out.exists()
     one = tmp_path / "one.txt"

@@ -1,4 +1,4 @@
-"""A reference run shared by the determinism and resume tests (tiny backbone, 2 x 3 steps)."""
+"""A reference run shared by the resume tests (tiny backbone, 2 x 3 steps)."""
 
 from __future__ import annotations
 

@@ -33,6 +33,13 @@ CLI_TINY = [
     "~callbacks.lr_monitor",
     "data.batch_size=8",
 ]
+# 2 epochs x 3 steps, with validation and test (subprocess runs compared metric by metric)
+CLI_RESUME = CLI_TINY + [
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=3",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+]
 
 
 def run_cli(script: str, args: list[str], timeout: int = 300, **kwargs: Any) -> subprocess.CompletedProcess:

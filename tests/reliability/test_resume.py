@@ -58,7 +58,7 @@ def test_a_crash_inside_a_checkpoint_write_leaves_the_previous_file_intact(tmp_p
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", torn_save)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="disk full"):
         io.save_checkpoint({"step": torch.tensor(2)}, path)
     assert path.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["last.ckpt"]  # no temporary file left behind
