@@ -173,10 +173,10 @@ def test_predict_cli_errors_are_one_line_and_leave_no_output(problem, ckpt, tmp_
         checkpoint, expected = str(tmp_path / "nope.ckpt"), "nope.ckpt' does not exist"
         source.write_text('{"text": "fine"}\n', encoding="utf-8")
     elif problem == "missing_input":
-        source, expected = tmp_path / "absent.txt", "input file does not exist"
+        source, expected = tmp_path / "absent.txt", "absent.txt: file not found"
     elif problem == "not_utf8":
-        source.write_bytes(b'{"text": "caf\xe9"}\n')  # Latin-1, not UTF-8
-        expected = f"{source}:byte 13: the file is not UTF-8 text"
+        source.write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9"}\n')  # line 2 is Latin-1
+        expected = f"{source}:line 2: byte 0xe9 at column 14 is not valid UTF-8"
     elif problem == "bad_jsonl":
         expected = f"{source}:line 2: not valid JSON"
     else:
@@ -187,6 +187,22 @@ def test_predict_cli_errors_are_one_line_and_leave_no_output(problem, ckpt, tmp_
     assert code == 2
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and expected in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]  # no output, no temp file
+
+
+def test_prediction_inputs_and_training_files_name_a_bad_byte_the_same_way(tmp_path) -> None:
+    from mtst.data.readers import read_text
+    from mtst.errors import DataError
+    from mtst.inference.inputs import read_texts
+
+    source = tmp_path / "mixed.jsonl"
+    source.write_bytes(b'{"text": "one"}\n{"text": "two"}\n{"text": "\xff three"}\n')
+    messages = []
+    for read in (read_texts, read_text):
+        with pytest.raises(DataError) as caught:
+            read(str(source))
+        messages.append(str(caught.value))
+    assert messages[0] == messages[1] == (
+        f"{source}:line 3: byte 0xff at column 11 is not valid UTF-8; re-save the file as UTF-8")
 
 
 def test_plot_embeddings_of_a_run_checkpoint_writes_the_projector_into_the_run(

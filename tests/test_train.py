@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -10,16 +11,22 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from mtst.cli._hydra import report_user_errors
+from mtst.errors import MtstError
 from mtst.model.multitask import MultiTaskModel
 from mtst.training.pipeline import train
 from tests.conftest import TINY_TRAIN, compose_config
+from tests.reliability.helpers import CLI_TINY, run_cli, run_folders
 
-EXPECTED_SCALARS = {
-    "train/loss_step", "train/loss_cls_step", "train/loss_ner_step",
-    "val/cls_acc", "val/cls_f1", "val/ner_precision", "val/ner_recall", "val/ner_f1", "val/score",
-    "test/cls_acc", "test/cls_f1", "test/ner_f1", "test/score",
-    "train/trainable_params", "hp_metric", "hparams",
-}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_metric_names() -> set[str]:
+    """The names the README's "Metric names:" paragraph promises (`val/x` also means `test/x`)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    paragraph = text[text.index("Metric names:"):].split("\n\n", 1)[0]
+    names = set(re.findall(r"`((?:train|val)/[a-z0-9_]+|hp_metric)`", paragraph))
+    return names | {"test/" + n.split("/", 1)[1] for n in names if n.startswith("val/")}
 
 
 SENTENCES = ["Ada Lovelace flew to Paris on Monday.", "Parliament votes today"]
@@ -53,19 +60,12 @@ def tiny_run(tmp_path_factory) -> tuple[Path, dict]:
     return out, train(cfg)
 
 
-def scalar_tags(run_dir: Path) -> set[str]:
-    """Scalar tags, plus `hparams` when the HPARAMS plugin has data, over all event files."""
-    tags: set[str] = set()
-    for event_file in (run_dir / "tensorboard").rglob("events.out.tfevents.*"):
-        acc = EventAccumulator(str(event_file))
-        acc.Reload()
-        tags |= set(acc.Tags()["scalars"])
-        try:
-            acc.PluginTagToContent("hparams")
-            tags.add("hparams")
-        except KeyError:
-            pass
-    return tags
+def event_file(run_dir: Path) -> EventAccumulator:
+    files = sorted((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
+    assert len(files) == 1, f"one event stream per run, found {[f.name for f in files]}"
+    acc = EventAccumulator(str(files[0]), size_guidance={"scalars": 0})
+    acc.Reload()
+    return acc
 
 
 def test_run_writes_metrics_checkpoints_and_tensorboard(tiny_run) -> None:
@@ -76,10 +76,52 @@ def test_run_writes_metrics_checkpoints_and_tensorboard(tiny_run) -> None:
     assert saved["val/score"] == pytest.approx(metrics["val/score"])
     assert {"test/cls_acc", "test/ner_f1", "test/score"} <= saved.keys()
     assert (out / "ner_report.txt").read_text().count("micro avg") == 1
-    tags = scalar_tags(out)
-    missing = EXPECTED_SCALARS - tags
-    assert not missing, f"missing TensorBoard scalars: {missing}"
+    acc = event_file(out)
+    tags = set(acc.Tags()["scalars"])
+    promised = readme_metric_names()
+    assert {"train/loss", "train/loss_epoch", "val/score", "test/ner_f1", "hp_metric"} <= promised
+    assert not promised - tags, f"README names missing from TensorBoard: {promised - tags}"
+    assert not [t for t in tags if t.endswith("_step")], tags
     assert any(t.startswith("lr-AdamW/") for t in tags), tags  # learning rate per param group
+    acc.PluginTagToContent("hparams")  # the HPARAMS tab has data
+
+
+def test_hp_metric_is_logged_once_with_the_best_val_score(tiny_run) -> None:
+    acc = event_file(tiny_run[0])
+    hp = [e.value for e in acc.Scalars("hp_metric")]
+    scores = [e.value for e in acc.Scalars("val/score")]
+    assert len(scores) == 2 and hp == [max(scores)], (hp, scores)
+
+
+def test_a_failed_run_records_why_in_its_folder(tmp_path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"tokens": ["Ada"], "ner_tags": ["B-PERSON"]}\n{"tokens": ["x"]}\n', "utf-8")
+    logs = tmp_path / "logs"
+    result = run_cli("train.py", [*CLI_TINY, f"paths.log_dir={logs}", f"data.train_files=[{bad}]"])
+    assert result.returncode == 2, result.stderr[-2000:]
+    line = result.stderr.strip().removeprefix("error: ")
+    assert line.startswith(f"{bad}:line 2") and "\n" not in line
+    (run,) = run_folders(logs)
+    assert (run / "error.txt").read_text(encoding="utf-8").strip() == line
+    assert not (run / "metrics.json").exists()  # metrics.json marks a finished run
+    assert f"run failed: {line}" in (run / "train.log").read_text(encoding="utf-8")
+
+
+def test_a_run_that_finishes_in_a_failed_folder_clears_the_error(tmp_path) -> None:
+    cfg = compose_config(tmp_path, TINY_TRAIN)
+    calls = iter([MtstError("data went missing"), None])
+
+    def task(_cfg):
+        error = next(calls)
+        if error:
+            raise error
+        return 1.0
+
+    with pytest.raises(SystemExit):
+        report_user_errors(task)(cfg)
+    assert (tmp_path / "error.txt").read_text(encoding="utf-8") == "data went missing\n"
+    assert report_user_errors(task)(cfg) == 1.0
+    assert not (tmp_path / "error.txt").exists()
 
 
 def test_checkpoint_reloads_without_config_and_predicts_identically(tiny_run) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mtst.errors import MtstError
-from mtst.training.runs import register_resolvers
+from mtst.training.runs import ERROR_FILE, record_failure, register_resolvers
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 CONF_DIR = Path(os.environ.get("MTST_CONF_DIR", PROJECT_ROOT / "conf"))
@@ -18,28 +19,95 @@ CONF_DIR = Path(os.environ.get("MTST_CONF_DIR", PROJECT_ROOT / "conf"))
 register_resolvers(CONF_DIR.parent)
 
 
+def hydra_entry(config_name: str, task: Callable[[Any], Any]) -> Callable[[], Any]:
+    """The console entry point of a Hydra task: the command line is checked first (unknown
+    group options and keys are one-line errors, exit 2), then Hydra composes and runs `task`."""
+    import hydra
+
+    from mtst.cli.overrides import check_command_line
+
+    app = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(
+        report_user_errors(task)
+    )
+
+    @functools.wraps(task)
+    def main() -> Any:
+        try:
+            check_command_line(sys.argv[1:], CONF_DIR, config_name)
+        except MtstError as err:
+            if os.environ.get("MTST_TRACEBACK"):
+                raise
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        return app()
+
+    return main
+
+
 def report_user_errors(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """A user's mistake ends the run with one line on stderr and exit code 2, not a traceback.
 
-    Set MTST_TRACEBACK=1 to see the traceback anyway.
+    Any failure is also recorded in the run folder (`error.txt` and the run's log; for a sweep
+    job also metrics.json's "error"), so a folder left by a failed run says why. Set MTST_TRACEBACK=1 to see the
+    traceback of a user error anyway.
     """
 
+    @functools.wraps(task)  # Hydra names the job (and its log file) after the task's module
     def wrapped(cfg: Any) -> Any:
         try:
-            return task(cfg)
+            result = task(cfg)
         except Exception as err:
             user_error = _user_error(err)
+            line = _record_failure(user_error or err)
             if _sweep_goes_on(cfg):
-                return _failed_job(cfg, user_error or err)
+                return _failed_job(cfg, line)
             if user_error is None or os.environ.get("MTST_TRACEBACK"):
                 raise
             logging.getLogger("mtst").debug("user error", exc_info=True)
             print(f"error: {user_error}", file=sys.stderr)
             raise SystemExit(2) from None
+        _clear_failure()
+        return result
 
-    wrapped.__name__ = task.__name__
-    wrapped.__doc__ = task.__doc__
     return wrapped
+
+
+def _run_folder() -> Path | None:
+    """This job's output folder, on the process that writes the run's files (rank 0)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized() or int(os.environ.get("LOCAL_RANK", 0) or 0) != 0:
+        return None
+    if int(os.environ.get("NODE_RANK", 0) or 0) != 0:
+        return None
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def _record_failure(err: BaseException) -> str:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    folder = _run_folder()
+    if folder is None:
+        return str(err).splitlines()[0] if str(err) else type(err).__name__
+    line = record_failure(folder, err, sweep_job=HydraConfig.get().mode == RunMode.MULTIRUN)
+    _log_to_files(f"run failed: {line} (details in {folder / ERROR_FILE})")
+    return line
+
+
+def _clear_failure() -> None:
+    """A run resumed in the folder of a failed one and finished: the old error no longer holds."""
+    folder = _run_folder()
+    if folder is not None:
+        (folder / ERROR_FILE).unlink(missing_ok=True)
+
+
+def _log_to_files(message: str) -> None:
+    """The error goes to the run's log file; the console already gets the one `error:` line."""
+    record = logging.LogRecord("mtst", logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def _user_error(err: BaseException | None) -> MtstError | None:
@@ -61,15 +129,12 @@ def _sweep_goes_on(cfg: Any) -> bool:
     return bool((cfg.get("sweep") or {}).get("continue_on_error", False))
 
 
-def _failed_job(cfg: Any, err: Exception) -> float:
-    """Record the failure in the job folder; return `sweep.failed_score` to the sweeper, or with
-    `failed_score: null` raise a plain error (Optuna then marks the trial FAIL and goes on)."""
+def _failed_job(cfg: Any, line: str) -> float:
+    """Return `sweep.failed_score` to the sweeper for a failed job (already recorded in its
+    folder), or with `failed_score: null` raise a plain error (Optuna marks the trial FAIL)."""
     from hydra.core.hydra_config import HydraConfig
 
-    from mtst.training.runs import record_failure
-
     job = HydraConfig.get().job.num
-    line = record_failure(HydraConfig.get().runtime.output_dir, err)
     print(f"error: job {job} failed: {line}", file=sys.stderr)
     score = (cfg.get("sweep") or {}).get("failed_score")
     if score is None:

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from mtst.cli._hydra import CONF_DIR, report_user_errors
+from mtst.cli._hydra import hydra_entry
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
-@report_user_errors
-def main(cfg: DictConfig) -> None:
+def evaluate_task(cfg: DictConfig) -> None:
     from mtst.training.pipeline import evaluate
 
     evaluate(cfg)
 
+
+main = hydra_entry("eval", evaluate_task)
 
 if __name__ == "__main__":
     main()

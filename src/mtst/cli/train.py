@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from mtst.cli._hydra import CONF_DIR, report_user_errors
+from mtst.cli._hydra import hydra_entry
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
-@report_user_errors
-def main(cfg: DictConfig) -> float | None:
+def train_task(cfg: DictConfig) -> float | None:
     """Returns `val/score` so that Hydra sweepers (Optuna) can optimise it."""
     from mtst.training.distributed import ddp_job_scope
     from mtst.training.pipeline import train
@@ -19,6 +16,8 @@ def main(cfg: DictConfig) -> float | None:
         metrics = train(cfg)
     return metrics.get(cfg.get("optimized_metric", "val/score"))
 
+
+main = hydra_entry("train", train_task)
 
 if __name__ == "__main__":
     main()

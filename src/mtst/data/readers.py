@@ -83,7 +83,7 @@ class RawRecord:
     token_lines: list[int] | None = None
 
 
-def _check_file(path: str) -> Path:
+def check_file(path: str) -> Path:
     p = Path(path)
     if not p.exists():
         raise DataError(path, None, "file not found")
@@ -92,8 +92,9 @@ def _check_file(path: str) -> Path:
     return p
 
 
-def _decode_error(path: str) -> DataError:
-    """Find the first undecodable byte (the error path only: reading itself decodes in bulk)."""
+def utf8_error(path: str) -> DataError:
+    """The error naming the line and column of the first byte that is not UTF-8 (read again
+    line by line only on this error path: reading itself decodes in bulk)."""
     with open(path, "rb") as handle:
         for n, raw in enumerate(handle, 1):
             try:
@@ -111,7 +112,7 @@ def iter_lines(path: str, keep_ends: bool = False) -> Iterator[tuple[int, str]]:
     """
     visible = False
     try:
-        with _check_file(path).open("r", encoding="utf-8", newline="\n") as handle:
+        with check_file(path).open("r", encoding="utf-8", newline="\n") as handle:
             for n, line in enumerate(handle, 1):
                 if n == 1:
                     line = line.removeprefix("\ufeff")
@@ -121,7 +122,7 @@ def iter_lines(path: str, keep_ends: bool = False) -> Iterator[tuple[int, str]]:
                     visible = True
                 yield n, line
     except UnicodeDecodeError:
-        raise _decode_error(path) from None
+        raise utf8_error(path) from None
     if not visible:
         raise DataError(path, None, "file is empty")
 

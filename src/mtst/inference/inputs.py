@@ -11,25 +11,24 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mtst.data.readers import check_file, utf8_error
 from mtst.errors import DataError
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 
 
 def read_file(path: str | Path) -> str:
-    path = Path(path)
-    if not path.exists():
-        raise DataError(path, None, "input file does not exist")
-    if not path.is_file():
-        raise DataError(path, None, "input is not a file")
+    """The whole file as text; a missing file or bytes that are not UTF-8 are the same one-line
+    errors as for training data (the line and column of the first bad byte)."""
+    path = check_file(str(path))
     try:
         data = path.read_bytes()
     except OSError as err:
         raise DataError(path, None, f"cannot read the file ({err.strerror})") from None
     try:
         return data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise DataError(path, f"byte {err.start}", "the file is not UTF-8 text") from None
+    except UnicodeDecodeError:
+        raise utf8_error(str(path)) from None
 
 
 def split_lines(text: str) -> list[str]:

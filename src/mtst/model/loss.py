@@ -8,6 +8,7 @@ from torch import nn
 
 IGNORE = -100
 WEIGHTINGS = ("fixed", "uncertainty")
+LOSS_KEYS = ("weighting", "cls_weight", "ner_weight")  # MultiTaskLoss's arguments (model.loss)
 
 
 def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -16,7 +17,9 @@ def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
     Keeping the zero in the graph gives every head a gradient each step, so DDP never sees
     unused parameters on batches that lack one task.
     """
-    flat_logits = logits.reshape(-1, logits.size(-1)).float()
+    flat_logits = logits.reshape(-1, logits.size(-1))
+    if flat_logits.dtype in (torch.float16, torch.bfloat16):  # CE in fp32 under mixed precision
+        flat_logits = flat_logits.float()
     flat_labels = labels.reshape(-1)
     if not bool((flat_labels != IGNORE).any()):
         return flat_logits.sum() * 0.0

@@ -105,9 +105,10 @@ class MultiTaskModel(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         losses = self.compute_loss(batch, self.encode_batch(batch))
         size = batch["input_ids"].size(0)
-        for name, value in losses.items():
-            self.log(f"train/{name}", value, on_step=True, on_epoch=True, batch_size=size,
+        for name, value in losses.items():  # `train/loss` per step, `train/loss_epoch` per epoch
+            self.log(f"train/{name}", value, on_step=True, on_epoch=False, batch_size=size,
                      prog_bar=name == "loss")
+            self.log(f"train/{name}_epoch", value, on_step=False, on_epoch=True, batch_size=size)
         return losses["loss"]
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:

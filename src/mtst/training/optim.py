@@ -8,6 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
+# the keys of model.optimizer read here and by the freeze strategies' param_groups
+OPTIMIZER_KEYS = ("lr_head", "lr_backbone", "weight_decay", "warmup_ratio", "warmup_steps",
+                  "betas", "eps", "fused")
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "ln_1.weight", "ln_2.weight", "ln_f.weight")
 
 

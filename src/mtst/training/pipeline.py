@@ -17,8 +17,10 @@ from mtst.model.multitask import MultiTaskModel
 from mtst.training.callbacks import reliability_callbacks, stop_signals_as_errors
 from mtst.training.checkpoints import AtomicCheckpointIO, resolve_ckpt_path
 from mtst.training.freezing import run_record
+from mtst.training.loggers import close_loggers, log_hp_metric
 from mtst.training.metrics import format_report
 from mtst.training.runs import to_float_dict, write_json
+from mtst.training.settings import check_settings, instantiated, lightning_setting_errors
 
 log = logging.getLogger("mtst")
 
@@ -51,16 +53,20 @@ def build_model(cfg: DictConfig, labels: dict[str, list[str]]) -> MultiTaskModel
 
 
 def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    """The Trainer with the configured callbacks and loggers; a setting Lightning rejects is a
+    one-line error naming its key (`trainer`, `callbacks.<name>`, `logger.<name>`)."""
+    callbacks = [instantiated(f"callbacks.{name}", lambda c=c: instantiate(c))
+                 for name, c in (cfg.get("callbacks") or {}).items() if c]
     callbacks += reliability_callbacks()
-    loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg]
-    return instantiate(
+    loggers = [instantiated(f"logger.{name}", lambda lg=lg: instantiate(lg))
+               for name, lg in (cfg.get("logger") or {}).items() if lg]
+    return instantiated("trainer", lambda: instantiate(
         cfg.trainer,
         callbacks=callbacks,
         logger=loggers or False,
         plugins=[AtomicCheckpointIO()],
         **overrides,
-    )
+    ))
 
 
 def route_lightning_logs() -> None:
@@ -72,31 +78,32 @@ def route_lightning_logs() -> None:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint; writes metrics.json and returns the final metrics."""
+    check_settings(cfg)
     route_lightning_logs()
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.log_dir)
+    trainer = build_trainer(cfg)  # before the data: a rejected setting fails in a second
     tokenizer = load_tokenizer(**backbone_settings(cfg))
     datamodule = build_datamodule(cfg, tokenizer)
     model = build_model(cfg, datamodule.label_space.to_dict())
-    trainer = build_trainer(cfg)
     if model.freezer.trains_nothing:  # freeze=all: evaluate as is, then linear probes
         from mtst.training.probes import probe_train
 
         return probe_train(cfg, model, datamodule, trainer)
     started = time.perf_counter()
-    with stop_signals_as_errors(trainer):
+    with lightning_setting_errors(), stop_signals_as_errors(trainer):
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     record = run_record(model, time.perf_counter() - started)
     metrics = to_float_dict(trainer.callback_metrics)
     best = _best_checkpoint(trainer)
-    _log_hp_metric(trainer)
+    log_hp_metric(trainer, getattr(trainer.checkpoint_callback, "best_model_score", None))
     if cfg.get("run_test", True) and datamodule.has_split("test"):
         trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
         metrics.update(to_float_dict(trainer.callback_metrics))
         _write_ner_report(model, output_dir)
     metrics = {k: v for k, v in metrics.items() if k.startswith(("val/", "test/"))}
-    _flush_loggers(trainer)
+    close_loggers(trainer)
     if trainer.is_global_zero:  # under DDP only rank 0 writes files
         write_json(output_dir / "metrics.json", {"metrics": metrics, "best_checkpoint": best, **record})
         _print_summary(output_dir, best, metrics)
@@ -107,6 +114,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test a checkpoint on the configured test split, with the labels stored in the checkpoint."""
     if not cfg.get("ckpt_path"):
         raise MtstError("evaluate needs ckpt_path=PATH (a .ckpt file written by train.py)")
+    check_settings(cfg)
     route_lightning_logs()
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.log_dir)
     model = MultiTaskModel.from_checkpoint(ckpt_path)
@@ -127,7 +135,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     write_topic_report(model, confusion, output_dir)  # confusion_matrix.png/.txt + TensorBoard
     if trainer.is_global_zero:
         write_json(output_dir / "metrics.json", {"metrics": metrics, "checkpoint": ckpt_path})
-    _flush_loggers(trainer)
+    close_loggers(trainer)
     log.info("test metrics: %s", metrics)
     return metrics
 
@@ -137,24 +145,6 @@ def _best_checkpoint(trainer: L.Trainer) -> str | None:
     if callback is not None and callback.best_model_path:
         return callback.best_model_path
     return None
-
-
-def _flush_loggers(trainer: L.Trainer) -> None:
-    """Reports are written after Lightning finalised its loggers: flush them to disk now."""
-    for logger in trainer.loggers:
-        flush = getattr(getattr(logger, "experiment", None), "flush", None)
-        if callable(flush):
-            flush()
-
-
-def _log_hp_metric(trainer: L.Trainer) -> None:
-    """TensorBoard's HPARAMS tab compares runs by `hp_metric`: make it the best val/score."""
-    callback = trainer.checkpoint_callback
-    score = getattr(callback, "best_model_score", None)
-    if score is None:
-        return
-    for logger in trainer.loggers:
-        logger.log_metrics({"hp_metric": float(score)}, step=trainer.global_step)
 
 
 def _write_ner_report(model: MultiTaskModel, output_dir: Path) -> None:

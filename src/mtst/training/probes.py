@@ -169,6 +169,7 @@ def probe_train(cfg, model, datamodule, trainer) -> dict[str, float]:
     No optimizer is built (there is nothing to update). Writes metrics.json like a trained run,
     with the probes' figures under `probe/...` and `trainable_params` 0.
     """
+    from mtst.training.loggers import close_loggers, log_hp_metric
     from mtst.training.runs import to_float_dict, write_json
 
     output_dir = Path(cfg.paths.output_dir)
@@ -190,7 +191,8 @@ def probe_train(cfg, model, datamodule, trainer) -> dict[str, float]:
     metrics.update(probe_metrics)
     for logger in trainer.loggers:
         logger.log_metrics(probe_metrics, step=0)
-        logger.save()
+    log_hp_metric(trainer, metrics.get("probe/val/score", metrics.get("val/score")))
+    close_loggers(trainer)
     record = {"freeze": model.freezer.name, "trainable_params": 0, "train_seconds": round(seconds, 3)}
     write_json(output_dir / "metrics.json", {"metrics": metrics, "best_checkpoint": None, **record})
     shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(probe_metrics.items()))

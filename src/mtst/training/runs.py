@@ -13,6 +13,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 RUN_STAMP = "%Y-%m-%d_%H-%M-%S"
+ERROR_FILE = "error.txt"
 
 
 def unique_suffix() -> str:
@@ -56,9 +57,11 @@ def to_float_dict(metrics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def record_failure(output_dir: str | Path, err: BaseException) -> str:
-    """A failed sweep job leaves `error.txt` (the traceback, or the one-line user error) and a
-    `metrics.json` whose "error" says why, so reports list it instead of skipping it."""
+def record_failure(output_dir: str | Path, err: BaseException, sweep_job: bool = True) -> str:
+    """A failed run leaves `error.txt` (the traceback, or the one-line user error); a failed
+    sweep job also a `metrics.json` whose "error" says why, so reports list it instead of
+    skipping it (a single run's metrics.json stays the mark of a finished run). Returns the
+    one-line reason."""
     import traceback
 
     from mtst.errors import MtstError
@@ -69,8 +72,9 @@ def record_failure(output_dir: str | Path, err: BaseException) -> str:
     else:
         detail = "".join(traceback.format_exception(type(err), err, err.__traceback__))
     Path(output_dir).mkdir(parents=True, exist_ok=True)
-    Path(output_dir, "error.txt").write_text(detail, encoding="utf-8")
-    write_json(Path(output_dir, "metrics.json"), {"error": line, "metrics": {}})
+    Path(output_dir, ERROR_FILE).write_text(detail, encoding="utf-8")
+    if sweep_job:
+        write_json(Path(output_dir, "metrics.json"), {"error": line, "metrics": {}})
     return line
 
 

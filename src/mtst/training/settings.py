@@ -1,0 +1,104 @@
+"""Settings checked before a run does any work: a value outside its choices, or a key the code
+would not read, is one line naming the config key and what it accepts.
+
+The choices are those the code itself accepts (each tuple lives beside the code that reads it);
+settings that Lightning validates (precision, accelerator, strategy, callback options) are
+reported by `instantiated`, which turns Lightning's own message into the same one line.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch.distributed
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from omegaconf import DictConfig, OmegaConf
+
+from mtst.data.batching import SAMPLING_MODES
+from mtst.errors import MtstError
+from mtst.model.loss import LOSS_KEYS, WEIGHTINGS
+from mtst.model.pooling import POOLING_MODES
+from mtst.training.feature_cache import DTYPES
+from mtst.training.freezing import STRATEGIES
+from mtst.training.optim import OPTIMIZER_KEYS
+
+CHOICES: dict[str, tuple[Any, ...]] = {
+    "backbone.pooling": POOLING_MODES,
+    "model.pooling": POOLING_MODES,
+    "model.loss.weighting": WEIGHTINGS,
+    "data.sampling": SAMPLING_MODES,
+    "freeze.name": tuple(STRATEGIES),
+    "freeze.cache_dtype": tuple(DTYPES),
+    "freeze.probe.class_weight": (None, "balanced"),
+    "trainer.strategy.process_group_backend": tuple(
+        b for b in torch.distributed.Backend.backend_list if b not in ("undefined", "fake")),
+}
+# dictionaries whose keys the code reads one by one: any other key would be ignored silently
+KNOWN_KEYS: dict[str, tuple[str, ...]] = {
+    "model.optimizer": OPTIMIZER_KEYS,
+    "model.loss": LOSS_KEYS,
+}
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """Raise MtstError for the first setting outside its choices or key nobody reads."""
+    for key, choices in CHOICES.items():
+        value = OmegaConf.select(cfg, key, default="__absent__")
+        if value != "__absent__" and value not in choices:
+            shown = ", ".join("null" if c is None else str(c) for c in choices)
+            raise MtstError(f"{key}={value!r}: unknown; choose one of {shown}")
+    for key, known in KNOWN_KEYS.items():
+        node = OmegaConf.select(cfg, key)
+        for name in node or {}:
+            if name not in known:
+                raise MtstError(f"{key}.{name}: no such setting; {key} has {', '.join(known)}")
+    for key in ("data", "model"):
+        if cfg.get(key) is not None:
+            _check_target_keys(key, cfg[key])
+
+
+def _check_target_keys(key: str, node: DictConfig) -> None:
+    """Keys of a `_target_` node must be arguments of the class it names."""
+    from hydra.utils import get_class
+
+    target = node.get("_target_")
+    if not target:
+        return
+    params = inspect.signature(get_class(target)).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    for name in node:
+        if not str(name).startswith("_") and name not in params:
+            accepted = ", ".join(n for n in params if n not in ("self", "encoder", "labels",
+                                                                   "backbone", "freeze"))
+            raise MtstError(f"{key}.{name}: no such setting; {key} has {accepted}")
+
+
+@contextmanager
+def lightning_setting_errors() -> Iterator[None]:
+    """Settings Lightning can only check once a run is under way (a `monitor` metric that is
+    never logged, say) end the run with Lightning's first line instead of a traceback."""
+    try:
+        yield
+    except MisconfigurationException as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        raise MtstError(lines[0] if lines else type(err).__name__) from err
+
+
+def instantiated(key: str, build: Callable[[], Any]) -> Any:
+    """`build()`, with an error raised while constructing a configured object (a Trainer,
+    a callback, a logger) turned into one line that names its config key: these are settings
+    the library checks itself, and its message says what it accepts."""
+    try:
+        return build()
+    except MtstError:
+        raise
+    except Exception as err:  # the library's own validation of a setting
+        cause = err
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+        raise MtstError(f"{key}: {lines[0] if lines else type(cause).__name__}") from err
