@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 from hydra.utils import instantiate
 
 from mtst.cli._hydra import CONF_DIR
-from mtst.training.runs import run_dir
+from mtst.errors import MtstError
+from mtst.training import runs
+from mtst.training.runs import new_run_folder, run_dir
 from tests.conftest import compose_config
 
 
@@ -47,6 +50,40 @@ def test_run_folders_started_in_the_same_second_differ(tmp_path) -> None:
     folders = {run_dir(str(tmp_path), None) for _ in range(50)}
     assert len(folders) == 50
     assert all(Path(f).parent == tmp_path / "runs" for f in folders)
+
+
+def test_the_configs_run_and_sweep_folders_are_new_folders_made_on_resolution(tmp_path) -> None:
+    name = re.compile(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_[0-9a-f]{6}")
+    seen = set()
+    for _ in range(2):
+        cfg = compose_config(tmp_path)  # paths.log_dir: tmp_path/logs
+        for key, parent in (("run", "runs"), ("sweep", "multiruns")):
+            folder = Path(cfg.hydra[key].dir)
+            assert folder.parent == tmp_path / "logs" / parent and folder.is_dir(), key
+            assert name.fullmatch(folder.name) and folder not in seen
+            seen.add(folder)
+
+
+def test_a_taken_run_folder_name_is_never_reused(tmp_path, monkeypatch) -> None:
+    suffixes = iter(["aaaaaa", "aaaaaa", "bbbbbb"])  # the second draw collides with the first
+    monkeypatch.setattr(runs, "unique_suffix", lambda: next(suffixes))
+    stamp = "2026-01-01_00-00-00"
+    first = Path(new_run_folder(tmp_path, stamp))
+    (first / "train.log").write_text("the first run's", encoding="utf-8")
+    second = Path(new_run_folder(tmp_path, stamp))
+    assert (first.name, second.name) == (f"{stamp}_aaaaaa", f"{stamp}_bbbbbb")
+    assert second.is_dir() and not any(second.iterdir())
+    assert (first / "train.log").read_text(encoding="utf-8") == "the first run's"
+    monkeypatch.setattr(runs, "unique_suffix", lambda: "aaaaaa")  # every name taken
+    with pytest.raises(MtstError, match=f"{runs.MAX_TRIES} names starting with {stamp} are taken"):
+        new_run_folder(tmp_path, stamp)
+
+
+@pytest.mark.parametrize("ckpt_path", ["last", "missing.ckpt"])
+def test_nothing_to_resume_is_an_error_before_any_folder_exists(tmp_path, ckpt_path) -> None:
+    with pytest.raises(MtstError, match="no run under|does not exist"):
+        run_dir(str(tmp_path / "logs"), ckpt_path)
+    assert not (tmp_path / "logs").exists()
 
 
 def test_resuming_a_checkpoint_reuses_its_run_folder(tmp_path) -> None:

@@ -162,6 +162,18 @@ def test_ckpt_path_last_without_any_run_is_an_error(tmp_path) -> None:
     fails_cleanly(tmp_path, "ckpt_path=last", match="ckpt_path=last: no run under")
 
 
+@pytest.mark.parametrize("target", ["last", "missing.ckpt"])
+def test_nothing_to_resume_on_the_command_line_is_one_line_and_leaves_no_folder(tmp_path, target) -> None:
+    log = tmp_path / "logs"
+    ckpt = target if target == "last" else str(tmp_path / target)
+    result = run_cli("train.py", [*CLI_TINY, f"paths.log_dir={log}", f"ckpt_path={ckpt}"], timeout=120)
+    assert result.returncode == 2
+    expected = f"ckpt_path=last: no run under '{log / 'runs'}'" if target == "last" else \
+        f"checkpoint '{ckpt}' does not exist"
+    assert result.stderr.startswith(f"error: {expected}") and result.stderr.count("\n") == 1, result.stderr
+    assert not log.exists()  # Hydra never got to create a run folder
+
+
 def test_evaluate_with_a_missing_checkpoint_is_an_error(tmp_path) -> None:
     cfg = compose_config(tmp_path, [f"ckpt_path={tmp_path / 'missing.ckpt'}"], config_name="eval")
     with pytest.raises(MtstError, match="does not exist"):

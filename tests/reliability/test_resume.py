@@ -37,14 +37,20 @@ def test_crash_mid_epoch_then_resume_matches_the_uninterrupted_run(reference_run
 
 
 def test_resume_reuses_the_checkpoints_run_folder(tmp_path) -> None:
-    run = tmp_path / "runs" / "2026-01-01_00-00-00_abcdef"
-    (run / ".hydra").mkdir(parents=True)
-    (run / "checkpoints").mkdir()
-    (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
-    assert run_dir(str(tmp_path), str(run / "checkpoints" / "last.ckpt")) == str(run.resolve())
-    assert Path(run_dir(str(tmp_path), "last")).resolve() == run.resolve()
-    fresh = run_dir(str(tmp_path), None)
-    assert Path(fresh).parent == tmp_path / "runs" and Path(fresh) != run
+    # the run named (started) first wrote its last.ckpt most recently: `last` picks it
+    runs = {}
+    for name, written in (("2026-01-01_00-00-00_abcdef", 2e9), ("2026-02-01_00-00-00_012345", 1e9)):
+        run = tmp_path / "runs" / name
+        (run / ".hydra").mkdir(parents=True)
+        (run / "checkpoints").mkdir()
+        (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
+        os.utime(run / "checkpoints" / "last.ckpt", (written, written))
+        runs[written] = run
+    newest, other = runs[2e9], runs[1e9]
+    assert Path(run_dir(str(tmp_path), "last")).resolve() == newest.resolve()
+    assert run_dir(str(tmp_path), str(other / "checkpoints" / "last.ckpt")) == str(other.resolve())
+    fresh = Path(run_dir(str(tmp_path), None))  # no checkpoint: a new folder, created now
+    assert fresh.parent == tmp_path / "runs" and fresh.is_dir() and fresh not in runs.values()
 
 
 def test_a_crash_inside_a_checkpoint_write_leaves_the_previous_file_intact(tmp_path, monkeypatch) -> None:

@@ -103,3 +103,28 @@ def test_dataset_strings_are_plain_text_never_interpolated_or_evaluated(tmp_path
     assert "test/cls_acc" in metrics
     assert not (tmp_path / "PWNED").exists() and not Path("PWNED").exists()
     assert str(Path.home()) not in json.dumps(torch.load(ckpt, weights_only=True)["mtst"]["labels"])
+
+
+def test_an_exported_model_loads_without_unpickling_anything(tmp_path, monkeypatch) -> None:
+    import pickle
+
+    import mtst
+    from mtst.inference.export import export
+
+    out = tmp_path / "run"
+    out.mkdir()
+    train(compose_config(out, ONE_STEP))
+    folder = tmp_path / "exported"
+    export(out / "checkpoints" / "last.ckpt", folder)
+    expected = MultiTaskModel.from_checkpoint(out / "checkpoints" / "last.ckpt").eval()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an exported model must load without pickle")
+
+    for module, name in ((pickle, "load"), (pickle, "loads"), (pickle, "Unpickler"),
+                         (torch, "load")):
+        monkeypatch.setattr(module, name, refuse)
+    model = mtst.load(folder)
+    state = model.state_dict()
+    assert [k for k, v in expected.state_dict().items() if not torch.equal(state[k], v)] == []
+    assert model.predict(["Ada flew to Paris"])[0]["topic"]["label"] in model.label_space.classes

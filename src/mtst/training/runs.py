@@ -1,18 +1,25 @@
-"""Run folders that never collide, resume into the same folder, and a run's metrics.json."""
+"""Run folders that never collide (created exclusively), resume into the same folder, and a
+run's metrics.json."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import secrets
+import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
+from mtst.errors import MtstError
+
 RUN_STAMP = "%Y-%m-%d_%H-%M-%S"
+MAX_TRIES = 64
 ERROR_FILE = "error.txt"
 
 
@@ -21,28 +28,64 @@ def unique_suffix() -> str:
     return secrets.token_hex(3)
 
 
+def new_run_folder(parent: str | Path, stamp: str | None = None) -> str:
+    """Create `<parent>/<stamp>_<6 hex>` and return it. The folder is made here, exclusively:
+    when another run took the name (same second, same suffix) a new suffix is drawn, so two
+    runs never share a folder."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    stamp = stamp or datetime.now().strftime(RUN_STAMP)
+    for _ in range(MAX_TRIES):
+        folder = parent / f"{stamp}_{unique_suffix()}"
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        return str(folder)
+    raise MtstError(f"could not create a new run folder under '{parent}': {MAX_TRIES} names "
+                    f"starting with {stamp} are taken")
+
+
 def run_dir(log_dir: str, ckpt_path: str | None) -> str:
-    """The run folder: the resumed checkpoint's own run, or a new `<log_dir>/runs/<stamp>_<id>`."""
-    if ckpt_path == "last":
+    """The run folder: the resumed checkpoint's own run, or a new `<log_dir>/runs/<stamp>_<id>`.
+
+    A checkpoint to resume that does not exist (`ckpt_path=last` with no run to continue, or a
+    missing file) raises MtstError here, before Hydra makes a folder for a run that cannot start.
+    """
+    if ckpt_path:
         from mtst.training.checkpoints import resolve_ckpt_path
 
-        try:
-            ckpt_path = resolve_ckpt_path("last", log_dir)
-        except Exception:  # reported properly by the training code, which resolves it again
-            ckpt_path = None
-    if ckpt_path:
-        path = Path(ckpt_path).resolve()
+        path = Path(resolve_ckpt_path(ckpt_path, log_dir)).resolve()
         if path.parent.name == "checkpoints" and (path.parent.parent / ".hydra").is_dir():
             return str(path.parent.parent)
-    return str(Path(log_dir) / "runs" / f"{datetime.now().strftime(RUN_STAMP)}_{unique_suffix()}")
+    return new_run_folder(Path(log_dir) / "runs")
+
+
+def _exit_on_user_error(resolver: Callable[..., str]) -> Callable[..., str]:
+    """Hydra resolves its run folder before it creates it and starts the task; a user error
+    found there ends the command with one `error:` line and exit code 2 (Hydra would print an
+    interpolation error over several lines with exit code 1). MTST_TRACEBACK=1 re-raises."""
+
+    @functools.wraps(resolver)
+    def wrapped(*args: Any) -> str:
+        try:
+            return resolver(*args)
+        except MtstError as err:
+            if os.environ.get("MTST_TRACEBACK"):
+                raise
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None  # not an Exception: OmegaConf and Hydra let it pass
+
+    return wrapped
 
 
 def register_resolvers(project_root: Path) -> None:
-    """Resolvers used by conf/: cached, so every access within a run sees the same value."""
+    """Resolvers used by conf/: cached, so every access within a run sees the same value (and
+    a folder is created once)."""
     resolvers = {
         "mtst_root": lambda: str(project_root),
-        "mtst_uid": unique_suffix,
-        "mtst_run_dir": run_dir,
+        "mtst_run_dir": _exit_on_user_error(run_dir),
+        "mtst_new_dir": _exit_on_user_error(new_run_folder),
     }
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
@@ -63,8 +106,6 @@ def record_failure(output_dir: str | Path, err: BaseException, sweep_job: bool =
     skipping it (a single run's metrics.json stays the mark of a finished run). Returns the
     one-line reason."""
     import traceback
-
-    from mtst.errors import MtstError
 
     line = f"{type(err).__name__}: {err}".splitlines()[0] if str(err) else type(err).__name__
     if isinstance(err, MtstError):
