@@ -94,7 +94,8 @@ def test_basic_multirun_records_a_failed_job_and_finishes_the_others(tmp_path, m
 
 
 @pytest.mark.slow
-def test_optuna_study_goes_on_after_a_failed_trial(tmp_path) -> None:
+@pytest.mark.filterwarnings("error")  # the report warns about nothing
+def test_optuna_study_goes_on_after_a_failed_trial(tmp_path, monkeypatch, capsys) -> None:
     conf = tmp_path / "conf" / "hparams_search"
     conf.mkdir(parents=True)
     (conf / "optuna_probe.yaml").write_text(textwrap.dedent("""\
@@ -123,3 +124,13 @@ def test_optuna_study_goes_on_after_a_failed_trial(tmp_path) -> None:
     assert any("error" in m for m in markers), markers  # seed 1234 draws batch_size=-1 once
     assert any("val/score" in m.get("metrics", {}) for m in markers)
     assert "best_value" in (sweep / "optimization_results.yaml").read_text()
+
+    monkeypatch.setattr(cli, "COMMANDS", {"report": cli.COMMANDS["report"]})
+    assert cli.main(["report", str(sweep)]) == 0
+    rows = list(csv.DictReader((sweep / "report.csv").read_text().splitlines()))
+    assert len(rows) == 3 and list(rows[0])[:3] == ["job", "data.batch_size", "val/score"]
+    assert [(r["data.batch_size"], bool(r["error"])) for r in rows] == [("8", False), ("8", False),
+                                                                         ("-1", True)]
+    assert rows[0]["best"] == "1" and float(rows[0]["val/score"]) >= float(rows[1]["val/score"])
+    out = capsys.readouterr().out
+    assert "Sorted by val/score (higher is better)" in out and "`freeze=none`" in out
