@@ -75,14 +75,14 @@ def load_checkpoint(path: str | Path, map_location: str | None = "cpu") -> dict[
         try:
             checkpoint = torch.load(path, map_location=map_location, weights_only=True)
         except Exception as err:  # corrupt file, not a checkpoint, or pickled code
-            raise refusal(path, err) from None
+            raise _refusal(path, err) from None
     for warning in caught:
         warnings.warn_explicit(warning.message, warning.category, warning.filename,
                                warning.lineno, source=warning.source)
     return checkpoint
 
 
-def refusal(path: Path, err: BaseException) -> MtstError:
+def _refusal(path: Path, err: BaseException) -> MtstError:
     """The one-line error for a file torch.load(weights_only=True) refused."""
     code = _blocked_global(str(err)) or _first_global(path)
     if code:
@@ -106,7 +106,8 @@ def _first_global(path: Path) -> str | None:
                 name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
                 data = archive.read(name) if name else b""
         else:
-            data = path.read_bytes()[:PICKLE_SCAN_BYTES]
+            with path.open("rb") as handle:
+                data = handle.read(PICKLE_SCAN_BYTES)
     except (OSError, zipfile.BadZipFile):
         return None
     stream = io.BytesIO(data)
@@ -148,7 +149,8 @@ def _scan_pickle(stream: io.BytesIO) -> str | None | bool:
 
 
 def _what_it_is(path: Path, err: BaseException) -> str:
-    head = path.read_bytes()[:4] if path.stat().st_size else b""
+    with path.open("rb") as handle:
+        head = handle.read(4)
     if not head:
         return "empty file"
     if head.startswith(b"PK\x03\x04"):
