@@ -2,6 +2,7 @@
 
     DIR/sentence-transformers/   SentenceTransformer("DIR/sentence-transformers") (the encoder)
     DIR/mtst/                    mtst.load("DIR") (encoder, topic head, NER head, labels)
+    DIR/README.md                the model card: labels, training data, metrics, limitations
 """
 
 from __future__ import annotations
@@ -26,4 +27,5 @@ def run(args: argparse.Namespace) -> int:
     paths = export(args.checkpoint, args.out, overwrite=args.overwrite)
     print(f"wrote {paths['sentence-transformers']}  (SentenceTransformer(\"{paths['sentence-transformers']}\"))")
     print(f"wrote {paths['mtst']}  (mtst.load(\"{args.out}\"), mtst predict --checkpoint {args.out})")
+    print(f"wrote {paths['card']}  (the model card)")
     return 0

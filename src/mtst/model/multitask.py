@@ -203,4 +203,5 @@ class MultiTaskModel(L.LightningModule):
         hparams["freeze"] = {"name": "none"}
         model = cls(**hparams, encoder=encoder)
         model.load_state_dict(checkpoint["state_dict"])
+        model.run_config = checkpoint["mtst"].get("config")  # the model card shows it
         return model.eval()
