@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 from mtst import __version__
+from mtst.errors import MtstError
 from mtst.inference.files import atomic_folder
 from mtst.inference.loading import MTST_FOLDER, load, save_folder
 from mtst.model.encoder import SentenceEncoder
@@ -85,7 +86,8 @@ def _pin_tokenizer_settings(config_file: Path, pad_token: str | None, max_length
 
 
 def export_model(model: MultiTaskModel, out: str | Path, overwrite: bool = False,
-                 run: Path | None = None) -> dict[str, Path]:
+                 run: Path | None = None, onnx: bool = False,
+                 quantize: str | None = None) -> dict[str, Path]:
     """Write OUT/sentence-transformers, OUT/mtst and the model card OUT/README.md (with the
     data, config and metrics of `run`, the training run folder, when known); OUT appears only
     once everything is complete."""
@@ -96,11 +98,21 @@ def export_model(model: MultiTaskModel, out: str | Path, overwrite: bool = False
         write_sentence_transformers(model.encoder, tmp / ST_FOLDER)
         save_folder(model, tmp / MTST_FOLDER)
         (tmp / CARD_FILE).write_text(model_card(model, run), encoding="utf-8")
-    return {"sentence-transformers": out / ST_FOLDER, "mtst": out / MTST_FOLDER, "card": out / CARD_FILE}
+        graphs = {}
+        if onnx:
+            from mtst.inference.onnx_backend import ONNX_FOLDER, export_onnx
+
+            graphs = export_onnx(model, tmp / ONNX_FOLDER, quantize=quantize)
+    paths = {"sentence-transformers": out / ST_FOLDER, "mtst": out / MTST_FOLDER, "card": out / CARD_FILE}
+    return {**paths, **{f"onnx-{kind}": out / p.relative_to(tmp) for kind, p in graphs.items()}}
 
 
-def export(checkpoint: str | Path, out: str | Path, overwrite: bool = False) -> dict[str, Path]:
+def export(checkpoint: str | Path, out: str | Path, overwrite: bool = False, onnx: bool = False,
+           quantize: str | None = None) -> dict[str, Path]:
     """Load a checkpoint (or anything `mtst.load` accepts) and export it."""
     from mtst.inference.card import find_run
 
-    return export_model(load(checkpoint), out, overwrite=overwrite, run=find_run(checkpoint))
+    if quantize and not onnx:
+        raise MtstError("--quantize needs --onnx")
+    return export_model(load(checkpoint), out, overwrite=overwrite, run=find_run(checkpoint),
+                        onnx=onnx, quantize=quantize)
