@@ -26,13 +26,24 @@ INFERENCE_PREFIXES = ("encoder.", "cls_head.", "ner_head.")
 ENCODER_KEYS = ("pooling", "normalize", "max_length")
 
 
-def load(path: str | Path, device: str | torch.device = "cpu") -> MultiTaskModel:
+def load(path: str | Path, device: str | torch.device = "cpu", backend: str = "torch",
+         **options: Any) -> MultiTaskModel:
     """Load a trained model for inference (eval mode) from any of:
 
     - a `.ckpt` file written by training;
     - a run folder (`logs/runs/<run>`: its `checkpoints/best.ckpt`, else `last.ckpt`);
     - a folder written by `mtst export` (the export root or its `mtst/` sub-folder).
+
+    `backend="onnx"` runs the graph of `mtst export --onnx` with onnxruntime instead (options
+    `quantized=True` for the int8 graph, `threads=N`); see `mtst.inference.onnx_backend`.
     """
+    if backend == "onnx":
+        from mtst.inference.onnx_backend import load_onnx
+
+        return load_onnx(path, **options)  # type: ignore[return-value]  (same inference surface)
+    if backend != "torch" or options:
+        problem = f"backend '{backend}' unknown" if backend != "torch" else f"options {sorted(options)}"
+        raise MtstError(f"mtst.load: {problem}; choose backend 'torch' or 'onnx' (options only with onnx)")
     path = Path(path)
     if path.is_file():
         model = MultiTaskModel.from_checkpoint(path)

@@ -215,4 +215,5 @@ class MultiTaskModel(L.LightningModule):
             detail = lines[1] if len(lines) > 1 else lines[0] if lines else type(err).__name__
             raise MtstError(f"{path}: not an mtst checkpoint (its weights do not fit its "
                             f"config: {detail[:200]})") from None
+        model.run_config = checkpoint["mtst"].get("config")  # the model card shows it
         return model.eval()
