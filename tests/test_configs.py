@@ -93,3 +93,38 @@ def test_resuming_a_checkpoint_reuses_its_run_folder(tmp_path) -> None:
     (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
     assert run_dir(str(tmp_path), str(run / "checkpoints" / "last.ckpt")) == str(run)
     assert run_dir(str(tmp_path), "last") == str(run)
+
+
+# Settings a user reaches for first; each must be settable as `trainer.<key>=...` (no `+`).
+COMMON_TRAINER_KEYS = {"max_steps", "val_check_interval", "accumulate_grad_batches",
+                       "gradient_clip_algorithm", "limit_predict_batches", "benchmark", "profiler"}
+
+
+@pytest.mark.parametrize("option", options("trainer"))
+def test_every_trainer_config_key_is_a_lightning_trainer_argument(option) -> None:
+    import inspect
+
+    import lightning
+    import yaml
+
+    arguments = set(inspect.signature(lightning.Trainer.__init__).parameters) - {"self"}
+    config = yaml.safe_load((CONF_DIR / "trainer" / f"{option}.yaml").read_text())
+    keys = set(config) - {"_target_", "defaults"}
+    assert keys
+    assert not keys - arguments, f"not Trainer arguments: {sorted(keys - arguments)}"
+    if option == "default":
+        assert keys >= COMMON_TRAINER_KEYS, sorted(COMMON_TRAINER_KEYS - keys)
+        assert not keys & {"callbacks", "logger", "plugins"}  # built by the pipeline
+
+
+def test_common_trainer_settings_need_no_plus(tmp_path) -> None:
+    from mtst.training.pipeline import train
+    from tests.conftest import TINY_TRAIN
+    from tests.reliability.helpers import checkpoint_step
+
+    cfg = compose_config(tmp_path, TINY_TRAIN + [  # 3 epochs x 3 batches would be 9 steps
+        "trainer.max_epochs=3", "trainer.max_steps=5", "trainer.val_check_interval=1.0",
+        "trainer.accumulate_grad_batches=1", "trainer.gradient_clip_algorithm=norm",
+        "run_test=false"])
+    train(cfg)
+    assert checkpoint_step(tmp_path / "checkpoints" / "last.ckpt") == 5

@@ -234,3 +234,22 @@ def test_evaluate_writes_confusion_matrix_and_ner_pictures(ckpt, tmp_path) -> No
         texts |= set(acc.Tags()["tensors"])
     assert {"test/confusion_matrix", "test/ner_report"} <= images
     assert any("confusion_matrix" in t for t in texts) and any("ner_report" in t for t in texts)
+
+
+def test_export_writes_a_model_card_with_the_runs_metrics(exported, run_dir, ckpt) -> None:
+    from mtst.inference.card import split_front_matter
+
+    card, body = split_front_matter((exported / "README.md").read_text(encoding="utf-8"))
+    recorded = json.loads((run_dir / "metrics.json").read_text())["metrics"]
+    assert recorded  # a real run: val/ and test/ metrics of both tasks
+    in_card = {m["name"]: m["value"] for result in card["model-index"][0]["results"]
+               for m in result["metrics"]}
+    assert in_card == recorded
+    tasks = {r["task"]["type"]: {m["name"] for m in r["metrics"]} for r in card["model-index"][0]["results"]}
+    assert "test/cls_acc" in tasks["text-classification"] and "test/ner_f1" in tasks["token-classification"]
+    assert card["library_name"] == "mtst" and card["base_model"] == "package:mtst/assets/gpt_neo_tiny"
+    assert card["datasets"] == ["sample/test.jsonl", "sample/train.jsonl", "sample/val.jsonl"]
+    space = mtst.load(ckpt).label_space
+    assert ", ".join(space.classes) in body and " ".join(space.tags) in body
+    assert f"{recorded['test/ner_f1']:.4f}" in body  # the evaluation table
+    assert "causal" in body and "mtst serve" in body and "SentenceTransformer(" in body

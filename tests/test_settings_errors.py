@@ -27,6 +27,8 @@ LIGHTNING_CHOICES = {
     "trainer.strategy": "+trainer.strategy=bogus",  # not in trainer/default.yaml
     "callbacks.model_checkpoint.mode": "callbacks.model_checkpoint.mode=bogus",
     "callbacks.lr_monitor.logging_interval": "callbacks.lr_monitor.logging_interval=bogus",
+    "trainer.gradient_clip_algorithm": "trainer.gradient_clip_algorithm=bogus",
+    "trainer.profiler": "trainer.profiler=bogus",
     # a metric name: known only once training logs
     "callbacks.model_checkpoint.monitor": "callbacks.model_checkpoint.monitor=bogus",
 }
@@ -39,7 +41,10 @@ FREE_FORM = ["*._target_", "paths.*", "*.dirpath", "*.save_dir", "logger.*.name"
              "callbacks", "callbacks.*", "callbacks.model_checkpoint.filename", "data.eval_batch_size",
              "data.seed", "data.store_dir", "freeze.blocks_pattern", "freeze.embeddings_pattern",
              "model.max_length", "optimized_metric", "sweep.failed_score", "task_name",
-             "trainer.default_root_dir"]
+             "trainer.default_root_dir", "trainer.max_time",
+             # numbers or flags whose default is null
+             "trainer.benchmark", "trainer.val_check_interval", "trainer.limit_predict_batches",
+             "trainer.enable_model_summary", "trainer.min_steps"]
 
 
 def string_settings(node, prefix: str = "") -> set[str]:

@@ -44,10 +44,15 @@ CLI_RESUME = CLI_TINY + [
 
 def run_cli(script: str, args: list[str], timeout: int = 300, **kwargs: Any) -> subprocess.CompletedProcess:
     """`python <script> args` from the repository root, offline, with captured output."""
+    return run_python([str(ROOT / script), *args], timeout, **kwargs)
+
+
+def run_python(args: list[str], timeout: int = 300, **kwargs: Any) -> subprocess.CompletedProcess:
+    """`python args` (a script, `-c CODE`, `-m module`) as run_cli runs it."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false", "MTST_ROOT": str(ROOT)}
     env.pop("MTST_TRACEBACK", None)
-    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout, **kwargs)
 
 

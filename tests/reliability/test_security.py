@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,7 @@ from mtst.model.backbone import load_tokenizer
 from mtst.model.multitask import MultiTaskModel
 from mtst.training.pipeline import backbone_settings, build_model, evaluate, train
 from tests.conftest import TINY_TRAIN, compose_config
-from tests.reliability.helpers import sample_records
+from tests.reliability.helpers import run_python, sample_records
 
 ONE_STEP = TINY_TRAIN + ["trainer.max_epochs=1", "trainer.limit_train_batches=1",
                          "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
@@ -29,8 +31,14 @@ HOSTILE = ["${oc.env:HOME}", "__import__('os').system('touch PWNED')",
 class Payload:
     """Unpickling this runs a shell command: exactly what weights_only=True refuses."""
 
+    def __init__(self, marker: str = "PWNED") -> None:
+        self.marker = marker
+
     def __reduce__(self):
-        return (os.system, ("touch PWNED",))
+        return (os.system, (f"touch {self.marker}",))
+
+
+SYSTEM = f"{os.system.__module__}.system"  # posix.system: the global a payload names
 
 
 @pytest.mark.parametrize("backbone", sorted(p.stem for p in (CONF_DIR / "backbone").glob("*.yaml")))
@@ -65,11 +73,12 @@ def test_a_checkpoint_carrying_code_is_refused_on_resume_and_load(tmp_path, monk
     torch.save({"state_dict": {}, "epoch": 0, "global_step": 0, "payload": Payload()}, evil)
     out = tmp_path / "run"
     out.mkdir()
-    with pytest.raises(MtstError, match="could not be loaded safely"):
+    refused = f"could not be loaded safely: it holds code \\({SYSTEM}\\)"
+    with pytest.raises(MtstError, match=refused):
         train(compose_config(out, ONE_STEP + [f"ckpt_path={evil}"]))  # Lightning's resume path
-    with pytest.raises(MtstError, match="could not be loaded safely"):
+    with pytest.raises(MtstError, match=refused):
         MultiTaskModel.from_checkpoint(evil)
-    with pytest.raises(MtstError, match="could not be loaded safely"):
+    with pytest.raises(MtstError, match=refused):
         evaluate(compose_config(tmp_path / "eval", [f"ckpt_path={evil}"], config_name="eval"))
     assert not (tmp_path / "PWNED").exists()
     assert not (out / "metrics.json").exists()
@@ -103,6 +112,68 @@ def test_dataset_strings_are_plain_text_never_interpolated_or_evaluated(tmp_path
     assert "test/cls_acc" in metrics
     assert not (tmp_path / "PWNED").exists() and not Path("PWNED").exists()
     assert str(Path.home()) not in json.dumps(torch.load(ckpt, weights_only=True)["mtst"]["labels"])
+
+
+# `mtst predict --checkpoint` on each path, in one fresh interpreter: every warning shown (not
+# only the first from each place), each command's stderr captured on its own
+PREDICT_EACH = """
+import contextlib, io, json, logging, sys, warnings
+from mtst.cli.main import main
+warnings.simplefilter("always")
+results = []
+for path in sys.argv[1:]:
+    logging.root.handlers.clear()  # main() binds its log handler to this command's stderr
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(["predict", "--checkpoint", path, "A ferry to the islands."])
+    results.append([code, err.getvalue()])
+print(json.dumps(results))
+"""
+
+
+def test_refused_checkpoints_and_exports_get_one_line_and_run_nothing(reference_run,
+                                                                      tmp_path) -> None:
+    from mtst.inference.export import export
+
+    marker = tmp_path / "PWNED"
+    real = reference_run[0] / "checkpoints" / "last.ckpt"
+    files = {name: tmp_path / name for name in
+             ("payload.ckpt", "payload.pkl", "truncated.ckpt", "notes.ckpt", "foreign.ckpt")}
+    torch.save({"state_dict": {}, "payload": Payload(str(marker))}, files["payload.ckpt"])
+    files["payload.pkl"].write_bytes(pickle.dumps(Payload(str(marker)), protocol=4))
+    files["truncated.ckpt"].write_bytes(real.read_bytes()[: real.stat().st_size // 2])
+    files["notes.ckpt"].write_text("weights are in the other folder\n")
+    torch.save({"weights": torch.zeros(3)}, files["foreign.ckpt"])
+    export(real, tmp_path / "export")
+    exports = {}
+    for name in ("truncated", "pickled", "config"):
+        exports[name] = tmp_path / f"export_{name}"
+        shutil.copytree(tmp_path / "export", exports[name])
+    weights = "mtst/model.safetensors"
+    data = (exports["truncated"] / weights).read_bytes()
+    (exports["truncated"] / weights).write_bytes(data[: len(data) // 2])
+    shutil.copy(files["payload.ckpt"], exports["pickled"] / weights)
+    (exports["config"] / "mtst" / "mtst_config.json").write_text('{"labels": ')
+    expected = [
+        f"{files['payload.ckpt']}: could not be loaded safely: it holds code ({SYSTEM})",
+        f"{files['payload.pkl']}: could not be loaded safely: it holds code ({SYSTEM})",
+        f"{files['truncated.ckpt']}: not an mtst checkpoint (truncated or corrupt PyTorch file: ",
+        f"{files['notes.ckpt']}: not an mtst checkpoint (not a PyTorch file)",
+        f"{files['foreign.ckpt']}: not an mtst checkpoint (no 'state_dict' / 'hyper_parameters' / "
+        "'mtst' entry)",
+        f"{exports['truncated'] / weights}: not an mtst export (truncated or corrupt safetensors",
+        f"{exports['pickled'] / weights}: not an mtst export (a PyTorch or pickle file, not "
+        "safetensors; it was not unpickled)",
+        f"{exports['config'] / 'mtst' / 'mtst_config.json'}: not an mtst export (invalid JSON: ",
+    ]
+    paths = [*files.values(), *exports.values()]
+    result = run_python(["-c", PREDICT_EACH, *map(str, paths)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    outcomes = json.loads(result.stdout.strip().splitlines()[-1])
+    for (code, stderr), start in zip(outcomes, expected, strict=True):
+        assert code == 2 and len(stderr.splitlines()) == 1, stderr  # no warning, no traceback
+        assert stderr.startswith(f"error: {start}"), stderr
+    assert not marker.exists()
 
 
 def test_an_exported_model_loads_without_unpickling_anything(tmp_path, monkeypatch) -> None:

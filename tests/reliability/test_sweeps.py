@@ -3,6 +3,7 @@ while the sweep goes on."""
 
 from __future__ import annotations
 
+import csv
 import json
 import textwrap
 
@@ -11,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import open_dict, read_write
 
+from mtst.cli import main as cli
 from mtst.cli._hydra import report_user_errors
 from mtst.errors import DataError
 from tests.conftest import compose_config
@@ -69,19 +71,31 @@ def test_with_failed_score_null_the_job_raises_a_plain_error_for_optuna(tmp_path
 
 
 @pytest.mark.slow
-def test_basic_multirun_records_a_failed_job_and_finishes_the_others(tmp_path) -> None:
+@pytest.mark.filterwarnings("error")  # the report warns about nothing
+def test_basic_multirun_records_a_failed_job_and_finishes_the_others(tmp_path, monkeypatch,
+                                                                     capsys) -> None:
     result = run_cli("train.py", ["-m", *QUICK, f"paths.log_dir={tmp_path}", "data.batch_size=-1,8"])
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep,) = (tmp_path / "multiruns").iterdir()
     failed, ok = sweep / "0", sweep / "1"
-    assert "data.batch_size=-1" in json.loads((failed / "metrics.json").read_text())["error"]
+    error = json.loads((failed / "metrics.json").read_text())["error"]
+    assert "data.batch_size=-1" in error
     assert (failed / "error.txt").is_file() and not (failed / "checkpoints").exists()
     assert "val/score" in json.loads((ok / "metrics.json").read_text())["metrics"]
     assert "error: job 0 failed:" in result.stderr
 
+    monkeypatch.setattr(cli, "COMMANDS", {"report": cli.COMMANDS["report"]})
+    assert cli.main(["report", str(sweep)]) == 0
+    rows = list(csv.DictReader((sweep / "report.csv").read_text().splitlines()))
+    assert [(r["job"], r["data.batch_size"], r["best"]) for r in rows] == [("1", "8", "1"),
+                                                                           ("0", "-1", "0")]
+    assert rows[1]["error"] == error and rows[1]["val/score"] == "" and not rows[0]["error"]
+    assert "| 0 | -1 |" in capsys.readouterr().out
+
 
 @pytest.mark.slow
-def test_optuna_study_goes_on_after_a_failed_trial(tmp_path) -> None:
+@pytest.mark.filterwarnings("error")  # the report warns about nothing
+def test_optuna_study_goes_on_after_a_failed_trial(tmp_path, monkeypatch, capsys) -> None:
     conf = tmp_path / "conf" / "hparams_search"
     conf.mkdir(parents=True)
     (conf / "optuna_probe.yaml").write_text(textwrap.dedent("""\
@@ -110,3 +124,13 @@ def test_optuna_study_goes_on_after_a_failed_trial(tmp_path) -> None:
     assert any("error" in m for m in markers), markers  # seed 1234 draws batch_size=-1 once
     assert any("val/score" in m.get("metrics", {}) for m in markers)
     assert "best_value" in (sweep / "optimization_results.yaml").read_text()
+
+    monkeypatch.setattr(cli, "COMMANDS", {"report": cli.COMMANDS["report"]})
+    assert cli.main(["report", str(sweep)]) == 0
+    rows = list(csv.DictReader((sweep / "report.csv").read_text().splitlines()))
+    assert len(rows) == 3 and list(rows[0])[:3] == ["job", "data.batch_size", "val/score"]
+    assert [(r["data.batch_size"], bool(r["error"])) for r in rows] == [("8", False), ("8", False),
+                                                                         ("-1", True)]
+    assert rows[0]["best"] == "1" and float(rows[0]["val/score"]) >= float(rows[1]["val/score"])
+    out = capsys.readouterr().out
+    assert "Sorted by val/score (higher is better)" in out and "`freeze=none`" in out

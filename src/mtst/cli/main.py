@@ -17,6 +17,7 @@ COMMANDS = {
     "predict": ("predict", "topics and entity spans for texts, one JSON line each"),
     "plot-embeddings": ("plot_embeddings", "PCA, t-SNE and similarity pictures of sentence embeddings"),
     "report": ("report", "summarise a multirun folder as Markdown, CSV and a bar chart"),
+    "serve": ("serve", "an HTTP endpoint for a trained model, with dynamic batching"),
 }
 
 

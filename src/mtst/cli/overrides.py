@@ -112,8 +112,8 @@ def _compose_or_explain(conf_dir: Path, config_name: str, overrides: list[str]) 
 def _explain(err: Exception, config_name: str, overrides: list[str]) -> str:
     """One line for a composition error; for a key that does not exist, the keys that do."""
     from hydra import compose
-    from omegaconf import OmegaConf
     from hydra.errors import MissingConfigException
+    from omegaconf import OmegaConf
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
     if isinstance(err, MissingConfigException) and err.options and err.missing_cfg_file:

@@ -1,10 +1,10 @@
-"""`mtst report FOLDER`: one table comparing the runs of a multirun (e.g. a `freeze=...` sweep)."""
+"""`mtst report FOLDER`: one table comparing the jobs of a multirun or an Optuna sweep."""
 
 from __future__ import annotations
 
 import argparse
 
-from mtst.training.report import SPLITS, collect_runs, markdown_table, write_report
+from mtst.training.report import SPLITS, report_text, write_report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,11 +13,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where to write report.md/.csv/.png (default: the folder itself)")
     parser.add_argument("--split", choices=SPLITS, default="test",
                         help="which split's metrics the bar chart shows (default: test)")
+    parser.add_argument("--metric", default=None,
+                        help="sort the jobs by this logged metric, e.g. test/ner_f1 or "
+                             "train_seconds (default: the sweep's optimized_metric, val/score)")
 
 
 def run(args: argparse.Namespace) -> int:
-    paths = write_report(args.folder, args.out, args.split)
-    print(markdown_table(collect_runs(args.folder)[0]))
+    sweep, paths = write_report(args.folder, args.out, args.split, args.metric)
+    print(report_text(sweep))
     print()
     for path in paths.values():
         print(f"wrote {path}")

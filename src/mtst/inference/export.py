@@ -6,6 +6,7 @@
                                  sentence_bert_config.json; mtst_encoder.json lets
                                  SentenceEncoder.from_pretrained keep the pooling too.
     OUT/mtst/                    mtst.load(OUT) reloads encoder and both heads (see loading.py).
+    OUT/README.md                the model card (see card.py): labels, data, metrics, limits.
 
 The whole OUT folder is written next to its final place and renamed when complete.
 """
@@ -16,12 +17,14 @@ import json
 from pathlib import Path
 
 from mtst import __version__
+from mtst.errors import MtstError
 from mtst.inference.files import atomic_folder
 from mtst.inference.loading import MTST_FOLDER, load, save_folder
 from mtst.model.encoder import SentenceEncoder
 from mtst.model.multitask import MultiTaskModel
 
 ST_FOLDER = "sentence-transformers"
+CARD_FILE = "README.md"
 # mtst pooling mode -> sentence-transformers Pooling flag (the config keys every version reads)
 ST_POOLING_FLAGS = {
     "mean": "pooling_mode_mean_tokens",
@@ -82,15 +85,34 @@ def _pin_tokenizer_settings(config_file: Path, pad_token: str | None, max_length
     config_file.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
-def export_model(model: MultiTaskModel, out: str | Path, overwrite: bool = False) -> dict[str, Path]:
-    """Write OUT/sentence-transformers and OUT/mtst; OUT appears only once both are complete."""
+def export_model(model: MultiTaskModel, out: str | Path, overwrite: bool = False,
+                 run: Path | None = None, onnx: bool = False,
+                 quantize: str | None = None) -> dict[str, Path]:
+    """Write OUT/sentence-transformers, OUT/mtst and the model card OUT/README.md (with the
+    data, config and metrics of `run`, the training run folder, when known); OUT appears only
+    once everything is complete."""
+    from mtst.inference.card import model_card
+
     out = Path(out)
     with atomic_folder(out, overwrite=overwrite) as tmp:
         write_sentence_transformers(model.encoder, tmp / ST_FOLDER)
         save_folder(model, tmp / MTST_FOLDER)
-    return {"sentence-transformers": out / ST_FOLDER, "mtst": out / MTST_FOLDER}
+        (tmp / CARD_FILE).write_text(model_card(model, run), encoding="utf-8")
+        graphs = {}
+        if onnx:
+            from mtst.inference.onnx_backend import ONNX_FOLDER, export_onnx
+
+            graphs = export_onnx(model, tmp / ONNX_FOLDER, quantize=quantize)
+    paths = {"sentence-transformers": out / ST_FOLDER, "mtst": out / MTST_FOLDER, "card": out / CARD_FILE}
+    return {**paths, **{f"onnx-{kind}": out / p.relative_to(tmp) for kind, p in graphs.items()}}
 
 
-def export(checkpoint: str | Path, out: str | Path, overwrite: bool = False) -> dict[str, Path]:
+def export(checkpoint: str | Path, out: str | Path, overwrite: bool = False, onnx: bool = False,
+           quantize: str | None = None) -> dict[str, Path]:
     """Load a checkpoint (or anything `mtst.load` accepts) and export it."""
-    return export_model(load(checkpoint), out, overwrite=overwrite)
+    from mtst.inference.card import find_run
+
+    if quantize and not onnx:
+        raise MtstError("--quantize needs --onnx")
+    return export_model(load(checkpoint), out, overwrite=overwrite, run=find_run(checkpoint),
+                        onnx=onnx, quantize=quantize)

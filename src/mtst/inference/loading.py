@@ -26,13 +26,24 @@ INFERENCE_PREFIXES = ("encoder.", "cls_head.", "ner_head.")
 ENCODER_KEYS = ("pooling", "normalize", "max_length")
 
 
-def load(path: str | Path, device: str | torch.device = "cpu") -> MultiTaskModel:
+def load(path: str | Path, device: str | torch.device = "cpu", backend: str = "torch",
+         **options: Any) -> MultiTaskModel:
     """Load a trained model for inference (eval mode) from any of:
 
     - a `.ckpt` file written by training;
     - a run folder (`logs/runs/<run>`: its `checkpoints/best.ckpt`, else `last.ckpt`);
     - a folder written by `mtst export` (the export root or its `mtst/` sub-folder).
+
+    `backend="onnx"` runs the graph of `mtst export --onnx` with onnxruntime instead (options
+    `quantized=True` for the int8 graph, `threads=N`); see `mtst.inference.onnx_backend`.
     """
+    if backend == "onnx":
+        from mtst.inference.onnx_backend import load_onnx
+
+        return load_onnx(path, **options)  # type: ignore[return-value]  (same inference surface)
+    if backend != "torch" or options:
+        problem = f"backend '{backend}' unknown" if backend != "torch" else f"options {sorted(options)}"
+        raise MtstError(f"mtst.load: {problem}; choose backend 'torch' or 'onnx' (options only with onnx)")
     path = Path(path)
     if path.is_file():
         model = MultiTaskModel.from_checkpoint(path)
@@ -63,11 +74,16 @@ def load_folder(folder: str | Path) -> MultiTaskModel:
     folder = Path(folder)
     try:
         config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        if not isinstance(config, dict):
+            raise TypeError(f"expected a JSON object, found {type(config).__name__}")
         labels = LabelSpace.from_dict(config["labels"]).to_dict()
         settings = {k: config["encoder"][k] for k in ENCODER_KEYS}
         dropout = float(config["heads"]["dropout"])
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise MtstError(f"'{folder / CONFIG_FILE}' is not a valid mtst model config: {err!r}") from None
+        reason = (f"missing entry {err}" if isinstance(err, KeyError) else
+                  f"invalid JSON: {err}" if isinstance(err, json.JSONDecodeError) else
+                  str(err).splitlines()[0])
+        raise MtstError(f"{folder / CONFIG_FILE}: not an mtst export ({reason})") from None
     if config.get("format_version", 0) > FORMAT_VERSION:
         raise MtstError(f"'{folder}' was written by a newer mtst (format {config['format_version']})")
     weights_file = folder / WEIGHTS_FILE
@@ -83,10 +99,20 @@ def load_folder(folder: str | Path) -> MultiTaskModel:
     )
     try:
         state = load_file(str(weights_file))
-    except Exception as err:  # corrupt or truncated file
-        raise MtstError(f"'{weights_file}' could not be read: {str(err).splitlines()[0]}") from None
+    except Exception as err:  # corrupt or truncated file; safetensors never runs code
+        raise MtstError(f"{weights_file}: not an mtst export ({_not_safetensors(weights_file, err)})"
+                        ) from None
     _load_inference_state(model, state, weights_file)
     return model.eval()
+
+
+def _not_safetensors(path: Path, err: Exception) -> str:
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return "a PyTorch or pickle file, not safetensors; it was not unpickled"
+    first = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return f"truncated or corrupt safetensors file: {first}"
 
 
 def _load_inference_state(model: MultiTaskModel, state: dict[str, torch.Tensor], source: Path) -> None:

@@ -94,14 +94,13 @@ def make_windows(tokenizer: Any, words: list[list[str]], max_length: int) -> lis
 def run_windows(model: Any, windows: list[Window], batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per window: topic probabilities [C] and tag probabilities of each word's first sub-token
     [n_words, T] (NaN rows for words that produced no sub-token)."""
-    device = next(model.parameters()).device
+    device = model.device
     order = sorted(range(len(windows)), key=lambda k: -len(windows[k].input_ids))
     results: list[Any] = [None] * len(windows)
     for first in range(0, len(order), batch_size):
         rows = order[first : first + batch_size]
         ids, mask = pad_batch([windows[k].input_ids for k in rows], model.encoder.pad_id)
-        states, embeddings = model.encoder(ids.to(device), mask.to(device))
-        out = model.heads(states, embeddings)
+        out = model(ids.to(device), mask.to(device))  # encoder + every head (torch or ONNX)
         topic = out["cls_logits"].float().softmax(-1).cpu().numpy()
         tags = out["ner_logits"].float().softmax(-1).cpu().numpy()
         for b, k in enumerate(rows):

@@ -154,7 +154,7 @@ class SentenceEncoder(nn.Module):
         if show_progress_bar is None:
             show_progress_bar = len(texts) >= PROGRESS_THRESHOLD
         chunk = batch_size * max(1, ENCODE_CHUNK // batch_size)
-        device = next(self.parameters()).device
+        device = self.device
         was_training = self.training
         self.eval()
         try:
@@ -175,6 +175,11 @@ class SentenceEncoder(nn.Module):
                         yield [members[j] for j in rows], emb.cpu()
         finally:
             self.train(was_training)
+
+    @property
+    def device(self) -> torch.device:
+        """Where inputs go: the backbone's device (another runtime may answer differently)."""
+        return next(self.parameters()).device
 
     @property
     def pad_id(self) -> int:

@@ -11,6 +11,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from mtst.data.alignment import word_predictions
 from mtst.data.labels import LabelSpace
+from mtst.errors import MtstError
 from mtst.model.encoder import SentenceEncoder
 from mtst.model.heads import ClassificationHead, TokenClassificationHead
 from mtst.model.loss import MultiTaskLoss, masked_cross_entropy
@@ -205,10 +206,22 @@ class MultiTaskModel(L.LightningModule):
         from mtst.training.checkpoints import load_checkpoint
 
         checkpoint = load_checkpoint(path, map_location)
+        entries = ("state_dict", "hyper_parameters", "mtst")
+        if not isinstance(checkpoint, dict) or not all(k in checkpoint for k in entries):
+            found = (f"no {' / '.join(repr(k) for k in entries if k not in checkpoint)} entry"
+                     if isinstance(checkpoint, dict) else f"it holds a {type(checkpoint).__name__}")
+            raise MtstError(f"{path}: not an mtst checkpoint ({found})")
         hparams = dict(checkpoint["hyper_parameters"])
         settings = {k: hparams.get(k) for k in ("pooling", "normalize", "max_length")}
         encoder = SentenceEncoder.from_files(checkpoint["mtst"]["encoder_files"], **settings)
         hparams["freeze"] = {"name": "none"}
         model = cls(**hparams, encoder=encoder)
-        model.load_state_dict(checkpoint["state_dict"])
+        try:
+            model.load_state_dict(checkpoint["state_dict"])
+        except RuntimeError as err:  # torch lists every mismatched key over many lines
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+            detail = lines[1] if len(lines) > 1 else lines[0] if lines else type(err).__name__
+            raise MtstError(f"{path}: not an mtst checkpoint (its weights do not fit its "
+                            f"config: {detail[:200]})") from None
+        model.run_config = checkpoint["mtst"].get("config")  # the model card shows it
         return model.eval()

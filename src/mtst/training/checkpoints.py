@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import os
+import pickletools
+import re
 import tempfile
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +16,10 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from mtst.errors import MtstError
+
+# globals a PyTorch checkpoint pickles legitimately (torch.load's allowlist is a subset of these)
+SAFE_GLOBALS = ("torch.", "collections.OrderedDict")
+PICKLE_SCAN_BYTES = 64 << 20
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -53,15 +62,112 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def load_checkpoint(path: str | Path, map_location: str | None = "cpu") -> dict[str, Any]:
-    """torch.load with `weights_only=True`: a checkpoint can hold tensors and plain data only."""
+    """torch.load with `weights_only=True`: a checkpoint can hold tensors and plain data only.
+
+    A file it refuses gives one line naming the file and why (truncated, not a PyTorch file, or
+    the code it would run); torch's warnings about such a file are dropped with it, since the
+    error says all there is to say. Warnings from a file that loads are passed on.
+    """
     path = Path(path)
     if not path.is_file():
         raise MtstError(f"checkpoint '{path}' does not exist")
+    with warnings.catch_warnings(record=True) as caught:
+        try:
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as err:  # corrupt file, not a checkpoint, or pickled code
+            raise _refusal(path, err) from None
+    for warning in caught:
+        warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                               warning.lineno, source=warning.source)
+    return checkpoint
+
+
+def _refusal(path: Path, err: BaseException) -> MtstError:
+    """The one-line error for a file torch.load(weights_only=True) refused."""
+    code = _blocked_global(str(err)) or _first_global(path)
+    if code:
+        return MtstError(f"{path}: could not be loaded safely: it holds code ({code})")
+    return MtstError(f"{path}: not an mtst checkpoint ({_what_it_is(path, err)})")
+
+
+def _blocked_global(message: str) -> str | None:
+    """torch names the global it refused: "... unsupported GLOBAL posix.system whose ..."."""
+    match = re.search(r"GLOBAL ([\w.]+)", message)
+    return match.group(1) if match else None
+
+
+def _first_global(path: Path) -> str | None:
+    """The first global a pickle would import that is not torch's own, found by reading the
+    opcodes (pickletools never executes them): torch stops at the first opcode its safe
+    unpickler lacks, often before reaching the global, so its message cannot name it."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # corrupt file, not a checkpoint, or pickled code
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise MtstError(f"checkpoint '{path}' could not be loaded safely: {first}") from None
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+                data = archive.read(name) if name else b""
+        else:
+            with path.open("rb") as handle:
+                data = handle.read(PICKLE_SCAN_BYTES)
+    except (OSError, zipfile.BadZipFile):
+        return None
+    stream = io.BytesIO(data)
+    while stream.tell() < len(data):  # the legacy format is several pickles in a row
+        found = _scan_pickle(stream)
+        if found is not False:
+            return found
+    return None
+
+
+def _scan_pickle(stream: io.BytesIO) -> str | None | bool:
+    """The first non-torch global of one pickle; None if the bytes are not a pickle; False if
+    the pickle ended without one."""
+    memo: dict[int, str | None] = {}
+    below = top = None  # the two values on top of the stack, where they are strings
+    try:
+        for op, arg, _ in pickletools.genops(stream):
+            if op.name == "MEMOIZE":
+                memo[len(memo)] = top
+                continue
+            if op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                memo[int(arg)] = top
+                continue
+            name = None
+            if op.name in ("GLOBAL", "INST"):
+                name = str(arg).replace(" ", ".")
+            elif op.name == "STACK_GLOBAL":
+                name = f"{below}.{top}"
+            if name and not name.startswith(SAFE_GLOBALS):
+                return name
+            if op.stack_after:
+                value = memo.get(int(arg)) if op.name in ("GET", "BINGET", "LONG_BINGET") else (
+                    arg if isinstance(arg, str) and op.stack_after == [pickletools.pyunicode]
+                    else None)
+                below, top = top, value
+    except (ValueError, TypeError, IndexError):
+        return None
+    return False
+
+
+def _what_it_is(path: Path, err: BaseException) -> str:
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    if not head:
+        return "empty file"
+    if head.startswith(b"PK\x03\x04"):
+        if not zipfile.is_zipfile(path):
+            return f"truncated or corrupt PyTorch file: {_torch_reason(err)}"
+        return f"torch.load(weights_only=True) cannot read it: {_torch_reason(err)}"
+    if head[0] == 0x80:  # pickle protocol 2+
+        return "a pickle torch.save did not write"
+    return "not a PyTorch file"
+
+
+def _torch_reason(err: BaseException) -> str:
+    """The line of torch's message that says what is wrong, without its advice paragraphs."""
+    advice = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    reasons = [line for line in lines if not line.startswith(advice)]
+    return (reasons or lines or [type(err).__name__])[0].split(". ")[0].rstrip(".")
 
 
 def resolve_ckpt_path(ckpt_path: str | None, log_dir: str | Path) -> str | None:

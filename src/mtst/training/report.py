@@ -1,8 +1,12 @@
-"""Compare the runs of a multirun (e.g. a sweep over `freeze=...`): Markdown, CSV, bar chart.
+"""Compare the jobs of a multirun or Optuna sweep: Markdown, CSV and a bar chart.
 
-Each job folder holds `.hydra/config.yaml` (its strategy), `.hydra/overrides.yaml` and, once
-finished, `metrics.json` (metrics plus `trainable_params` and `train_seconds`). A `freeze=all`
-run reports its linear probes (`probe/...`): the untrained heads' figures are meaningless.
+Each job folder holds `.hydra/overrides.yaml` (what the job changed) and, once it has ended,
+`metrics.json`: the metrics plus `trainable_params` and `train_seconds`, or `"error"` for a
+failed job. A sweep changes a few keys and repeats the rest, so a row is labelled by the
+overrides that vary across the jobs only (one column each); the constant ones are said once
+above the table. Rows are sorted by the sweep's `optimized_metric` (Optuna's direction when the
+sweep has one), best first. A `freeze=all` job reports its linear probes (`probe/...`): the
+untrained heads' figures are meaningless.
 """
 
 from __future__ import annotations
@@ -10,182 +14,271 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from omegaconf import OmegaConf
 
 from mtst.errors import MtstError
 
-log = logging.getLogger("mtst")
-
-METRICS = ("cls_f1", "ner_f1", "score")
 SPLITS = ("val", "test")
-COLUMNS = ("strategy", "trainable_params", "train_seconds") + tuple(
-    f"{s}_{m}" for s in SPLITS for m in METRICS)
+METRIC_ORDER = ("cls_acc", "cls_f1", "ner_precision", "ner_recall", "ner_f1", "score", "loss")
+EXTRAS = ("train_seconds", "trainable_params")  # run facts beside the metrics
+HEADERS = {"job": "job", "train_seconds": "train time (s)", "trainable_params": "trainable params",
+           "error": "error"}
+DEFAULT_METRIC = "val/score"
+UNFINISHED = "unfinished: no metrics.json (still running, or killed)"
 
 
 @dataclass
-class Run:
+class Job:
+    """One job folder: its overrides, its figures, or why it has none."""
+
     folder: Path
-    strategy: str
-    values: dict[str, Any]
+    name: str
+    overrides: dict[str, str]  # key -> value as Hydra wrote it (`+key=v` and `key=v` alike)
+    texts: dict[str, str]  # key -> the override as typed, for the "same in every job" line
+    values: dict[str, float | None] = field(default_factory=dict)  # metrics and EXTRAS
+    error: str | None = None
+    probe: bool = False
 
 
-def _job_number(path: Path) -> tuple[int, str]:
+@dataclass
+class Sweep:
+    """The jobs of one folder, sorted best first, and what tells them apart."""
+
+    folder: Path
+    jobs: list[Job]
+    varying: list[str]  # override keys whose value differs between jobs
+    constant: list[str]  # overrides shared by every job, as typed
+    metrics: list[str]  # metric columns, the sort metric first
+    extras: list[str]  # EXTRAS that some job recorded
+    sort_metric: str | None
+    maximize: bool
+    best: Job | None
+
+    def columns(self) -> list[str]:
+        failed = any(job.error for job in self.jobs)
+        return ["job", *self.varying, *self.metrics, *self.extras] + (["error"] if failed else [])
+
+
+def _job_order(path: Path) -> tuple[int, str]:
     return (int(path.name), "") if path.name.isdigit() else (10**9, path.name)
 
 
-def _strategy(job: Path, payload: dict[str, Any]) -> tuple[str, str]:
-    """(freeze name, the job's other overrides) from metrics.json and .hydra."""
-    name = payload.get("freeze")
-    config, overrides = job / ".hydra" / "config.yaml", job / ".hydra" / "overrides.yaml"
-    if name is None and config.is_file():
-        name = OmegaConf.select(OmegaConf.load(config), "freeze.name")
-    others = []
-    if overrides.is_file():
-        others = [str(o) for o in OmegaConf.to_container(OmegaConf.load(overrides))
-                  if not str(o).startswith(("freeze=", "+freeze=", "freeze.name="))]
-    return str(name or "?"), " ".join(others)
+def _overrides(job: Path) -> tuple[dict[str, str], dict[str, str]]:
+    path = job / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return {}, {}
+    values, texts = {}, {}
+    for item in OmegaConf.to_container(OmegaConf.load(path)) or []:
+        text = str(item)
+        key, has_value, value = text.partition("=")
+        key = key.lstrip("+")  # `+key=v` / `++key=v` set the same key as `key=v`
+        values[key], texts[key] = (value if has_value else "(deleted)"), text
+    return values, texts
 
 
-def _load(job: Path) -> Run:
+def _load(job: Path, name: str) -> Job:
+    values, texts = _overrides(job)
+    record = Job(job, name, values, texts)
     path = job / "metrics.json"
+    if not path.is_file():
+        record.error = UNFINISHED
+        return record
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         raise MtstError(f"{path}: cannot read run metrics ({err})") from None
-    metrics = payload.get("metrics")
+    metrics = payload.get("metrics") if isinstance(payload, dict) else None
     if not isinstance(metrics, dict):
         raise MtstError(f"{path}: field 'metrics' missing or not an object")
-    strategy, others = _strategy(job, payload)
-    probe = any(k.startswith("probe/") for k in metrics)
-    prefix = "probe/" if probe else ""
-    values: dict[str, Any] = {
-        "trainable_params": payload.get("trainable_params"),
-        "train_seconds": payload.get("train_seconds"),
-    }
-    for split in SPLITS:
-        for metric in METRICS:
-            values[f"{split}_{metric}"] = metrics.get(f"{prefix}{split}/{metric}")
-    label = strategy + (" (probe)" if probe else "")
-    return Run(job, label, values | {"_others": others})
+    if payload.get("error"):
+        record.error = str(payload["error"]).splitlines()[0]
+    record.probe = any(k.startswith("probe/") for k in metrics)
+    if record.probe:  # the probes replace the untrained heads' figures
+        metrics = {k[len("probe/"):]: v for k, v in metrics.items() if k.startswith("probe/")}
+    record.values = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) or v is None}
+    for key in EXTRAS:
+        if payload.get(key) is not None:
+            record.values[key] = payload[key]
+    return record
 
 
-def collect_runs(folder: str | Path) -> tuple[list[Run], list[Path]]:
-    """Finished runs (sorted by job number) and job folders without metrics.json."""
+def _metric_rank(name: str) -> tuple[int, str, int, str]:
+    split, _, metric = name.rpartition("/")
+    order = METRIC_ORDER.index(metric) if metric in METRIC_ORDER else len(METRIC_ORDER)
+    return (SPLITS.index(split) if split in SPLITS else len(SPLITS), split, order, metric)
+
+
+def _sweep_settings(folder: Path, jobs: list[Job]) -> tuple[str, str | None]:
+    """(optimized_metric, sweeper direction) from multirun.yaml, else from a job's .hydra."""
+    candidates = [(folder / "multirun.yaml", folder / "multirun.yaml")] + [
+        (j.folder / ".hydra" / "config.yaml", j.folder / ".hydra" / "hydra.yaml") for j in jobs]
+    for config, hydra in candidates:
+        if not config.is_file():
+            continue
+        metric = OmegaConf.to_container(OmegaConf.load(config)).get("optimized_metric")
+        hydra_cfg = OmegaConf.to_container(OmegaConf.load(hydra)) if hydra.is_file() else {}
+        direction = ((hydra_cfg.get("hydra") or {}).get("sweeper") or {}).get("direction")
+        if isinstance(direction, list):  # multi-objective: the first objective
+            direction = direction[0] if direction else None
+        if metric:
+            return str(metric), str(direction).lower() if direction else None
+    return DEFAULT_METRIC, None
+
+
+def _higher_is_better(metric: str, optimized: str, direction: str | None) -> bool:
+    if metric == optimized and direction:
+        return "max" in direction
+    return not (metric.endswith("loss") or metric in EXTRAS)
+
+
+def collect_sweep(folder: str | Path, metric: str | None = None) -> Sweep:
+    """Every job of a multirun folder (or the one run of a run folder), sorted best first by
+    `metric` (default: the sweep's optimized metric)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise MtstError(f"{folder}: no such multirun folder")
-    if (folder / "metrics.json").is_file():
-        return [_load(folder)], []
-    jobs = sorted((p for p in folder.iterdir()
-                   if p.is_dir() and ((p / ".hydra").is_dir() or (p / "metrics.json").is_file())),
-                  key=_job_number)
-    runs = [_load(j) for j in jobs if (j / "metrics.json").is_file()]
-    unfinished = [j for j in jobs if not (j / "metrics.json").is_file()]
-    if not runs:
-        raise MtstError(f"{folder}: no finished run (no <job>/metrics.json) in this folder")
-    labels = [r.strategy for r in runs]
-    for run in runs:  # same strategy twice: tell the rows apart by their other overrides
-        if labels.count(run.strategy) > 1 and run.values["_others"]:
-            run.strategy = f"{run.strategy} [{run.values['_others']}]"
-    return runs, unfinished
+    if (folder / "metrics.json").is_file():  # a single run folder
+        jobs = [_load(folder, folder.name)]
+    else:
+        found = sorted((p for p in folder.iterdir() if p.is_dir() and (
+            (p / ".hydra").is_dir() or (p / "metrics.json").is_file())), key=_job_order)
+        jobs = [_load(p, p.name) for p in found]
+    if not any(job.error != UNFINISHED for job in jobs):
+        raise MtstError(f"{folder}: no job has ended yet (no <job>/metrics.json in this folder)")
+    keys = list(dict.fromkeys(k for job in jobs for k in job.overrides))
+    varying = [k for k in keys if len({job.overrides.get(k) for job in jobs}) > 1]
+    constant = [jobs[0].texts[k] for k in keys if k not in varying]
+    logged = {k for job in jobs for k in job.values}
+    metrics = sorted((k for k in logged if k not in EXTRAS), key=_metric_rank)
+    optimized, direction = _sweep_settings(folder, jobs)
+    if metric is not None and metric not in logged:
+        choices = ", ".join(metrics + [k for k in EXTRAS if k in logged]) or "none"
+        raise MtstError(f"--metric {metric!r}: no job logged it; choose one of: {choices}")
+    sort_metric = metric or (optimized if optimized in logged else None)
+    maximize = _higher_is_better(sort_metric or "", optimized, direction)
+    best = None
+    if sort_metric:
+        if sort_metric in metrics:
+            metrics.insert(0, metrics.pop(metrics.index(sort_metric)))
+
+        def key(job: Job) -> tuple[int, float]:
+            value = job.values.get(sort_metric)
+            return (1, 0.0) if value is None else (0, -value if maximize else value)
+
+        jobs.sort(key=key)  # stable: ties and jobs without the metric keep job order
+        if jobs[0].values.get(sort_metric) is not None:
+            best = jobs[0]
+    extras = [k for k in EXTRAS if k in logged]
+    return Sweep(folder, jobs, varying, constant, metrics, extras, sort_metric, maximize, best)
 
 
-def _cell(key: str, value: Any) -> str:
+def cell(sweep: Sweep, job: Job, column: str, markdown: bool = True) -> str:
+    """One table cell; Markdown cells are rounded and escaped, CSV cells stay exact."""
+    if column == "job":
+        return f"{job.name} (best)" if markdown and job is sweep.best else job.name
+    if column == "error":
+        text = job.error or ""
+        if markdown and len(text) > 120:
+            text = text[:117] + "..."
+        return text.replace("|", "\\|") if markdown else text
+    if column in sweep.varying:
+        value = job.overrides.get(column, "(default)")
+        return _short_number(value).replace("|", "\\|") if markdown else value
+    value = job.values.get(column)
     if value is None:
-        return "n/a"
-    if key == "trainable_params":
+        return ("n/a" if not job.error else "") if markdown else ""
+    if not markdown:
+        return str(value)
+    if column == "trainable_params":
         return f"{int(value):,}"
-    if key == "train_seconds":
+    if column == "train_seconds":
         return f"{float(value):.1f}"
     return f"{float(value):.4f}"
 
 
-HEADERS = {"strategy": "strategy", "trainable_params": "trainable params",
-           "train_seconds": "train time (s)"} | {
-    f"{s}_{m}": f"{s} {m}" for s in SPLITS for m in METRICS}
+def _short_number(value: str) -> str:
+    """Optuna's floats (0.0012345678901) as 0.001235; anything else unchanged."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return f"{number:.4g}" if len(value) > 8 and any(c in value for c in ".eE") else value
 
 
-def markdown_table(runs: list[Run]) -> str:
-    lines = ["| " + " | ".join(HEADERS[c] for c in COLUMNS) + " |",
-             "|" + "|".join("---" if c == "strategy" else "---:" for c in COLUMNS) + "|"]
-    for run in runs:
-        cells = [run.strategy] + [_cell(c, run.values[c]) for c in COLUMNS[1:]]
-        lines.append("| " + " | ".join(cells) + " |")
+def markdown_table(sweep: Sweep) -> str:
+    columns = sweep.columns()
+    left = {"job", "error", *sweep.varying}
+    lines = ["| " + " | ".join(HEADERS.get(c, c) for c in columns) + " |",
+             "|" + "|".join("---" if c in left else "---:" for c in columns) + "|"]
+    for job in sweep.jobs:
+        lines.append("| " + " | ".join(cell(sweep, job, c) for c in columns) + " |")
     return "\n".join(lines)
 
 
-def csv_text(runs: list[Run]) -> str:
+def summary(sweep: Sweep) -> str:
+    """The lines above the table: what every job shares, what the rows are sorted by."""
+    lines = [f"{len(sweep.jobs)} job{'s' if len(sweep.jobs) != 1 else ''}."]
+    if sweep.constant:
+        lines[0] += " Same in every job: " + " ".join(f"`{t}`" for t in sweep.constant) + "."
+    if sweep.sort_metric:
+        order = "higher" if sweep.maximize else "lower"
+        lines.append(f"Sorted by {sweep.sort_metric} ({order} is better)"
+                     + (f"; best: job {sweep.best.name}." if sweep.best else "."))
+    else:
+        lines.append("No job logged the sweep's optimized metric: rows in job order.")
+    return "\n".join(lines)
+
+
+def notes(sweep: Sweep) -> str:
+    out = []
+    if any(job.probe for job in sweep.jobs):
+        probes = ", ".join(job.name for job in sweep.jobs if job.probe)
+        out.append(f"Job {probes}: `freeze=all` trains nothing in the network; its figures are "
+                   "logistic-regression probes on the frozen encoder's features.")
+    return "\n\n".join(out)
+
+
+def report_text(sweep: Sweep) -> str:
+    """summary, table and notes: what `mtst report` prints and report.md holds."""
+    return "\n\n".join(part for part in (summary(sweep), markdown_table(sweep), notes(sweep)) if part)
+
+
+def csv_text(sweep: Sweep) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(COLUMNS + ("run_dir",))
-    for run in runs:
-        writer.writerow([run.strategy] + ["" if run.values[c] is None else run.values[c]
-                                          for c in COLUMNS[1:]] + [str(run.folder)])
+    columns = sweep.columns()
+    writer.writerow(columns + ["best", "run_dir"])
+    for job in sweep.jobs:
+        writer.writerow([cell(sweep, job, c, markdown=False) for c in columns]
+                        + [int(job is sweep.best), str(job.folder)])
     return out.getvalue()
 
 
-def bar_chart(runs: list[Run], path: Path, split: str) -> None:
-    """Grouped bars of cls_f1 / ner_f1 / score per strategy, and train time beside them."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    names = [r.strategy for r in runs]
-    x = np.arange(len(runs))
-    fig, (ax, ax_time) = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(runs) + 5), 4.5),
-                                      gridspec_kw={"width_ratios": [3, 2]})
-    width = 0.8 / len(METRICS)
-    for i, metric in enumerate(METRICS):
-        heights = [r.values[f"{split}_{metric}"] or 0.0 for r in runs]
-        ax.bar(x + (i - 1) * width, heights, width, label=metric)
-    ax.set_xticks(x, names, rotation=30, ha="right")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel(f"{split} metric")
-    ax.set_title(f"{split} metrics per strategy")
-    ax.legend(fontsize="small")
-    ax_time.bar(x, [r.values["train_seconds"] or 0.0 for r in runs], color="tab:gray")
-    ax_time.set_xticks(x, names, rotation=30, ha="right")
-    ax_time.set_ylabel("train time (s)")
-    ax_time.set_title("train time")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, format="png")
-    plt.close(fig)
-
-
-def write_report(folder: str | Path, out_dir: str | Path | None = None,
-                 split: str = "test") -> dict[str, Path]:
+def write_report(folder: str | Path, out_dir: str | Path | None = None, split: str = "test",
+                 metric: str | None = None) -> tuple[Sweep, dict[str, Path]]:
     """Write report.md, report.csv and report.png; every file appears whole or not at all."""
+    from mtst.training.report_chart import bar_chart
+
     if split not in SPLITS:
         raise MtstError(f"--split {split!r}: expected one of {', '.join(SPLITS)}")
-    runs, unfinished = collect_runs(folder)
+    sweep = collect_sweep(folder, metric)
     out = Path(out_dir or folder)
     out.mkdir(parents=True, exist_ok=True)
-    note = ""
-    if any(r.strategy.endswith("(probe)") for r in runs):
-        note += ("\n\n(probe): `freeze=all` trains nothing in the network; its figures are "
-                 "logistic-regression probes on the frozen encoder's features.")
-    if unfinished:
-        note += "\n\nUnfinished jobs (no metrics.json): " + ", ".join(p.name for p in unfinished)
-        log.warning("skipped unfinished jobs: %s", ", ".join(str(p) for p in unfinished))
-    texts = {"report.md": f"# Runs in {Path(folder).name}\n\n{markdown_table(runs)}{note}\n",
-             "report.csv": csv_text(runs)}
+    texts = {"report.md": f"# Jobs in {Path(folder).name}\n\n{report_text(sweep)}\n",
+             "report.csv": csv_text(sweep)}
     temps = {name: out / f".{name}.tmp" for name in (*texts, "report.png")}
     try:  # render everything first, then move into place
         for name, text in texts.items():
             temps[name].write_text(text, encoding="utf-8")
-        bar_chart(runs, temps["report.png"], split)
+        bar_chart(sweep, temps["report.png"], split)
         paths = {name: out / name for name in temps}
         for name, tmp in temps.items():
             os.replace(tmp, paths[name])
     finally:
         for tmp in temps.values():
             tmp.unlink(missing_ok=True)
-    return paths
+    return sweep, paths

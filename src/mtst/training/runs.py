@@ -107,7 +107,10 @@ def record_failure(output_dir: str | Path, err: BaseException, sweep_job: bool =
     one-line reason."""
     import traceback
 
-    line = f"{type(err).__name__}: {err}".splitlines()[0] if str(err) else type(err).__name__
+    root = err  # Hydra's instantiate wraps the real error: "Error in call to target ..."
+    while root.__cause__ is not None:
+        root = root.__cause__
+    line = f"{type(root).__name__}: {root}".splitlines()[0] if str(root) else type(root).__name__
     if isinstance(err, MtstError):
         line, detail = str(err).splitlines()[0], str(err) + "\n"
     else:

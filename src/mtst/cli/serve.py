@@ -1,0 +1,145 @@
+"""`mtst serve PATH`: the trained model behind an HTTP endpoint, with dynamic batching.
+
+    mtst serve logs/runs/<run>                    # http://127.0.0.1:8000
+    mtst serve export/ --port 9000 --workers 2 --max-batch-size 64 --max-wait-ms 5
+    mtst serve export/ --backend onnx             # needs `mtst export --onnx`
+
+It listens on 127.0.0.1 unless told otherwise (`--host 0.0.0.0` exposes the model to the
+network: there is no authentication). SIGTERM (or Ctrl-C) stops accepting connections, answers
+the requests in flight, then exits 0. Endpoints and limits: `mtst.inference.server`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sys
+from dataclasses import asdict
+from typing import Any
+
+from mtst.errors import MtstError
+
+ENV_CONFIG = "MTST_SERVE_CONFIG"  # what each worker process of `--workers N` loads
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", metavar="PATH", help="a run folder, a .ckpt file or an `mtst export` folder")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
+    parser.add_argument("--workers", type=int, default=1, help="processes, each with its own model copy")
+    parser.add_argument("--max-batch-size", type=int, default=32, help="texts per batch (default: 32)")
+    parser.add_argument("--max-wait-ms", type=float, default=10.0,
+                        help="how long the first text of a batch waits for others (default: 10)")
+    parser.add_argument("--max-texts", type=int, default=256, help="texts per request (default: 256)")
+    parser.add_argument("--max-chars", type=int, default=20_000, help="characters per text (default: 20000)")
+    parser.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024,
+                        help="request body size limit (default: 8 MiB)")
+    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                        help="torch, or onnx (an export written with --onnx; onnxruntime on CPU)")
+    parser.add_argument("--quantized", action="store_true", help="with --backend onnx: the int8 graph")
+    parser.add_argument("--device", default="cpu", help="torch backend: cpu, cuda, ... (default: cpu)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="intra-op threads per worker (default: the cores divided by --workers)")
+    parser.add_argument("--graceful-timeout", type=float, default=60.0,
+                        help="seconds to finish requests in flight after SIGTERM (default: 60)")
+    parser.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
+
+
+def _settings(args: argparse.Namespace):
+    from mtst.inference.server import ServeSettings
+
+    for name in ("workers", "max_batch_size", "max_texts", "max_chars", "max_body_bytes"):
+        if getattr(args, name) < 1:
+            raise MtstError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.max_wait_ms < 0:
+        raise MtstError(f"--max-wait-ms must be 0 or more, got {args.max_wait_ms}")
+    if not 0 <= args.port <= 65535:
+        raise MtstError(f"--port must be between 0 and 65535, got {args.port}")
+    if args.quantized and args.backend != "onnx":
+        raise MtstError("--quantized needs --backend onnx")
+    return ServeSettings(args.max_batch_size, args.max_wait_ms, args.max_texts, args.max_chars,
+                         args.max_body_bytes)
+
+
+def load_model(spec: dict[str, Any]) -> Any:
+    """The model a worker serves; `spec` is plain JSON so that spawned workers can rebuild it."""
+    import torch
+
+    from mtst.inference.loading import load
+
+    if spec["threads"]:
+        torch.set_num_threads(spec["threads"])
+    if spec["backend"] == "onnx":
+        return load(spec["path"], backend="onnx", quantized=spec["quantized"], threads=spec["threads"])
+    return load(spec["path"], device=spec["device"])
+
+
+def app_from_env():
+    """uvicorn's app factory in each worker process of `--workers N`."""
+    from mtst.inference.server import ServeSettings, create_app
+
+    spec = json.loads(os.environ[ENV_CONFIG])
+    return create_app(load_model(spec), ServeSettings(**spec["settings"]))
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        raise MtstError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+    sock.set_inheritable(True)  # worker processes of --workers N serve the same socket
+    return sock
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError as err:
+        raise MtstError(f"mtst serve needs {err.name}: pip install 'mtst[serve]'") from None
+    from mtst.inference.server import create_app
+
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
+    spec = {"path": args.path, "backend": args.backend, "quantized": args.quantized,
+            "device": args.device, "threads": threads, "settings": asdict(settings)}
+    model = load_model(spec)  # a bad PATH fails here, with one line, before anything listens
+    sock = bind(args.host, args.port)
+    host, port = sock.getsockname()[:2]
+    if args.host not in LOOPBACK:
+        print(f"warning: listening on {args.host}: anyone who can reach this machine can use the "
+              "model (no authentication)", file=sys.stderr)
+    common = {"log_level": args.log_level, "access_log": False,
+              "timeout_graceful_shutdown": args.graceful_timeout}
+    # uvicorn re-raises the SIGTERM/SIGINT it caught once it has shut down gracefully; with these
+    # handlers in place that re-raise is a no-op and the process returns 0 (its own handlers are
+    # installed over these while it serves).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    if args.workers == 1:
+        server = uvicorn.Server(uvicorn.Config(create_app(model, settings), **common))
+        _announce(host, port, args)
+        server.run(sockets=[sock])
+        return 0
+    del model
+    from uvicorn.supervisors import Multiprocess
+
+    os.environ[ENV_CONFIG] = json.dumps(spec)
+    config = uvicorn.Config("mtst.cli.serve:app_from_env", factory=True, workers=args.workers, **common)
+    _announce(host, port, args)
+    Multiprocess(config, sockets=[sock]).run()
+    return 0
+
+
+def _announce(host: str, port: int, args: argparse.Namespace) -> None:
+    shown = f"[{host}]" if ":" in host else host
+    print(f"mtst serve: http://{shown}:{port} ({args.backend}, {args.workers} worker(s), "
+          f"batches of up to {args.max_batch_size} texts, {args.max_wait_ms:g} ms wait)", flush=True)
