@@ -159,3 +159,16 @@ def test_remote_code_is_off_by_default(tiny_model_dir, monkeypatch) -> None:
     monkeypatch.setattr(transformers.AutoModel, "from_pretrained", spy)
     load_backbone(str(tiny_model_dir))
     assert seen["trust_remote_code"] is False
+
+
+@pytest.mark.parametrize("name", ["/no/such/model", "./models/none", "~/no-such-model-dir",
+                                  "runs/x/encoder"])
+def test_a_missing_folder_is_named_as_a_folder_not_a_hub_id(name, tmp_path) -> None:
+    with pytest.raises(MtstError) as caught:
+        load_tokenizer(name)
+    assert str(caught.value).startswith(f"Backbone folder '{name}' does not exist")
+
+
+def test_hub_ids_are_not_taken_for_folders() -> None:
+    assert resolve_name_or_path("EleutherAI/gpt-neo-125M") == "EleutherAI/gpt-neo-125M"
+    assert resolve_name_or_path("gpt2") == "gpt2"

@@ -28,7 +28,10 @@ OFFLINE_HELP = (
 def resolve_name_or_path(name_or_path: str) -> str:
     """Turn `package:<pkg>/<sub/dir>` into the folder inside an installed Python package."""
     if not name_or_path.startswith(PACKAGE_PREFIX):
-        return name_or_path
+        if _looks_like_path(name_or_path) and not os.path.isdir(os.path.expanduser(name_or_path)):
+            raise MtstError(f"Backbone folder '{name_or_path}' does not exist (a hub id reads "
+                            "'namespace/name'; a local model is a folder)")
+        return os.path.expanduser(name_or_path)
     package, _, subdir = name_or_path[len(PACKAGE_PREFIX) :].partition("/")
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
@@ -40,6 +43,11 @@ def resolve_name_or_path(name_or_path: str) -> str:
     if not folder.is_dir():
         raise MtstError(f"Backbone folder '{folder}' (from '{name_or_path}') does not exist")
     return str(folder)
+
+
+def _looks_like_path(name: str) -> bool:
+    """A hub id is `name` or `namespace/name`; anything else is meant as a folder."""
+    return name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1
 
 
 def _is_local(path: str) -> bool:
