@@ -107,6 +107,19 @@ def test_a_failed_run_records_why_in_its_folder(tmp_path) -> None:
     assert f"run failed: {line}" in (run / "train.log").read_text(encoding="utf-8")
 
 
+def test_a_crashed_run_keeps_its_traceback_in_the_folder(tmp_path) -> None:
+    cfg = compose_config(tmp_path, TINY_TRAIN)
+
+    def task(_cfg):
+        raise RuntimeError("the kernel fell over")
+
+    with pytest.raises(RuntimeError, match="the kernel fell over"):  # a bug is not hidden
+        report_user_errors(task)(cfg)
+    detail = (tmp_path / "error.txt").read_text(encoding="utf-8")
+    assert detail.startswith("Traceback") and "RuntimeError: the kernel fell over" in detail
+    assert not (tmp_path / "metrics.json").exists()
+
+
 def test_a_run_that_finishes_in_a_failed_folder_clears_the_error(tmp_path) -> None:
     cfg = compose_config(tmp_path, TINY_TRAIN)
     calls = iter([MtstError("data went missing"), None])
