@@ -92,6 +92,7 @@ class MultiTaskDataModule(L.LightningDataModule):
         labels: Mapping[str, Any] | None = None,
         max_length: int = 128,
         batch_size: int = 16,
+        max_tokens: int | None = None,
         eval_batch_size: int | None = None,
         bucket_by_length: bool = True,
         sampling: str = "proportional",
@@ -113,6 +114,11 @@ class MultiTaskDataModule(L.LightningDataModule):
         if (eval_batch_size is not None and eval_batch_size < 1) or num_workers < 0:
             raise MtstError(f"data.eval_batch_size={eval_batch_size} / data.num_workers={num_workers}:"
                             " expected a positive batch size (or null) and workers >= 0")
+        if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)
+                                       or max_tokens < max_length):
+            raise MtstError(f"data.max_tokens={max_tokens!r}: expected null or an integer >= "
+                            f"data.max_length={max_length}, so that the longest example fits a batch")
+        self.max_tokens = max_tokens
         self.specs = {s: _specs(f, s) for s, f in zip(SPLITS, (train_files, val_files, test_files),
                                                        strict=True)}
         labels = _plain(labels) or {}
@@ -260,7 +266,8 @@ class MultiTaskDataModule(L.LightningDataModule):
         ds = self.dataset("train")
         self.train_sampler = MultiTaskBatchSampler(
             ds.lengths, ds.sources, self.batch_size, sampling=self.sampling,
-            temperature=self.temperature, bucket_by_length=self.bucket_by_length, seed=self.seed)
+            temperature=self.temperature, bucket_by_length=self.bucket_by_length, seed=self.seed,
+            max_tokens=self.max_tokens)
         return self._loader(ds, ResumableDataLoader, batch_sampler=self.train_sampler)
 
     def _eval_loader(self, split: str) -> DataLoader | list:
