@@ -24,7 +24,7 @@ from mtst.training.settings import check_settings, instantiated, lightning_setti
 
 log = logging.getLogger("mtst")
 
-BACKBONE_KEYS = ("name_or_path", "pretrained", "trust_remote_code", "revision")
+BACKBONE_KEYS = ("name_or_path", "pretrained", "trust_remote_code", "revision", "attn_implementation")
 
 
 def backbone_settings(cfg: DictConfig) -> dict[str, Any]:
