@@ -124,3 +124,19 @@ def test_the_default_optimizer_is_fused_wherever_lightning_allows(tmp_path, prec
     trainer = build_trainer(compose_config(tmp_path, RUN + [f"trainer.precision={precision}",
                                                             f"trainer.gradient_clip_val={clip or 'null'}"]))
     assert use_fused(None, trainer) is fused
+
+
+@pytest.mark.parametrize("setting, cuda, pinned", [(None, True, True), (None, False, False),
+                                                   (False, True, False), (True, False, True)])
+def test_batches_are_pinned_by_default_only_for_cuda(setting, cuda, pinned) -> None:
+    from types import SimpleNamespace
+
+    from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
+
+    from mtst.data.datamodule import MultiTaskDataModule
+
+    datamodule = MultiTaskDataModule(pin_memory=setting)
+    assert datamodule.pins_memory() is (setting is True)  # no trainer attached yet
+    accelerator = CUDAAccelerator() if cuda else CPUAccelerator()
+    datamodule.trainer = SimpleNamespace(accelerator=accelerator)
+    assert datamodule.pins_memory() is pinned
