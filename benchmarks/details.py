@@ -99,7 +99,7 @@ def render_overhead(o: dict[str, Any], table: Table) -> str:
         cells = [f"{adam[v]:.0f}" if isinstance(adam[v], float) else adam[v]
                  for v in ("single_tensor", "foreach", "fused")]
         parts += ["", f"One AdamW step over all {adam['parameters']:,} parameters (median ms; "
-                  "`build_optimizer` uses the fused kernel, `model.optimizer.fused`, default true):", "",
+                  "`build_optimizer` uses the fused kernel, `model.optimizer.fused`, fused by default in fp32):", "",
                   table(["single-tensor", "foreach", "fused (used)"], [cells])]
         parts += ["", "Both sides use the fused kernel. The rest of the gap to the matmul peak: "
                   "backward and forward run many small element-wise kernels (dropout masks, GELU, "

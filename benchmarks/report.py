@@ -91,6 +91,9 @@ def render(results: dict[str, Any]) -> str:
                       f"{meta['load_end'][0]:.2f} at the end._"]
         elif seconds is not None:
             parts += ["", f"_Section wall time: {seconds:.0f} s._"]
+    from benchmarks.device_report import included_section  # it imports `table` from here
+
+    parts += included_section()
     return "\n".join(parts) + "\n"
 
 

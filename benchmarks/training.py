@@ -29,7 +29,7 @@ from benchmarks.common import (
     torch_profile,
 )
 from benchmarks.hotspots import adamw_step_ms, phase_breakdown
-from mtst.training.optim import head_and_backbone_groups, warmup_linear_decay
+from mtst.training.optim import head_and_backbone_groups, use_fused, warmup_linear_decay
 
 IGNORE = -100
 FIT_KWARGS = {"enable_checkpointing": False, "enable_model_summary": False, "limit_val_batches": 0,
@@ -46,7 +46,8 @@ class ReferenceLoop:
         self.optimizer = torch.optim.AdamW(head_and_backbone_groups(model, cfg),
                                            betas=tuple(cfg.get("betas", (0.9, 0.999))),
                                            eps=cfg.get("eps", 1e-8),
-                                           fused=cfg.get("fused", True))  # as build_optimizer
+                                           # as build_optimizer (fp32: fused by default)
+                                           fused=use_fused(cfg.get("fused"), None))
         warmup = int(cfg.get("warmup_steps") or round(cfg.get("warmup_ratio", 0.1) * total_steps))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_linear_decay(total_steps, warmup))

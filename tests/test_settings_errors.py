@@ -44,7 +44,8 @@ FREE_FORM = ["*._target_", "paths.*", "*.dirpath", "*.save_dir", "logger.*.name"
              "trainer.default_root_dir", "trainer.max_time",
              # numbers or flags whose default is null
              "trainer.benchmark", "trainer.val_check_interval", "trainer.limit_predict_batches",
-             "trainer.enable_model_summary", "trainer.min_steps"]
+             "trainer.enable_model_summary", "trainer.min_steps", "data.max_tokens",
+             "model.optimizer.fused", "data.pin_memory"]
 
 
 def string_settings(node, prefix: str = "") -> set[str]:

@@ -4,6 +4,12 @@ The order of an epoch is a pure function of ``(seed, epoch)``, so a resumed run 
 ``set_epoch`` sees the same batches as the interrupted one. Under DDP each rank takes every
 ``world_size``-th batch (the list is padded by wrapping so every rank gets the same count); the
 trainer must then use ``use_distributed_sampler=False``.
+
+With ``max_tokens`` a batch is not a fixed number of examples but as many as fit the token budget:
+padded length (its longest example) x examples <= max_tokens, so short sentences travel in large
+batches and long ones in small batches at a near-constant cost per step. An example longer than
+the budget is refused (``ValueError`` here; the data module checks ``max_tokens >= max_length``
+up front, so with it no example can exceed the budget).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Sampler
 
 from mtst.data.store import offsets
+from mtst.data.token_budget import token_batches
 
 SAMPLING_MODES = ("proportional", "round_robin", "temperature")
 CHUNK_BATCHES = 50
@@ -56,9 +63,14 @@ class EpochBatches:
 
 
 def make_batches(indices: np.ndarray, lengths: np.ndarray, batch_size: int, bucket: bool,
-                 rng: np.random.Generator, chunk_batches: int = CHUNK_BATCHES) -> EpochBatches:
+                 rng: np.random.Generator, chunk_batches: int = CHUNK_BATCHES,
+                 max_tokens: int | None = None) -> EpochBatches:
     """Cut already-shuffled ``indices`` into batches; with ``bucket``, sort chunks of ~50 batches
-    by length first (so batches hold similar lengths) and shuffle the batch order afterwards."""
+    by length first (so batches hold similar lengths) and shuffle the batch order afterwards.
+    With ``max_tokens`` the batches are filled up to that many padded tokens instead."""
+    if max_tokens is not None:
+        batches = EpochBatches(*token_batches(indices, lengths, max_tokens, bucket, chunk_batches))
+        return batches.take(rng.permutation(len(batches))) if bucket else batches
     n = len(indices)
     bounds = np.append(np.arange(0, n, batch_size), n) if n else np.zeros(1, dtype=np.int64)
     if not bucket:
@@ -72,9 +84,10 @@ class _SourceStream:
     """Endless batches from one source: each pass is a fresh shuffle (smaller sources cycle)."""
 
     def __init__(self, indices: np.ndarray, lengths: np.ndarray, batch_size: int, bucket: bool,
-                 rng: np.random.Generator) -> None:
+                 rng: np.random.Generator, max_tokens: int | None = None) -> None:
         self.indices, self.lengths, self.batch_size, self.bucket, self.rng = (
             indices, lengths, batch_size, bucket, rng)
+        self.max_tokens = max_tokens
         self.pending: EpochBatches | None = None
         self.cursor = 0
         self.passes = 0
@@ -82,7 +95,8 @@ class _SourceStream:
     def next_pass(self) -> EpochBatches:
         self.passes += 1
         perm = self.indices[self.rng.permutation(len(self.indices))]
-        return make_batches(perm, self.lengths, self.batch_size, self.bucket, self.rng)
+        return make_batches(perm, self.lengths, self.batch_size, self.bucket, self.rng,
+                            max_tokens=self.max_tokens)
 
     def __next__(self) -> np.ndarray:
         if self.pending is None or self.cursor == len(self.pending):
@@ -107,18 +121,23 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
     def __init__(self, lengths: Sequence[int], sources: Sequence[int], batch_size: int,
                  sampling: str = "proportional", temperature: float = 2.0,
                  bucket_by_length: bool = True, seed: int = 42, drop_last: bool = False,
-                 num_replicas: int | None = None, rank: int | None = None) -> None:
+                 num_replicas: int | None = None, rank: int | None = None,
+                 max_tokens: int | None = None) -> None:
         if sampling not in SAMPLING_MODES:
             raise ValueError(f"sampling={sampling!r}: expected one of {', '.join(SAMPLING_MODES)}")
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: expected a positive integer")
         if sampling == "temperature" and not temperature > 0:
             raise ValueError(f"temperature={temperature}: expected a positive number")
+        if max_tokens is not None and (max_tokens < 1 or drop_last):
+            raise ValueError(f"max_tokens={max_tokens}: expected a positive integer, and no "
+                             "drop_last (a token-budget batch has no fixed size to be short of)")
         self.lengths = np.asarray(lengths)  # int32 columns (or memory maps) stay as they are
         self.sources = np.asarray(sources)
         self.batch_size, self.sampling, self.temperature = batch_size, sampling, float(temperature)
         self.bucket, self.seed, self.drop_last = bucket_by_length, seed, drop_last
         self.num_replicas, self.rank = num_replicas, rank
+        self.max_tokens = None if max_tokens is None else int(max_tokens)
         self.epoch = 0
         self._active: int | None = None
         self.sampler = _EpochHandle(self)
@@ -148,10 +167,11 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
         rng = np.random.default_rng([self.seed, epoch])
         if self.sampling == "proportional":
             perm = rng.permutation(len(self.lengths))
-            batches = make_batches(perm, self.lengths, self.batch_size, self.bucket, rng)
+            batches = make_batches(perm, self.lengths, self.batch_size, self.bucket, rng,
+                                   max_tokens=self.max_tokens)
         else:
-            streams = [_SourceStream(ix, self.lengths, self.batch_size, self.bucket, rng)
-                       for ix in self._source_indices()]
+            streams = [_SourceStream(ix, self.lengths, self.batch_size, self.bucket, rng,
+                                     self.max_tokens) for ix in self._source_indices()]
             batches = EpochBatches.join(self._round_robin(streams) if self.sampling == "round_robin"
                                         else self._temperature(streams, rng))
         if self.drop_last:

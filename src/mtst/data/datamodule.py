@@ -92,6 +92,7 @@ class MultiTaskDataModule(L.LightningDataModule):
         labels: Mapping[str, Any] | None = None,
         max_length: int = 128,
         batch_size: int = 16,
+        max_tokens: int | None = None,
         eval_batch_size: int | None = None,
         bucket_by_length: bool = True,
         sampling: str = "proportional",
@@ -99,7 +100,7 @@ class MultiTaskDataModule(L.LightningDataModule):
         label_all_subtokens: bool = False,
         strict_bio: bool = False,
         num_workers: int = 0,
-        pin_memory: bool = False,
+        pin_memory: bool | None = None,
         persistent_workers: bool = False,
         seed: int = 42,
         store_dir: str | None = None,
@@ -113,6 +114,11 @@ class MultiTaskDataModule(L.LightningDataModule):
         if (eval_batch_size is not None and eval_batch_size < 1) or num_workers < 0:
             raise MtstError(f"data.eval_batch_size={eval_batch_size} / data.num_workers={num_workers}:"
                             " expected a positive batch size (or null) and workers >= 0")
+        if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)
+                                       or max_tokens < max_length):
+            raise MtstError(f"data.max_tokens={max_tokens!r}: expected null or an integer >= "
+                            f"data.max_length={max_length}, so that the longest example fits a batch")
+        self.max_tokens = max_tokens
         self.specs = {s: _specs(f, s) for s, f in zip(SPLITS, (train_files, val_files, test_files),
                                                        strict=True)}
         labels = _plain(labels) or {}
@@ -122,7 +128,8 @@ class MultiTaskDataModule(L.LightningDataModule):
         self.eval_batch_size = int(eval_batch_size or batch_size)
         self.bucket_by_length, self.sampling, self.temperature = bucket_by_length, sampling, temperature
         self.label_all_subtokens, self.strict_bio, self.seed = label_all_subtokens, strict_bio, seed
-        self.num_workers, self.pin_memory = int(num_workers), bool(pin_memory)
+        self.num_workers = int(num_workers)
+        self.pin_memory = None if pin_memory is None else bool(pin_memory)
         self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
         self.store_dir = Path(store_dir) if store_dir else None
         self.tokenizer = tokenizer
@@ -251,16 +258,29 @@ class MultiTaskDataModule(L.LightningDataModule):
         assert self.store_dir is not None
         return self.store_dir / f"{split}-{digest.hexdigest()[:16]}"
 
+    def pins_memory(self) -> bool:
+        """``pin_memory`` as set, or (null) whether the attached trainer runs on CUDA: batches in
+        page-locked memory are what lets Lightning's non-blocking copies overlap with compute."""
+        if self.pin_memory is not None:
+            return self.pin_memory
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return False
+        from lightning.pytorch.accelerators import CUDAAccelerator
+
+        return isinstance(trainer.accelerator, CUDAAccelerator)
+
     def _loader(self, ds: EncodedStore, loader_cls: type = DataLoader, **kwargs: Any) -> DataLoader:
         return loader_cls(ds, collate_fn=Collator(self.pad_token_id), num_workers=self.num_workers,
-                          pin_memory=self.pin_memory, persistent_workers=self.persistent_workers,
+                          pin_memory=self.pins_memory(), persistent_workers=self.persistent_workers,
                           **kwargs)
 
     def train_dataloader(self) -> DataLoader:
         ds = self.dataset("train")
         self.train_sampler = MultiTaskBatchSampler(
             ds.lengths, ds.sources, self.batch_size, sampling=self.sampling,
-            temperature=self.temperature, bucket_by_length=self.bucket_by_length, seed=self.seed)
+            temperature=self.temperature, bucket_by_length=self.bucket_by_length, seed=self.seed,
+            max_tokens=self.max_tokens)
         return self._loader(ds, ResumableDataLoader, batch_sampler=self.train_sampler)
 
     def _eval_loader(self, split: str) -> DataLoader | list:

@@ -15,6 +15,9 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 from mtst.errors import MtstError
 
 PACKAGE_PREFIX = "package:"
+# null: the library's default for the architecture (SDPA where it has it, else eager); "sdpa" is
+# PyTorch's fused scaled-dot-product attention (flash / memory-efficient kernels on GPUs)
+ATTN_IMPLEMENTATIONS = (None, "eager", "sdpa")
 
 OFFLINE_HELP = (
     "Could not load backbone '{name}': {reason}. If you are offline, use one of the two "
@@ -135,15 +138,36 @@ def load_backbone(
     pretrained: bool = True,
     trust_remote_code: bool = False,
     revision: str | None = None,
+    attn_implementation: str | None = None,
     **_: Any,
 ) -> PreTrainedModel:
-    """Load the encoder; `pretrained=False` builds it from its config with random weights."""
+    """Load the encoder; `pretrained=False` builds it from its config with random weights.
+
+    `attn_implementation` picks the attention kernels (see ATTN_IMPLEMENTATIONS); an architecture
+    without the one asked for is a one-line error naming `backbone.attn_implementation`."""
+    if attn_implementation not in ATTN_IMPLEMENTATIONS:
+        raise MtstError(f"backbone.attn_implementation={attn_implementation!r}: unknown; choose one "
+                        f"of {_shown(ATTN_IMPLEMENTATIONS)}")
     path = resolve_name_or_path(name_or_path)
     kwargs = {"trust_remote_code": trust_remote_code, "revision": revision}
+    attn = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    try:
+        config = AutoConfig.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as err:
+        raise _load_error(name_or_path, err) from None
     try:
         if pretrained:
-            return AutoModel.from_pretrained(path, **kwargs)
-        config = AutoConfig.from_pretrained(path, **kwargs)
-        return AutoModel.from_config(config, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, SafetensorError) as err:  # SafetensorError: truncated weights
+            return AutoModel.from_pretrained(path, config=config, **kwargs, **attn)
+        return AutoModel.from_config(config, trust_remote_code=trust_remote_code, **attn)
+    except ValueError as err:
+        if attn and ("attn" in str(err).lower() or "attention" in str(err).lower()):
+            raise MtstError(f"backbone.attn_implementation={attn_implementation!r}: the "
+                            f"{config.model_type} architecture does not support it; choose one of {_shown(ATTN_IMPLEMENTATIONS)} (null: the "
+                            "library's default)") from None
         raise _load_error(name_or_path, err) from None
+    except (OSError, SafetensorError) as err:  # SafetensorError: truncated weights
+        raise _load_error(name_or_path, err) from None
+
+
+def _shown(choices: tuple[Any, ...]) -> str:
+    return ", ".join("null" if c is None else str(c) for c in choices)

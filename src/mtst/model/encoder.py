@@ -62,6 +62,7 @@ class SentenceEncoder(nn.Module):
         pretrained: bool = True,
         trust_remote_code: bool = False,
         revision: str | None = None,
+        attn_implementation: str | None = None,
         **_: Any,
     ) -> SentenceEncoder:
         """Load any HF encoder folder or hub id; a folder saved by save_pretrained keeps its pooling."""
@@ -71,7 +72,8 @@ class SentenceEncoder(nn.Module):
             saved = json.loads(config_file.read_text())
         kwargs = {"trust_remote_code": trust_remote_code, "revision": revision}
         tokenizer = load_tokenizer(name_or_path, **kwargs)
-        backbone = load_backbone(name_or_path, pretrained=pretrained, **kwargs)
+        backbone = load_backbone(name_or_path, pretrained=pretrained,
+                                 attn_implementation=attn_implementation, **kwargs)
         return cls(
             backbone,
             tokenizer,

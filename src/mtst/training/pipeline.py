@@ -16,6 +16,7 @@ from mtst.model.backbone import load_tokenizer
 from mtst.model.multitask import MultiTaskModel
 from mtst.training.callbacks import reliability_callbacks, stop_signals_as_errors
 from mtst.training.checkpoints import AtomicCheckpointIO, resolve_ckpt_path
+from mtst.training.compiling import compile_encoder, compile_errors
 from mtst.training.freezing import run_record
 from mtst.training.loggers import close_loggers, log_hp_metric
 from mtst.training.metrics import format_report
@@ -24,7 +25,10 @@ from mtst.training.settings import check_settings, instantiated, lightning_setti
 
 log = logging.getLogger("mtst")
 
-BACKBONE_KEYS = ("name_or_path", "pretrained", "trust_remote_code", "revision")
+# trainer settings mtst reads itself (not Lightning Trainer arguments): removed before the Trainer
+# is built. compile: torch.compile the encoder (the backbone and pooling) before fitting
+MTST_TRAINER_KEYS = ("compile",)
+BACKBONE_KEYS = ("name_or_path", "pretrained", "trust_remote_code", "revision", "attn_implementation")
 
 
 def backbone_settings(cfg: DictConfig) -> dict[str, Any]:
@@ -52,6 +56,12 @@ def build_model(cfg: DictConfig, labels: dict[str, list[str]]) -> MultiTaskModel
     return model
 
 
+def trainer_arguments(cfg: DictConfig) -> dict[str, Any]:
+    """`cfg.trainer` (resolved) without the keys mtst reads itself: what the Trainer is given."""
+    node = OmegaConf.to_container(cfg.trainer, resolve=True)
+    return {k: v for k, v in node.items() if k not in MTST_TRAINER_KEYS}
+
+
 def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
     """The Trainer with the configured callbacks and loggers; a setting Lightning rejects is a
     one-line error naming its key (`trainer`, `callbacks.<name>`, `logger.<name>`)."""
@@ -61,7 +71,7 @@ def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
     loggers = [instantiated(f"logger.{name}", lambda lg=lg: instantiate(lg))
                for name, lg in (cfg.get("logger") or {}).items() if lg]
     return instantiated("trainer", lambda: instantiate(
-        cfg.trainer,
+        trainer_arguments(cfg),
         callbacks=callbacks,
         logger=loggers or False,
         plugins=[AtomicCheckpointIO()],
@@ -91,8 +101,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         from mtst.training.probes import probe_train
 
         return probe_train(cfg, model, datamodule, trainer)
+    compiling = compile_encoder(model, cfg.trainer.get("compile", False))
     started = time.perf_counter()
-    with lightning_setting_errors(), stop_signals_as_errors(trainer):
+    with lightning_setting_errors(), stop_signals_as_errors(trainer), compile_errors(compiling):
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     record = run_record(model, time.perf_counter() - started)
     metrics = to_float_dict(trainer.callback_metrics)

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mtst.data.batching import SAMPLING_MODES
 from mtst.errors import MtstError
+from mtst.model.backbone import ATTN_IMPLEMENTATIONS
 from mtst.model.loss import LOSS_KEYS, WEIGHTINGS
 from mtst.model.pooling import POOLING_MODES
 from mtst.training.feature_cache import DTYPES
@@ -27,6 +28,7 @@ from mtst.training.optim import OPTIMIZER_KEYS
 
 CHOICES: dict[str, tuple[Any, ...]] = {
     "backbone.pooling": POOLING_MODES,
+    "backbone.attn_implementation": ATTN_IMPLEMENTATIONS,
     "model.pooling": POOLING_MODES,
     "model.loss.weighting": WEIGHTINGS,
     "data.sampling": SAMPLING_MODES,

