@@ -73,7 +73,7 @@ def alternate(sides: dict[str, Any], texts: list[str], repeats: int) -> dict[str
     return rates
 
 
-def run(budget: Budget, data_dir: Path) -> dict[str, Any]:
+def run(budget: Budget, data_dir: Path, backbone: str = "minilm") -> dict[str, Any]:
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -88,7 +88,7 @@ def run(budget: Budget, data_dir: Path) -> dict[str, Any]:
     problem = st_onnx_problem()
     with scratch_dir("onnx-speed") as tmp:
         out = Path(tmp) / "export"
-        export_model(untrained("minilm"), out, onnx=True, quantize="int8")
+        export_model(untrained(backbone), out, onnx=True, quantize="int8")
         st_folder = Path(tmp) / "st"
         shutil.copytree(out / "sentence-transformers", st_folder)
         ours = mtst.load(out, backend="onnx", quantized=True, threads=threads)
@@ -112,7 +112,7 @@ def run(budget: Budget, data_dir: Path) -> dict[str, Any]:
         cosines = {"mtst_int8_vs_mtst_fp32": min_cosine(run_ours(titles), run_ours(titles, ours_fp32)),
                    "st_vs_st_fp32": min_cosine(run_theirs(titles), run_theirs(titles, st_fp32))}
     ratios = [a / b for a, b in zip(rates["mtst_int8"], rates["st"], strict=True)]
-    return {"sentences": len(titles), "batch_size": BATCH, "threads": threads,
+    return {"backbone": backbone, "sentences": len(titles), "batch_size": BATCH, "threads": threads,
             "repeats": budget.onnx_speed_repeats, "baseline": baseline, "st_onnx_problem": problem,
             "per_s": rates, "median_per_s": {k: median(v) for k, v in rates.items()},
             "ratio_per_round": ratios, "ratio": median(ratios), "min_cosine": cosines,

@@ -139,20 +139,22 @@ def wait_healthy(url: str, timeout: float = 300) -> None:
 
 
 def run(clients: int, duration: float, data_dir: Path, endpoint: str = "predict",
-        backend: str = "torch", extra: list[str] | None = None) -> dict[str, Any]:
+        backend: str = "torch", extra: list[str] | None = None,
+        backbone: str = "minilm") -> dict[str, Any]:
     """Both settings against one export of the MiniLM model; see the module doc."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from mtst.inference.export import export_model
     from mtst.inference.loading import untrained
 
     texts = titles(data_dir)
-    result: dict[str, Any] = {"clients": clients, "duration_s": duration, "endpoint": endpoint,
+    result: dict[str, Any] = {"backbone": backbone, "clients": clients, "duration_s": duration,
+                              "endpoint": endpoint,
                               "backend": backend, "cpus": os.cpu_count(),
                               "server_options": extra or [], "settings": SETTINGS,
                               "load_average_before": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="mtst-serve-bench-") as tmp:
         model_dir = Path(tmp) / "minilm"
-        export_model(untrained("minilm"), model_dir, onnx=backend == "onnx")
+        export_model(untrained(backbone), model_dir, onnx=backend == "onnx")
         for name, options in SETTINGS.items():
             process, url = start(model_dir, [*options, "--backend", backend, *(extra or [])])
             try:

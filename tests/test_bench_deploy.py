@@ -133,3 +133,36 @@ def test_deployment_rows_flag_missed_targets() -> None:
     rows = deployment_rows({"onnx": onnx, "serve": serve, "onnx_speed": speed})
     assert [r[-1] for r in rows] == ["yes", "**no**", "not measured", "yes"]
     assert "sentence-transformers torch fp32" in rows[2][1]
+
+
+@pytest.fixture()
+def titles_dir(tmp_path) -> Path:
+    folder = tmp_path / "data" / "ag_news"
+    folder.mkdir(parents=True)
+    rows = [f'"{1 + i % 4}","Title number {i} about {w}","desc"' for i, w in
+            enumerate(["Paris", "markets", "football", "chips", "Berlin", "oil", "tennis", "AI"])]
+    (folder / "test.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return tmp_path / "data"
+
+
+def test_speed_row_runs_end_to_end_on_the_tiny_model(titles_dir) -> None:
+    import dataclasses
+
+    from benchmarks.common import QUICK
+
+    budget = dataclasses.replace(QUICK, onnx_speed_sentences=8, onnx_speed_repeats=2)
+    result = onnx_speed.run(budget, titles_dir, backbone="gpt_neo_tiny")
+    assert result["sentences"] == 8 and len(result["ratio_per_round"]) == 2
+    assert result["ratio"] > 0 and min(result["median_per_s"].values()) > 0
+    assert 0.9 < result["min_cosine"]["mtst_int8_vs_mtst_fp32"] < 1 - 1e-7  # int8 did run
+    if result["st_onnx_problem"]:  # the fallback compares the fp32 torch model with itself
+        assert result["min_cosine"]["st_vs_st_fp32"] == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_load_row_runs_both_settings_against_real_servers(titles_dir) -> None:
+    result = serve_load.run(clients=4, duration=1.0, data_dir=titles_dir, backbone="gpt_neo_tiny")
+    for name in ("dynamic", "batch_size_1"):
+        assert result[name]["errors"] == 0 and result[name]["requests"] > 0
+        assert result[name]["exit_code"] == 0
+    assert result["throughput_ratio"] > 0
