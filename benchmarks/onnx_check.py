@@ -41,30 +41,6 @@ def train_model(tmp: Path, steps: int, overrides: list[str] | None = None) -> tu
     return model.eval(), datamodule, time.perf_counter() - started
 
 
-@torch.no_grad()
-def batch_predictions(model: Any, datamodule: Any) -> dict[str, list]:
-    """Word tags (first sub-token) of every NER sentence, gold tags, topics and gold topics of
-    every classification row, over the DataModule's test batches."""
-    tags = datamodule.label_space.tags
-    out: dict[str, list] = {"ner_pred": [], "ner_gold": [], "cls_pred": [], "cls_gold": []}
-    for batch in datamodule.test_dataloader():
-        result = model(batch["input_ids"], batch["attention_mask"])
-        has_cls = batch["has_cls"]
-        out["cls_pred"] += result["cls_logits"][has_cls].argmax(-1).tolist()
-        out["cls_gold"] += batch["cls_labels"][has_cls].tolist()
-        token_pred = result["ner_logits"].argmax(-1)
-        for r in batch["has_ner"].nonzero().flatten().tolist():
-            n = int(batch["num_words"][r])
-            words, seen = ["O"] * n, set()
-            for pos, w in enumerate(batch["word_ids"][r].tolist()):
-                if 0 <= w < n and w not in seen:
-                    seen.add(w)
-                    words[w] = tags[int(token_pred[r, pos])]
-            out["ner_pred"].append(words)
-            out["ner_gold"].append([tags[t] for t in batch["word_labels"][r, :n].tolist()])
-    return out
-
-
 def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
     """Smallest row cosine in float64; rows that are zero in both (no token) count as equal."""
     a, b = a.astype(np.float64), b.astype(np.float64)
@@ -94,12 +70,13 @@ def compare_backends(export_dir: Path, datamodule: Any, sentences: list[str],
                      threads: int = 0) -> dict[str, Any]:
     """Torch, fp32 ONNX and int8 ONNX of one export on the same test data (see the module doc)."""
     import mtst
+    from benchmarks.quality import test_predictions
 
     models = {"torch": mtst.load(export_dir),
               "fp32": mtst.load(export_dir, backend="onnx", threads=threads),
               "int8": mtst.load(export_dir, backend="onnx", quantized=True, threads=threads)}
     embeddings = {k: m.encode(sentences, batch_size=32) for k, m in models.items()}
-    batches = {k: batch_predictions(m, datamodule) for k, m in models.items()}
+    batches = {k: test_predictions(m, datamodule) for k, m in models.items()}
     predicted = {k: models[k].predict(sentences) for k in ("torch", "fp32")}
     gold = batches["torch"]["ner_gold"]
     result: dict[str, Any] = {"sentences": len(sentences), "titles": len(batches["torch"]["cls_gold"])}
