@@ -11,6 +11,8 @@ import pytest
 
 from benchmarks import onnx_check, onnx_speed, serve_load
 from benchmarks.common import DEFAULT_DATA, compose
+from benchmarks.details_serving import render_onnx, render_onnx_speed, render_serve
+from benchmarks.report import table
 from benchmarks.sections import deployment_rows
 from benchmarks.training import build
 from mtst.inference.export import export_model
@@ -40,6 +42,9 @@ def test_fp32_graph_matches_torch_and_int8_is_another_graph(tiny) -> None:
     assert result["fp32"]["ner_f1"] == pytest.approx(result["torch_ner_f1"])
     assert result["int8"]["min_cosine_to_torch"] < 1 - 1e-6  # the quantised graph really ran
     assert result["int8_f1_drop"] == pytest.approx(result["fp32"]["ner_f1"] - result["int8"]["ner_f1"])
+    text = render_onnx({**result, "train_steps": 0, "train_seconds": 1.0,
+                        "graph_mib": {"fp32": 2.0, "int8": 1.0}}, table)
+    assert "fp32 identical to torch (tags, topics, `predict` entities and labels): **yes**" in text
 
 
 def test_a_graph_of_another_model_is_reported_as_different(tiny, tmp_path) -> None:
@@ -157,6 +162,7 @@ def test_speed_row_runs_end_to_end_on_the_tiny_model(titles_dir) -> None:
     assert 0.9 < result["min_cosine"]["mtst_int8_vs_mtst_fp32"] < 1 - 1e-7  # int8 did run
     if result["st_onnx_problem"]:  # the fallback compares the fp32 torch model with itself
         assert result["min_cosine"]["st_vs_st_fp32"] == pytest.approx(1.0, abs=1e-6)
+        assert "**Not the target's comparison**" in render_onnx_speed(result, table)
 
 
 @pytest.mark.slow
@@ -166,3 +172,4 @@ def test_load_row_runs_both_settings_against_real_servers(titles_dir) -> None:
         assert result[name]["errors"] == 0 and result[name]["requests"] > 0
         assert result[name]["exit_code"] == 0
     assert result["throughput_ratio"] > 0
+    assert f"**{result['throughput_ratio']:.2f}×** (target ≥ 3×)" in render_serve(result, table)
