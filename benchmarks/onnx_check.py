@@ -41,13 +41,16 @@ def train_model(tmp: Path, steps: int, overrides: list[str] | None = None) -> tu
     return model.eval(), datamodule, time.perf_counter() - started
 
 
-def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
-    """Smallest row cosine in float64; rows that are zero in both (no token) count as equal."""
+def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine of each row pair in float64; rows that are zero in both (no token) count as equal."""
     a, b = a.astype(np.float64), b.astype(np.float64)
     na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
     both_zero = (na == 0) & (nb == 0)
-    cos = (a * b).sum(1) / np.maximum(na * nb, 1e-300)
-    return float(np.where(both_zero, 1.0, cos).min())
+    return np.where(both_zero, 1.0, (a * b).sum(1) / np.maximum(na * nb, 1e-300))
+
+
+def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(row_cosines(a, b).min())
 
 
 def entity_f1(gold: list[list[str]], pred: list[list[str]]) -> float:
@@ -75,7 +78,8 @@ def compare_backends(export_dir: Path, datamodule: Any, sentences: list[str],
     models = {"torch": mtst.load(export_dir),
               "fp32": mtst.load(export_dir, backend="onnx", threads=threads),
               "int8": mtst.load(export_dir, backend="onnx", quantized=True, threads=threads)}
-    embeddings = {k: m.encode(sentences, batch_size=32) for k, m in models.items()}
+    embeddings = {k: m.encode(sentences, batch_size=32, show_progress_bar=False)
+                  for k, m in models.items()}
     batches = {k: test_predictions(m, datamodule) for k, m in models.items()}
     predicted = {k: models[k].predict(sentences) for k in ("torch", "fp32")}
     gold = batches["torch"]["ner_gold"]
@@ -84,6 +88,7 @@ def compare_backends(export_dir: Path, datamodule: Any, sentences: list[str],
         b = batches[k]
         result[k] = {
             "min_cosine_to_torch": min_cosine(embeddings[k], embeddings["torch"]),
+            "mean_cosine_to_torch": float(row_cosines(embeddings[k], embeddings["torch"]).mean()),
             "word_tags_differ": sum(p != q for p, q in zip(b["ner_pred"], batches["torch"]["ner_pred"],
                                                           strict=True)),
             "topics_differ": sum(p != q for p, q in zip(b["cls_pred"], batches["torch"]["cls_pred"],
