@@ -59,10 +59,10 @@ class Connection:
     """One keep-alive HTTP/1.1 connection on raw asyncio streams.
 
     The clients share the server's cores, so whatever they spend per request is taken from the
-    server: an httpx client (its transport, anyio, header and URL models, JSON encoding of every
-    body) costs about as much CPU per request as the server's own HTTP handling. This one writes
-    a request prepared once and reads the status line, headers and the body by Content-Length,
-    nothing more."""
+    server. This one writes a request body prepared once and reads the status line, headers and
+    the body by Content-Length, nothing more. (Against httpx clients in 20 s runs on 2 cores the
+    figures moved by under 7%: 117 vs 122 req/s batched, 44 vs 42 unbatched; the model's compute
+    dominates at these rates.)"""
 
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
