@@ -21,10 +21,12 @@ from typing import Any
 
 from benchmarks.common import DEFAULT_DATA, FULL, QUICK, ROOT, budget_dict, data_paths
 
-SECTIONS = ("overhead", "padding", "freeze", "encode", "memory", "quality", "scale")
+SECTIONS = ("overhead", "padding", "freeze", "encode", "memory", "quality", "scale", "onnx",
+            "onnx_speed", "serve")
 NEEDS = {"overhead": ("conll2003", "ag_news"), "padding": ("conll2003",),
          "freeze": ("conll2003",), "encode": ("ag_news",), "memory": ("conll2003", "ag_news"),
-         "quality": ("conll2003", "ag_news"), "scale": ("conll2003",)}
+         "quality": ("conll2003", "ag_news"), "scale": ("conll2003",),
+         "onnx": ("conll2003", "ag_news"), "onnx_speed": ("ag_news",), "serve": ("ag_news",)}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -58,7 +60,18 @@ def missing_prerequisite(data_dir: Path) -> str | None:
 
 
 def section_runner(name: str) -> Callable[..., dict[str, Any]]:
-    from benchmarks import encoding, freeze, memory, padding, quality, scale, training
+    from benchmarks import (
+        encoding,
+        freeze,
+        memory,
+        onnx_check,
+        onnx_speed,
+        padding,
+        quality,
+        scale,
+        serve_load,
+        training,
+    )
 
     return {"overhead": lambda b, d, p: training.run(b, p),
             "padding": lambda b, d, p: padding.run(b, p),
@@ -66,7 +79,10 @@ def section_runner(name: str) -> Callable[..., dict[str, Any]]:
             "encode": lambda b, d, p: encoding.run(b, d),
             "memory": lambda b, d, p: memory.run(b, d),
             "quality": lambda b, d, p: quality.run(b, p),
-            "scale": lambda b, d, p: scale.run(b, d)}[name]
+            "scale": lambda b, d, p: scale.run(b, d),
+            "onnx": lambda b, d, p: onnx_check.run(b, p),
+            "onnx_speed": lambda b, d, p: onnx_speed.run(b, d),
+            "serve": lambda b, d, p: serve_load.run(b.serve_clients, b.serve_seconds, d)}[name]
 
 
 def main(argv: list[str] | None = None) -> int:

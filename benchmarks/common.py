@@ -48,18 +48,26 @@ class Budget:
     quality_test_batches: int  # 0 = the whole test split
     scale_factors: tuple[int, ...]  # row 8, encoded split in memory
     scale_store_factors: tuple[int, ...]  # row 8, encoded split memory-mapped (data.store_dir)
+    onnx_steps: int          # row 9: training steps of the model whose graphs are compared
+    onnx_sentences: int      # CoNLL-2003 test sentences compared (0 = all 3,453)
+    onnx_speed_sentences: int  # row 10: AG News titles per encode pass (0 = all 7,600)
+    onnx_speed_repeats: int
+    serve_clients: int       # row 11: concurrent loopback clients, for serve_seconds per setting
+    serve_seconds: float
 
 
 FULL = Budget("full", overhead_steps=16, overhead_warmup=3, overhead_repeats=6, padding_batches=24,
               freeze_examples=4000, freeze_epochs=3, encode_sentences=0, encode_repeats=3,
               memory_train_steps=60, memory_encode=(10_000, 100_000), quality_steps=200,
               quality_test_batches=0, scale_factors=(1, 10, 100),
-              scale_store_factors=(10, 100, 1000))
+              scale_store_factors=(10, 100, 1000), onnx_steps=300, onnx_sentences=0,
+              onnx_speed_sentences=0, onnx_speed_repeats=5, serve_clients=32, serve_seconds=60.0)
 QUICK = Budget("quick", overhead_steps=4, overhead_warmup=1, overhead_repeats=2, padding_batches=3,
                freeze_examples=192, freeze_epochs=2, encode_sentences=300, encode_repeats=2,
                memory_train_steps=4, memory_encode=(1_000,), quality_steps=4,
                quality_test_batches=2, scale_factors=(1, 2, 3),
-               scale_store_factors=(1, 2, 3))
+               scale_store_factors=(1, 2, 3), onnx_steps=4, onnx_sentences=64,
+               onnx_speed_sentences=256, onnx_speed_repeats=2, serve_clients=8, serve_seconds=3.0)
 
 
 def data_paths(data_dir: Path) -> dict[str, Path]:

@@ -90,22 +90,20 @@ def reference_row(tmp: Path, name: str, budget: Budget, data: dict[str, Path]) -
 
 
 @torch.no_grad()
-def evaluate(model: Any, datamodule: Any, limit_batches: int = 0) -> dict[str, float]:
-    """Accuracy / macro-F1 (scikit-learn) and entity F1 (seqeval) from first-sub-token predictions."""
-    from seqeval.metrics import f1_score as entity_f1
-    from sklearn.metrics import accuracy_score, f1_score
-
+def test_predictions(model: Any, datamodule: Any, limit_batches: int = 0) -> dict[str, list]:
+    """Over the DataModule's test batches: the tag of every NER sentence's words (first sub-token)
+    and their gold tags, the topic of every classification row and its gold topic."""
     tags = datamodule.label_space.tags
     model.eval()
-    cls_pred, cls_gold, ner_pred, ner_gold = [], [], [], []
+    out: dict[str, list] = {"ner_pred": [], "ner_gold": [], "cls_pred": [], "cls_gold": []}
     for i, batch in enumerate(datamodule.test_dataloader()):
         if limit_batches and i >= limit_batches:
             break
-        out = model(batch["input_ids"], batch["attention_mask"])
+        result = model(batch["input_ids"], batch["attention_mask"])
         has_cls = batch["has_cls"]
-        cls_pred += out["cls_logits"][has_cls].argmax(-1).tolist()
-        cls_gold += batch["cls_labels"][has_cls].tolist()
-        token_pred = out["ner_logits"].argmax(-1)
+        out["cls_pred"] += result["cls_logits"][has_cls].argmax(-1).tolist()
+        out["cls_gold"] += batch["cls_labels"][has_cls].tolist()
+        token_pred = result["ner_logits"].argmax(-1)
         for r in batch["has_ner"].nonzero().flatten().tolist():
             n = int(batch["num_words"][r])
             words = ["O"] * n
@@ -114,14 +112,23 @@ def evaluate(model: Any, datamodule: Any, limit_batches: int = 0) -> dict[str, f
                 if 0 <= w < n and w not in seen:
                     seen.add(w)
                     words[w] = tags[int(token_pred[r, pos])]
-            ner_pred.append(words)
-            ner_gold.append([tags[t] for t in batch["word_labels"][r, :n].tolist()])
+            out["ner_pred"].append(words)
+            out["ner_gold"].append([tags[t] for t in batch["word_labels"][r, :n].tolist()])
+    return out
+
+
+def evaluate(model: Any, datamodule: Any, limit_batches: int = 0) -> dict[str, float]:
+    """Accuracy / macro-F1 (scikit-learn) and entity F1 (seqeval) from first-sub-token predictions."""
+    from seqeval.metrics import f1_score as entity_f1
+    from sklearn.metrics import accuracy_score, f1_score
+
+    p = test_predictions(model, datamodule, limit_batches)
     scores = {}
-    if ner_gold:
-        scores["ner_f1"] = 100 * entity_f1(ner_gold, ner_pred)
-    if cls_gold:
-        scores["cls_acc"] = 100 * accuracy_score(cls_gold, cls_pred)
-        scores["cls_macro_f1"] = 100 * f1_score(cls_gold, cls_pred, average="macro")
+    if p["ner_gold"]:
+        scores["ner_f1"] = 100 * entity_f1(p["ner_gold"], p["ner_pred"])
+    if p["cls_gold"]:
+        scores["cls_acc"] = 100 * accuracy_score(p["cls_gold"], p["cls_pred"])
+        scores["cls_macro_f1"] = 100 * f1_score(p["cls_gold"], p["cls_pred"], average="macro")
     return scores
 
 

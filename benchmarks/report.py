@@ -65,6 +65,7 @@ def render(results: dict[str, Any]) -> str:
         "python -m benchmarks --data-dir ../shared/data --only overhead,encode   # a subset",
         "python -m benchmarks.memory train --steps 60 --data-dir ../shared/data  # row 6 child",
         "python -m benchmarks.scale --factor 10 --data-dir ../shared/data [--store]  # row 8 child",
+        "python -m benchmarks.serve_load --clients 32 --duration 60   # row 11 alone (prints JSON)",
         "```",
         "",
         "Budgets of this run: " + ", ".join(f"{k}={val}" for k, val in results["budget"].items()

@@ -14,6 +14,7 @@ from benchmarks.details import (
     render_scale,
     scale_linearity,
 )
+from benchmarks.details_serving import render_onnx, render_onnx_speed, render_serve
 
 
 def _yes(ok: bool | None) -> str:
@@ -96,10 +97,45 @@ def summary_rows(sections: dict[str, Any]) -> list[list[Any]]:
                          "peak RSS while loading", f"{lin['store_time']:.2f}; "
                          f"{lin['store_peak_min']:.0f}–{lin['store_peak_max']:.0f} MiB",
                          "≈ 1; flat", _yes(ok)])
+    rows += deployment_rows(sections)
     for name, section in sections.items():
         if not _ok(section):
             reason = (section or {}).get("error") or (section or {}).get("skipped")
             rows.append(["", name, f"not measured: {reason}", "", "—"])
+    return rows
+
+
+def deployment_rows(sections: dict[str, Any]) -> list[list[Any]]:
+    rows: list[list[Any]] = []
+    o = sections.get("onnx")
+    if _ok(o):
+        t = o["targets"]
+        rows.append(["9", "ONNX fp32 vs torch: smallest embedding cosine; labels and entities "
+                     "on CoNLL-2003 test", f"{o['fp32']['min_cosine_to_torch']:.7f}; "
+                     f"{'identical' if o['fp32_identical'] else 'differ'}", "≥ 0.99999; identical",
+                     _yes(o["fp32"]["min_cosine_to_torch"] >= t["fp32_cosine"] and o["fp32_identical"])])
+        mean = o["int8"].get("mean_cosine_to_torch", float("nan"))
+        rows.append(["9", "ONNX int8: smallest (mean) embedding cosine to torch; NER F1 int8 − fp32",
+                     f"{o['int8']['min_cosine_to_torch']:.5f} ({mean:.5f}); "
+                     f"{-o['int8_f1_drop']:+.2f} pts",
+                     "≥ 0.99; within 1", _yes(o["int8"]["min_cosine_to_torch"] >= t["int8_cosine"]
+                                               and abs(o["int8_f1_drop"]) <= t["int8_f1_drop"])])
+    s = sections.get("onnx_speed")
+    if _ok(s):
+        cos = min(s["min_cosine"].values())
+        fair = not s.get("st_onnx_problem")
+        rows.append(["10", "encode: mtst ONNX int8 / " + ("sentence-transformers ONNX int8" if fair
+                     else "sentence-transformers torch fp32 (its ONNX backend does not install)"),
+                     f"{s['ratio']:.2f}; cosine to own fp32 ≥ {cos:.4f}", "≥ 1.0; ≥ 0.99",
+                     _yes(s["ratio"] >= 1.0 and cos >= 0.99) if fair else "not measured"])
+    v = sections.get("serve")
+    if _ok(v):
+        errors = v["dynamic"]["errors"] + v["batch_size_1"]["errors"]
+        rows.append(["11", f"mtst serve, {v['clients']} clients, {v['duration_s']:g} s: dynamic "
+                     "batching / --max-batch-size 1 throughput; errors",
+                     f"{v['throughput_ratio']:.2f}× ({v['dynamic']['throughput_rps']:.0f} vs "
+                     f"{v['batch_size_1']['throughput_rps']:.0f} req/s); {errors}", "≥ 3×; 0",
+                     _yes(v["throughput_ratio"] >= 3 and errors == 0)])
     return rows
 
 
@@ -111,4 +147,7 @@ SECTION_RENDERERS = [
     ("memory", "6. Memory", render_memory),
     ("quality", "7. Quality on real data", render_quality),
     ("scale", "8. Scale: 10×, 100×, 1000× CoNLL-2003 train", render_scale),
+    ("onnx", "9. ONNX graphs against torch on CoNLL-2003", render_onnx),
+    ("onnx_speed", "10. ONNX int8 encoding against sentence-transformers", render_onnx_speed),
+    ("serve", "11. Serving: `mtst serve` under load (loopback)", render_serve),
 ]

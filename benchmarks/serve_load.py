@@ -55,9 +55,42 @@ def start(model_dir: Path, extra: list[str]) -> tuple[subprocess.Popen, str]:
     return process, line[0].split()[2]
 
 
-async def load(url: str, texts: list[str], clients: int, duration: float, endpoint: str) -> dict[str, Any]:
-    import httpx
+class Connection:
+    """One keep-alive HTTP/1.1 connection on raw asyncio streams.
 
+    The clients share the server's cores, so whatever they spend per request is taken from the
+    server. This one writes a request body prepared once and reads the status line, headers and
+    the body by Content-Length, nothing more. (Against httpx clients in 20 s runs on 2 cores the
+    figures moved by under 7%: 117 vs 122 req/s batched, 44 vs 42 unbatched; the model's compute
+    dominates at these rates.)"""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        self.writer.write(b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: %d\r\n\r\n%s" % (path.encode(), self.host.encode(),
+                                                               self.port, len(body), body))
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split()[1])
+        length = next(int(line.split(b":", 1)[1]) for line in lines[1:]
+                      if line.lower().startswith(b"content-length:"))
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+async def load(url: str, texts: list[str], clients: int, duration: float, endpoint: str) -> dict[str, Any]:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    bodies = [json.dumps({"texts": [text]}).encode() for text in texts]
     latencies: list[float] = []
     errors = 0
     stop_at = time.perf_counter() + duration
@@ -65,16 +98,21 @@ async def load(url: str, texts: list[str], clients: int, duration: float, endpoi
     async def client(seed: int) -> None:
         nonlocal errors
         rng = random.Random(seed)
-        async with httpx.AsyncClient(base_url=url, timeout=120, trust_env=False) as http:
+        connection = Connection(host, int(port))
+        try:
             while time.perf_counter() < stop_at:  # bounded by the duration
                 started = time.perf_counter()
                 try:
-                    response = await http.post(f"/{endpoint}", json={"texts": [rng.choice(texts)]})
-                    ok = response.status_code == 200
-                except httpx.HTTPError:
+                    status, body = await connection.post(f"/{endpoint}", rng.choice(bodies))
+                    ok = status == 200 and body.startswith(b"{")
+                except (OSError, asyncio.IncompleteReadError, ValueError, StopIteration):
                     ok = False
+                    connection.close()
+                    connection = Connection(host, int(port))
                 latencies.append(time.perf_counter() - started)
                 errors += not ok
+        finally:
+            connection.close()
 
     began = time.perf_counter()
     await asyncio.gather(*(client(i) for i in range(clients)))
@@ -100,6 +138,37 @@ def wait_healthy(url: str, timeout: float = 300) -> None:
     raise RuntimeError("the server never answered /health")
 
 
+def run(clients: int, duration: float, data_dir: Path, endpoint: str = "predict",
+        backend: str = "torch", extra: list[str] | None = None,
+        backbone: str = "minilm") -> dict[str, Any]:
+    """Both settings against one export of the MiniLM model; see the module doc."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from mtst.inference.export import export_model
+    from mtst.inference.loading import untrained
+
+    texts = titles(data_dir)
+    result: dict[str, Any] = {"backbone": backbone, "clients": clients, "duration_s": duration,
+                              "endpoint": endpoint,
+                              "backend": backend, "cpus": os.cpu_count(),
+                              "server_options": extra or [], "settings": SETTINGS,
+                              "load_average_before": os.getloadavg()}
+    with tempfile.TemporaryDirectory(prefix="mtst-serve-bench-") as tmp:
+        model_dir = Path(tmp) / "minilm"
+        export_model(untrained(backbone), model_dir, onnx=backend == "onnx")
+        for name, options in SETTINGS.items():
+            process, url = start(model_dir, [*options, "--backend", backend, *(extra or [])])
+            try:
+                wait_healthy(url)
+                result[name] = asyncio.run(load(url, texts, clients, duration, endpoint))
+            finally:
+                process.send_signal(signal.SIGTERM)
+                result[name] = {**result.get(name, {}), "exit_code": process.wait(120)}
+    result["throughput_ratio"] = round(result["dynamic"]["throughput_rps"]
+                                       / max(result["batch_size_1"]["throughput_rps"], 1e-9), 2)
+    result["load_average_after"] = os.getloadavg()
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=32)
@@ -107,30 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--endpoint", choices=("predict", "embed"), default="predict")
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    parser.add_argument("--server-option", action="append", default=[],
+                        help="extra `mtst serve` argument for both settings (repeatable)")
     args = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from mtst.inference.export import export_model
-    from mtst.inference.loading import untrained
-
-    texts = titles(args.data_dir)
-    result: dict[str, Any] = {"clients": args.clients, "duration_s": args.duration,
-                              "endpoint": args.endpoint, "backend": args.backend,
-                              "cpus": os.cpu_count(), "load_average_before": os.getloadavg()}
-    with tempfile.TemporaryDirectory(prefix="mtst-serve-bench-") as tmp:
-        model_dir = Path(tmp) / "minilm"
-        export_model(untrained("minilm"), model_dir, onnx=args.backend == "onnx")
-        for name, extra in SETTINGS.items():
-            process, url = start(model_dir, [*extra, "--backend", args.backend])
-            try:
-                wait_healthy(url)
-                result[name] = asyncio.run(load(url, texts, args.clients, args.duration, args.endpoint))
-            finally:
-                process.send_signal(signal.SIGTERM)
-                result[name] = {**result.get(name, {}), "exit_code": process.wait(120)}
-    result["throughput_ratio"] = round(result["dynamic"]["throughput_rps"]
-                                       / max(result["batch_size_1"]["throughput_rps"], 1e-9), 2)
-    result["load_average_after"] = os.getloadavg()
-    print(json.dumps(result, indent=2))
+    print(json.dumps(run(args.clients, args.duration, args.data_dir, args.endpoint, args.backend,
+                         args.server_option), indent=2))
     return 0
 
 

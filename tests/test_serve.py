@@ -282,3 +282,11 @@ def test_two_workers_serve_and_drain(model_dir, model) -> None:
     for text, response in zip(TEXTS, responses, strict=True):
         assert_same(response.json()["predictions"], model.predict([text]))
     assert server.stop() == 0
+
+
+def test_default_threads_share_the_usable_cores_among_workers(monkeypatch) -> None:
+    from mtst.cli.serve import default_threads
+
+    for cores, workers, expected in ((2, 1, 2), (1, 1, 1), (16, 1, 16), (16, 2, 8), (4, 8, 1)):
+        monkeypatch.setattr("os.sched_getaffinity", lambda pid, n=cores: set(range(n)), raising=False)
+        assert default_threads(workers) == expected, (cores, workers)

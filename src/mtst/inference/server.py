@@ -162,22 +162,26 @@ def create_app(model: Any, settings: ServeSettings | None = None) -> FastAPI:
         first = str(err).splitlines()[0] if str(err) else ""
         return error_response(500, f"internal error: {type(err).__name__}: {first}")
 
+    # Every endpoint returns its JSONResponse itself: a dict return would make FastAPI infer a
+    # response model from the annotation, validate the answer against it and walk it through
+    # jsonable_encoder, per request, to produce the same bytes.
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "batches": batcher.batches, "pending_texts": batcher.pending}
+    async def health() -> JSONResponse:
+        return JSONResponse({"status": "ok", "batches": batcher.batches,
+                             "pending_texts": batcher.pending})
 
     @app.get("/metadata")
-    async def get_metadata() -> dict[str, Any]:
-        return metadata
+    async def get_metadata() -> JSONResponse:
+        return JSONResponse(metadata)
 
     @app.post("/predict")
-    async def predict(request: Request) -> dict[str, Any]:
+    async def predict(request: Request) -> JSONResponse:
         body = check_fields(await read_json(request, settings.max_body_bytes), ("texts",))
         texts = check_texts(body, "texts", settings)
-        return {"predictions": await batcher.submit("predict", texts)}
+        return JSONResponse({"predictions": await batcher.submit("predict", texts)})
 
     @app.post("/embed")
-    async def embed(request: Request) -> dict[str, Any]:
+    async def embed(request: Request) -> JSONResponse:
         body = check_fields(await read_json(request, settings.max_body_bytes), ("texts",), ("normalize",))
         texts = check_texts(body, "texts", settings)
         normalize = body.get("normalize", False)
@@ -190,17 +194,17 @@ def create_app(model: Any, settings: ServeSettings | None = None) -> FastAPI:
             import torch.nn.functional as F
 
             rows = list(F.normalize(torch.from_numpy(np.stack(rows)), dim=-1).numpy())
-        return {"embeddings": [row.tolist() for row in rows],
-                "dimension": metadata["embedding_dimension"]}
+        return JSONResponse({"embeddings": [row.tolist() for row in rows],
+                             "dimension": metadata["embedding_dimension"]})
 
     @app.post("/similarity")
-    async def similarity(request: Request) -> dict[str, Any]:
+    async def similarity(request: Request) -> JSONResponse:
         body = check_fields(await read_json(request, settings.max_body_bytes), ("a", "b"))
         a, b = check_texts(body, "a", settings), check_texts(body, "b", settings)
         rows = await batcher.submit("encode", a + b)
         if not a or not b:
-            return {"similarity": [[] for _ in a]}
+            return JSONResponse({"similarity": [[] for _ in a]})
         matrix = cosine_matrix(np.stack(rows[: len(a)]), np.stack(rows[len(a) :]))
-        return {"similarity": matrix.tolist()}
+        return JSONResponse({"similarity": matrix.tolist()})
 
     return app
