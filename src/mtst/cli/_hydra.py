@@ -10,13 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mtst.errors import MtstError
-from mtst.training.runs import ERROR_FILE, record_failure, register_resolvers
+from mtst.errors import MtstError, exit_with, first_line
+from mtst.training.runs import CONF_DIR, ERROR_FILE, record_failure, register_resolvers
 
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
-CONF_DIR = Path(os.environ.get("MTST_CONF_DIR", PROJECT_ROOT / "conf"))
-
-register_resolvers(CONF_DIR.parent)
+register_resolvers()
 
 
 def hydra_entry(config_name: str, task: Callable[[Any], Any]) -> Callable[[], Any]:
@@ -35,10 +32,7 @@ def hydra_entry(config_name: str, task: Callable[[Any], Any]) -> Callable[[], An
         try:
             check_command_line(sys.argv[1:], CONF_DIR, config_name)
         except MtstError as err:
-            if os.environ.get("MTST_TRACEBACK"):
-                raise
-            print(f"error: {err}", file=sys.stderr)
-            raise SystemExit(2) from None
+            exit_with(err)
         return app()
 
     return main
@@ -48,8 +42,8 @@ def report_user_errors(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """A user's mistake ends the run with one line on stderr and exit code 2, not a traceback.
 
     Any failure is also recorded in the run folder (`error.txt` and the run's log; for a sweep
-    job also metrics.json's "error"), so a folder left by a failed run says why. Set MTST_TRACEBACK=1 to see the
-    traceback of a user error anyway.
+    job also metrics.json's "error"), so a folder left by a failed run says why. Set
+    MTST_TRACEBACK=1 to see the traceback of a user error anyway.
     """
 
     @functools.wraps(task)  # Hydra names the job (and its log file) after the task's module
@@ -64,8 +58,7 @@ def report_user_errors(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
             if user_error is None or os.environ.get("MTST_TRACEBACK"):
                 raise
             logging.getLogger("mtst").debug("user error", exc_info=True)
-            print(f"error: {user_error}", file=sys.stderr)
-            raise SystemExit(2) from None
+            exit_with(user_error)
         _clear_failure()
         return result
 
@@ -89,7 +82,7 @@ def _record_failure(err: BaseException) -> str:
 
     folder = _run_folder()
     if folder is None:
-        return str(err).splitlines()[0] if str(err) else type(err).__name__
+        return first_line(err)
     line = record_failure(folder, err, sweep_job=HydraConfig.get().mode == RunMode.MULTIRUN)
     _log_to_files(f"run failed: {line} (details in {folder / ERROR_FILE})")
     return line

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mtst.errors import MtstError
+from mtst.errors import MtstError, first_line
 
 # flags after which Hydra does something other than run the task: leave those to Hydra
 HYDRA_ONLY_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc",
@@ -55,7 +55,7 @@ def check_command_line(argv: list[str], conf_dir: Path, config_name: str) -> Non
     try:
         parsed = OverridesParser.create().parse_overrides(args)
     except HydraException as err:
-        raise MtstError(_first_line(err)) from None
+        raise MtstError(first_line(err)) from None
     # another search path may add options: then composing (below) is the check
     searchpath = any(o.key_or_group == "hydra.searchpath" for o in parsed)
     representative = []
@@ -133,9 +133,5 @@ def _explain(err: Exception, config_name: str, overrides: list[str]) -> str:
         names = [str(k) for k in node if not str(k).startswith("_")] if node is not None else []
         known = f"; {parent or 'the config'} has {', '.join(names)}" if names else ""
         return f"{key}: no such setting{known} (to add a new key, write +{key}=...)"
-    return _first_line(err)
+    return first_line(err)
 
-
-def _first_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__

@@ -49,8 +49,9 @@ def run_config(run: Path | None) -> dict[str, Any]:
         return {}
     from omegaconf import OmegaConf
 
-    import mtst.cli._hydra  # noqa: F401  (registers the resolvers conf/ uses)
+    from mtst.training.runs import register_resolvers
 
+    register_resolvers()  # the resolvers conf/ uses
     config = OmegaConf.load(run / ".hydra" / "config.yaml")
     try:
         return OmegaConf.to_container(config, resolve=True)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from mtst.data.labels import LabelSpace
-from mtst.errors import MtstError
+from mtst.errors import MtstError, first_line
 from mtst.model.encoder import SentenceEncoder
 from mtst.model.multitask import MultiTaskModel
 
@@ -111,8 +111,7 @@ def _not_safetensors(path: Path, err: Exception) -> str:
         head = handle.read(4)
     if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
         return "a PyTorch or pickle file, not safetensors; it was not unpickled"
-    first = str(err).splitlines()[0] if str(err) else type(err).__name__
-    return f"truncated or corrupt safetensors file: {first}"
+    return f"truncated or corrupt safetensors file: {first_line(err)}"
 
 
 def _load_inference_state(model: MultiTaskModel, state: dict[str, torch.Tensor], source: Path) -> None:
@@ -176,7 +175,7 @@ def backbone_settings(name: str) -> dict[str, Any]:
     Hugging Face model name or folder (`package:pkg/sub` folders included)."""
     from omegaconf import OmegaConf
 
-    from mtst.cli._hydra import CONF_DIR
+    from mtst.training.runs import CONF_DIR
 
     config_file = CONF_DIR / "backbone" / f"{name}.yaml"
     if "/" not in name and ":" not in name and config_file.is_file():

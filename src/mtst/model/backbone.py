@@ -12,7 +12,7 @@ from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from mtst.errors import MtstError
+from mtst.errors import MtstError, choices_text, first_line
 
 PACKAGE_PREFIX = "package:"
 # null: the library's default for the architecture (SDPA where it has it, else eager); "sdpa" is
@@ -82,7 +82,7 @@ def _load_error(name: str, err: Exception) -> MtstError:
     """One line saying what failed. Only an offline or unreachable hub with the model missing
     from the local cache gets the offline advice: a gated repository, a wrong revision, an
     unknown architecture or a corrupt cache would not be cured by going online."""
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    first = first_line(err)
     if _is_local(name):
         return MtstError(f"Could not load backbone from local folder '{name}': {first}")
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
@@ -147,7 +147,7 @@ def load_backbone(
     without the one asked for is a one-line error naming `backbone.attn_implementation`."""
     if attn_implementation not in ATTN_IMPLEMENTATIONS:
         raise MtstError(f"backbone.attn_implementation={attn_implementation!r}: unknown; choose one "
-                        f"of {_shown(ATTN_IMPLEMENTATIONS)}")
+                        f"of {choices_text(ATTN_IMPLEMENTATIONS)}")
     path = resolve_name_or_path(name_or_path)
     kwargs = {"trust_remote_code": trust_remote_code, "revision": revision}
     attn = {"attn_implementation": attn_implementation} if attn_implementation else {}
@@ -162,12 +162,9 @@ def load_backbone(
     except ValueError as err:
         if attn and ("attn" in str(err).lower() or "attention" in str(err).lower()):
             raise MtstError(f"backbone.attn_implementation={attn_implementation!r}: the "
-                            f"{config.model_type} architecture does not support it; choose one of {_shown(ATTN_IMPLEMENTATIONS)} (null: the "
+                            f"{config.model_type} architecture does not support it; choose one "
+                            f"of {choices_text(ATTN_IMPLEMENTATIONS)} (null: the "
                             "library's default)") from None
         raise _load_error(name_or_path, err) from None
     except (OSError, SafetensorError) as err:  # SafetensorError: truncated weights
         raise _load_error(name_or_path, err) from None
-
-
-def _shown(choices: tuple[Any, ...]) -> str:
-    return ", ".join("null" if c is None else str(c) for c in choices)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from mtst.errors import MtstError
+from mtst.errors import MtstError, first_line
 
 # inductor generates kernels (what `true` means); cudagraphs replays CUDA graphs; aot_eager and
 # eager only capture graphs, which checks in seconds that the model compiles at all
@@ -48,7 +48,5 @@ def compile_errors(compiling: bool) -> Iterator[None]:
     try:
         yield
     except (BackendCompilerFailed, Unsupported, TorchRuntimeError) as err:
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        first = lines[0] if lines else type(err).__name__
-        raise MtstError(f"trainer.compile: torch.compile failed ({first}); set "
+        raise MtstError(f"trainer.compile: torch.compile failed ({first_line(err)}); set "
                         "trainer.compile=false") from err

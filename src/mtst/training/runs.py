@@ -8,7 +8,6 @@ import json
 import math
 import os
 import secrets
-import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -16,8 +15,11 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from mtst.errors import MtstError
+from mtst.errors import MtstError, exit_with, first_line, root_cause
 
+# the folder holding conf/ (MTST_CONF_DIR points elsewhere); its parent is the project root
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+CONF_DIR = Path(os.environ.get("MTST_CONF_DIR", PROJECT_ROOT / "conf"))
 RUN_STAMP = "%Y-%m-%d_%H-%M-%S"
 MAX_TRIES = 64
 ERROR_FILE = "error.txt"
@@ -71,17 +73,14 @@ def _exit_on_user_error(resolver: Callable[..., str]) -> Callable[..., str]:
         try:
             return resolver(*args)
         except MtstError as err:
-            if os.environ.get("MTST_TRACEBACK"):
-                raise
-            print(f"error: {err}", file=sys.stderr)
-            raise SystemExit(2) from None  # not an Exception: OmegaConf and Hydra let it pass
+            exit_with(err)  # SystemExit is not an Exception: OmegaConf and Hydra let it pass
 
     return wrapped
 
 
-def register_resolvers(project_root: Path) -> None:
+def register_resolvers(project_root: Path = CONF_DIR.parent) -> None:
     """Resolvers used by conf/: cached, so every access within a run sees the same value (and
-    a folder is created once)."""
+    a folder is created once). Anything that loads a run's saved config calls this first."""
     resolvers = {
         "mtst_root": lambda: str(project_root),
         "mtst_run_dir": _exit_on_user_error(run_dir),
@@ -107,10 +106,8 @@ def record_failure(output_dir: str | Path, err: BaseException, sweep_job: bool =
     one-line reason."""
     import traceback
 
-    root = err  # Hydra's instantiate wraps the real error: "Error in call to target ..."
-    while root.__cause__ is not None:
-        root = root.__cause__
-    line = f"{type(root).__name__}: {root}".splitlines()[0] if str(root) else type(root).__name__
+    root = root_cause(err)  # Hydra's instantiate wraps the real error: "Error in call to ..."
+    line = f"{type(root).__name__}: {first_line(root)}" if str(root).strip() else type(root).__name__
     if isinstance(err, MtstError):
         line, detail = str(err).splitlines()[0], str(err) + "\n"
     else:

@@ -18,7 +18,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 from mtst.data.batching import SAMPLING_MODES
-from mtst.errors import MtstError
+from mtst.errors import MtstError, choices_text, first_line, root_cause
 from mtst.model.backbone import ATTN_IMPLEMENTATIONS
 from mtst.model.loss import LOSS_KEYS, WEIGHTINGS
 from mtst.model.pooling import POOLING_MODES
@@ -50,8 +50,7 @@ def check_settings(cfg: DictConfig) -> None:
     for key, choices in CHOICES.items():
         value = OmegaConf.select(cfg, key, default="__absent__")
         if value != "__absent__" and value not in choices:
-            shown = ", ".join("null" if c is None else str(c) for c in choices)
-            raise MtstError(f"{key}={value!r}: unknown; choose one of {shown}")
+            raise MtstError(f"{key}={value!r}: unknown; choose one of {choices_text(choices)}")
     for key, known in KNOWN_KEYS.items():
         node = OmegaConf.select(cfg, key)
         for name in node or {}:
@@ -86,8 +85,7 @@ def lightning_setting_errors() -> Iterator[None]:
     try:
         yield
     except MisconfigurationException as err:
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        raise MtstError(lines[0] if lines else type(err).__name__) from err
+        raise MtstError(first_line(err)) from err
 
 
 def instantiated(key: str, build: Callable[[], Any]) -> Any:
@@ -99,8 +97,4 @@ def instantiated(key: str, build: Callable[[], Any]) -> Any:
     except MtstError:
         raise
     except Exception as err:  # the library's own validation of a setting
-        cause = err
-        while cause.__cause__ is not None:
-            cause = cause.__cause__
-        lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
-        raise MtstError(f"{key}: {lines[0] if lines else type(cause).__name__}") from err
+        raise MtstError(f"{key}: {first_line(root_cause(err))}") from err
