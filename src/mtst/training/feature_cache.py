@@ -19,6 +19,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from mtst.errors import MtstError
@@ -37,15 +38,16 @@ def signatures(batch: dict[str, torch.Tensor]) -> list[Signature]:
     Trailing padding is left out, so one example padded to different batch lengths keeps its
     signature; sums of ids would not do (`[a, b, b, a]` and `[b, a, a, b]` share them).
     """
-    mask = batch["attention_mask"].detach().to("cpu", torch.int64)
-    ids = batch["input_ids"].detach().to("cpu", torch.int64) * mask
+    mask = batch["attention_mask"].detach().to("cpu", torch.int64).numpy()
+    ids = batch["input_ids"].detach().to("cpu", torch.int64).numpy() * mask
+    real = mask != 0  # the end of each row's last real token, found for the whole batch at once
+    ends = np.where(real.any(1), mask.shape[1] - np.argmax(real[:, ::-1], axis=1), 0)
     out = []
-    for row_ids, row_mask in zip(ids, mask, strict=True):
-        real = row_mask.nonzero()
-        end = int(real[-1]) + 1 if len(real) else 0
-        digest = hashlib.blake2b(row_ids[:end].numpy().tobytes(), digest_size=16)
-        digest.update(row_mask[:end].numpy().tobytes())
-        out.append((int(row_mask.sum()), digest.digest()))
+    for row_ids, row_mask, end, count in zip(ids, mask, ends.tolist(), mask.sum(1).tolist(),
+                                             strict=True):
+        digest = hashlib.blake2b(row_ids[:end].tobytes(), digest_size=16)
+        digest.update(row_mask[:end].tobytes())
+        out.append((int(count), digest.digest()))
     return out
 
 
