@@ -14,14 +14,17 @@ and each of its records supervises every task whose label field it fills (partia
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from mtst.data.readers import SourceSpec
 from mtst.errors import MtstError
 
 KINDS = ("label", "tags", "pair")
+_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 SPLITS = ("train", "val", "test")
 # the JSON field a kind reads its labels from when the task does not name one
 DEFAULT_FIELDS = {"label": "label", "tags": "ner_tags", "pair": "score"}
@@ -35,9 +38,13 @@ class TaskData:
     kind: str
     labels: tuple[str, ...] | None = None
     field: str | None = None
-    files: Mapping[str, tuple[SourceSpec, ...]] = field(default_factory=dict)
+    # dataclasses.field in full: the attribute ``field`` above shadows the bare name here
+    files: Mapping[str, tuple[SourceSpec, ...]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name):
+            raise MtstError(f"tasks.{self.name}: a task name is letters, digits, '_' and '-' (it "
+                            "names batch keys and store columns)")
         if self.kind not in KINDS:
             raise MtstError(f"tasks.{self.name}: data kind {self.kind!r} unknown; one of {KINDS}")
 
@@ -74,3 +81,32 @@ class TaskData:
         label_field = settings.get("field")
         return cls(name=name, kind=kind, labels=labels,
                    field=None if label_field is None else str(label_field), files=files)
+
+
+def as_tasks(tasks: Mapping[str, TaskData | str] | Sequence[TaskData]) -> dict[str, TaskData]:
+    """``name -> TaskData`` from a mapping (values TaskData, or a kind for tasks without files)
+    or a sequence of TaskData; the order given is kept (it orders a split's files)."""
+    if isinstance(tasks, Mapping):
+        out = {}
+        for name, task in tasks.items():
+            if isinstance(task, str):
+                task = TaskData(str(name), task)
+            if not isinstance(task, TaskData):
+                raise MtstError(f"tasks.{name}: expected task data, got {type(task).__name__}")
+            if task.name != name:
+                raise MtstError(f"tasks.{name}: the task data is named {task.name!r}")
+            out[str(name)] = task
+        return out
+    out = {}
+    for task in tasks:
+        if not isinstance(task, TaskData):
+            raise MtstError(f"tasks: expected task data, got {type(task).__name__}")
+        if task.name in out:
+            raise MtstError(f"tasks.{task.name}: two tasks have this name")
+        out[task.name] = task
+    return out
+
+
+def task_kinds(tasks: Mapping[str, TaskData | str] | Sequence[TaskData]) -> dict[str, str]:
+    """``name -> kind``: what the collate and the store need (plain strings pickle cheaply)."""
+    return {name: task.kind for name, task in as_tasks(tasks).items()}
