@@ -48,8 +48,9 @@ def configured_tasks(cfg: DictConfig) -> dict[str, Task]:
 def build_datamodule(cfg: DictConfig, tokenizer, tasks: dict[str, Task],
                      label_spaces: dict[str, LabelSpace] | None = None,
                      stage: str = "fit") -> L.LightningDataModule:
-    datamodule = instantiate(cfg.data, _convert_="all", tasks={n: t.data for n, t in tasks.items()},
-                             label_spaces=label_spaces)
+    # tasks and label spaces are objects built here: handed over after Hydra's config merge
+    datamodule = instantiate(cfg.data, _partial_=True, _convert_="all")(
+        tasks={n: t.data for n, t in tasks.items()}, label_spaces=label_spaces)
     datamodule.set_tokenizer(tokenizer)
     datamodule.setup(stage)
     return datamodule
