@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         for line in lines:
             print(line)
         return 0
-    from mtst.inference.files import atomic_file
+    from mtst.files import atomic_file
 
     with atomic_file(args.output) as tmp, tmp.open("w", encoding="utf-8") as handle:
         for line in lines:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from mtst import __version__
 from mtst.errors import MtstError
-from mtst.inference.files import atomic_folder
+from mtst.files import atomic_folder
 from mtst.inference.loading import MTST_FOLDER, load
 from mtst.inference.model import MultiTaskModel
 from mtst.model.encoder import SentenceEncoder

@@ -11,20 +11,20 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mtst.errors import MtstError
 from mtst.data.labels import LabelSpace
+from mtst.errors import MtstError
 from mtst.model.backbone import load_tokenizer
 from mtst.model.encoder import SentenceEncoder
 from mtst.model.network import MultiTaskNetwork
 from mtst.tasks import build_tasks
 from mtst.tasks.base import Task
+from mtst.tasks.metrics import format_report
 from mtst.training.callbacks import reliability_callbacks, stop_signals_as_errors
 from mtst.training.checkpoints import AtomicCheckpointIO, resolve_ckpt_path
 from mtst.training.compiling import compile_encoder, compile_errors
 from mtst.training.freezing import run_record
 from mtst.training.loggers import close_loggers, log_hp_metric
 from mtst.training.module import MultiTaskModule
-from mtst.tasks.metrics import format_report
 from mtst.training.runs import to_float_dict, write_json
 from mtst.training.settings import check_settings, instantiated, lightning_setting_errors
 
@@ -153,10 +153,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     check_settings(cfg)
     route_lightning_logs()
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.log_dir)
-    from mtst.inference.loading import load_checkpoint_network
-    from mtst.inference.reports import TopicConfusion, write_topic_report
+    from mtst.training.checkpoints import load_checkpoint
+    from mtst.training.evaluation import TopicConfusion, write_topic_report
 
-    net = load_checkpoint_network(ckpt_path)
+    net = MultiTaskNetwork.from_checkpoint(load_checkpoint(ckpt_path), str(ckpt_path))
     tasks = configured_tasks(cfg)
     unknown = [n for n in tasks if n not in net.label_spaces]
     if unknown:
@@ -193,7 +193,7 @@ def _write_entity_reports(model: MultiTaskModule, output_dir: Path) -> None:
     """`<task>_report.txt` (and .png, and TensorBoard text) per token-classification task."""
     if not model.reports or not model.trainer.is_global_zero:
         return
-    from mtst.inference.reports import write_ner_figure
+    from mtst.training.evaluation import write_ner_figure
 
     for name, report in model.reports.items():
         overall = {key: float(model.trainer.callback_metrics[f"test/{name}/{key}"])

@@ -17,7 +17,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from mtst.inference.plots import save_figure
+from mtst.files import save_figure
 
 
 class TopicConfusion(L.Callback):
