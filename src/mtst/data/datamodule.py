@@ -173,10 +173,10 @@ class MultiTaskDataModule(L.LightningDataModule):
         """The split's distinct files in source order (what ``Encoded.source`` indexes)."""
         return [source.spec for source in split_sources(self.tasks, split)]
 
-    def _give(self, spaces: Mapping[str, Any], note: str) -> bool:
-        """Take label spaces from outside (a checkpoint); True when one changed."""
-        changed = False
-        for name, space in _plain(dict(spaces)).items():
+    def _give(self, spaces: Mapping[str, Any], note: str) -> None:
+        """Take label spaces from outside (given, or from a checkpoint): they win over
+        ``labels`` and inference."""
+        for name, space in dict(_plain(spaces)).items():
             if name not in self.tasks:
                 continue  # a task of the checkpoint this run does not use
             if not isinstance(space, LabelSpace):
@@ -184,9 +184,7 @@ class MultiTaskDataModule(L.LightningDataModule):
             if space.kind != self.tasks[name].kind:
                 raise MtstError(f"tasks.{name}: the {note} is of kind {space.kind!r}, the task of "
                                 f"kind {self.tasks[name].kind!r}")
-            changed |= self._given.get(name, (None,))[0] != space
             self._given[name] = (space, note)
-        return changed
 
     def resolve_label_spaces(self) -> dict[str, LabelSpace]:
         """Every task's label space without tokenising: given ones win, then each task's
@@ -330,15 +328,17 @@ class MultiTaskDataModule(L.LightningDataModule):
 
     # -- checkpoints ---------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        spaces = self._label_spaces or {}
+        spaces = self._label_spaces or {name: space for name, (space, _) in self._given.items()}
         return {"label_spaces": {name: space.to_dict() for name, space in spaces.items()}}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Keep the checkpoint's label ids on resume, even if inference would now order them
         differently."""
-        saved = state_dict.get("label_spaces") or {}
-        current = self._label_spaces or {}
-        if self._give(saved, "label space stored in the checkpoint") or any(
-                current.get(name) != self._given[name][0] for name in saved if name in self._given):
-            self._label_spaces = None
-            self._datasets.clear()
+        note = "label space stored in the checkpoint"
+        self._give(state_dict.get("label_spaces") or {}, note)
+        if self._label_spaces is None:
+            return
+        for name, (space, given_note) in self._given.items():
+            if self._label_spaces[name] != space:
+                self._label_spaces[name], self._label_notes[name] = space, given_note
+                self._datasets.clear()
