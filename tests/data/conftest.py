@@ -15,6 +15,12 @@ from mtst.data.labels import DEFAULT_CLASSES, DEFAULT_ENTITY_TYPES
 from mtst.data.readers import SourceSpec
 from mtst.data.tasks import TaskData
 
+# Tests of the config layer, the training pipeline or scripts/ that still build the data module
+# from data.train_files / data.labels: they pass again once those build tasks (strict: then
+# this mark must go).
+NEEDS_TASK_CONFIG = pytest.mark.xfail(
+    strict=True, reason="conf/, training and scripts/ still pass data.train_files/labels, not tasks")
+
 CORPUS = [
     "the quick brown fox jumps over the lazy dog",
     "hello world this is a tiny corpus for a byte level tokenizer",

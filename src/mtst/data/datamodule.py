@@ -196,8 +196,10 @@ class MultiTaskDataModule(L.LightningDataModule):
             for name, task in self.tasks.items():
                 if name in self._given:
                     spaces[name], notes[name] = self._given[name]
-                elif task.kind == "pair" or task.labels is not None:
-                    spaces[name] = LabelSpace.infer(task.kind, (), task.labels, name)
+                elif task.kind == "pair":
+                    spaces[name], notes[name] = LabelSpace("pair"), ""
+                elif task.labels is not None:
+                    spaces[name] = LabelSpace(task.kind, task.labels, name)
                     notes[name] = f"label space set in tasks.{name}.labels"
                 else:
                     if not task.split_files("train"):
