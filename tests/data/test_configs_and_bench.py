@@ -1,4 +1,7 @@
-"""conf/data/*.yaml instantiate through Hydra, and scripts/bench_data.py runs on a tiny corpus."""
+"""conf/data/*.yaml give a working data module, and scripts/bench_data.py runs on a tiny corpus.
+
+The yaml files still list files per split (``train_files``, ``labels``) for the two classic
+tasks; ``module_from`` builds those tasks with ``two_tasks`` and passes the other settings."""
 
 from __future__ import annotations
 
@@ -7,10 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from mtst.data.validation import load_split
+from mtst.data.datamodule import MultiTaskDataModule
+from mtst.data.sources import load_split
+from tests.data.conftest import NEEDS_TASK_CONFIG, two_tasks
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,18 +24,26 @@ def compose(name: str, root: Path):
     return OmegaConf.create({"paths": {"root_dir": str(root)}, "seed": 7, "data": data}).data
 
 
+def module_from(cfg) -> MultiTaskDataModule:
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    settings.pop("_target_")
+    labels = settings.pop("labels")
+    tasks = two_tasks(*(settings.pop(f"{s}_files") for s in ("train", "val", "test")), **labels)
+    return MultiTaskDataModule(tasks=tasks, **settings)
+
+
 def test_sample_yaml(tmp_path, bpe_tokenizer):
     sample = tmp_path / "data" / "sample"
     sample.mkdir(parents=True)
     row = {"tokens": ["Ann", "flew"], "ner_tags": ["B-PERSON", "O"], "label": "travel"}
     for split in ("train", "val", "test"):
         (sample / f"{split}.jsonl").write_text(json.dumps(row) + "\n", encoding="utf-8")
-    dm = instantiate(compose("sample", tmp_path))  # DictConfig arguments, as Hydra passes them
+    dm = module_from(compose("sample", tmp_path))
     dm.set_tokenizer(bpe_tokenizer)
     dm.setup("fit")
-    assert [s.path for s in dm.specs["train"]] == [str(sample / "train.jsonl")]
+    assert [s.path for s in dm.source_specs("train")] == [str(sample / "train.jsonl")]
     assert dm.seed == 7 and dm.has_split("test")
-    assert dm.label_space.tags[1] == "B-PERSON"
+    assert dm.label_spaces["ner"].ids[1] == "B-PERSON"
     assert len(list(dm.train_dataloader())) == 1
 
 
@@ -45,20 +57,22 @@ def test_conll_agnews_yaml(tmp_path, monkeypatch):
     (ag / "test.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     monkeypatch.setenv("MTST_CONLL_DIR", str(conll))
     monkeypatch.setenv("MTST_AGNEWS_DIR", str(ag))
-    dm = instantiate(compose("conll_agnews", tmp_path / "nowhere"), _convert_="all")
-    space = dm.resolve_label_space()
-    assert space.classes == ["World", "Sports", "Business", "Sci/Tech"]
-    assert space.tags == ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]
-    examples = {split: load_split(dm.specs[split], split) for split in ("train", "val", "test")}
-    assert {split: len(e) for split, e in examples.items()} == {"train": 2 + 6000, "val": 2 + 800,
-                                                                 "test": 2 + 800}
-    train = examples["train"]
-    assert [e.source for e in (train[0], train[2])] == [0, 1]
-    assert train[2].words == ["Title", "0"] and train[2].label == "World" and train[2].tags is None
-    assert examples["val"][2].words == ["Title", "6000"]
-    assert train[0].tags == ["B-ORG", "O"] and train[0].label is None
+    dm = module_from(compose("conll_agnews", tmp_path / "nowhere"))
+    spaces = dm.resolve_label_spaces()
+    assert spaces["topic"].names == ["World", "Sports", "Business", "Sci/Tech"]
+    assert spaces["ner"].ids == ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC",
+                                 "I-MISC"]
+    examples = {split: load_split(dm.tasks, split) for split in ("train", "val", "test")}
+    assert {split: len(e) for split, e in examples.items()} == {"train": 6000 + 2, "val": 800 + 2,
+                                                                 "test": 800 + 2}
+    train = examples["train"]  # topic's AG News rows first (task order), then ner's CoNLL
+    assert [e.source for e in (train[0], train[6000])] == [0, 1]
+    assert train[0].words == ["Title", "0"] and train[0].labels == {"topic": "World"}
+    assert train[0].tags == {} and examples["val"][0].words == ["Title", "6000"]
+    assert train[6000].tags == {"ner": ["B-ORG", "O"]} and train[6000].labels == {}
 
 
+@NEEDS_TASK_CONFIG
 def test_bench_script_runs(tmp_path, write, bpe_tokenizer):
     tok_dir = tmp_path / "tok"
     bpe_tokenizer.save_pretrained(str(tok_dir))

@@ -12,6 +12,7 @@ from mtst.cli.train import train_task
 from mtst.data.batching import CHUNK_BATCHES, MultiTaskBatchSampler, ResumableDataLoader
 from mtst.training.pipeline import train
 from tests.conftest import TINY_TRAIN, compose_config
+from tests.data.conftest import NEEDS_TASK_CONFIG
 from tests.reliability.helpers import Crash
 
 N = 2000
@@ -119,6 +120,18 @@ def test_a_loader_resumed_mid_epoch_continues_with_the_next_budget_batch(lengths
     assert len(resumed) == len(taken) + len(rest)
 
 
+@pytest.mark.parametrize("value", [64, "many", True])
+def test_a_budget_below_max_length_is_refused_by_the_data_module(value):
+    from mtst.data.datamodule import MultiTaskDataModule
+    from mtst.errors import MtstError
+    from tests.data.conftest import two_tasks
+
+    with pytest.raises(MtstError) as caught:
+        MultiTaskDataModule(tasks=two_tasks(), max_tokens=value, max_length=128)
+    assert str(caught.value) == (f"data.max_tokens={value!r}: expected null or an integer >= "
+                                 "data.max_length=128, so that the longest example fits a batch")
+
+
 def test_an_example_over_the_budget_is_refused():
     with pytest.raises(ValueError, match="example 2 has 90 tokens, more than max_tokens=64"):
         list(MultiTaskBatchSampler([10, 20, 90, 5], [0] * 4, 2, max_tokens=64))
@@ -126,6 +139,7 @@ def test_an_example_over_the_budget_is_refused():
         MultiTaskBatchSampler([1], [0], 4, max_tokens=0)
 
 
+@NEEDS_TASK_CONFIG
 @pytest.mark.parametrize("value", [64, "many", True])
 def test_a_budget_below_max_length_is_a_one_line_config_error(tmp_path, value, capsys):
     cfg = compose_config(tmp_path, TINY_TRAIN + [f"data.max_tokens={value}"])
@@ -142,6 +156,7 @@ RUN = TINY_TRAIN + ["data.max_tokens=256", "trainer.limit_train_batches=4", "run
                     "trainer.limit_val_batches=1"]
 
 
+@NEEDS_TASK_CONFIG
 def test_a_budget_run_resumed_mid_epoch_ends_like_the_uninterrupted_one(tmp_path):
     train(compose_config(tmp_path / "ref", RUN))
     crash = ["+callbacks.crash._target_=tests.reliability.helpers.RaiseAtStep",

@@ -11,7 +11,6 @@ import gc
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from itertools import islice
@@ -31,7 +30,12 @@ from mtst.data.batching import (
 from mtst.data.collate import Collator
 from mtst.data.labels import LabelSpace
 from mtst.data.readers import SourceSpec
-from mtst.data.sources import check_label_spaces, infer_label_spaces, iter_split, split_sources
+from mtst.data.sources import (
+    check_label_spaces,
+    iter_split,
+    resolve_label_spaces,
+    split_sources,
+)
 from mtst.data.store import FORMAT_VERSION, EncodedStore, StoreWriter, open_store
 from mtst.data.tasks import SPLITS, TaskData, as_tasks, task_kinds
 from mtst.data.validation import Example
@@ -173,10 +177,10 @@ class MultiTaskDataModule(L.LightningDataModule):
         """The split's distinct files in source order (what ``Encoded.source`` indexes)."""
         return [source.spec for source in split_sources(self.tasks, split)]
 
-    def _give(self, spaces: Mapping[str, Any], note: str) -> bool:
-        """Take label spaces from outside (a checkpoint); True when one changed."""
-        changed = False
-        for name, space in _plain(dict(spaces)).items():
+    def _give(self, spaces: Mapping[str, Any], note: str) -> None:
+        """Take label spaces from outside (given, or from a checkpoint): they win over
+        ``labels`` and inference."""
+        for name, space in dict(_plain(spaces)).items():
             if name not in self.tasks:
                 continue  # a task of the checkpoint this run does not use
             if not isinstance(space, LabelSpace):
@@ -184,35 +188,14 @@ class MultiTaskDataModule(L.LightningDataModule):
             if space.kind != self.tasks[name].kind:
                 raise MtstError(f"tasks.{name}: the {note} is of kind {space.kind!r}, the task of "
                                 f"kind {self.tasks[name].kind!r}")
-            changed |= self._given.get(name, (None,))[0] != space
             self._given[name] = (space, note)
-        return changed
 
     def resolve_label_spaces(self) -> dict[str, LabelSpace]:
         """Every task's label space without tokenising: given ones win, then each task's
         ``labels``; the train files are read only for tasks whose ``labels`` is null."""
         if self._label_spaces is None:
-            spaces: dict[str, LabelSpace] = {}
-            notes: dict[str, str] = {}
-            infer = []
-            for name, task in self.tasks.items():
-                if name in self._given:
-                    spaces[name], notes[name] = self._given[name]
-                elif task.kind == "pair" or task.labels is not None:
-                    spaces[name] = LabelSpace.infer(task.kind, (), task.labels, name)
-                    notes[name] = f"label space set in tasks.{name}.labels"
-                else:
-                    if not task.split_files("train"):
-                        raise MtstError(f"tasks.{name}.labels is null but the task has no "
-                                        "train_files to infer them from")
-                    infer.append(name)
-            if infer:
-                examples = iter_split(self.tasks, "train", self.strict_bio, only=infer)
-                inferred = infer_label_spaces(examples, {n: self.tasks[n] for n in infer})
-                spaces.update(inferred)
-                notes.update((n, "label space inferred from the training files") for n in infer)
-            self._label_spaces = {name: spaces[name] for name in self.tasks}
-            self._label_notes = notes
+            self._label_spaces, self._label_notes = resolve_label_spaces(
+                self.tasks, self._given, self.strict_bio)
         return self._label_spaces
 
     # -- Lightning hooks -------------------------------------------------------------------
@@ -269,16 +252,7 @@ class MultiTaskDataModule(L.LightningDataModule):
         """``store_dir/<split>-<fingerprint>``: a new folder whenever the files (size, mtime),
         the tasks (kinds, fields, files, label spaces), the tokenizer or an encoding option
         change."""
-        files = []
-        for source in split_sources(self.tasks, split):
-            entry = {**dataclasses.asdict(source.spec), "tasks": [t.name for t in source.tasks]}
-            try:
-                st = os.stat(source.spec.path)
-                entry.update(path=os.path.abspath(source.spec.path), size=st.st_size,
-                             mtime_ns=st.st_mtime_ns)
-            except OSError:  # reading reports the missing file
-                pass
-            files.append(entry)
+        files = [source.identity() for source in split_sources(self.tasks, split)]
         spaces = self.resolve_label_spaces()
         tasks = [{"name": name, "kind": task.kind, "field": task.label_field,
                   "labels": spaces[name].to_dict()} for name, task in self.tasks.items()]
@@ -330,15 +304,17 @@ class MultiTaskDataModule(L.LightningDataModule):
 
     # -- checkpoints ---------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        spaces = self._label_spaces or {}
+        spaces = self._label_spaces or {name: space for name, (space, _) in self._given.items()}
         return {"label_spaces": {name: space.to_dict() for name, space in spaces.items()}}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Keep the checkpoint's label ids on resume, even if inference would now order them
         differently."""
-        saved = state_dict.get("label_spaces") or {}
-        current = self._label_spaces or {}
-        if self._give(saved, "label space stored in the checkpoint") or any(
-                current.get(name) != self._given[name][0] for name in saved if name in self._given):
-            self._label_spaces = None
-            self._datasets.clear()
+        note = "label space stored in the checkpoint"
+        self._give(state_dict.get("label_spaces") or {}, note)
+        if self._label_spaces is None:
+            return
+        for name, (space, given_note) in self._given.items():
+            if self._label_spaces[name] != space:
+                self._label_spaces[name], self._label_notes[name] = space, given_note
+                self._datasets.clear()

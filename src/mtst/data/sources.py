@@ -8,8 +8,11 @@ label field it fills.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from mtst.data.labels import OUTSIDE, LabelSpace
 from mtst.data.readers import SourceSpec, iter_source
@@ -33,6 +36,17 @@ class Source:
 
     def task_names(self) -> str:
         return ", ".join(t.name for t in self.tasks)
+
+    def identity(self) -> dict[str, Any]:
+        """What an encoded copy depends on: the entry, its tasks, and the file's size and
+        modification time (a changed file is encoded again)."""
+        entry = {**dataclasses.asdict(self.spec), "tasks": [t.name for t in self.tasks]}
+        try:
+            st = os.stat(self.spec.path)
+        except OSError:  # reading reports the missing file
+            return entry
+        return {**entry, "path": os.path.abspath(self.spec.path), "size": st.st_size,
+                "mtime_ns": st.st_mtime_ns}
 
 
 def _check_source(spec: SourceSpec, tasks: Sequence[TaskData]) -> None:
@@ -140,6 +154,35 @@ def infer_label_spaces(examples: Iterable[Example],
                             f"field {task.label_field!r}; list the labels")
         spaces[name] = LabelSpace.infer(task.kind, seen.get(name, ()), task.labels, name)
     return spaces
+
+
+def resolve_label_spaces(tasks: Mapping[str, TaskData],
+                         given: Mapping[str, tuple[LabelSpace, str]],
+                         strict_bio: bool = False) -> tuple[dict[str, LabelSpace], dict[str, str]]:
+    """Each task's label space and where it comes from (for error messages): ``given`` ones
+    (name -> (space, note)) win, then the task's ``labels``; the train files are read only for
+    tasks whose ``labels`` is null, and only theirs."""
+    spaces: dict[str, LabelSpace] = {}
+    notes: dict[str, str] = {}
+    infer = []
+    for name, task in tasks.items():
+        if name in given:
+            spaces[name], notes[name] = given[name]
+        elif task.kind == "pair":
+            spaces[name], notes[name] = LabelSpace("pair"), ""
+        elif task.labels is not None:
+            spaces[name] = LabelSpace(task.kind, task.labels, name)
+            notes[name] = f"label space set in tasks.{name}.labels"
+        elif not task.split_files("train"):
+            raise MtstError(f"tasks.{name}.labels is null but the task has no train_files to "
+                            "infer them from")
+        else:
+            infer.append(name)
+    if infer:
+        examples = iter_split(tasks, "train", strict_bio, only=infer)
+        spaces.update(infer_label_spaces(examples, {name: tasks[name] for name in infer}))
+        notes.update((name, "label space inferred from the training files") for name in infer)
+    return {name: spaces[name] for name in tasks}, notes
 
 
 def check_label_spaces(examples: Iterable[Example], tasks: Mapping[str, TaskData],
