@@ -1,7 +1,5 @@
-"""conf/data/*.yaml give a working data module, and scripts/bench_data.py runs on a tiny corpus.
-
-The yaml files still list files per split (``train_files``, ``labels``) for the two classic
-tasks; ``module_from`` builds those tasks with ``two_tasks`` and passes the other settings."""
+"""conf/data/*.yaml (presets holding `tasks` and `data`) give a working data module, and
+scripts/bench_data.py runs on a tiny corpus."""
 
 from __future__ import annotations
 
@@ -14,22 +12,22 @@ from omegaconf import OmegaConf
 
 from mtst.data.datamodule import MultiTaskDataModule
 from mtst.data.sources import load_split
-from tests.data.conftest import NEEDS_TASK_CONFIG, two_tasks
+from mtst.tasks import build_tasks
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def compose(name: str, root: Path):
-    data = OmegaConf.load(ROOT / "conf" / "data" / f"{name}.yaml")
-    return OmegaConf.create({"paths": {"root_dir": str(root)}, "seed": 7, "data": data}).data
+    preset = OmegaConf.load(ROOT / "conf" / "data" / f"{name}.yaml")
+    return OmegaConf.merge({"paths": {"root_dir": str(root)}, "seed": 7}, preset)
 
 
 def module_from(cfg) -> MultiTaskDataModule:
     settings = OmegaConf.to_container(cfg, resolve=True)
-    settings.pop("_target_")
-    labels = settings.pop("labels")
-    tasks = two_tasks(*(settings.pop(f"{s}_files") for s in ("train", "val", "test")), **labels)
-    return MultiTaskDataModule(tasks=tasks, **settings)
+    data = settings["data"]
+    data.pop("_target_")
+    tasks = build_tasks(settings["tasks"])
+    return MultiTaskDataModule(tasks={n: t.data for n, t in tasks.items()}, **data)
 
 
 def test_sample_yaml(tmp_path, bpe_tokenizer):
@@ -72,7 +70,6 @@ def test_conll_agnews_yaml(tmp_path, monkeypatch):
     assert train[6000].tags == {"ner": ["B-ORG", "O"]} and train[6000].labels == {}
 
 
-@NEEDS_TASK_CONFIG
 def test_bench_script_runs(tmp_path, write, bpe_tokenizer):
     tok_dir = tmp_path / "tok"
     bpe_tokenizer.save_pretrained(str(tok_dir))

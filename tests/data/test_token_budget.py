@@ -12,7 +12,6 @@ from mtst.cli.train import train_task
 from mtst.data.batching import CHUNK_BATCHES, MultiTaskBatchSampler, ResumableDataLoader
 from mtst.training.pipeline import train
 from tests.conftest import TINY_TRAIN, compose_config
-from tests.data.conftest import NEEDS_TASK_CONFIG
 from tests.reliability.helpers import Crash
 
 N = 2000
@@ -139,7 +138,6 @@ def test_an_example_over_the_budget_is_refused():
         MultiTaskBatchSampler([1], [0], 4, max_tokens=0)
 
 
-@NEEDS_TASK_CONFIG
 @pytest.mark.parametrize("value", [64, "many", True])
 def test_a_budget_below_max_length_is_a_one_line_config_error(tmp_path, value, capsys):
     cfg = compose_config(tmp_path, TINY_TRAIN + [f"data.max_tokens={value}"])
@@ -156,7 +154,6 @@ RUN = TINY_TRAIN + ["data.max_tokens=256", "trainer.limit_train_batches=4", "run
                     "trainer.limit_val_batches=1"]
 
 
-@NEEDS_TASK_CONFIG
 def test_a_budget_run_resumed_mid_epoch_ends_like_the_uninterrupted_one(tmp_path):
     train(compose_config(tmp_path / "ref", RUN))
     crash = ["+callbacks.crash._target_=tests.reliability.helpers.RaiseAtStep",
