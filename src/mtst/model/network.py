@@ -221,6 +221,8 @@ class MultiTaskNetwork(nn.Module):
         config_file, weights_file = folder / CONFIG_FILE, folder / WEIGHTS_FILE
         try:
             config = json.loads(config_file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise MtstError(f"{config_file}: not an mtst model (invalid JSON: {err})") from None
         except (OSError, ValueError) as err:
             raise MtstError(f"{config_file}: not an mtst model ({first_line(err)})") from None
         if not isinstance(config, dict):
