@@ -6,15 +6,15 @@ import re
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from mtst.cli._hydra import CONF_DIR
 from mtst.errors import MtstError
+from mtst.tasks import build_tasks
 from mtst.training import runs
 from mtst.training.pipeline import MTST_TRAINER_KEYS, trainer_arguments
 from mtst.training.runs import new_run_folder, run_dir
-from mtst.tasks import build_tasks
 from tests.conftest import compose_config
 
 
