@@ -58,8 +58,18 @@ def test_a_third_task_from_overrides_trains_and_is_scored_everywhere(three_task_
         # score: the mean of the three tasks' main metrics
         mean = np.mean([saved[f"{stage}/topic/f1"], saved[f"{stage}/ner/f1"], saved[f"{stage}/mood/f1"]])
         assert saved[f"{stage}/score"] == pytest.approx(mean, abs=1e-6)
-    tags = set(event_file(out).Tags()["scalars"])
+    events = event_file(out)
+    tags = set(events.Tags()["scalars"])
     assert {"train/mood/loss", "train/mood/loss_epoch", "val/mood/f1", "test/mood/acc"} <= tags
+    # the CUSTOM SCALARS tab: a section per task, whose charts show logged scalars
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    (config,) = events.Tensors("custom_scalars__config__")
+    layout = layout_pb2.Layout.FromString(config.tensor_proto.string_val[0])
+    sections = {c.title: [t for chart in c.chart for t in chart.multiline.tag] for c in layout.category}
+    assert list(sections) == ["run", "topic", "ner", "mood"]
+    assert {"val/mood/f1", "test/mood/acc", "train/mood/loss"} <= set(sections["mood"])
+    assert set(sections["mood"]) <= tags
     checkpoint = torch.load(out / "checkpoints" / "best.ckpt", weights_only=True)
     assert list(checkpoint["mtst"]["network"]["tasks"]) == ["topic", "ner", "mood"]
     assert checkpoint["mtst"]["network"]["tasks"]["mood"]["labels"] == {"kind": "label", "names": list(MOODS)}

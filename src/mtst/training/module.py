@@ -20,6 +20,7 @@ from mtst.tasks import build_tasks
 from mtst.tasks.base import Task
 from mtst.training.distributed import any_rank
 from mtst.training.freezing import build_freeze_strategy
+from mtst.training.loggers import log_task_layout
 from mtst.training.optim import build_optimizer
 from mtst.training.weighting import MultiTaskLoss
 
@@ -83,6 +84,8 @@ class MultiTaskModule(L.LightningModule):
         # Hugging Face `from_pretrained` returns eval-mode modules; what trains (and which parts
         # stay in eval mode) is decided at `on_train_start`, once the epoch is known
         self.train()
+        if self.trainer.is_global_zero:
+            log_task_layout(self.trainer, self.tasks)
 
     def on_train_start(self) -> None:
         # after Lightning restored the loops: on a resume `current_epoch` is the checkpoint's
