@@ -101,13 +101,8 @@ class MultiTaskNetwork(nn.Module):
         return {
             "format": "mtst",
             "format_version": FORMAT_VERSION,
-            "encoder": {
-                "pooling": self.encoder.pooling.mode,
-                "normalize": self.encoder.pooling.normalize,
-                "max_length": self.encoder.max_length,
-                "hidden_size": self.encoder.hidden_size,
-                "backbone": self.backbone_name,
-            },
+            "encoder": {**self.encoder.settings(), "hidden_size": self.encoder.hidden_size,
+                        "backbone": self.backbone_name},
             "tasks": {name: {**spec, "labels": self.label_spaces[name].to_dict()}
                       for name, spec in self.tasks.items()},
         }
