@@ -27,7 +27,7 @@ def test_experiments_compose(tmp_path, experiment) -> None:
     cfg = compose_config(tmp_path, [f"experiment={experiment}"])
     assert cfg.model._target_.endswith("MultiTaskModule")
     assert cfg.data.max_length == cfg.model.net.max_length
-    assert list(cfg.tasks) == ["topic", "ner"]
+    assert list(cfg.tasks)[:2] == ["topic", "ner"]
 
 
 @pytest.mark.parametrize("debug", options("debug"))
