@@ -28,7 +28,7 @@ TARGETS = {"fp32_cosine": 0.99999, "int8_cosine": 0.99, "int8_f1_drop": 1.0}
 
 
 def train_model(tmp: Path, steps: int, overrides: list[str] | None = None) -> tuple[Any, Any, float]:
-    """(trained model in eval mode, its DataModule set up for test, seconds)."""
+    """(trained `MultiTaskModule` in eval mode, its DataModule set up for test, seconds)."""
     from benchmarks.training import FIT_KWARGS, build
     from mtst.training.pipeline import build_trainer
 
@@ -128,7 +128,7 @@ def run(budget: Budget, data: dict[str, Path]) -> dict[str, Any]:
     with scratch_dir("onnx") as tmp:
         model, datamodule, seconds = train_model(Path(tmp), budget.onnx_steps)
         export_dir = Path(tmp) / "export"
-        export_model(model, export_dir, onnx=True, quantize="int8")
+        export_model(model.net, export_dir, onnx=True, quantize="int8")  # the network alone
         sentences = conll_sentences(data["conll2003"] / "test.txt")
         if budget.onnx_sentences:
             sentences = sentences[: budget.onnx_sentences]

@@ -108,7 +108,7 @@ def reference_row(tmp: Path, name: str, budget: Budget, data: dict[str, Path]) -
 
 def head_kinds(model: Any) -> dict[str, str]:
     """Task -> head kind (`sentence` / `token`) of a module, a network or an ONNX model."""
-    tasks = getattr(getattr(model, "net", model), "tasks")
+    tasks = getattr(model, "net", model).tasks
     return {name: spec["head"] for name, spec in tasks.items() if spec.get("head")}
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from mtst import __version__
 
+
 def tasks(model: Any) -> dict[str, dict[str, Any]]:
     """Each task of the model, keyed as in `predict()` output, with its type and label space."""
     out = {}
