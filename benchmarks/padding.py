@@ -51,14 +51,13 @@ def run(budget: Budget, data: dict[str, Path]) -> dict[str, Any]:
                 "p10_batch_share": float(np.percentile(per_batch, 10)),
                 "batches": len(orders[key]),
             }
-        result.update(_epoch_time(cfg, model, ds, orders, budget.padding_batches,
-                                  datamodule.pad_token_id))
+        collate = Collator(datamodule.pad_token_id, datamodule.task_kinds)  # the loaders' own
+        result.update(_epoch_time(cfg, model, ds, orders, budget.padding_batches, collate))
         return result
 
 
 def _epoch_time(cfg: Any, model: Any, ds: Any, orders: dict[str, list[list[int]]], count: int,
-                pad_id: int) -> dict[str, Any]:
-    collate = Collator(pad_id)
+                collate: Collator) -> dict[str, Any]:
     n = len(orders["bucketed"])
     picks = np.linspace(0, n - 1, count).round().astype(int)
     loop = ReferenceLoop(model, optimizer_cfg(cfg), total_steps=10 * count)
