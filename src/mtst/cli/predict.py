@@ -1,4 +1,4 @@
-"""`mtst predict`: topic and entity spans for texts, one JSON line per text.
+"""`mtst predict`: each task's answer for texts (topic, entity spans, ...), one JSON line per text.
 
     mtst predict --checkpoint logs/runs/<run>/checkpoints/best.ckpt "Ada Lovelace flew to Paris."
     mtst predict --checkpoint export/ --input texts.txt --output predictions.jsonl

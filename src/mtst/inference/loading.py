@@ -105,4 +105,4 @@ def untrained(backbone: str, seed: int = 0, tasks: dict[str, Any] | None = None)
         "ner": {"type": "token_classification", "head": "token", "dropout": 0.1,
                 "labels": {"kind": "tags", "names": list(DEFAULT_ENTITY_TYPES)}},
     }
-    return MultiTaskModel(encoder, tasks).eval()
+    return MultiTaskModel(encoder, tasks, backbone=settings["name_or_path"]).eval()

@@ -61,7 +61,9 @@ def build_network(cfg: DictConfig, tasks: dict[str, Task],
     """The backbone with `model.net`'s pooling and one head per task, sized by its labels."""
     settings = OmegaConf.to_container(cfg.model.net, resolve=True) if cfg.model.get("net") else {}
     encoder = SentenceEncoder.from_pretrained(**backbone_settings(cfg), **settings)
-    return MultiTaskNetwork(encoder, {n: t.network_spec(label_spaces[n]) for n, t in tasks.items()})
+    # the configured name (`package:...`, a hub id), not the folder it resolved to here
+    return MultiTaskNetwork(encoder, {n: t.network_spec(label_spaces[n]) for n, t in tasks.items()},
+                            backbone=str(cfg.backbone.name_or_path))
 
 
 def build_model(cfg: DictConfig, tasks: dict[str, Task],
