@@ -21,6 +21,7 @@ CORPORA = {
     "conll2003": ("train.txt", "valid.txt", "test.txt"),
     "ag_news": ("test.csv",),
     "wnut17": ("wnut17train.conll", "emerging.dev.conll", "emerging.test.annotated"),
+    "stsbenchmark": ("sts-train.csv", "sts-dev.csv", "sts-test.csv"),
 }
 # The fixed, documented split of the AG News test CSV (7,600 rows, by row index) used by
 # conf/data/conll_agnews.yaml: train = rows [0, 6000), val = [6000, 6800), test = [6800, 7600).
@@ -81,9 +82,10 @@ def data_paths(data_dir: Path) -> dict[str, Path]:
 
 
 def use_data_dir(data_dir: Path) -> None:
-    """conf/data/conll_agnews.yaml reads its folders from these variables."""
+    """conf/data/conll_agnews.yaml (and conll_agnews_sts.yaml) read their folders from these."""
     os.environ["MTST_CONLL_DIR"] = str(data_dir / "conll2003")
     os.environ["MTST_AGNEWS_DIR"] = str(data_dir / "ag_news")
+    os.environ["MTST_STSB_DIR"] = str(data_dir / "stsbenchmark")
 
 
 def quiet_environment() -> None:
