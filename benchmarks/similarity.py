@@ -144,13 +144,14 @@ def summary_rows(section: dict[str, Any]) -> list[list[Any]]:
     out.append(["12", "three tasks (+ CoSENT on STS-B train): STS-B test Spearman",
                 f"{three.get('sts_spearman', float('nan')):.2f}", "≥ 84",
                 _yes(three.get("sts_spearman", 0) >= 84)])
-    shown = "; ".join(f"{k} {v:+.2f}" for k, v in deltas.items())
+    labels = {"ner_f1": "NER F1", "topic_acc": "topic acc", "topic_macro_f1": "topic macro-F1"}
+    shown = "; ".join(f"{labels.get(k, k)} {v:+.2f}" for k, v in deltas.items())
     out.append(["12", "three tasks − two tasks: NER F1, topic acc / macro-F1 (points)", shown,
                 "within ±1", _yes(all(abs(v) <= 1 for v in deltas.values()))])
     return out
 
 
-def render(section: dict[str, Any]) -> str:
+def render(section: dict[str, Any], table: Any = None) -> str:
     """The section's Markdown: every row with its figures and time."""
     rows = section["rows"]
     p = rows["pretrained"]
