@@ -77,7 +77,7 @@ def test_bench_script_runs(tmp_path, write, bpe_tokenizer):
     data = write("tiny.jsonl", rows)
     script = ROOT / "scripts" / "bench_data.py"
     out = subprocess.run([sys.executable, str(script), "--files", data, "--tokenizer", str(tok_dir),
-                          "--repeats", "1", "--batch-size", "4"],
+                          "--repeats", "1", "--batch-size", "4", "--kinds", "label"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     table = out.stdout
