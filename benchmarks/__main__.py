@@ -22,11 +22,12 @@ from typing import Any
 from benchmarks.common import DEFAULT_DATA, FULL, QUICK, ROOT, budget_dict, data_paths
 
 SECTIONS = ("overhead", "padding", "freeze", "encode", "memory", "quality", "scale", "onnx",
-            "onnx_speed", "serve")
+            "onnx_speed", "serve", "similarity")
 NEEDS = {"overhead": ("conll2003", "ag_news"), "padding": ("conll2003",),
          "freeze": ("conll2003",), "encode": ("ag_news",), "memory": ("conll2003", "ag_news"),
          "quality": ("conll2003", "ag_news"), "scale": ("conll2003",),
-         "onnx": ("conll2003", "ag_news"), "onnx_speed": ("ag_news",), "serve": ("ag_news",)}
+         "onnx": ("conll2003", "ag_news"), "onnx_speed": ("ag_news",), "serve": ("ag_news",),
+         "similarity": ("conll2003", "ag_news", "stsbenchmark")}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -70,6 +71,7 @@ def section_runner(name: str) -> Callable[..., dict[str, Any]]:
         quality,
         scale,
         serve_load,
+        similarity,
         training,
     )
 
@@ -82,7 +84,8 @@ def section_runner(name: str) -> Callable[..., dict[str, Any]]:
             "scale": lambda b, d, p: scale.run(b, d),
             "onnx": lambda b, d, p: onnx_check.run(b, p),
             "onnx_speed": lambda b, d, p: onnx_speed.run(b, d),
-            "serve": lambda b, d, p: serve_load.run(b.serve_clients, b.serve_seconds, d)}[name]
+            "serve": lambda b, d, p: serve_load.run(b.serve_clients, b.serve_seconds, d),
+            "similarity": lambda b, d, p: similarity.run(b, d)}[name]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ CORPORA = {
     "conll2003": ("train.txt", "valid.txt", "test.txt"),
     "ag_news": ("test.csv",),
     "wnut17": ("wnut17train.conll", "emerging.dev.conll", "emerging.test.annotated"),
+    "stsbenchmark": ("sts-train.csv", "sts-dev.csv", "sts-test.csv"),
 }
 # The fixed, documented split of the AG News test CSV (7,600 rows, by row index) used by
 # conf/data/conll_agnews.yaml: train = rows [0, 6000), val = [6000, 6800), test = [6800, 7600).
@@ -81,9 +82,10 @@ def data_paths(data_dir: Path) -> dict[str, Path]:
 
 
 def use_data_dir(data_dir: Path) -> None:
-    """conf/data/conll_agnews.yaml reads its folders from these variables."""
+    """conf/data/conll_agnews.yaml (and conll_agnews_sts.yaml) read their folders from these."""
     os.environ["MTST_CONLL_DIR"] = str(data_dir / "conll2003")
     os.environ["MTST_AGNEWS_DIR"] = str(data_dir / "ag_news")
+    os.environ["MTST_STSB_DIR"] = str(data_dir / "stsbenchmark")
 
 
 def quiet_environment() -> None:
@@ -124,25 +126,27 @@ def compose(out_dir: Path, overrides: Sequence[str] = ()) -> Any:
     return compose_in_process(out_dir, list(overrides))
 
 
-def select_files(cfg: Any, keep: Sequence[int]) -> None:
-    """Keep only the given entries of every split (0 = CoNLL-2003, 1 = AG News in conll_agnews)."""
+def keep_tasks(cfg: Any, names: Sequence[str]) -> None:
+    """Keep only the named tasks of the config (conf/data/conll_agnews.yaml: `topic` on AG News
+    titles, `ner` on CoNLL-2003): a single-task row trains a network with that head alone."""
     from omegaconf import open_dict
 
     with open_dict(cfg):
-        for split in ("train_files", "val_files", "test_files"):
-            files = list(cfg.data[split])
-            cfg.data[split] = [files[i] for i in keep]
+        for name in [n for n in cfg.tasks if n not in names]:
+            del cfg.tasks[name]
 
 
 def use_wnut(cfg: Any, folder: Path) -> None:
-    """WNUT-17 train/dev/test in place of the two-corpus setup (NER only)."""
+    """WNUT-17 train/dev/test as the only task (`ner`, its six entity types) in place of the
+    two-corpus setup."""
     from omegaconf import open_dict
 
     names = CORPORA["wnut17"]
+    keep_tasks(cfg, ["ner"])
     with open_dict(cfg):
         for split, name in zip(("train_files", "val_files", "test_files"), names, strict=True):
-            cfg.data[split] = [{"path": str(folder / name), "format": "conll"}]
-        cfg.data.labels = {"classes": AG_CLASSES, "entity_types": WNUT_TYPES}
+            cfg.tasks.ner[split] = [{"path": str(folder / name), "format": "conll"}]
+        cfg.tasks.ner.labels = list(WNUT_TYPES)
 
 
 def median(values: Sequence[float]) -> float:

@@ -46,7 +46,7 @@ def render_overhead(o: dict[str, Any], table: Table) -> str:
     parts = [
         "Setup: all-MiniLM-L6-v2 (`backbone=minilm`), `conf/data/conll_agnews.yaml` (CoNLL-2003 "
         "train + AG News titles rows 0-5,999, temperature sampling, length bucketing, batch "
-        f"{o['batch_size']}), fp32 on CPU. **Framework**: `MultiTaskModel` through the Trainer "
+        f"{o['batch_size']}), fp32 on CPU. **Framework**: `MultiTaskModule` through the Trainer "
         "built by `mtst.training.pipeline.build_trainer` (gradient clipping 1.0 from "
         "`conf/trainer/default.yaml`; progress bar, checkpoints, loggers and validation off). "
         "**Plain**: `benchmarks/training.py::ReferenceLoop`, a hand-written loop (forward, "
@@ -70,7 +70,7 @@ def render_overhead(o: dict[str, Any], table: Table) -> str:
         f"Same computation check: the first step's loss is {losses['framework'][0]:.6f} "
         f"(framework) and {losses['plain'][0]:.6f} (plain). Later steps differ by up to "
         f"{max(diffs):.3f}: the framework keeps an absent task's loss in the graph as 0·logits "
-        "(`mtst.model.loss.masked_cross_entropy`, for DDP), so AdamW still moves that head with "
+        "(`mtst.tasks.losses.masked_cross_entropy`, for DDP), so AdamW still moves that head with "
         "its momentum and weight decay, while the plain loop leaves a head without a gradient "
         "untouched. Same FLOPs either way.",
         "",

@@ -76,18 +76,35 @@ def device_peak(device: Any, override: float | None) -> tuple[float | None, str]
 
 
 def build_model(backbone: str, device: Any) -> Any:
-    from mtst.data.labels import LabelSpace
-    from mtst.inference.loading import backbone_settings
-    from mtst.model.multitask import MultiTaskModel
+    """The training module around the backbone with the default tasks' heads (topic, ner)."""
+    from mtst.data.labels import DEFAULT_CLASSES, DEFAULT_ENTITY_TYPES
+    from mtst.inference.loading import untrained
+    from mtst.training.module import MultiTaskModule
 
-    settings = backbone_settings(backbone)
-    pooling = settings.pop("pooling", "mean")
-    return MultiTaskModel(backbone=settings, labels=LabelSpace().to_dict(), pooling=pooling).to(device)
+    tasks = {"topic": {"type": "sentence_classification", "labels": list(DEFAULT_CLASSES)},
+             "ner": {"type": "token_classification", "labels": list(DEFAULT_ENTITY_TYPES)}}
+    return MultiTaskModule(untrained(backbone), tasks).to(device)
+
+
+def random_batch(model: Any, b: int, t: int, device: Any) -> dict[str, Any]:
+    """Token ids and every task's labels at random, every row labelled for every task."""
+    import torch
+
+    encoder = model.net.encoder
+    vocab = min(int(encoder.backbone.config.vocab_size), len(encoder.tokenizer))
+    batch = {"input_ids": torch.randint(0, vocab, (b, t), device=device),
+             "attention_mask": torch.ones(b, t, dtype=torch.long, device=device)}
+    for name, task in model.tasks.items():
+        shape = (b,) if task.head == "sentence" else (b, t)
+        batch[f"{name}.labels"] = torch.randint(0, len(model.net.label_spaces[name]), shape,
+                                                device=device)
+        batch[f"{name}.has"] = torch.ones(b, dtype=torch.bool, device=device)
+    return batch
 
 
 def train_row(backbone: str, sizes: Sizes, device: Any, peak: float | None,
               compiled: bool) -> dict[str, Any]:
-    """Steps of the project's model (encoder, both heads, the multi-task loss) on fixed-shape
+    """Steps of the project's model (encoder, every task head, the multi-task loss) on fixed-shape
     random batches under bf16 autocast, with AdamW as `build_optimizer` sets it up."""
     import torch
 
@@ -97,16 +114,10 @@ def train_row(backbone: str, sizes: Sizes, device: Any, peak: float | None,
     torch.manual_seed(0)
     model = build_model(backbone, device).train()
     if compiled:
-        model.encoder.compile()
+        model.net.encoder.compile()
     optimizer = torch.optim.AdamW(head_and_backbone_groups(model, {}), fused=use_fused(None, None))
-    vocab = min(int(model.encoder.backbone.config.vocab_size), len(model.encoder.tokenizer))
     b, t = sizes.batch, sizes.tokens
-    batch = {"input_ids": torch.randint(0, vocab, (b, t), device=device),
-             "attention_mask": torch.ones(b, t, dtype=torch.long, device=device),
-             "cls_labels": torch.randint(0, len(model.label_space.classes), (b,), device=device),
-             "ner_labels": torch.randint(0, len(model.label_space.tags), (b, t), device=device),
-             "has_cls": torch.ones(b, dtype=torch.bool, device=device),
-             "has_ner": torch.ones(b, dtype=torch.bool, device=device)}
+    batch = random_batch(model, b, t, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times, losses = [], []
@@ -115,7 +126,7 @@ def train_row(backbone: str, sizes: Sizes, device: Any, peak: float | None,
         started = time.perf_counter()
         with torch.autocast(device.type, dtype=torch.bfloat16):
             outputs = model(batch["input_ids"], batch["attention_mask"])
-            loss = model.compute_loss(batch, outputs)["loss"]
+            loss, _ = model.compute_loss(batch, outputs)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -126,7 +137,7 @@ def train_row(backbone: str, sizes: Sizes, device: Any, peak: float | None,
         losses.append(float(loss.detach()))
     seconds = median(times)
     flops = step_flops([(b, t)], flop_model(model))
-    params = sum(p.numel() for p in model.encoder.parameters())
+    params = sum(p.numel() for p in model.net.encoder.parameters())
     return {"backbone": backbone, "compiled": compiled, "params": params, "batch": b, "tokens": t,
             "step_ms": seconds * 1e3, "tokens_per_s": b * t / seconds,
             "flops_per_s": flops / seconds, "peak_share": flops / seconds / peak if peak else None,

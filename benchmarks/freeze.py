@@ -23,9 +23,10 @@ def run(budget: Budget, data: dict[str, Path]) -> dict[str, Any]:
     val_examples = max(1, budget.freeze_examples // 8)
     overrides = [
         "data=conll_agnews",
-        f"data.train_files=[{{path:'{conll / 'train.txt'}',stop:{budget.freeze_examples}}}]",
-        f"data.val_files=[{{path:'{conll / 'valid.txt'}',stop:{val_examples}}}]",
-        "data.test_files=null",
+        "~tasks.topic",  # the `ner` task alone, on CoNLL-2003
+        f"tasks.ner.train_files=[{{path:'{conll / 'train.txt'}',stop:{budget.freeze_examples}}}]",
+        f"tasks.ner.val_files=[{{path:'{conll / 'valid.txt'}',stop:{val_examples}}}]",
+        "tasks.ner.test_files=null",
     ]
     args = argparse.Namespace(backbone="minilm", epochs=budget.freeze_epochs, batch_size=32,
                               cache_dtype="float16", overrides=overrides)
@@ -33,7 +34,7 @@ def run(budget: Budget, data: dict[str, Path]) -> dict[str, Any]:
     with scratch_dir("freeze") as tmp:
         for side in ("plain", "cache"):
             result = run_side(Path(tmp) / side, side == "cache", args)
-            result.pop("cls_head", None)
+            result.pop("head_weights", None)
             sides[side] = result
     plain, cache = sides["plain"], sides["cache"]
     return {"examples": budget.freeze_examples, "val_examples": val_examples,

@@ -28,7 +28,7 @@ TARGETS = {"fp32_cosine": 0.99999, "int8_cosine": 0.99, "int8_f1_drop": 1.0}
 
 
 def train_model(tmp: Path, steps: int, overrides: list[str] | None = None) -> tuple[Any, Any, float]:
-    """(trained model in eval mode, its DataModule set up for test, seconds)."""
+    """(trained `MultiTaskModule` in eval mode, its DataModule set up for test, seconds)."""
     from benchmarks.training import FIT_KWARGS, build
     from mtst.training.pipeline import build_trainer
 
@@ -62,7 +62,7 @@ def entity_f1(gold: list[list[str]], pred: list[list[str]]) -> float:
 def same_predictions(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, int]:
     """Texts whose topic label or entities (text, type, start, end) differ between two runs."""
     def entities(r: dict[str, Any]) -> list[tuple]:
-        return [(e["text"], e["type"], e["start"], e["end"]) for e in r["entities"]]
+        return [(e["text"], e["type"], e["start"], e["end"]) for e in r["ner"]]
 
     return {"topic_label_differs": sum(x["topic"]["label"] != y["topic"]["label"]
                                        for x, y in zip(a, b, strict=True)),
@@ -82,21 +82,22 @@ def compare_backends(export_dir: Path, datamodule: Any, sentences: list[str],
                   for k, m in models.items()}
     batches = {k: test_predictions(m, datamodule) for k, m in models.items()}
     predicted = {k: models[k].predict(sentences) for k in ("torch", "fp32")}
-    gold = batches["torch"]["ner_gold"]
-    result: dict[str, Any] = {"sentences": len(sentences), "titles": len(batches["torch"]["cls_gold"])}
+    reference = batches["torch"]
+    gold = reference["ner"]["gold"]
+    result: dict[str, Any] = {"sentences": len(sentences), "titles": len(reference["topic"]["gold"])}
     for k in ("fp32", "int8"):
         b = batches[k]
         result[k] = {
             "min_cosine_to_torch": min_cosine(embeddings[k], embeddings["torch"]),
             "mean_cosine_to_torch": float(row_cosines(embeddings[k], embeddings["torch"]).mean()),
-            "word_tags_differ": sum(p != q for p, q in zip(b["ner_pred"], batches["torch"]["ner_pred"],
+            "word_tags_differ": sum(p != q for p, q in zip(b["ner"]["pred"], reference["ner"]["pred"],
                                                           strict=True)),
-            "topics_differ": sum(p != q for p, q in zip(b["cls_pred"], batches["torch"]["cls_pred"],
+            "topics_differ": sum(p != q for p, q in zip(b["topic"]["pred"], reference["topic"]["pred"],
                                                        strict=True)),
-            "ner_f1": entity_f1(gold, b["ner_pred"]),
+            "ner_f1": entity_f1(gold, b["ner"]["pred"]),
         }
     result["fp32"].update(same_predictions(predicted["fp32"], predicted["torch"]))
-    result["torch_ner_f1"] = entity_f1(gold, batches["torch"]["ner_pred"])
+    result["torch_ner_f1"] = entity_f1(gold, reference["ner"]["pred"])
     result["int8_f1_drop"] = result["fp32"]["ner_f1"] - result["int8"]["ner_f1"]
     fp32 = result["fp32"]
     result["fp32_identical"] = not (fp32["word_tags_differ"] or fp32["topics_differ"]
@@ -127,7 +128,7 @@ def run(budget: Budget, data: dict[str, Path]) -> dict[str, Any]:
     with scratch_dir("onnx") as tmp:
         model, datamodule, seconds = train_model(Path(tmp), budget.onnx_steps)
         export_dir = Path(tmp) / "export"
-        export_model(model, export_dir, onnx=True, quantize="int8")
+        export_model(model.net, export_dir, onnx=True, quantize="int8")  # the network alone
         sentences = conll_sentences(data["conll2003"] / "test.txt")
         if budget.onnx_sentences:
             sentences = sentences[: budget.onnx_sentences]

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.common import BENCH_OVERRIDES, Budget, compose, median, scratch_dir, select_files
+from benchmarks.common import BENCH_OVERRIDES, Budget, compose, keep_tasks, median, scratch_dir
 from benchmarks.training import ReferenceLoop, build, optimizer_cfg
 from mtst.data.batching import MultiTaskBatchSampler
 from mtst.data.collate import Collator
@@ -33,7 +33,7 @@ def batch_shares(lengths: list[int], batches: list[list[int]]) -> np.ndarray:
 def run(budget: Budget, data: dict[str, Path]) -> dict[str, Any]:
     with scratch_dir("padding") as tmp:
         cfg = compose(Path(tmp), BENCH_OVERRIDES)
-        select_files(cfg, [0])  # CoNLL-2003 only
+        keep_tasks(cfg, ["ner"])  # CoNLL-2003 only
         datamodule, model = build(cfg)
         ds = datamodule.dataset("train")
         bs = int(cfg.data.batch_size)
@@ -51,14 +51,13 @@ def run(budget: Budget, data: dict[str, Path]) -> dict[str, Any]:
                 "p10_batch_share": float(np.percentile(per_batch, 10)),
                 "batches": len(orders[key]),
             }
-        result.update(_epoch_time(cfg, model, ds, orders, budget.padding_batches,
-                                  datamodule.pad_token_id))
+        collate = Collator(datamodule.pad_token_id, datamodule.task_kinds)  # the loaders' own
+        result.update(_epoch_time(cfg, model, ds, orders, budget.padding_batches, collate))
         return result
 
 
 def _epoch_time(cfg: Any, model: Any, ds: Any, orders: dict[str, list[list[int]]], count: int,
-                pad_id: int) -> dict[str, Any]:
-    collate = Collator(pad_id)
+                collate: Collator) -> dict[str, Any]:
     n = len(orders["bucketed"])
     picks = np.linspace(0, n - 1, count).round().astype(int)
     loop = ReferenceLoop(model, optimizer_cfg(cfg), total_steps=10 * count)

@@ -15,6 +15,8 @@ from benchmarks.details import (
     scale_linearity,
 )
 from benchmarks.details_serving import render_onnx, render_onnx_speed, render_serve
+from benchmarks.similarity import render as render_similarity
+from benchmarks.similarity import summary_rows as similarity_rows
 
 
 def _yes(ok: bool | None) -> str:
@@ -98,6 +100,8 @@ def summary_rows(sections: dict[str, Any]) -> list[list[Any]]:
                          f"{lin['store_peak_min']:.0f}–{lin['store_peak_max']:.0f} MiB",
                          "≈ 1; flat", _yes(ok)])
     rows += deployment_rows(sections)
+    if _ok(sections.get("similarity")):
+        rows += similarity_rows(sections["similarity"])
     for name, section in sections.items():
         if not _ok(section):
             reason = (section or {}).get("error") or (section or {}).get("skipped")
@@ -150,4 +154,5 @@ SECTION_RENDERERS = [
     ("onnx", "9. ONNX graphs against torch on CoNLL-2003", render_onnx),
     ("onnx_speed", "10. ONNX int8 encoding against sentence-transformers", render_onnx_speed),
     ("serve", "11. Serving: `mtst serve` under load (loopback)", render_serve),
+    ("similarity", "12. The embedding's yardstick: STS Benchmark", render_similarity),
 ]

@@ -1,6 +1,6 @@
 """Rows 1-2: the Lightning training step against a hand-written PyTorch loop, and FLOP efficiency.
 
-Both sides train the same `MultiTaskModel` (reset to the same weights and RNG seed before each
+Both sides train the same `MultiTaskModule` (reset to the same weights and RNG seed before each
 repeat), on the same batches from the same DataModule, with the same AdamW groups, schedule and
 gradient clipping. Repeats alternate sides (framework, plain, framework, plain, ...) so machine
 load hits both alike; the figures are medians of per-repeat samples/s.
@@ -37,7 +37,8 @@ FIT_KWARGS = {"enable_checkpointing": False, "enable_model_summary": False, "lim
 
 
 class ReferenceLoop:
-    """The loop a user writes by hand: forward, two masked cross-entropies, clip, AdamW, schedule."""
+    """The loop a user writes by hand: forward, one masked cross-entropy per task with a head,
+    clip, AdamW, schedule."""
 
     def __init__(self, model: nn.Module, optimizer_cfg: dict[str, Any], total_steps: int,
                  clip: float | None = 1.0) -> None:
@@ -54,14 +55,15 @@ class ReferenceLoop:
 
     @staticmethod
     def loss(batch: dict[str, torch.Tensor], out: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Sum of the cross-entropies of the tasks this batch has labels for."""
-        total = out["cls_logits"].new_zeros(())
-        if bool((batch["cls_labels"] != IGNORE).any()):
-            total = total + F.cross_entropy(out["cls_logits"], batch["cls_labels"], ignore_index=IGNORE)
-        if bool((batch["ner_labels"] != IGNORE).any()):
-            logits = out["ner_logits"]
+        """Sum of the cross-entropies of the tasks this batch has labels for (every output but
+        the embeddings is a task's logits: [B, C] per sentence or [B, T, C] per token)."""
+        total = out["embeddings"].new_zeros(())
+        for name, logits in out.items():
+            labels = batch.get(f"{name}.labels")
+            if name == "embeddings" or labels is None or not bool((labels != IGNORE).any()):
+                continue
             total = total + F.cross_entropy(logits.reshape(-1, logits.size(-1)),
-                                            batch["ner_labels"].reshape(-1), ignore_index=IGNORE)
+                                            labels.reshape(-1), ignore_index=IGNORE)
         return total
 
     def step(self, batch: dict[str, torch.Tensor]) -> float:
@@ -111,15 +113,21 @@ class StepClock(Callback):
 
 
 def build(cfg: Any) -> tuple[Any, Any]:
-    """DataModule and model exactly as `train.py` builds them."""
+    """DataModule and model (the `MultiTaskModule`) exactly as `train.py` builds them."""
     import lightning as L
 
     from mtst.model.backbone import load_tokenizer
-    from mtst.training.pipeline import backbone_settings, build_datamodule, build_model
+    from mtst.training.pipeline import (
+        backbone_settings,
+        build_datamodule,
+        build_model,
+        configured_tasks,
+    )
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = build_datamodule(cfg, load_tokenizer(**backbone_settings(cfg)))
-    return datamodule, build_model(cfg, datamodule.label_space.to_dict())
+    tasks = configured_tasks(cfg)
+    datamodule = build_datamodule(cfg, load_tokenizer(**backbone_settings(cfg)), tasks)
+    return datamodule, build_model(cfg, tasks, datamodule.label_spaces)
 
 
 def optimizer_cfg(cfg: Any) -> dict[str, Any]:
@@ -146,13 +154,15 @@ def plain_run(cfg: Any, model: Any, datamodule: Any, steps: int) -> StepClock:
 
 
 def flop_model(model: Any) -> dict[str, int]:
-    """Per-token matmul parameters N (encoder Linear layers + NER head; embeddings are lookups and
-    the pooler and topic head act once per sentence, so they are left out), layers L, width d."""
-    per_token = 0
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and "pooler" not in name and not name.startswith("cls_head"):
-            per_token += module.weight.numel()
-    config = model.encoder.backbone.config
+    """Per-token matmul parameters N (encoder Linear layers + token heads; embeddings are lookups
+    and the pooler and sentence heads act once per sentence, so they are left out), layers L,
+    width d. `model` is a `MultiTaskModule` or a `MultiTaskNetwork`."""
+    net = getattr(model, "net", model)
+    per_token = sum(m.weight.numel() for name, m in net.encoder.named_modules()
+                    if isinstance(m, nn.Linear) and "pooler" not in name)
+    per_token += sum(head.out.weight.numel() for head in net.heads.values()
+                     if head.reads == "token_states")
+    config = net.encoder.backbone.config
     return {"matmul_params": per_token, "layers": int(config.num_hidden_layers),
             "hidden": int(config.hidden_size)}
 
@@ -237,7 +247,7 @@ def run(budget: Budget, data: dict[str, Path], overrides: list[str] | None = Non
             "flop_model": fm, "flop_formula": FLOP_FORMULA,
             "achieved_flops_per_s": flops, "matmul_peak": {"before": peak_before, "after": peak_after},
             "peak_flops_per_s": peak,
-            "model_shaped_matmul": model_shaped(tokens, model.encoder.backbone.config),
+            "model_shaped_matmul": model_shaped(tokens, model.net.encoder.backbone.config),
             "efficiency": {side: value / peak for side, value in flops.items()},
             "target_efficiency": 0.5,
         }

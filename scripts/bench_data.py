@@ -3,6 +3,10 @@
     python scripts/bench_data.py                       # data/sample, MiniLM tokenizer
     python scripts/bench_data.py --conll ../shared/data/conll2003/train.txt
     python scripts/bench_data.py --files a.jsonl b.csv --tokenizer path/to/tokenizer
+    python scripts/bench_data.py --files titles.csv --kinds label
+
+Every file is read for each task kind asked for (`label`: a `topic` task, `tags`: an `ner`
+task; labels inferred from the files); the default is both, `tags` alone for --conll.
 
 Throughput covers read + validate + tokenise + align (``MultiTaskDataModule.dataset``, what
 ``setup`` does once per split);
@@ -20,6 +24,7 @@ from pathlib import Path
 
 from mtst.data.batching import MultiTaskBatchSampler
 from mtst.data.datamodule import MultiTaskDataModule
+from mtst.data.tasks import TaskData
 from mtst.errors import MtstError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +75,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--sampling", default="proportional")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--kinds", nargs="+", choices=sorted(TASK_NAMES), default=None,
+                   help="task kinds read from every file (default: label tags; tags for --conll)")
     return p.parse_args(argv)
+
+
+TASK_NAMES = {"label": "topic", "tags": "ner"}
+
+
+def corpus_tasks(args: argparse.Namespace, files: list[str]) -> dict[str, TaskData]:
+    kinds = args.kinds or (["tags"] if args.conll else ["label", "tags"])
+    return {TASK_NAMES[kind]: TaskData.parse(TASK_NAMES[kind], kind, {"train_files": files})
+            for kind in kinds}
 
 
 def corpus_files(args: argparse.Namespace) -> list[str]:
@@ -97,9 +113,8 @@ def run(argv: list[str] | None = None) -> dict[str, float]:
     times = []
     for _ in range(max(1, args.repeats)):
         start = time.perf_counter()
-        dm = MultiTaskDataModule(train_files=files, labels={"classes": None, "entity_types": None},
-                                 max_length=args.max_length, batch_size=args.batch_size,
-                                 tokenizer=tokenizer)
+        dm = MultiTaskDataModule(corpus_tasks(args, files), max_length=args.max_length,
+                                 batch_size=args.batch_size, tokenizer=tokenizer)
         ds = dm.dataset("train")
         times.append(time.perf_counter() - start)
     lengths, sources = ds.lengths.tolist(), ds.sources.tolist()

@@ -67,15 +67,21 @@ def run_side(tmp: Path, cache: bool, args: argparse.Namespace) -> dict[str, Any]
     import lightning as L
 
     from mtst.model.backbone import load_tokenizer
-    from mtst.training.pipeline import backbone_settings, build_datamodule, build_model
+    from mtst.training.pipeline import (
+        backbone_settings,
+        build_datamodule,
+        build_model,
+        configured_tasks,
+    )
 
     overrides = [f"backbone={args.backbone}", "freeze=backbone", f"freeze.cache_features={cache}",
                  f"freeze.cache_dtype={args.cache_dtype}", f"data.batch_size={args.batch_size}",
                  *args.overrides]
     cfg = compose(tmp, overrides)
     L.seed_everything(cfg.seed)
-    datamodule = build_datamodule(cfg, load_tokenizer(**backbone_settings(cfg)))
-    model = build_model(cfg, datamodule.label_space.to_dict())
+    tasks = configured_tasks(cfg)
+    datamodule = build_datamodule(cfg, load_tokenizer(**backbone_settings(cfg)), tasks)
+    model = build_model(cfg, tasks, datamodule.label_spaces)
     clock = EpochClock()
     trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=args.epochs, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False,
@@ -86,7 +92,8 @@ def run_side(tmp: Path, cache: bool, args: argparse.Namespace) -> dict[str, Any]
             "cache_mb": cached.nbytes / 2**20 if cached else 0.0,
             "cache_hits": cached.hits if cached else 0,
             "val_score": float(trainer.callback_metrics.get("val/score", float("nan"))),
-            "cls_head": model.cls_head.out.weight.detach().clone()}
+            "head_weights": {name: head.out.weight.detach().clone()
+                             for name, head in model.net.heads.items()}}
 
 
 def later(side: dict[str, Any], key: str) -> float:
@@ -122,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         for side in args.order.split(","):
             results[side] = run_side(Path(tmp) / side, side == "cache", args)
     plain, cache = results["plain"], results["cache"]
-    drift = float((plain.pop("cls_head") - cache.pop("cls_head")).abs().max())
+    heads_plain, heads_cache = plain.pop("head_weights"), cache.pop("head_weights")
+    drift = max(float((heads_plain[name] - heads_cache[name]).abs().max()) for name in heads_plain)
 
     summary = {
         "backbone": args.backbone, "epochs": args.epochs, "torch_threads": torch.get_num_threads(),

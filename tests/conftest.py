@@ -41,11 +41,12 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def force_tag(model, tag: str) -> None:
-    """Make NER tag `tag` win on every sub-token, whatever the encoder's states."""
+def force_tag(model, tag: str, task: str = "ner") -> None:
+    """Make tag `tag` of token task `task` win on every sub-token, whatever the encoder's states."""
     with torch.no_grad():
-        model.ner_head.out.bias.zero_()
-        model.ner_head.out.bias[model.label_space.tag_to_id[tag]] = 100.0
+        head = model.heads[task]
+        head.out.bias.zero_()
+        head.out.bias[model.label_spaces[task].to_id[tag]] = 100.0
 
 
 def compose_config(
@@ -68,3 +69,61 @@ TINY_TRAIN = [
     "~callbacks.model_summary",
     "data.batch_size=8",
 ]
+
+
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
+
+
+def sample_tasks(train: object = None, val: object = None, test: object = None,
+                 classes: list[str] | None = None, entity_types: list[str] | None = None
+                 ) -> dict[str, dict]:
+    """The default `topic` + `ner` task config on the sample corpus (file entries overridable),
+    as the `tasks` node of a composed config holds it."""
+    files = {"train_files": [str(SAMPLE / "train.jsonl")] if train is None else train,
+             "val_files": [str(SAMPLE / "val.jsonl")] if val is None else val,
+             "test_files": [str(SAMPLE / "test.jsonl")] if test is None else test}
+    return {
+        "topic": {"type": "sentence_classification", **files,
+                  "labels": classes or ["travel", "technology", "politics", "other"]},
+        "ner": {"type": "token_classification", **files,
+                "labels": entity_types or ["PERSON", "LOC", "ORG", "DATE"]},
+    }
+
+
+def make_datamodule(tasks: dict[str, dict] | None = None, tokenizer: object = TINY,
+                    stage: str = "fit", **options: object):
+    """A data module for a `tasks` config (default `sample_tasks()`), set up for `stage`."""
+    from mtst.data.datamodule import MultiTaskDataModule
+    from mtst.tasks import build_tasks
+
+    built = build_tasks(tasks or sample_tasks())
+    dm = MultiTaskDataModule({n: t.data for n, t in built.items()}, **{"seed": 0, **options})
+    dm.set_tokenizer(load_tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer)
+    dm.setup(stage)
+    return dm
+
+
+def make_network(label_spaces: dict, tasks: dict[str, dict] | None = None, backbone: str = TINY,
+                 pooling: str = "weighted_mean", dropout: float = 0.1, seed: int = 0):
+    """A MultiTaskNetwork (random tiny backbone unless `backbone` says otherwise) with one head
+    per task of `tasks` (default `sample_tasks()`)."""
+    from mtst.inference.model import MultiTaskModel
+    from mtst.model.encoder import SentenceEncoder
+    from mtst.tasks import build_tasks
+
+    torch.manual_seed(seed)
+    encoder = SentenceEncoder.from_pretrained(backbone, pretrained=backbone != TINY, pooling=pooling)
+    built = build_tasks(tasks or sample_tasks())
+    specs = {n: {**t.network_spec(label_spaces[n]), **({"dropout": dropout} if t.head else {})}
+             for n, t in built.items()}
+    return MultiTaskModel(encoder, specs)
+
+
+def make_module(dm, freeze: dict | None = None, tasks: dict[str, dict] | None = None,
+                optimizer: dict | None = None, loss: dict | None = None, seed: int = 0, **net_options):
+    """A MultiTaskModule around `make_network(dm.label_spaces, tasks)`."""
+    from mtst.training.module import MultiTaskModule
+
+    tasks = tasks or sample_tasks()
+    net = make_network(dm.label_spaces, tasks, seed=seed, **net_options)
+    return MultiTaskModule(net, tasks, loss=loss, optimizer=optimizer, freeze=freeze)

@@ -28,7 +28,7 @@ def tiny(tmp_path_factory) -> tuple[Path, object]:
     cfg = compose(tmp, TINY_BENCH)
     datamodule, model = build(cfg)
     datamodule.setup("test")
-    export_model(model.eval(), tmp / "export", onnx=True, quantize="int8")
+    export_model(model.net.eval(), tmp / "export", onnx=True, quantize="int8")
     return tmp / "export", datamodule
 
 
@@ -51,7 +51,7 @@ def test_a_graph_of_another_model_is_reported_as_different(tiny, tmp_path) -> No
     export_dir, datamodule = tiny
     cfg = compose(tmp_path, [*TINY_BENCH, "seed=7"])
     _, other = build(cfg)
-    export_model(other.eval(), tmp_path / "other", onnx=True)
+    export_model(other.net.eval(), tmp_path / "other", onnx=True)
     mixed = tmp_path / "mixed"
     shutil.copytree(export_dir, mixed)
     shutil.copy(tmp_path / "other" / "onnx" / "model.onnx", mixed / "onnx" / "model.onnx")

@@ -68,17 +68,42 @@ def test_reference_metrics_match_the_framework_test_metrics(tmp_path) -> None:
     trainer = build_trainer(cfg)
     trainer.test(model, datamodule=datamodule, verbose=False)
     theirs = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    assert ours["ner_f1"] == pytest.approx(100 * theirs["test/ner_f1"], abs=1e-4)
-    assert ours["cls_acc"] == pytest.approx(100 * theirs["test/cls_acc"], abs=1e-4)
-    assert ours["cls_macro_f1"] == pytest.approx(100 * theirs["test/cls_f1"], abs=1e-4)
+    assert ours["ner_f1"] == pytest.approx(100 * theirs["test/ner/f1"], abs=1e-4)
+    assert ours["cls_acc"] == pytest.approx(100 * theirs["test/topic/acc"], abs=1e-4)
+    assert ours["cls_macro_f1"] == pytest.approx(100 * theirs["test/topic/f1"], abs=1e-4)
+    # the framework rows pick the same keys out of the test metrics
+    assert quality._pick(theirs) == pytest.approx({k: ours[k] for k in quality._pick(theirs)},
+                                                  abs=1e-4)
+    assert set(quality._pick(theirs)) == {"ner_f1", "cls_acc", "cls_macro_f1"}
+
+
+def test_reference_metrics_cover_a_third_task(tmp_path) -> None:
+    """A third sentence task (`mood`, the sample's topic field under another name) is scored
+    by the plain loop's metrics like the framework scores it."""
+    from mtst.training.pipeline import build_trainer
+
+    cfg = compose(tmp_path, [*TINY_BENCH, "+tasks.mood=${tasks.topic}"])
+    datamodule, model = training.build(cfg)
+    datamodule.setup("test")
+    ours = quality.evaluate(model, datamodule)
+    trainer = build_trainer(cfg)
+    trainer.test(model, datamodule=datamodule, verbose=False)
+    theirs = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    assert ours["mood_acc"] == pytest.approx(100 * theirs["test/mood/acc"], abs=1e-4)
+    assert ours["mood_macro_f1"] == pytest.approx(100 * theirs["test/mood/f1"], abs=1e-4)
+    assert quality._pick(theirs)["mood_acc"] == pytest.approx(ours["mood_acc"], abs=1e-4)
 
 
 def test_reference_loss_skips_tasks_without_labels() -> None:
-    batch = {"cls_labels": torch.tensor([-100, -100]), "ner_labels": torch.tensor([[1, -100], [0, 2]])}
-    logits = torch.zeros(2, 2, 3)
-    out = {"cls_logits": torch.randn(2, 4), "ner_logits": logits}
-    loss = training.ReferenceLoop.loss(batch, out)
-    assert loss.item() == pytest.approx(torch.log(torch.tensor(3.0)).item())
+    batch = {"topic.labels": torch.tensor([-100, -100]), "ner.labels": torch.tensor([[1, -100], [0, 2]]),
+             "mood.labels": torch.tensor([1, -100])}
+    out = {"embeddings": torch.randn(2, 8), "topic": torch.randn(2, 4), "ner": torch.zeros(2, 2, 3),
+           "mood": torch.zeros(2, 5)}
+    loss = training.ReferenceLoop.loss(batch, out)  # topic has no label: left out
+    expected = torch.log(torch.tensor(3.0)) + torch.log(torch.tensor(5.0))
+    assert loss.item() == pytest.approx(expected.item())
+    del batch["mood.labels"]  # nor a task the batch has no column for
+    assert training.ReferenceLoop.loss(batch, out).item() == pytest.approx(torch.log(torch.tensor(3.0)).item())
 
 
 def test_batch_shares() -> None:

@@ -11,7 +11,7 @@ from lightning.fabric.utilities.apply_func import move_data_to_device
 from mtst.cli._hydra import report_user_errors
 from mtst.cli.train import train_task
 from mtst.training.pipeline import build_trainer, train
-from tests.conftest import TINY_TRAIN, compose_config
+from tests.conftest import TINY_TRAIN, compose_config, sample_tasks
 
 RUN = TINY_TRAIN + ["trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "run_test=false",
                     "~callbacks.lr_monitor"]
@@ -62,17 +62,17 @@ class LinearOutputs:
 
 
 def test_bf16_mixed_trains_under_autocast_without_nan(tmp_path, monkeypatch) -> None:
-    from mtst.model import multitask
+    from mtst.training.module import MultiTaskModule
 
     seen = LinearOutputs()
-    original = multitask.MultiTaskModel.on_fit_start
+    original = MultiTaskModule.on_fit_start
 
     def on_fit_start(self) -> None:
-        linear = next(m for m in self.encoder.backbone.modules() if isinstance(m, torch.nn.Linear))
+        linear = next(m for m in self.net.encoder.backbone.modules() if isinstance(m, torch.nn.Linear))
         linear.register_forward_hook(seen.hook)
         original(self)
 
-    monkeypatch.setattr(multitask.MultiTaskModel, "on_fit_start", on_fit_start)
+    monkeypatch.setattr(MultiTaskModule, "on_fit_start", on_fit_start)
     metrics = train(compose_config(tmp_path, RUN + ["trainer.precision=bf16-mixed",
                                                     "trainer.limit_train_batches=4"]))
     assert seen.dtypes == {torch.bfloat16}  # the matmuls ran in bf16
@@ -97,9 +97,9 @@ class RecordingTensor(torch.Tensor):
 def test_batches_move_to_an_accelerator_without_blocking(device, non_blocking) -> None:
     # the model keeps Lightning's default transfer_batch_to_device: non-blocking copies to CUDA
     # (which overlap with compute when data.pin_memory=true), blocking ones to the CPU
-    from mtst.model.multitask import MultiTaskModel
+    from mtst.training.module import MultiTaskModule
 
-    assert "transfer_batch_to_device" not in MultiTaskModel.__dict__
+    assert "transfer_batch_to_device" not in MultiTaskModule.__dict__
     CALLS.clear()
     move_data_to_device({"input_ids": torch.zeros(2).as_subclass(RecordingTensor)}, torch.device(device))
     (args, kwargs), = CALLS
@@ -134,8 +134,10 @@ def test_batches_are_pinned_by_default_only_for_cuda(setting, cuda, pinned) -> N
     from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
 
     from mtst.data.datamodule import MultiTaskDataModule
+    from mtst.tasks import build_tasks
 
-    datamodule = MultiTaskDataModule(pin_memory=setting)
+    tasks = {n: t.data for n, t in build_tasks(sample_tasks()).items()}
+    datamodule = MultiTaskDataModule(tasks, pin_memory=setting)
     assert datamodule.pins_memory() is (setting is True)  # no trainer attached yet
     accelerator = CUDAAccelerator() if cuda else CPUAccelerator()
     datamodule.trainer = SimpleNamespace(accelerator=accelerator)

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from mtst.cli._hydra import CONF_DIR
 from mtst.errors import MtstError
+from mtst.tasks import build_tasks
 from mtst.training import runs
 from mtst.training.pipeline import MTST_TRAINER_KEYS, trainer_arguments
 from mtst.training.runs import new_run_folder, run_dir
@@ -23,8 +25,9 @@ def options(group: str) -> list[str]:
 @pytest.mark.parametrize("experiment", options("experiment"))
 def test_experiments_compose(tmp_path, experiment) -> None:
     cfg = compose_config(tmp_path, [f"experiment={experiment}"])
-    assert cfg.model._target_.endswith("MultiTaskModel")
-    assert cfg.data.max_length == cfg.model.max_length
+    assert cfg.model._target_.endswith("MultiTaskModule")
+    assert cfg.data.max_length == cfg.model.net.max_length
+    assert list(cfg.tasks)[:2] == ["topic", "ner"]
 
 
 @pytest.mark.parametrize("debug", options("debug"))
@@ -38,7 +41,7 @@ def test_backbones_carry_pooling_and_no_remote_code(tmp_path) -> None:
     for backbone in options("backbone"):
         cfg = compose_config(tmp_path, [f"backbone={backbone}"])
         assert cfg.backbone.trust_remote_code is False
-        assert cfg.model.pooling == cfg.backbone.pooling
+        assert cfg.model.net.pooling == cfg.backbone.pooling
 
 
 def test_quickstart_uses_the_offline_tiny_backbone(tmp_path) -> None:
@@ -131,3 +134,22 @@ def test_common_trainer_settings_need_no_plus(tmp_path) -> None:
         "run_test=false"])
     train(cfg)
     assert checkpoint_step(tmp_path / "checkpoints" / "last.ckpt") == 5
+
+
+@pytest.mark.parametrize("preset, tasks", [("sample", ["topic", "ner"]), ("conll_agnews", ["topic", "ner"]),
+                                           ("conll_agnews_sts", ["topic", "ner", "sts"])])
+def test_data_presets_are_one_word_and_set_the_tasks(tmp_path, preset, tasks) -> None:
+    cfg = compose_config(tmp_path, [f"data={preset}"])
+    assert list(cfg.tasks) == tasks
+    built = build_tasks(OmegaConf.to_container(cfg.tasks, resolve=True))
+    assert [t.type for t in built.values()][:2] == ["sentence_classification", "token_classification"]
+    for task in built.values():
+        assert task.data.split_files("train") and task.data.split_files("val")
+
+
+def test_tasks_are_added_and_removed_on_the_command_line(tmp_path) -> None:
+    cfg = compose_config(tmp_path, ["~tasks.topic", "+tasks.sts.type=sentence_similarity",
+                                    "+tasks.sts.val_files=[pairs.jsonl]"])
+    assert list(cfg.tasks) == ["ner", "sts"]
+    built = build_tasks(OmegaConf.to_container(cfg.tasks, resolve=True))
+    assert built["sts"].data.split_files("train") == () and built["sts"].weight == 1.0

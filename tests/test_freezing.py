@@ -11,38 +11,38 @@ import lightning as L
 import pytest
 import torch
 
-from mtst.data.datamodule import MultiTaskDataModule
 from mtst.errors import MtstError
-from mtst.model.backbone import load_tokenizer
-from mtst.model.encoder import SentenceEncoder
-from mtst.model.multitask import MultiTaskModel
+from mtst.tasks import build_tasks
 from mtst.training.freezing import build_freeze_strategy
+from mtst.training.module import MultiTaskModule
+from tests.conftest import make_datamodule as _make_datamodule
+from tests.conftest import make_module, sample_tasks
 
-TINY = "package:mtst/assets/gpt_neo_tiny"
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 OPTIMIZER = {"lr_head": 1e-2, "lr_backbone": 1e-3, "weight_decay": 0.01, "warmup_steps": 0}
 
 
+def three_tasks(train_stop: int | None = None, val_stop: int | None = None) -> dict[str, dict]:
+    """topic + ner + a third sentence task (`mood`, the same field under another name): every
+    freezing guarantee is checked with more tasks than the two defaults."""
+    def spec(split: str, stop: int | None) -> list[dict[str, Any]]:
+        return [{"path": str(SAMPLE / f"{split}.jsonl"), **({"stop": stop} if stop else {})}]
+
+    tasks = sample_tasks(spec("train", train_stop), spec("val", val_stop), spec("test", None))
+    tasks["mood"] = {**tasks["topic"], "labels": None}
+    return tasks
+
+
 def make_datamodule(train_stop: int | None = None, val_stop: int | None = None,
-                    batch_size: int = 8) -> MultiTaskDataModule:
+                    batch_size: int = 8):
     """The sample corpus tokenised with the tiny tokenizer (optionally its first examples only)."""
-    def spec(split: str, stop: int | None) -> dict[str, Any]:
-        return {"path": str(SAMPLE / f"{split}.jsonl"), **({"stop": stop} if stop else {})}
-
-    dm = MultiTaskDataModule([spec("train", train_stop)], [spec("val", val_stop)],
-                             [spec("test", None)], batch_size=batch_size, seed=0)
-    dm.set_tokenizer(load_tokenizer(TINY))
-    dm.setup("fit")
-    return dm
+    return _make_datamodule(three_tasks(train_stop, val_stop), batch_size=batch_size)
 
 
-def make_model(dm: MultiTaskDataModule, freeze: dict[str, Any], dropout: float = 0.1,
-               optimizer: dict[str, Any] | None = None, seed: int = 0) -> MultiTaskModel:
-    torch.manual_seed(seed)
-    encoder = SentenceEncoder.from_pretrained(TINY, pretrained=False, pooling="weighted_mean")
-    return MultiTaskModel(backbone={"name_or_path": TINY, "pretrained": False},
-                          labels=dm.label_space.to_dict(), pooling="weighted_mean", dropout=dropout,
-                          optimizer=optimizer or OPTIMIZER, freeze=freeze, encoder=encoder)
+def make_model(dm, freeze: dict[str, Any], dropout: float = 0.1,
+               optimizer: dict[str, Any] | None = None, seed: int = 0) -> MultiTaskModule:
+    return make_module(dm, freeze, three_tasks(), optimizer=optimizer or OPTIMIZER, seed=seed,
+                       dropout=dropout)
 
 
 def make_trainer(epochs: int, batches: int = 3, **kwargs: Any) -> L.Trainer:
@@ -59,20 +59,23 @@ def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def dm() -> MultiTaskDataModule:
+def dm():
     return make_datamodule()
 
 
 def _enc(name: str) -> bool:
-    return name.startswith("encoder.")
+    return name.startswith("net.encoder.")
 
 
 # expected trainable set, written from the strategy definitions (not from the implementation)
 CASES = {
     "none": ({"name": "none"}, 1, lambda n: True),
     "backbone": ({"name": "backbone", "cache_features": True}, 2, lambda n: not _enc(n)),
-    "head_cls": ({"name": "head_cls"}, 1, lambda n: not n.startswith("cls_head.")),
-    "head_ner": ({"name": "head_ner"}, 1, lambda n: not n.startswith("ner_head.")),
+    "head_topic": ({"name": "head", "heads": ["topic"]}, 1,
+                   lambda n: not n.startswith("net.heads.topic.")),
+    "head_ner": ({"name": "head", "heads": ["ner"]}, 1, lambda n: not n.startswith("net.heads.ner.")),
+    "heads_topic_mood": ({"name": "head", "heads": ["topic", "mood"]}, 1,
+                         lambda n: not n.startswith(("net.heads.topic.", "net.heads.mood."))),
     "bitfit": ({"name": "bitfit", "lr_backbone": 1e-3}, 1,
                lambda n: not _enc(n) or n.endswith(".bias")),
     "gradual_stage1": ({"name": "gradual", "stage1_epochs": 1}, 1, lambda n: not _enc(n)),
@@ -97,30 +100,31 @@ def test_frozen_tensors_unchanged_and_trainable_ones_moved(dm, case: str) -> Non
         else:
             assert not torch.equal(param, before[name]), f"{case}: trainable {name} did not change"
     if case == "backbone":
-        assert not model.encoder.training, "a frozen encoder runs in eval mode (no dropout)"
-        assert model.cls_head.training
+        assert not model.net.encoder.training, "a frozen encoder runs in eval mode (no dropout)"
+        assert model.net.heads["topic"].training
 
 
 def test_freeze_all_trains_nothing_and_leaves_modes_for_eval(dm) -> None:
     model = make_model(dm, {"name": "all"})
     model.freezer.apply(model, 0)
     assert model.freezer.trains_nothing
-    assert not any(p.requires_grad for p in model.parameters())
-    assert not model.encoder.training
+    assert not any(p.requires_grad for p in model.net.parameters())
+    assert not model.net.encoder.training
 
 
-@pytest.mark.parametrize("head", ["cls", "ner"])
+@pytest.mark.parametrize("head", ["topic", "ner", "mood"])
 def test_frozen_head_loss_still_reaches_the_encoder(dm, head: str) -> None:
     batch = next(iter(dm.train_dataloader()))
     grads = {}
     for weight in (0.0, 1.0, 2.0):
-        model = make_model(dm, {"name": f"head_{head}", "frozen_head_weight": weight}, dropout=0.0)
+        model = make_model(dm, {"name": "head", "heads": [head], "frozen_head_weight": weight},
+                           dropout=0.0)
         model.double()  # float64 (GPT-Neo still takes attention scores in fp32)
-        assert float(model.loss_fn.weights[0 if head == "cls" else 1]) == weight
+        assert float(model.loss_fn.weights[list(model.tasks).index(head)]) == weight
         model.freezer.apply(model, 0)
-        model.compute_loss(batch, model.encode_batch(batch))["loss"].backward()
-        assert all(p.grad is None for p in getattr(model, f"{head}_head").parameters())
-        grads[weight] = model.encoder.backbone.h[0].mlp.c_fc.weight.grad.clone()
+        model.compute_loss(batch, model.encode_batch(batch))[0].backward()
+        assert all(p.grad is None for p in model.net.heads[head].parameters())
+        grads[weight] = model.net.encoder.backbone.h[0].mlp.c_fc.weight.grad.clone()
     assert grads[1.0].dtype == torch.float64
     # the frozen head's loss adds to the encoder's gradient in proportion to its weight; the
     # tolerance is relative to the gradient's size, 1000x above the fp32 attention's rounding
@@ -131,8 +135,13 @@ def test_frozen_head_loss_still_reaches_the_encoder(dm, head: str) -> None:
 
 
 def test_bad_settings_are_one_line_user_errors() -> None:
-    with pytest.raises(MtstError, match="freeze strategy 'frozen' unknown"):
+    tasks = build_tasks(three_tasks())
+    with pytest.raises(MtstError, match="freeze.name='frozen': no such strategy"):
         build_freeze_strategy({"name": "frozen"})
+    with pytest.raises(MtstError, match="freeze.heads: 'nerr' is not a task; tasks are topic, ner, mood"):
+        build_freeze_strategy({"name": "head", "heads": ["nerr"]}, tasks)
+    with pytest.raises(MtstError, match="freeze.heads: name the task heads"):
+        build_freeze_strategy({"name": "head", "heads": []}, tasks)
     with pytest.raises(MtstError, match=re.escape("freeze.top_blocks=0")):
         build_freeze_strategy({"name": "gradual", "top_blocks": 0})
     with pytest.raises(MtstError, match="freeze.layer_decay"):
@@ -140,4 +149,4 @@ def test_bad_settings_are_one_line_user_errors() -> None:
     with pytest.raises(MtstError, match="freeze.cache_dtype"):
         build_freeze_strategy({"name": "backbone", "cache_features": True, "cache_dtype": "int8"})
     with pytest.raises(MtstError, match="freeze.frozen_head_weight"):
-        build_freeze_strategy({"name": "head_cls", "frozen_head_weight": -1}).loss_settings({})
+        build_freeze_strategy({"name": "head", "heads": ["topic"], "frozen_head_weight": -1}, tasks)

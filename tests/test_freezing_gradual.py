@@ -14,13 +14,16 @@ from transformers import BertConfig, BertModel
 
 from mtst.errors import MtstError
 from mtst.model.encoder import SentenceEncoder
-from mtst.model.multitask import MultiTaskModel
+from mtst.model.network import MultiTaskNetwork
+from mtst.tasks import build_tasks
 from mtst.training.blocks import encoder_units
 from mtst.training.freezing import build_freeze_strategy
+from mtst.training.module import MultiTaskModule
 from tests.test_freezing import (
     make_datamodule,
     make_model,
     make_trainer,
+    three_tasks,
 )
 
 LR_HEAD, LR_BACKBONE, DECAY, WARMUP = 1e-2, 1e-3, 0.5, 2
@@ -35,13 +38,17 @@ def dm():
 
 
 def unit_of(name: str) -> str:
-    """Tiny GPT-Neo layout: h.0 / h.1 blocks, wte/wpe embeddings, ln_f above the blocks."""
-    match = re.match(r"encoder\.backbone\.h\.(\d+)\.", name)
+    """Tiny GPT-Neo layout: h.0 / h.1 blocks, wte/wpe embeddings, ln_f above the blocks; every
+    task head (topic, ner, mood) is in `heads`."""
+    match = re.match(r"net\.encoder\.backbone\.h\.(\d+)\.", name)
     if match:
         return f"block_{match.group(1)}"
-    if re.match(r"encoder\.backbone\.(wte|wpe)\.", name):
+    if re.match(r"net\.encoder\.backbone\.(wte|wpe)\.", name):
         return "embeddings"
-    return "final" if name.startswith("encoder.") else "heads"
+    if name.startswith("net.encoder."):
+        return "final"
+    assert name.startswith("net.heads."), name
+    return "heads"
 
 
 # epoch -> units that train; unit -> base learning rate (block k from the top: LR_BACKBONE*DECAY**k)
@@ -118,8 +125,9 @@ def test_bert_blocks_and_discriminative_groups(dm) -> None:
     assert [(u.name, u.depth) for u in units] == [
         ("final", 0), ("block_2", 0), ("block_1", 1), ("block_0", 2), ("embeddings", 3)]
     assert all(".encoder.layer.1." in n for n, _ in units[2].params)
-    model = MultiTaskModel(backbone={"name_or_path": "unused"}, labels=dm.label_space.to_dict(),
-                           freeze=GRADUAL, encoder=encoder)
+    tasks = three_tasks()
+    specs = {n: t.network_spec(dm.label_spaces[n]) for n, t in build_tasks(tasks).items()}
+    model = MultiTaskModule(MultiTaskNetwork(encoder, specs), tasks, freeze=GRADUAL)
     groups = model.freezer.param_groups(model, OPTIMIZER)
     lrs = {g["name"]: g["lr"] for g in groups}
     assert lrs["backbone.block_2"] == LR_BACKBONE
@@ -129,7 +137,8 @@ def test_bert_blocks_and_discriminative_groups(dm) -> None:
     grouped = [id(p) for g in groups for p in g["params"]]
     assert sorted(grouped) == sorted(id(p) for p in model.parameters())  # each exactly once
     model.freezer.apply(model, 1)  # stage 2: pooler ('final') and the top block
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad and n.startswith("encoder.")}
+    trainable = {n for n, p in model.named_parameters()
+                 if p.requires_grad and n.startswith("net.encoder.")}
     assert trainable and all(".layer.2." in n or ".pooler." in n for n in trainable)
 
 

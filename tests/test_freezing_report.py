@@ -26,8 +26,13 @@ from tests.test_freezing import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-PROBE_KEYS = {f"probe/{s}/{m}" for s in ("val", "test")
-              for m in ("cls_acc", "cls_f1", "ner_precision", "ner_recall", "ner_f1", "score")}
+METRICS = {"topic": ("acc", "f1"), "mood": ("acc", "f1"), "ner": ("precision", "recall", "f1")}
+
+
+def probe_keys(tasks: tuple[str, ...]) -> set[str]:
+    """Every probe metric of every task, and the score, on val and test."""
+    return {f"probe/{s}/{key}" for s in ("val", "test")
+            for key in ["score", *(f"{t}/{m}" for t in tasks for m in METRICS[t])]}
 
 
 def test_freeze_all_fits_probes_without_touching_the_network(tmp_path) -> None:
@@ -36,9 +41,11 @@ def test_freeze_all_fits_probes_without_touching_the_network(tmp_path) -> None:
     before = snapshot(model)
     cfg = OmegaConf.create({"paths": {"output_dir": str(tmp_path)}, "seed": 0, "run_test": True})
     metrics = probe_train(cfg, model, dm, make_trainer(1, limit_val_batches=2, limit_test_batches=2))
-    assert metrics.keys() >= PROBE_KEYS
-    assert {"val/cls_f1", "test/ner_f1"} <= metrics.keys()  # the model as it is, evaluated
-    for key in PROBE_KEYS:
+    keys = probe_keys(("topic", "ner", "mood"))
+    assert metrics.keys() >= keys
+    # the model as it is, evaluated
+    assert {"val/topic/f1", "val/mood/f1", "test/ner/f1"} <= metrics.keys()
+    for key in keys:
         assert 0.0 <= metrics[key] <= 1.0
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["trainable_params"] == 0 and saved["freeze"] == "all"
@@ -50,7 +57,7 @@ def test_freeze_all_fits_probes_without_touching_the_network(tmp_path) -> None:
 
 def test_train_with_freeze_all_goes_through_the_probe_branch(tmp_path) -> None:
     metrics = train(compose_config(tmp_path, TINY_TRAIN + ["freeze=all"]))
-    assert metrics.keys() >= PROBE_KEYS
+    assert metrics.keys() >= probe_keys(("topic", "ner"))
     assert not (tmp_path / "checkpoints").exists(), "no optimizer, no fit, no checkpoint"
 
 

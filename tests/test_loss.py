@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mtst.model.loss import IGNORE, MultiTaskLoss, masked_cross_entropy
+from mtst.tasks.losses import IGNORE, masked_cross_entropy
+from mtst.training.weighting import MultiTaskLoss
 
 
 def test_masked_cross_entropy_matches_plain_ce_on_labelled_positions() -> None:
@@ -24,27 +25,38 @@ def test_no_labels_gives_zero_loss_and_zero_gradient_not_nan() -> None:
 
 
 def test_fixed_weighting_sums_present_tasks_only() -> None:
-    fn = MultiTaskLoss("fixed", cls_weight=2.0, ner_weight=0.5)
-    a, b = torch.tensor(1.5), torch.tensor(4.0)
-    assert fn(a, b, torch.tensor([True, True])).item() == 2.0 * 1.5 + 0.5 * 4.0
-    assert fn(a, b, torch.tensor([True, False])).item() == 3.0
-    assert fn(a, b, torch.tensor([False, True])).item() == 2.0
+    fn = MultiTaskLoss([2.0, 0.5, 3.0])
+    losses = torch.tensor([1.5, 4.0, 0.25])
+    assert fn(losses, torch.tensor([True, True, True])).item() == 2.0 * 1.5 + 0.5 * 4.0 + 3.0 * 0.25
+    assert fn(losses, torch.tensor([True, False, False])).item() == 3.0
+    assert fn(losses, torch.tensor([False, True, False])).item() == 2.0
+    assert fn(losses, torch.tensor([False, True, True])).item() == 2.0 + 0.75
+    assert fn(losses, torch.tensor([False, False, False])).item() == 0.0
+
+
+def test_an_absent_task_with_a_nonfinite_loss_adds_nothing() -> None:
+    fn = MultiTaskLoss([1.0, 1.0])
+    total = fn(torch.tensor([2.0, float("nan")]), torch.tensor([True, False]))
+    assert total.item() == 2.0
 
 
 def test_partial_batch_gradients_reach_only_the_labelled_task_head() -> None:
     torch.manual_seed(0)
     states = torch.randn(3, 4, 8)
-    cls_head, ner_head = torch.nn.Linear(8, 4), torch.nn.Linear(8, 9)
+    cls_head, ner_head, mood_head = torch.nn.Linear(8, 4), torch.nn.Linear(8, 9), torch.nn.Linear(8, 2)
     cls_labels = torch.tensor([1, IGNORE, 3])  # examples 0 and 2 have topics
     ner_labels = torch.full((3, 4), IGNORE)  # no example has NER labels
-    total = MultiTaskLoss()(
+    mood_labels = torch.tensor([IGNORE, 1, IGNORE])  # example 1 has a mood
+    losses = torch.stack([
         masked_cross_entropy(cls_head(states.mean(1)), cls_labels),
         masked_cross_entropy(ner_head(states), ner_labels),
-        torch.tensor([True, False]),
-    )
+        masked_cross_entropy(mood_head(states.mean(1)), mood_labels),
+    ])
+    total = MultiTaskLoss([1.0, 1.0, 1.0])(losses, torch.tensor([True, False, True]))
     total.backward()
     assert torch.isfinite(total)
     assert torch.count_nonzero(ner_head.weight.grad) == 0
+    assert torch.count_nonzero(mood_head.weight.grad) > 0
     # gradient equals that of CE over the two labelled examples alone
     ref_head = torch.nn.Linear(8, 4)
     ref_head.load_state_dict(cls_head.state_dict())
@@ -53,9 +65,10 @@ def test_partial_batch_gradients_reach_only_the_labelled_task_head() -> None:
 
 
 def test_uncertainty_weighting_learns_log_variances() -> None:
-    fn = MultiTaskLoss("uncertainty")
-    total = fn(torch.tensor(2.0), torch.tensor(0.5), torch.tensor([True, True]))
-    assert total.item() == 2.5  # s = 0: exp(0)·L + 0
+    fn = MultiTaskLoss([1.0, 1.0, 1.0], "uncertainty")
+    assert fn.log_vars.shape == (3,)
+    total = fn(torch.tensor([2.0, 0.5, 3.0]), torch.tensor([True, True, False]))
+    assert total.item() == 2.5  # s = 0: exp(0)·L + 0, the absent task adds nothing
     total.backward()
-    # d/ds (exp(-s)·L + s) = 1 - L at s = 0
-    torch.testing.assert_close(fn.log_vars.grad, torch.tensor([1 - 2.0, 1 - 0.5]))
+    # d/ds (exp(-s)·L + s) = 1 - L at s = 0; an absent task's s does not move
+    torch.testing.assert_close(fn.log_vars.grad, torch.tensor([1 - 2.0, 1 - 0.5, 0.0]))

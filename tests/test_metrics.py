@@ -6,7 +6,7 @@ import random
 
 from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 
-from mtst.training.metrics import EntityF1
+from mtst.tasks.metrics import EntityF1
 
 TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 

@@ -33,7 +33,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def test_fp32_graph_gives_the_torch_models_embeddings_and_predictions(exported) -> None:
     torch_model = mtst.load(exported)
     onnx_model = mtst.load(exported, backend="onnx", threads=1)
-    assert onnx_model.output_names == ["embeddings", "cls_logits", "ner_logits"]  # one per head
+    assert onnx_model.output_names == ["embeddings", "topic", "ner"]  # one per head
     ours, theirs = onnx_model.encode(TEXTS, batch_size=4), torch_model.encode(TEXTS, batch_size=4)
     empty = TEXTS.index("")  # no token: a zero embedding in both
     rows = [i for i in range(len(TEXTS)) if i != empty]
@@ -54,9 +54,9 @@ def test_int8_graph_is_smaller_and_close_to_fp32(exported) -> None:
     assert similarity.min() >= 0.98, similarity  # random tiny weights; MiniLM figures: BENCHMARKS.md
     assert similarity.min() < 1 - 1e-6  # it really is another graph
     for text, result in zip(TEXTS, quantized.predict(TEXTS), strict=True):
-        assert result["text"] == text and set(result) == {"text", "topic", "entities"}
+        assert result["text"] == text and set(result) == {"text", "topic", "ner"}
         assert sum(result["topic"]["scores"].values()) == pytest.approx(1.0, abs=1e-3)
-        assert all(text[e["start"] : e["end"]] == e["text"] for e in result["entities"])
+        assert all(text[e["start"] : e["end"]] == e["text"] for e in result["ner"])
 
 
 def test_onnx_mistakes_are_one_line_errors(exported, tmp_path, capsys) -> None:

@@ -13,8 +13,10 @@ import pytest
 import torch
 
 from mtst.data.words import split_words
-from mtst.inference.predict import decode_entities, word_spans
-from mtst.model.multitask import MultiTaskModel
+from mtst.inference.model import MultiTaskModel
+from mtst.inference.predict import word_spans
+from mtst.model.encoder import SentenceEncoder
+from mtst.tasks.token_classification import decode_entities
 from tests.conftest import force_tag
 
 TRICKY = [
@@ -29,9 +31,18 @@ TRICKY = [
 @pytest.fixture(scope="module")
 def model(tiny_model_dir) -> MultiTaskModel:
     torch.manual_seed(0)
-    labels = {"classes": ["travel", "other"], "entity_types": ["PER", "LOC"]}
-    return MultiTaskModel(backbone={"name_or_path": str(tiny_model_dir)}, labels=labels,
-                          pooling="weighted_mean", max_length=24).eval()
+    encoder = SentenceEncoder.from_pretrained(str(tiny_model_dir), pooling="weighted_mean",
+                                              max_length=24)
+    tasks = {"topic": {"type": "sentence_classification", "head": "sentence", "dropout": 0.1,
+                       "labels": {"kind": "label", "names": ["travel", "other"]}},
+             "ner": {"type": "token_classification", "head": "token", "dropout": 0.1,
+                     "labels": {"kind": "tags", "names": ["PER", "LOC"]}}}
+    return MultiTaskModel(encoder, tasks).eval()
+
+
+def test_one_key_per_task_with_a_head(model) -> None:
+    (result,) = model.predict("Ada flew to Paris")
+    assert set(result) == {"text", "topic", "ner"}
 
 
 def test_every_word_is_an_entity_with_exact_offsets(model) -> None:
@@ -40,8 +51,8 @@ def test_every_word_is_an_entity_with_exact_offsets(model) -> None:
     for text, result in zip(TRICKY, results, strict=True):
         assert result["text"] == text
         words = split_words(text)
-        assert [(e["start"], e["end"]) for e in result["entities"]] == [(s, e) for _, s, e in words]
-        for entity in result["entities"]:
+        assert [(e["start"], e["end"]) for e in result["ner"]] == [(s, e) for _, s, e in words]
+        for entity in result["ner"]:
             assert text[entity["start"] : entity["end"]] == entity["text"]
             assert entity["type"] == "LOC"
             assert entity["score"] == pytest.approx(1.0, abs=1e-3)
@@ -51,7 +62,7 @@ def test_inside_tags_join_words_across_spaces_and_punctuation(model) -> None:
     force_tag(model, "I-PER")  # stray I-X starts an entity, then continues it
     for text, result in zip(TRICKY, model.predict(TRICKY), strict=True):
         words = split_words(text)
-        (entity,) = result["entities"]
+        (entity,) = result["ner"]
         assert (entity["start"], entity["end"]) == (words[0][1], words[-1][2])
         assert entity["text"] == text[words[0][1] : words[-1][2]] == text.strip()
 
@@ -60,12 +71,12 @@ def test_empty_and_whitespace_texts_give_a_topic_and_no_entities(model) -> None:
     force_tag(model, "B-PER")
     results = model.predict(["", "   ", "\n\t "])
     for result in results:
-        assert result["entities"] == []
+        assert result["ner"] == []
         assert result["topic"]["label"] in ("travel", "other")
         assert sum(result["topic"]["scores"].values()) == pytest.approx(1.0, abs=1e-3)
         assert result["topic"]["score"] == max(result["topic"]["scores"].values())
     force_tag(model, "O")
-    assert all(r["entities"] == [] for r in model.predict(TRICKY))
+    assert all(r["ner"] == [] for r in model.predict(TRICKY))
 
 
 def test_long_text_uses_sliding_windows_and_loses_no_word(model, caplog) -> None:
@@ -74,14 +85,14 @@ def test_long_text_uses_sliding_windows_and_loses_no_word(model, caplog) -> None
     with caplog.at_level(logging.WARNING, logger="mtst"):
         (result,) = model.predict([text])
     assert "overlapping windows" in caplog.text
-    assert [e["text"] for e in result["entities"]] == text.split()
+    assert [e["text"] for e in result["ner"]] == text.split()
 
 
 def test_batch_and_single_predictions_agree(model) -> None:
     mixed = copy.deepcopy(model)
-    tag = mixed.label_space.tag_to_id
+    tag = mixed.label_spaces["ner"].to_id
     with torch.no_grad():  # O against B-PER, decided by each token's state: words of both kinds
-        head = mixed.ner_head.out
+        head = mixed.heads["ner"].out
         keep = torch.zeros_like(head.bias, dtype=torch.bool)
         keep[[tag["O"], tag["B-PER"]]] = True
         head.weight.mul_(100.0 * keep[:, None])
@@ -89,15 +100,15 @@ def test_batch_and_single_predictions_agree(model) -> None:
     together = mixed.predict(TRICKY, batch_size=3)
     alone = [mixed.predict(t)[0] for t in TRICKY]
     n_words = sum(len(split_words(t)) for t in TRICKY)
-    n_entities = sum(len(r["entities"]) for r in alone)  # one per B-PER word
+    n_entities = sum(len(r["ner"]) for r in alone)  # one per B-PER word
     assert 0 < n_entities < n_words  # noqa: SIM300 (a range)
     for a, b in zip(together, alone, strict=True):
         assert a["topic"]["label"] == b["topic"]["label"]
         assert a["topic"]["score"] == pytest.approx(b["topic"]["score"], abs=2e-4)
-        assert [(e["start"], e["end"], e["type"]) for e in a["entities"]] == [
-            (e["start"], e["end"], e["type"]) for e in b["entities"]]
-        assert [e["score"] for e in a["entities"]] == pytest.approx(
-            [e["score"] for e in b["entities"]], abs=2e-4)
+        assert [(e["start"], e["end"], e["type"]) for e in a["ner"]] == [
+            (e["start"], e["end"], e["type"]) for e in b["ner"]]
+        assert [e["score"] for e in a["ner"]] == pytest.approx(
+            [e["score"] for e in b["ner"]], abs=2e-4)
 
 
 def test_decode_entities_bio_rules() -> None:

@@ -33,7 +33,7 @@ def write_job(folder: Path, overrides: list[str], payload: dict | None) -> None:
 
 
 def finished(score: float, **extra: float) -> dict:
-    metrics = {"val/score": score, "val/cls_f1": score + 0.1, "val/ner_f1": score - 0.1,
+    metrics = {"val/score": score, "val/topic/f1": score + 0.1, "val/ner/f1": score - 0.1,
                "val/loss": 2.0 - score, "test/score": score - 0.05} | extra
     return {"metrics": metrics, "trainable_params": 1234567, "train_seconds": 12.345}
 
@@ -55,7 +55,7 @@ def test_rows_are_labelled_by_the_overrides_that_vary_and_sorted_best_first(tmp_
     assert columns[:3] == ["job", LR, BATCH]  # the varying keys, nothing constant
     assert "experiment" not in columns and "trainer.max_epochs" not in columns
     assert columns[3] == "val/score"  # the sort key first, then every other logged metric
-    assert set(columns[4:]) == {"val/cls_f1", "val/ner_f1", "val/loss", "test/score",
+    assert set(columns[4:]) == {"val/topic/f1", "val/ner/f1", "val/loss", "test/score",
                                 "train_seconds", "trainable_params", "best", "run_dir"}
     assert [r["job"] for r in rows] == ["3", "2", "1", "0"]  # val/score, higher first
     assert [(r[LR], r[BATCH]) for r in rows][0] == ("0.003", "16")
@@ -92,26 +92,51 @@ def test_the_sweeps_direction_and_metric_choose_the_order(tmp_path, capsys) -> N
     rows, markdown = report(tmp_path)
     assert [r["job"] for r in rows] == ["1", "2", "0"]  # lowest val/loss first
     assert "Sorted by val/loss (lower is better); best: job 1." in markdown
-    rows, _ = report(tmp_path, "--metric", "val/ner_f1")
-    assert [r["job"] for r in rows] == ["1", "2", "0"] and list(rows[0])[2] == "val/ner_f1"
+    rows, _ = report(tmp_path, "--metric", "val/ner/f1")
+    assert [r["job"] for r in rows] == ["1", "2", "0"] and list(rows[0])[2] == "val/ner/f1"
     rows, _ = report(tmp_path, "--metric", "train_seconds")
     assert [r["job"] for r in rows] == ["0", "1", "2"]  # ties keep job order
     capsys.readouterr()
     assert cli.main(["report", str(tmp_path), "--metric", "val/nope"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--metric 'val/nope'" in err[0] and "val/ner_f1" in err[0]
+    assert len(err) == 1 and "--metric 'val/nope'" in err[0] and "val/ner/f1" in err[0]
 
 
 def test_freezing_sweep_has_a_freeze_column_and_probe_figures(tmp_path) -> None:
     write_job(tmp_path / "0", ["freeze=none"], finished(0.5))
     write_job(tmp_path / "1", ["freeze=all"], {
-        "metrics": {"val/score": 0.01, "probe/val/score": 0.45, "probe/val/cls_f1": 0.5},
+        "metrics": {"val/score": 0.01, "probe/val/score": 0.45, "probe/val/topic/f1": 0.5},
         "trainable_params": 0, "train_seconds": 2.0})
     rows, markdown = report(tmp_path)
     assert [(r["job"], r["freeze"]) for r in rows] == [("0", "none"), ("1", "all")]
-    assert float(rows[1]["val/score"]) == 0.45 and float(rows[1]["val/cls_f1"]) == 0.5
+    assert float(rows[1]["val/score"]) == 0.45 and float(rows[1]["val/topic/f1"]) == 0.5
     assert rows[1]["trainable_params"] == "0"
     assert "Job 1: `freeze=all` trains nothing" in markdown
+
+
+def test_every_task_of_every_job_gets_columns_and_a_bar(tmp_path) -> None:
+    """Jobs with other task sets (a third task, a similarity task, one task removed): each
+    task's metrics are columns, grouped per split and task, and the chart has a bar per task."""
+    import matplotlib.pyplot as plt
+
+    three = {"test/topic/acc": 0.8, "test/topic/f1": 0.7, "test/ner/precision": 0.6,
+             "test/ner/recall": 0.5, "test/ner/f1": 0.55, "test/mood/f1": 0.4,
+             "test/sts/spearman": 0.3, "test/sts/pearson": 0.35, "test/loss": 1.0}
+    write_job(tmp_path / "0", ["+tasks.mood.type=sentence_classification"], finished(0.5, **three))
+    write_job(tmp_path / "1", ["~tasks.topic"], finished(0.6, **{"test/ner/f1": 0.65}))
+    rows, markdown = report(tmp_path, "--metric", "test/score")
+    columns = [c for c in rows[0] if c.startswith("test/")]
+    assert columns == ["test/score", "test/mood/f1", "test/ner/precision", "test/ner/recall",
+                       "test/ner/f1", "test/sts/spearman", "test/sts/pearson", "test/topic/acc",
+                       "test/topic/f1", "test/loss"]  # sort key first; per task, then the run's
+    assert [r["job"] for r in rows] == ["1", "0"]
+    assert rows[0]["test/topic/f1"] == "" and float(rows[1]["test/sts/spearman"]) == 0.3
+    assert "| test/mood/f1 | test/ner/precision | test/ner/recall | test/ner/f1 |" in markdown
+    fig = chart_figure(collect_sweep(tmp_path), "test")
+    _, legend = fig.axes[0].get_legend_handles_labels()
+    assert legend == ["test/mood/f1", "test/ner/f1", "test/sts/spearman", "test/topic/f1",
+                      "test/score"]
+    plt.close(fig)
 
 
 def test_long_labels_and_many_jobs_make_a_chart_without_warnings(tmp_path) -> None:
@@ -173,7 +198,7 @@ def test_report_on_a_real_two_by_two_multirun(tmp_path, capsys) -> None:
     scores = [float(r["val/score"]) for r in rows]
     assert scores == sorted(scores, reverse=True) and rows[0]["best"] == "1"
     for row in rows:
-        assert {"val/cls_f1", "val/ner_f1", "test/score"} <= row.keys() and not row.get("error")
+        assert {"val/topic/f1", "val/ner/f1", "test/score"} <= row.keys() and not row.get("error")
         assert float(row["train_seconds"]) > 0 and int(row["trainable_params"]) > 0
     assert "Same in every job: `backbone=gpt_neo_tiny`" in markdown
     assert "paths.log_dir" not in list(rows[0])

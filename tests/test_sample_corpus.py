@@ -3,31 +3,38 @@
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
-from mtst.data.labels import LabelSpace
-from mtst.data.readers import SourceSpec
-from mtst.data.validation import check_label_space, load_split
+from mtst.data.labels import DEFAULT_CLASSES, DEFAULT_ENTITY_TYPES, LabelSpace
+from mtst.data.sources import check_label_spaces, load_split
+from mtst.tasks import build_tasks
+from tests.conftest import sample_tasks
 
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
-SPACE = LabelSpace()  # the defaults: travel, technology, politics, other; PERSON, LOC, ORG, DATE
+TASKS = {name: task.data for name, task in build_tasks(sample_tasks()).items()}
+SPACES = {"topic": LabelSpace("label", DEFAULT_CLASSES), "ner": LabelSpace("tags", DEFAULT_ENTITY_TYPES)}
 
 
-def split(name: str):
+class Record:
+    """One sample record as the checks below read it: its words, class and tags."""
+
+    def __init__(self, example) -> None:
+        self.words, self.label, self.tags = example.words, example.labels.get("topic"), example.tags.get("ner")
+
+
+def split(name: str) -> list[Record]:
     # strict_bio: an I-X that does not continue X is an error here, not repaired
-    examples = load_split([SourceSpec.parse(str(SAMPLE / f"{name}.jsonl"))], name, strict_bio=True)
-    check_label_space(examples, SPACE, f"{name} split")
-    return examples
+    examples = load_split(TASKS, name, strict_bio=True)
+    check_label_spaces(examples, TASKS, SPACES, {})
+    return [Record(ex) for ex in examples]
 
 
 @pytest.mark.parametrize("name", ["train", "val", "test"])
 def test_every_split_validates_and_covers_all_classes_and_types(name: str) -> None:
     examples = split(name)
-    assert {ex.label for ex in examples} == set(SPACE.classes)
+    assert {ex.label for ex in examples} == set(DEFAULT_CLASSES)
     types = {tag[2:] for ex in examples for tag in ex.tags if tag != "O"}
-    assert types == set(SPACE.entity_types)
+    assert types == set(DEFAULT_ENTITY_TYPES)
     assert all(ex.tags is not None and ex.label is not None for ex in examples)
 
 

@@ -121,10 +121,12 @@ def test_health_and_metadata(server, model) -> None:
     health = server.client.get("/health")
     assert health.status_code == 200 and health.json()["status"] == "ok"
     meta = server.client.get("/metadata").json()
-    space = model.label_space
-    assert meta["tasks"]["topic"]["labels"] == list(space.classes)
-    assert meta["tasks"]["entities"]["labels"] == list(space.entity_types)
-    assert meta["tasks"]["entities"]["tags"] == list(space.tags)
+    spaces = model.label_spaces
+    assert list(meta["tasks"]) == ["topic", "ner"]  # the keys of each prediction
+    assert meta["tasks"]["topic"] == {"type": "sentence_classification",
+                                      "labels": spaces["topic"].names}
+    assert meta["tasks"]["ner"]["labels"] == spaces["ner"].entity_types
+    assert meta["tasks"]["ner"]["tags"] == spaces["ner"].ids
     assert meta["max_length"] == model.encoder.max_length == 128
     assert meta["backbone"]["model_type"] == "gpt_neo"
     assert meta["backbone"]["name_or_path"] == "package:mtst/assets/gpt_neo_tiny"
@@ -138,12 +140,12 @@ def test_predict_returns_what_model_predict_returns(server, model) -> None:
     got = response.json()["predictions"]
     expected = model.predict(TEXTS)
     assert_same(got, expected)
-    assert set(got[0]) == set(expected[0]) == {"text", "topic", "entities"}
-    long_entities = got[TEXTS.index(LONG)]["entities"]
+    assert set(got[0]) == set(expected[0]) == {"text", "topic", "ner"}
+    long_entities = got[TEXTS.index(LONG)]["ner"]
     assert long_entities and long_entities[-1]["end"] > len(LONG) - 10  # sliding window: the end is read
     for text, result in zip(TEXTS, got, strict=True):
         assert result["text"] == text
-        assert all(text[e["start"] : e["end"]] == e["text"] for e in result["entities"])
+        assert all(text[e["start"] : e["end"]] == e["text"] for e in result["ner"])
 
 
 def test_embed_and_similarity_match_encode(server, model) -> None:
@@ -290,3 +292,25 @@ def test_default_threads_share_the_usable_cores_among_workers(monkeypatch) -> No
     for cores, workers, expected in ((2, 1, 2), (1, 1, 1), (16, 1, 16), (16, 2, 8), (4, 8, 1)):
         monkeypatch.setattr("os.sched_getaffinity", lambda pid, n=cores: set(range(n)), raising=False)
         assert default_threads(workers) == expected, (cores, workers)
+
+
+def test_a_model_with_a_third_task_is_served_with_one_key_per_task() -> None:
+    """In process: the app knows no task names, so a third task shows up in /metadata and in
+    every prediction exactly as `model.predict` gives it."""
+    from fastapi.testclient import TestClient
+
+    from mtst.inference.server import ServeSettings, create_app
+
+    base = untrained("gpt_neo_tiny", seed=3)
+    tasks = {**base.tasks, "mood": {"type": "sentence_classification", "head": "sentence",
+                                    "dropout": 0.1, "labels": {"kind": "label",
+                                                               "names": ["calm", "tense"]}}}
+    three = untrained("gpt_neo_tiny", seed=3, tasks=tasks)
+    with TestClient(create_app(three, ServeSettings(max_wait_ms=1))) as client:
+        meta = client.get("/metadata").json()
+        got = client.post("/predict", json={"texts": TEXTS[:4]}).json()["predictions"]
+    assert list(meta["tasks"]) == ["topic", "ner", "mood"]
+    assert meta["tasks"]["mood"] == {"type": "sentence_classification", "labels": ["calm", "tense"]}
+    assert_same(got, three.predict(TEXTS[:4]))
+    assert all(list(r) == ["text", "topic", "ner", "mood"] for r in got)
+    assert set(got[0]["mood"]["scores"]) == {"calm", "tense"}

@@ -40,7 +40,7 @@ FREE_FORM = ["*._target_", "paths.*", "*.dirpath", "*.save_dir", "logger.*.name"
              "logger.*.version", "backbone.name_or_path", "backbone.revision", "ckpt_path",
              "callbacks", "callbacks.*", "callbacks.model_checkpoint.filename", "data.eval_batch_size",
              "data.seed", "data.store_dir", "freeze.blocks_pattern", "freeze.embeddings_pattern",
-             "model.max_length", "optimized_metric", "sweep.failed_score", "task_name",
+             "model.net.max_length", "optimized_metric", "tasks.*.field", "sweep.failed_score", "task_name",
              "trainer.default_root_dir", "trainer.max_time",
              # numbers or flags whose default is null
              "trainer.benchmark", "trainer.val_check_interval", "trainer.limit_predict_batches",
@@ -62,14 +62,19 @@ def string_settings(node, prefix: str = "") -> set[str]:
     return keys
 
 
+# task settings whose values are choices: checked when the tasks are built (see
+# test_task_choices_are_one_line and tests/test_tasks.py)
+TASK_CHOICES = {"tasks.*.type": "tasks.topic.type=bogus", "tasks.*.loss": "tasks.sts.loss=bogus"}
+
+
 def test_every_string_setting_is_a_tested_choice_or_free_form(tmp_path) -> None:
-    tested = set(CHOICES) | set(LIGHTNING_CHOICES)
+    tested = set(CHOICES) | set(LIGHTNING_CHOICES) | set(TASK_CHOICES)
     unclassified = set()
     for group in GROUPS:
         for option in group_options(CONF_DIR, group):
             cfg = compose_config(tmp_path, [f"{group}={option}"])
             for key in string_settings(cfg) - {k for k in string_settings(cfg) if k.startswith("hydra")}:
-                if key not in tested and not any(fnmatch.fnmatch(key, p) for p in FREE_FORM):
+                if key not in tested and not any(fnmatch.fnmatch(key, p) for p in [*FREE_FORM, *tested]):
                     unclassified.add(key)
     assert not unclassified, f"string settings neither tested as choices nor free-form: {unclassified}"
 
@@ -115,6 +120,13 @@ def test_a_value_outside_the_choices_is_one_line_naming_key_and_choices(key, tmp
     assert (tmp_path / "error.txt").is_file()  # the failed run's folder says why
 
 
+@pytest.mark.parametrize("key", sorted(TASK_CHOICES))
+def test_task_choices_are_one_line(key, tmp_path, capsys) -> None:
+    reach = ["data=conll_agnews_sts"] if "sts" in TASK_CHOICES[key] else []
+    err = run_task(tmp_path, [*reach, TASK_CHOICES[key]], capsys)
+    assert err.startswith(f"error: {TASK_CHOICES[key].split('=')[0]}='bogus': no such ")
+
+
 @pytest.mark.parametrize("key", sorted(LIGHTNING_CHOICES))
 def test_a_value_lightning_rejects_is_one_line(key, tmp_path, capsys) -> None:
     err = run_task(tmp_path, [LIGHTNING_CHOICES[key]], capsys)
@@ -126,7 +138,8 @@ def test_a_value_lightning_rejects_is_one_line(key, tmp_path, capsys) -> None:
 @pytest.mark.parametrize("override, expected", [
     ("+model.optimizer.lr_hed=1e-3", "error: model.optimizer.lr_hed: no such setting; model.optimizer has lr_head"),
     ("+model.loss.ner_wieght=2", "error: model.loss.ner_wieght: no such setting; model.loss has weighting"),
-    ("+data.batchsize=4", "error: data.batchsize: no such setting; data has train_files"),
+    ("+data.batchsize=4", "error: data.batchsize: no such setting; data has max_length, batch_size"),
+    ("+tasks.ner.wieght=2", "error: tasks.ner.wieght: no such setting for a token_classification task"),
     ("+trainer.max_epoch=3", "error: trainer: "),
 ])
 def test_added_keys_nobody_reads_are_one_line(override, expected, tmp_path, capsys) -> None:

@@ -13,7 +13,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from mtst.cli._hydra import report_user_errors
 from mtst.errors import MtstError
-from mtst.model.multitask import MultiTaskModel
+from mtst.inference.loading import load_checkpoint_network
+from mtst.inference.model import MultiTaskModel
 from mtst.training.pipeline import train
 from tests.conftest import TINY_TRAIN, compose_config
 from tests.reliability.helpers import CLI_TINY, run_cli, run_folders
@@ -25,7 +26,7 @@ def readme_metric_names() -> set[str]:
     """The names the README's "Metric names:" paragraph promises (`val/x` also means `test/x`)."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     paragraph = text[text.index("Metric names:"):].split("\n\n", 1)[0]
-    names = set(re.findall(r"`((?:train|val)/[a-z0-9_]+|hp_metric)`", paragraph))
+    names = set(re.findall(r"`((?:train|val)/[a-z0-9_/]+|hp_metric)`", paragraph))
     return names | {"test/" + n.split("/", 1)[1] for n in names if n.startswith("val/")}
 
 
@@ -39,11 +40,11 @@ class FinalState(Callback):
     seen: dict = {}
 
     def on_train_end(self, trainer, pl_module) -> None:
-        FinalState.seen["state"] = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+        FinalState.seen["state"] = {k: v.detach().clone() for k, v in pl_module.net.state_dict().items()}
         was_training = pl_module.training
         pl_module.eval()
         with torch.inference_mode():
-            FinalState.seen["outputs"] = pl_module(*encode(pl_module, SENTENCES))
+            FinalState.seen["outputs"] = pl_module(*encode(pl_module.net, SENTENCES))
         pl_module.train(was_training)
 
 
@@ -74,12 +75,13 @@ def test_run_writes_metrics_checkpoints_and_tensorboard(tiny_run) -> None:
     assert (out / "checkpoints" / "last.ckpt").is_file()
     saved = json.loads((out / "metrics.json").read_text())["metrics"]
     assert saved["val/score"] == pytest.approx(metrics["val/score"])
-    assert {"test/cls_acc", "test/ner_f1", "test/score"} <= saved.keys()
+    assert {"test/topic/acc", "test/topic/f1", "test/ner/f1", "test/score"} <= saved.keys()
     assert (out / "ner_report.txt").read_text().count("micro avg") == 1
     acc = event_file(out)
     tags = set(acc.Tags()["scalars"])
     promised = readme_metric_names()
-    assert {"train/loss", "train/loss_epoch", "val/score", "test/ner_f1", "hp_metric"} <= promised
+    assert {"train/loss", "train/loss_epoch", "val/score", "test/ner/f1", "train/topic/loss",
+            "hp_metric"} <= promised
     assert not promised - tags, f"README names missing from TensorBoard: {promised - tags}"
     assert not [t for t in tags if t.endswith("_step")], tags
     assert any(t.startswith("lr-AdamW/") for t in tags), tags  # learning rate per param group
@@ -95,9 +97,10 @@ def test_hp_metric_is_logged_once_with_the_best_val_score(tiny_run) -> None:
 
 def test_a_failed_run_records_why_in_its_folder(tmp_path) -> None:
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"tokens": ["Ada"], "ner_tags": ["B-PERSON"]}\n{"tokens": ["x"]}\n', "utf-8")
+    bad.write_text('{"tokens": ["Ada"], "ner_tags": ["B-PERSON"]}\n'
+                   '{"tokens": ["x"], "ner_tags": ["B-SHIP"]}\n', "utf-8")
     logs = tmp_path / "logs"
-    result = run_cli("train.py", [*CLI_TINY, f"paths.log_dir={logs}", f"data.train_files=[{bad}]"])
+    result = run_cli("train.py", [*CLI_TINY, f"paths.log_dir={logs}", f"tasks.ner.train_files=[{bad}]"])
     assert result.returncode == 2, result.stderr[-2000:]
     line = result.stderr.strip().removeprefix("error: ")
     assert line.startswith(f"{bad}:line 2") and "\n" not in line
@@ -140,22 +143,24 @@ def test_a_run_that_finishes_in_a_failed_folder_clears_the_error(tmp_path) -> No
 def test_checkpoint_reloads_without_config_and_predicts_identically(tiny_run) -> None:
     out, _ = tiny_run
     checkpoint = torch.load(out / "checkpoints" / "best.ckpt", weights_only=True)  # plain data only: safe to load
-    assert {"encoder_files", "labels"} <= checkpoint["mtst"].keys()
+    assert {"version", "network", "files", "config"} <= checkpoint["mtst"].keys()
+    assert set(checkpoint["mtst"]["network"]["tasks"]) == {"topic", "ner"}
     run_config = checkpoint["mtst"]["config"]
     assert run_config["backbone"]["name_or_path"] == "package:mtst/assets/gpt_neo_tiny"
     assert run_config["data"]["batch_size"] == 8  # the resolved override, not the default
-    assert any(k.startswith("encoder.backbone.") for k in checkpoint["state_dict"])
-    assert any(k.startswith("cls_head.") for k in checkpoint["state_dict"])
-    assert any(k.startswith("ner_head.") for k in checkpoint["state_dict"])
-    # the final weights, reloaded from last.ckpt alone, are the trained in-memory model's
-    reloaded = MultiTaskModel.from_checkpoint(out / "checkpoints" / "last.ckpt")
+    assert any(k.startswith("net.encoder.backbone.") for k in checkpoint["state_dict"])
+    assert any(k.startswith("net.heads.topic.") for k in checkpoint["state_dict"])
+    assert any(k.startswith("net.heads.ner.") for k in checkpoint["state_dict"])
+    # the final weights, reloaded from last.ckpt alone, are the trained in-memory network's
+    reloaded = load_checkpoint_network(out / "checkpoints" / "last.ckpt")
+    assert isinstance(reloaded, MultiTaskModel)
     trained = FinalState.seen["state"]
     state = reloaded.state_dict()
     assert state.keys() == trained.keys()
     assert [k for k in trained if not torch.equal(state[k], trained[k])] == []
     with torch.inference_mode():
         outputs = reloaded(*encode(reloaded, SENTENCES))
-    for key in ("embeddings", "cls_logits", "ner_logits"):
+    for key in ("embeddings", "topic", "ner"):
         assert torch.equal(outputs[key], FinalState.seen["outputs"][key]), key
 
 
@@ -174,6 +179,7 @@ def test_evaluate_reports_test_metrics_of_a_checkpoint(tiny_run, tmp_path) -> No
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["metrics"] == pytest.approx(result)
     # the same checkpoint on the same test split gives the training run's test figures
-    assert result["test/ner_f1"] == pytest.approx(metrics["test/ner_f1"])
-    assert result["test/cls_acc"] == pytest.approx(metrics["test/cls_acc"])
+    assert result["test/ner/f1"] == pytest.approx(metrics["test/ner/f1"])
+    assert result["test/topic/acc"] == pytest.approx(metrics["test/topic/acc"])
     assert "micro avg" in (tmp_path / "ner_report.txt").read_text()
+    assert (tmp_path / "topic_confusion_matrix.txt").is_file()

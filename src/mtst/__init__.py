@@ -10,10 +10,11 @@ __version__ = "0.1.0"
 # Imported on first use, so `import mtst` stays light (no torch or transformers until needed).
 _LAZY = {
     "SentenceEncoder": "mtst.model.encoder",
-    "MultiTaskModel": "mtst.model.multitask",
+    "MultiTaskModel": "mtst.inference.model",
+    "MultiTaskNetwork": "mtst.model.network",
     "load": "mtst.inference.loading",
 }
-__all__ = ["MultiTaskModel", "SentenceEncoder", "__version__", "load"]
+__all__ = ["MultiTaskModel", "MultiTaskNetwork", "SentenceEncoder", "__version__", "load"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,14 +1,25 @@
-"""Fixtures for data-pipeline tests: tiny files in tmp_path and two kinds of tokenizer."""
+"""Fixtures for data-pipeline tests: tiny files in tmp_path, two kinds of tokenizer, and the
+default two tasks (``two_tasks``)."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from mtst.data.labels import DEFAULT_CLASSES, DEFAULT_ENTITY_TYPES
+from mtst.data.readers import SourceSpec
+from mtst.data.tasks import TaskData
+
+# Tests of the config layer, the training pipeline or scripts/ that still build the data module
+# from data.train_files / data.labels: they pass again once those build tasks (strict: then
+# this mark must go).
+NEEDS_TASK_CONFIG = pytest.mark.xfail(
+    strict=True, reason="conf/, training and scripts/ still pass data.train_files/labels, not tasks")
 
 CORPUS = [
     "the quick brown fox jumps over the lazy dog",
@@ -78,3 +89,32 @@ def write(tmp_path: Path) -> Callable[..., str]:
         return str(path)
 
     return _write
+
+
+def _entries(files: Any) -> tuple:
+    if files is None:
+        return ()
+    return tuple(files) if isinstance(files, (list, tuple)) else (files,)
+
+
+def two_tasks(train: Any = (), val: Any = (), test: Any = (),
+              classes: Sequence[str] | None = DEFAULT_CLASSES,
+              entity_types: Sequence[str] | None = DEFAULT_ENTITY_TYPES) -> dict[str, TaskData]:
+    """The classic pair of tasks: ``topic`` (kind label, field ``label``) and ``ner`` (kind tags,
+    field ``ner_tags``). Each split's files (a path, a file dict or a list of them) go to both
+    tasks when JSON/JSONL, CoNLL files to ``ner`` only and CSV/TSV files to ``topic`` only;
+    ``classes``/``entity_types`` None = infer from the training files."""
+    files: dict[str, dict[str, list[SourceSpec]]] = {"topic": {}, "ner": {}}
+    for split, entries in (("train", train), ("val", val), ("test", test)):
+        for entry in _entries(entries):
+            spec = SourceSpec.parse(entry)
+            owners = {"conll": ["ner"], "csv": ["topic"], "tsv": ["topic"]}.get(spec.format,
+                                                                             ["topic", "ner"])
+            for name in owners:
+                files[name].setdefault(split, []).append(spec)
+
+    def task(name: str, kind: str, labels: Sequence[str] | None) -> TaskData:
+        return TaskData(name, kind, None if labels is None else tuple(labels),
+                        files={s: tuple(f) for s, f in files[name].items()})
+
+    return {"topic": task("topic", "label", classes), "ner": task("ner", "tags", entity_types)}

@@ -7,26 +7,37 @@ import logging
 import pytest
 import torch
 
-from mtst.data.alignment import IGNORE, AlignmentStats, encode_examples, word_predictions
+from mtst.data.alignment import (
+    IGNORE,
+    AlignmentStats,
+    encode_examples,
+    tokenize_texts,
+    word_predictions,
+)
 from mtst.data.collate import Collator
 from mtst.data.labels import LabelSpace
 from mtst.data.validation import Example
 
-SPACE = LabelSpace(["travel", "technology"], ["PERSON", "LOC", "ORG", "DATE"])
+TASKS = {"topic": "label", "ner": "tags"}
+SPACES = {"topic": LabelSpace("label", ["travel", "technology"], "topic"),
+          "ner": LabelSpace("tags", ["PERSON", "LOC", "ORG", "DATE"], "ner")}
+TAG = SPACES["ner"].to_id
 WORDS = ["Zürich", "unbelievably", "2021-03-04", "3.5km", ",", "O'Brien", "naïve", "😀",
          "Ann", "Lee", "visited", "!"]
 TAGS = ["B-LOC", "O", "B-DATE", "O", "O", "B-PERSON", "O", "O", "B-PERSON", "I-PERSON", "O", "O"]
 
 
 def ex(words, tags=None, label=None, where="line 1"):
-    return Example(words=list(words), tags=None if tags is None else list(tags), label=label,
-                   path="mem.jsonl", where=where)
+    return Example(words=list(words), path="mem.jsonl", where=where,
+                   labels={} if label is None else {"topic": label},
+                   tags={} if tags is None else {"ner": list(tags)})
 
 
-def encode_batch(tokenizer, examples, max_length=512, all_subtokens=False, stats=None):
-    items = encode_examples(examples, tokenizer, SPACE, max_length, all_subtokens, stats)
+def encode_batch(tokenizer, examples, max_length=512, all_subtokens=False, stats=None,
+                 tasks=TASKS, spaces=SPACES):
+    items = encode_examples(examples, tokenizer, tasks, spaces, max_length, all_subtokens, stats)
     pad = tokenizer.pad_token_id
-    return items, Collator(pad)(items)
+    return items, Collator(pad, tasks)([items[i] for i in range(len(items))])
 
 
 def positions(batch, row, word):
@@ -41,7 +52,7 @@ def normalized(tokenizer, word):
 def test_round_trip(any_tokenizer):
     tok = any_tokenizer
     _, batch = encode_batch(tok, [ex(WORDS, TAGS, "travel")])
-    ids, labels = batch["input_ids"][0], batch["ner_labels"][0]
+    ids, labels = batch["input_ids"][0], batch["ner.labels"][0]
     assert len(positions(batch, 0, WORDS.index("unbelievably"))) > 1  # the premise of the test
     for w, word in enumerate(WORDS):
         pos = positions(batch, 0, w)
@@ -49,27 +60,27 @@ def test_round_trip(any_tokenizer):
         text = "".join(tok.decode(ids[pos].tolist()).split())
         if tok.unk_token is None or tok.unk_token not in text:
             assert text == normalized(tok, word)
-        assert labels[pos[0]] == SPACE.tag_to_id[TAGS[w]]
+        assert labels[pos[0]] == TAG[TAGS[w]]
         assert (labels[pos[1:]] == IGNORE).all()
     special = batch["word_ids"][0] == -1
     assert (labels[special] == IGNORE).all()
     assert special.sum() == tok.num_special_tokens_to_add(pair=False)
     # token predictions: right on first sub-tokens, wrong on the rest -> gold per word
-    preds = torch.where(labels == IGNORE, torch.tensor(SPACE.num_tags - 1), labels).unsqueeze(0)
+    preds = torch.where(labels == IGNORE, torch.tensor(len(SPACES['ner']) - 1), labels).unsqueeze(0)
     got = word_predictions(preds, batch["word_ids"], batch["num_words"])
-    assert got == [[SPACE.tag_to_id[t] for t in TAGS]]
-    assert batch["word_labels"][0].tolist() == got[0]
+    assert got == [[TAG[t] for t in TAGS]]
+    assert batch["ner.word_labels"][0].tolist() == got[0]
 
 
 def test_label_all_subtokens(any_tokenizer):
     words, tags = ["unbelievably", "unbelievably", "Zürich"], ["B-ORG", "I-ORG", "O"]
     _, batch = encode_batch(any_tokenizer, [ex(words, tags)], all_subtokens=True)
-    labels = batch["ner_labels"][0]
-    expect_rest = [SPACE.tag_to_id["I-ORG"], SPACE.tag_to_id["I-ORG"], SPACE.tag_to_id["O"]]
+    labels = batch["ner.labels"][0]
+    expect_rest = [TAG["I-ORG"], TAG["I-ORG"], TAG["O"]]
     for w, tag in enumerate(tags):
         pos = positions(batch, 0, w)
         assert len(pos) > 1 or w == 2
-        assert labels[pos[0]] == SPACE.tag_to_id[tag]
+        assert labels[pos[0]] == TAG[tag]
         assert (labels[pos[1:]] == expect_rest[w]).all()
     assert (labels[batch["word_ids"][0] == -1] == IGNORE).all()
 
@@ -95,15 +106,15 @@ def test_truncation_accounting(any_tokenizer, caplog):
         kept = {w for w in oracle.word_ids(i) if w is not None}
         lost += len(e.words) - len(kept)
         assert batch["num_words"][i] == len(e.words)
-        assert (batch["word_labels"][i, : len(e.words)] != IGNORE).all()  # gold keeps every word
+        assert (batch["ner.word_labels"][i, : len(e.words)] != IGNORE).all()  # gold keeps every word
     assert lost > 0 and stats.truncated_examples == 2 and stats.truncated_words == lost
     records = [r for r in caplog.records if "max_length" in r.getMessage()]
     assert len(records) == 1
     assert "2 of 3 example(s)" in records[0].getMessage() and f" {lost} word(s)" in records[0].getMessage()
-    preds = torch.full_like(batch["input_ids"], SPACE.tag_to_id["B-LOC"])
+    preds = torch.full_like(batch["input_ids"], TAG["B-LOC"])
     words = word_predictions(preds, batch["word_ids"], batch["num_words"])
     assert words[0].count(0) == len(long_a) - len({w for w in oracle.word_ids(0) if w is not None})
-    assert words[1] == [SPACE.tag_to_id["B-LOC"]]
+    assert words[1] == [TAG["B-LOC"]]
 
 
 def test_word_without_subtokens_is_counted(wordpiece_tokenizer):
@@ -120,19 +131,20 @@ def test_partial_supervision_masks_and_padding(any_tokenizer):
     examples = [ex(["Ann", "flew"], ["B-PERSON", "O"]), ex(["new", "phones", "today"], None, "technology"),
                 ex(["Rome"], ["B-LOC"], "travel")]
     items, batch = encode_batch(tok, examples)
-    assert batch["has_ner"].tolist() == [True, False, True]
-    assert batch["has_cls"].tolist() == [False, True, True]
-    assert batch["cls_labels"].tolist() == [IGNORE, SPACE.class_to_id["technology"], SPACE.class_to_id["travel"]]
-    assert (batch["ner_labels"][1] == IGNORE).all() and (batch["word_labels"][1] == IGNORE).all()
-    assert batch["word_labels"].shape == (3, 3) and batch["word_labels"][2, 1:].eq(IGNORE).all()
+    assert batch["ner.has"].tolist() == [True, False, True]
+    assert batch["topic.has"].tolist() == [False, True, True]
+    topic = SPACES["topic"].to_id
+    assert batch["topic.labels"].tolist() == [IGNORE, topic["technology"], topic["travel"]]
+    assert (batch["ner.labels"][1] == IGNORE).all() and (batch["ner.word_labels"][1] == IGNORE).all()
+    assert batch["ner.word_labels"].shape == (3, 3) and batch["ner.word_labels"][2, 1:].eq(IGNORE).all()
     assert batch["input_ids"].shape[1] == max(len(it) for it in items)
     for i, it in enumerate(items):  # right padding with the pad id
         n = len(it)
         assert batch["attention_mask"][i, :n].all() and not batch["attention_mask"][i, n:].any()
         assert (batch["input_ids"][i, n:] == tok.pad_token_id).all()
-        assert (batch["word_ids"][i, n:] == -1).all() and (batch["ner_labels"][i, n:] == IGNORE).all()
+        assert (batch["word_ids"][i, n:] == -1).all() and (batch["ner.labels"][i, n:] == IGNORE).all()
     assert batch["example_index"].tolist() == [0, 1, 2]
-    assert all(v.dtype == (torch.bool if k.startswith("has_") else torch.long) for k, v in batch.items())
+    assert all(v.dtype == (torch.bool if k.endswith(".has") else torch.long) for k, v in batch.items())
 
 
 def test_slow_tokenizer_rejected():
@@ -142,4 +154,73 @@ def test_slow_tokenizer_rejected():
         is_fast = False
 
     with pytest.raises(MtstError, match="fast"):
-        encode_examples([ex(["a"], ["O"])], Slow(), SPACE, 8)
+        encode_examples([ex(["a"], ["O"])], Slow(), TASKS, SPACES, 8)
+
+
+def pair(a, b, score=None, task="sts"):
+    return Example(words=[], path="pairs.jsonl", where="line 1", text=a, text_b=b,
+                   scores={task: float("nan") if score is None else score})
+
+
+PAIR_TEXTS = [("A man is playing a guitar.", "Someone plays the guitar!"),
+              ("Zürich naïve 😀 O'Brien 2021-03-04", "x"),
+              ("unbelievably " * 40, "a short one")]
+
+
+def test_pair_sentences_are_tokenised_as_raw_text(any_tokenizer):
+    tok, max_length = any_tokenizer, 24
+    items = encode_examples([pair(a, b, 1.5) for a, b in PAIR_TEXTS], tok, {"sts": "pair"},
+                            {"sts": LabelSpace("pair")}, max_length)
+    for (a, b), item in zip(PAIR_TEXTS, items, strict=True):
+        assert item.input_ids.tolist() == tok(a, truncation=True, max_length=max_length)["input_ids"]
+        assert item.input_ids_b.tolist() == tok(b, truncation=True, max_length=max_length)["input_ids"]
+        assert (item.word_ids == -1).all() and item.num_words == 0 and item.scores == {"sts": 1.5}
+    assert len(items[2]) == max_length  # cut like the encoder's own tokenize
+    assert tokenize_texts(tok, [a for a, _ in PAIR_TEXTS], max_length) == [
+        tok(a, truncation=True, max_length=max_length)["input_ids"] for a, _ in PAIR_TEXTS]
+    assert items.lengths.tolist() == [max(len(x), len(x.input_ids_b)) for x in items]
+
+
+def test_mixed_batch_keys_and_shapes(any_tokenizer):
+    tok = any_tokenizer
+    tasks = {**TASKS, "sts": "pair", "nli": "pair"}
+    spaces = {**SPACES, "sts": LabelSpace("pair"), "nli": LabelSpace("pair")}
+    examples = [ex(["Ann", "flew"], ["B-PERSON", "O"]), pair(*PAIR_TEXTS[0], score=4.0),
+                ex(["new", "phones", "today"], None, "technology"),
+                pair(*PAIR_TEXTS[1], task="nli")]
+    items, batch = encode_batch(tok, examples, tasks=tasks, spaces=spaces)
+    b, t = batch["input_ids"].shape
+    assert b == 4 and t == max(len(it) for it in items)
+    assert batch["pair_rows"].tolist() == [1, 3]
+    tb = max(len(items[i].input_ids_b) for i in (1, 3))
+    assert batch["input_ids_b"].shape == batch["attention_mask_b"].shape == (2, tb)
+    for row, i in enumerate((1, 3)):
+        n = len(items[i].input_ids_b)
+        assert batch["input_ids_b"][row, :n].tolist() == items[i].input_ids_b.tolist()
+        assert batch["attention_mask_b"][row].sum() == n
+    assert batch["word_ids"][[1, 3]].eq(-1).all() and batch["num_words"].tolist() == [2, 0, 3, 0]
+    assert batch["ner.labels"].shape == (4, t) and batch["ner.word_labels"].shape == (4, 3)
+    assert batch["ner.has"].tolist() == [True, False, False, False]
+    assert batch["topic.has"].tolist() == [False, False, True, False]
+    assert batch["sts.has"].tolist() == [False, True, False, False]
+    assert batch["nli.has"].tolist() == [False, False, False, True]
+    assert batch["sts.scores"].dtype == torch.float32
+    assert batch["sts.scores"][1] == 4.0 and batch["sts.scores"][[0, 2, 3]].isnan().all()
+    assert batch["nli.scores"].isnan().all()  # an anchor/positive pair has no score
+    assert batch["ner.labels"][[1, 2, 3]].eq(IGNORE).all()
+    expected = {"input_ids", "attention_mask", "word_ids", "num_words", "example_index",
+                "pair_rows", "input_ids_b", "attention_mask_b", "topic.has", "topic.labels",
+                "ner.has", "ner.labels", "ner.word_labels", "sts.has", "sts.scores", "nli.has",
+                "nli.scores"}
+    assert set(batch) == expected
+
+
+def test_batch_without_pairs_or_words(any_tokenizer):
+    tasks = {**TASKS, "sts": "pair"}
+    spaces = {**SPACES, "sts": LabelSpace("pair")}
+    _, singles = encode_batch(any_tokenizer, [ex(["Rome"], None, "travel")], tasks=tasks, spaces=spaces)
+    assert singles["pair_rows"].shape == (0,) and singles["input_ids_b"].shape == (0, 1)
+    assert singles["attention_mask_b"].shape == (0, 1)
+    _, pairs = encode_batch(any_tokenizer, [pair("a b", "c d", 2.0)], tasks=tasks, spaces=spaces)
+    assert pairs["ner.word_labels"].shape == (1, 1) and pairs["ner.word_labels"].eq(IGNORE).all()
+    assert pairs["topic.labels"].tolist() == [IGNORE] and pairs["pair_rows"].tolist() == [0]

@@ -1,4 +1,5 @@
-"""conf/data/*.yaml instantiate through Hydra, and scripts/bench_data.py runs on a tiny corpus."""
+"""conf/data/*.yaml (presets holding `tasks` and `data`) give a working data module, and
+scripts/bench_data.py runs on a tiny corpus."""
 
 from __future__ import annotations
 
@@ -7,17 +8,26 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from mtst.data.validation import load_split
+from mtst.data.datamodule import MultiTaskDataModule
+from mtst.data.sources import load_split
+from mtst.tasks import build_tasks
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def compose(name: str, root: Path):
-    data = OmegaConf.load(ROOT / "conf" / "data" / f"{name}.yaml")
-    return OmegaConf.create({"paths": {"root_dir": str(root)}, "seed": 7, "data": data}).data
+    preset = OmegaConf.load(ROOT / "conf" / "data" / f"{name}.yaml")
+    return OmegaConf.merge({"paths": {"root_dir": str(root)}, "seed": 7}, preset)
+
+
+def module_from(cfg) -> MultiTaskDataModule:
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    data = settings["data"]
+    data.pop("_target_")
+    tasks = build_tasks(settings["tasks"])
+    return MultiTaskDataModule(tasks={n: t.data for n, t in tasks.items()}, **data)
 
 
 def test_sample_yaml(tmp_path, bpe_tokenizer):
@@ -26,12 +36,12 @@ def test_sample_yaml(tmp_path, bpe_tokenizer):
     row = {"tokens": ["Ann", "flew"], "ner_tags": ["B-PERSON", "O"], "label": "travel"}
     for split in ("train", "val", "test"):
         (sample / f"{split}.jsonl").write_text(json.dumps(row) + "\n", encoding="utf-8")
-    dm = instantiate(compose("sample", tmp_path))  # DictConfig arguments, as Hydra passes them
+    dm = module_from(compose("sample", tmp_path))
     dm.set_tokenizer(bpe_tokenizer)
     dm.setup("fit")
-    assert [s.path for s in dm.specs["train"]] == [str(sample / "train.jsonl")]
+    assert [s.path for s in dm.source_specs("train")] == [str(sample / "train.jsonl")]
     assert dm.seed == 7 and dm.has_split("test")
-    assert dm.label_space.tags[1] == "B-PERSON"
+    assert dm.label_spaces["ner"].ids[1] == "B-PERSON"
     assert len(list(dm.train_dataloader())) == 1
 
 
@@ -45,18 +55,19 @@ def test_conll_agnews_yaml(tmp_path, monkeypatch):
     (ag / "test.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     monkeypatch.setenv("MTST_CONLL_DIR", str(conll))
     monkeypatch.setenv("MTST_AGNEWS_DIR", str(ag))
-    dm = instantiate(compose("conll_agnews", tmp_path / "nowhere"), _convert_="all")
-    space = dm.resolve_label_space()
-    assert space.classes == ["World", "Sports", "Business", "Sci/Tech"]
-    assert space.tags == ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]
-    examples = {split: load_split(dm.specs[split], split) for split in ("train", "val", "test")}
-    assert {split: len(e) for split, e in examples.items()} == {"train": 2 + 6000, "val": 2 + 800,
-                                                                 "test": 2 + 800}
-    train = examples["train"]
-    assert [e.source for e in (train[0], train[2])] == [0, 1]
-    assert train[2].words == ["Title", "0"] and train[2].label == "World" and train[2].tags is None
-    assert examples["val"][2].words == ["Title", "6000"]
-    assert train[0].tags == ["B-ORG", "O"] and train[0].label is None
+    dm = module_from(compose("conll_agnews", tmp_path / "nowhere"))
+    spaces = dm.resolve_label_spaces()
+    assert spaces["topic"].names == ["World", "Sports", "Business", "Sci/Tech"]
+    assert spaces["ner"].ids == ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC",
+                                 "I-MISC"]
+    examples = {split: load_split(dm.tasks, split) for split in ("train", "val", "test")}
+    assert {split: len(e) for split, e in examples.items()} == {"train": 6000 + 2, "val": 800 + 2,
+                                                                 "test": 800 + 2}
+    train = examples["train"]  # topic's AG News rows first (task order), then ner's CoNLL
+    assert [e.source for e in (train[0], train[6000])] == [0, 1]
+    assert train[0].words == ["Title", "0"] and train[0].labels == {"topic": "World"}
+    assert train[0].tags == {} and examples["val"][0].words == ["Title", "6000"]
+    assert train[6000].tags == {"ner": ["B-ORG", "O"]} and train[6000].labels == {}
 
 
 def test_bench_script_runs(tmp_path, write, bpe_tokenizer):
@@ -66,7 +77,7 @@ def test_bench_script_runs(tmp_path, write, bpe_tokenizer):
     data = write("tiny.jsonl", rows)
     script = ROOT / "scripts" / "bench_data.py"
     out = subprocess.run([sys.executable, str(script), "--files", data, "--tokenizer", str(tok_dir),
-                          "--repeats", "1", "--batch-size", "4"],
+                          "--repeats", "1", "--batch-size", "4", "--kinds", "label"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     table = out.stdout

@@ -16,10 +16,15 @@ from mtst.data.alignment import SubwordCache, encode_chunk, encode_examples
 from mtst.data.datamodule import MultiTaskDataModule
 from mtst.data.labels import LabelSpace
 from mtst.data.store import EncodedStore
+from mtst.data.tasks import TaskData
+from mtst.data.validation import Example
 from mtst.errors import DataError, MtstError
+from tests.data.conftest import two_tasks
 
-BATCH_KEYS = {"input_ids", "attention_mask", "cls_labels", "ner_labels", "has_cls", "has_ner",
-              "word_ids", "word_labels", "num_words", "example_index"}
+BATCH_KEYS = {"input_ids", "attention_mask", "word_ids", "num_words", "example_index",
+              "pair_rows", "input_ids_b", "attention_mask_b", "topic.has", "topic.labels",
+              "ner.has", "ner.labels", "ner.word_labels"}
+INFER = {"classes": None, "entity_types": None}
 
 
 def rows(n, offset=0):
@@ -37,12 +42,11 @@ def rows(n, offset=0):
 
 
 def test_inferred_labels_and_batches(write, bpe_tokenizer):
-    dm = MultiTaskDataModule(train_files=[write("train.jsonl", rows(20))],
-                             val_files=[write("val.jsonl", rows(6))],
-                             labels={"classes": None, "entity_types": None}, batch_size=4,
-                             tokenizer=bpe_tokenizer)
+    tasks = two_tasks(train=write("train.jsonl", rows(20)), val=write("val.jsonl", rows(6)), **INFER)
+    dm = MultiTaskDataModule(tasks=tasks, batch_size=4, tokenizer=bpe_tokenizer)
     dm.setup("fit")
-    assert dm.label_space.classes == ["art", "sport"] and dm.label_space.entity_types == ["LOC", "PER"]
+    assert dm.label_spaces["topic"].names == ["art", "sport"]
+    assert dm.label_spaces["ner"].names == ["LOC", "PER"]
     batches = list(dm.train_dataloader())
     assert all(set(b) == BATCH_KEYS for b in batches)
     seen = torch.cat([b["example_index"] for b in batches]).sort().values
@@ -51,26 +55,26 @@ def test_inferred_labels_and_batches(write, bpe_tokenizer):
     assert val["example_index"].tolist() == [0, 1, 2, 3]  # evaluation keeps file order
 
 
-def test_default_label_space_when_labels_absent(write, bpe_tokenizer):
+def test_given_labels_kept_in_order_and_no_val_split(write, bpe_tokenizer):
     data = [{"tokens": ["Ann"], "ner_tags": ["B-PERSON"], "label": "travel"}]
-    dm = MultiTaskDataModule(train_files=[write("t.jsonl", data)], tokenizer=bpe_tokenizer)
+    dm = MultiTaskDataModule(tasks=two_tasks(train=write("t.jsonl", data)), tokenizer=bpe_tokenizer)
     dm.setup("fit")
-    assert dm.label_space.classes == ["travel", "technology", "politics", "other"]
+    assert dm.label_spaces["topic"].names == ["travel", "technology", "politics", "other"]
     assert dm.val_dataloader() == [] and not dm.has_split("val") and dm.has_split("train")
+    assert dm.test_dataloader() == []
 
 
 def test_val_label_outside_inferred_space(write, bpe_tokenizer):
     val = rows(3) + [{"text": "a new film", "label": "film"}]
-    dm = MultiTaskDataModule(train_files=[write("train.jsonl", rows(9))],
-                             val_files=[write("val.jsonl", val)],
-                             labels={"classes": None, "entity_types": None}, tokenizer=bpe_tokenizer)
-    with pytest.raises(DataError, match=r"val.jsonl:line 4: label: 'film'.*art, sport.*inferred"):
+    tasks = two_tasks(train=write("train.jsonl", rows(9)), val=write("val.jsonl", val), **INFER)
+    dm = MultiTaskDataModule(tasks=tasks, tokenizer=bpe_tokenizer)
+    with pytest.raises(DataError, match=r"val.jsonl:line 4: label: 'film' is not a class of task "
+                                        r"topic; allowed: art, sport \(label space inferred"):
         dm.setup("fit")
 
 
 def test_setup_is_cached_and_tokenizer_required(write, bpe_tokenizer, wordpiece_tokenizer):
-    dm = MultiTaskDataModule(train_files=[write("t.jsonl", rows(6))],
-                             labels={"classes": ["sport", "art"], "entity_types": ["PER", "LOC"]})
+    dm = MultiTaskDataModule(tasks=two_tasks(train=write("t.jsonl", rows(6)), **LABELS))
     with pytest.raises(MtstError, match="set_tokenizer"):
         dm.setup("fit")
     dm.set_tokenizer(bpe_tokenizer)
@@ -85,21 +89,50 @@ def test_setup_is_cached_and_tokenizer_required(write, bpe_tokenizer, wordpiece_
 
 def test_checkpoint_label_space_wins(write, bpe_tokenizer):
     path = write("t.jsonl", rows(6))
-    dm = MultiTaskDataModule(train_files=[path], labels={"classes": None, "entity_types": None},
-                             tokenizer=bpe_tokenizer)
+    dm = MultiTaskDataModule(tasks=two_tasks(train=path, **INFER), tokenizer=bpe_tokenizer)
     dm.setup("fit")
-    state = {"label_space": {"classes": ["sport", "art", "x"], "entity_types": ["PER", "LOC"]}}
+    assert dm.state_dict() == {"label_spaces": {"topic": {"kind": "label", "names": ["art", "sport"]},
+                                                "ner": {"kind": "tags", "names": ["LOC", "PER"]}}}
+    state = {"label_spaces": {"topic": {"kind": "label", "names": ["sport", "art", "x"]},
+                              "ner": {"kind": "tags", "names": ["PER", "LOC"]}}}
     dm.load_state_dict(state)
     assert dm.state_dict() == state
     item = dm.dataset("train")[2]  # row 2: label "sport", NER B-PER first
-    assert item.cls_label == 0 and item.word_labels[0] == dm.label_space.tag_to_id["B-PER"] == 1
+    assert item.labels["topic"] == 0 and item.word_labels["ner"][0] == dm.label_spaces["ner"].to_id["B-PER"] == 1
+    fresh = MultiTaskDataModule(tasks=two_tasks(train=path, **INFER), tokenizer=bpe_tokenizer)
+    fresh.load_state_dict(state)  # before setup (evaluation of a checkpoint): nothing is read
+    assert fresh.resolve_label_spaces()["topic"].names == ["sport", "art", "x"]
+
+
+def test_given_label_spaces_win(write, bpe_tokenizer):
+    tasks = two_tasks(train=write("t.jsonl", rows(6)), **INFER)
+    given = {"topic": LabelSpace("label", ["art", "sport", "film"], "topic"),
+             "ner": {"kind": "tags", "names": ["PER", "LOC", "ORG"]}}
+    dm = MultiTaskDataModule(tasks=tasks, tokenizer=bpe_tokenizer, label_spaces=given)
+    assert dm.resolve_label_spaces()["topic"].names == ["art", "sport", "film"]
+    assert dm.label_spaces["ner"].names == ["PER", "LOC", "ORG"]
+    with pytest.raises(MtstError, match="tasks.ner: the label space given .* of kind 'label'"):
+        MultiTaskDataModule(tasks=tasks, label_spaces={"ner": given["topic"]})
+
+
+def test_null_labels_without_train_files(write):
+    tasks = two_tasks(val=write("v.jsonl", rows(3)), classes=None)
+    with pytest.raises(MtstError, match="tasks.topic.labels is null but the task has no train_files"):
+        MultiTaskDataModule(tasks=tasks).resolve_label_spaces()
 
 
 def test_bad_config_values(write):
     with pytest.raises(MtstError, match="sampling"):
-        MultiTaskDataModule(train_files=[write("t.jsonl", rows(3))], sampling="random")
+        MultiTaskDataModule(tasks=two_tasks(train=write("t.jsonl", rows(3))), sampling="random")
     with pytest.raises(DataError, match="unknown file option"):
-        MultiTaskDataModule(train_files=[{"path": "x.jsonl", "colums": 2}])
+        TaskData.parse("topic", "label", {"train_files": [{"path": "x.jsonl", "colums": 2}]})
+    with pytest.raises(MtstError, match="at least one task"):
+        MultiTaskDataModule(tasks={})
+    with pytest.raises(MtstError, match="tasks.a b: a task name"):
+        TaskData("a b", "label")
+
+
+LABELS = {"classes": ["sport", "art"], "entity_types": ["PER", "LOC"]}
 
 
 class _Recorder(L.LightningModule):
@@ -129,9 +162,8 @@ def _fit(dm, tmp_path, epochs, ckpt=None):
 
 def test_lightning_epochs_and_resume_follow_seed_and_epoch(write, bpe_tokenizer, tmp_path):
     def make():
-        return MultiTaskDataModule(train_files=[write("t.jsonl", rows(24))], batch_size=4,
-                                   labels={"classes": None, "entity_types": None},
-                                   tokenizer=bpe_tokenizer, seed=3)
+        return MultiTaskDataModule(tasks=two_tasks(train=write("t.jsonl", rows(24)), **INFER),
+                                   batch_size=4, tokenizer=bpe_tokenizer, seed=3)
 
     dm = make()
     model, trainer = _fit(dm, tmp_path, 2)
@@ -145,21 +177,24 @@ def test_lightning_epochs_and_resume_follow_seed_and_epoch(write, bpe_tokenizer,
 
 # -- encoded splits on disk: same items as in memory, reused while nothing changed, never
 # half-written ---------------------------------------------------------------------------
-LABELS = {"classes": ["sport", "art"], "entity_types": ["PER", "LOC"]}
-
-
 def same_items(a: EncodedStore, b: EncodedStore) -> None:
     assert len(a) == len(b) > 0
+    assert np.array_equal(a.lengths, b.lengths) and np.array_equal(a.sources, b.sources)
     for x, y in zip(a, b, strict=True):
-        for name in ("input_ids", "word_ids", "ner_labels", "word_labels"):
+        for name in ("input_ids", "word_ids", "input_ids_b"):
             u, v = getattr(x, name), getattr(y, name)
             assert (u is None and v is None) or np.array_equal(u, v), name
-        assert (x.cls_label, x.num_words, x.example_index, x.source) == (
-            y.cls_label, y.num_words, y.example_index, y.source)
+        for name in ("tags", "word_labels"):
+            u, v = getattr(x, name), getattr(y, name)
+            assert u.keys() == v.keys() and all(np.array_equal(u[k], v[k]) for k in u), name
+        assert (x.labels, x.num_words, x.example_index, x.source) == (
+            y.labels, y.num_words, y.example_index, y.source)
+        assert x.scores.keys() == y.scores.keys()
+        assert np.allclose(list(x.scores.values()), list(y.scores.values()), equal_nan=True)
 
 
 def module(path, tokenizer, store_dir=None, **kwargs):
-    return MultiTaskDataModule(train_files=[path], labels=LABELS, batch_size=4, max_length=9,
+    return MultiTaskDataModule(tasks=two_tasks(train=path, **LABELS), batch_size=4, max_length=9,
                                store_dir=store_dir, tokenizer=tokenizer, **kwargs)
 
 
@@ -186,15 +221,22 @@ def test_disk_store_matches_memory_and_is_reused(write, tmp_path, any_tokenizer,
 def test_store_folder_changes_with_files_and_options(write, tmp_path, bpe_tokenizer,
                                                      wordpiece_tokenizer):
     path = write("t.jsonl", rows(8))
-    space = LabelSpace(**LABELS)
-    base = module(path, bpe_tokenizer, tmp_path).store_folder("train", space)
-    assert module(path, bpe_tokenizer, tmp_path).store_folder("train", space) == base
-    assert module(path, wordpiece_tokenizer, tmp_path).store_folder("train", space) != base
+    base = module(path, bpe_tokenizer, tmp_path).store_folder("train")
+    assert module(path, bpe_tokenizer, tmp_path).store_folder("train") == base
+    assert module(path, wordpiece_tokenizer, tmp_path).store_folder("train") != base
     assert module(path, bpe_tokenizer, tmp_path, label_all_subtokens=True).store_folder(
-        "train", space) != base
+        "train") != base
+    other_space = {"topic": LabelSpace("label", ["art", "sport"], "topic")}
+    assert module(path, bpe_tokenizer, tmp_path, label_spaces=other_space).store_folder(
+        "train") != base
+    tasks = two_tasks(train=path, **LABELS)
+    renamed = {"topic": TaskData("topic", "label", ("sport", "art"), "topic2", tasks["topic"].files),
+               "ner": tasks["ner"]}
+    assert MultiTaskDataModule(tasks=renamed, store_dir=tmp_path, max_length=9,
+                               tokenizer=bpe_tokenizer).store_folder("train") != base
     write("t.jsonl", rows(9))
     os.utime(path, ns=(1, 1))
-    assert module(path, bpe_tokenizer, tmp_path).store_folder("train", space) != base
+    assert module(path, bpe_tokenizer, tmp_path).store_folder("train") != base
 
 
 def test_damaged_store_is_encoded_again(write, tmp_path, bpe_tokenizer):
@@ -225,12 +267,10 @@ def test_memory_mapped_store_pickles_as_its_folder(write, tmp_path, bpe_tokenize
 
 
 def test_word_cache_equals_tokenising_whole_sentences(any_tokenizer):
-    from mtst.data.validation import Example
-
     sentences = [["Zürich", "naïve", "😀", "x"], ["x", "Zürich"], ["O'Brien", "2021-03-04", "x"]]
-    examples = [Example(words=s, tags=None, label=None, path="m", where="1") for s in sentences]
+    examples = [Example(words=s, path="m", where="1") for s in sentences]
     cache = SubwordCache(any_tokenizer)
-    store = encode_examples(examples, any_tokenizer, None, 512)
+    store = encode_examples(examples, any_tokenizer, {}, {}, 512)
     oracle = any_tokenizer(sentences, is_split_into_words=True)
     for i, item in enumerate(store):
         assert item.input_ids.tolist() == oracle["input_ids"][i]
@@ -239,27 +279,25 @@ def test_word_cache_equals_tokenising_whole_sentences(any_tokenizer):
 
 
 def test_prepare_data_writes_every_split_once(write, tmp_path, bpe_tokenizer):
-    files = {"train_files": [write("t.jsonl", rows(12))], "val_files": [write("v.jsonl", rows(4))]}
+    tasks = two_tasks(train=write("t.jsonl", rows(12)), val=write("v.jsonl", rows(4)), **LABELS)
     store = tmp_path / "store"
-    first = MultiTaskDataModule(labels=LABELS, store_dir=store, tokenizer=bpe_tokenizer, **files)
+    first = MultiTaskDataModule(tasks=tasks, store_dir=store, tokenizer=bpe_tokenizer)
     first.prepare_data()
     assert sorted(p.name.split("-")[0] for p in store.iterdir()) == ["train", "val"]
-    rank1 = MultiTaskDataModule(labels=LABELS, store_dir=store, tokenizer=bpe_tokenizer, **files)
+    rank1 = MultiTaskDataModule(tasks=tasks, store_dir=store, tokenizer=bpe_tokenizer)
     rank1.setup("fit")  # another rank: opens the folders
     assert rank1.dataset("val").folder == first.dataset("val").folder
     same_items(first.dataset("train"), rank1.dataset("train"))
 
 
 def test_word_cache_bounded_and_growing_gives_the_same_ids(any_tokenizer):
-    from mtst.data.validation import Example
-
     words = [f"w{i}x" for i in range(300)] + ["Zürich", "naïve"] * 5
-    examples = [Example(words=words[i : i + 7], tags=None, label=None, path="m", where=str(i))
+    examples = [Example(words=words[i : i + 7], path="m", where=str(i))
                 for i in range(0, len(words), 7)]
     small = SubwordCache(any_tokenizer, max_words=20)
     large = SubwordCache(any_tokenizer)
     for chunk in (examples[:20], examples[20:]):
-        a = encode_chunk(chunk, small, None, 64)
-        b = encode_chunk(chunk, large, None, 64)
+        a = encode_chunk(chunk, small, {}, {}, 64)
+        b = encode_chunk(chunk, large, {}, {}, 64)
         assert all(np.array_equal(a[k], b[k]) for k in a)
     assert len(small.index) < len(large.index) == len(set(words))  # small was emptied

@@ -6,22 +6,25 @@ import logging
 
 import pytest
 
-from mtst.data.labels import LabelSpace
+from mtst.data.labels import DEFAULT_CLASSES, DEFAULT_ENTITY_TYPES, LabelSpace
 from mtst.data.readers import SourceSpec, read_source
-from mtst.data.validation import check_label_space, load_split
+from mtst.data.sources import check_label_spaces, load_split
 from mtst.errors import DataError
+from tests.data.conftest import two_tasks
 
 GOOD = {"tokens": ["Ann", "flew"], "ner_tags": ["B-PERSON", "O"], "label": "travel"}
+SPACES = {"topic": LabelSpace("label", DEFAULT_CLASSES, "topic"),
+          "ner": LabelSpace("tags", DEFAULT_ENTITY_TYPES, "ner")}
 
 
 def load(path: str, strict_bio: bool = False, **opts) -> list:
-    return load_split([SourceSpec.parse({"path": path, **opts})], "train", strict_bio)
+    return load_split(two_tasks(train={"path": path, **opts}), "train", strict_bio)
 
 
 def error_of(path: str, **kwargs) -> str:
     with pytest.raises(DataError) as info:
         examples = load(path, **kwargs)
-        check_label_space(examples, LabelSpace())
+        check_label_spaces(examples, two_tasks(), SPACES)
     msg = str(info.value)
     assert "\n" not in msg
     assert msg.startswith(path)
@@ -52,7 +55,7 @@ def test_file_without_examples(write, name, content):
 
 def test_split_without_files():
     with pytest.raises(DataError, match="no files listed for the train split"):
-        load_split([], "train")
+        load_split(two_tasks(), "train")
 
 
 def test_invalid_jsonl_line(write):
@@ -118,14 +121,14 @@ def test_empty_tokens(write, bad):
 
 def test_unknown_class_lists_allowed(write):
     msg = error_of(jsonl_with_bad_second(write, {"text": "a b", "label": "sport"}))
-    assert ":line 2:" in msg and "label" in msg and "'sport'" in msg
-    assert all(c in msg for c in LabelSpace().classes)
+    assert ":line 2: label: 'sport' is not a class of task topic; allowed: " in msg
+    assert all(c in msg for c in DEFAULT_CLASSES)
 
 
 def test_unknown_entity_type_lists_allowed(write):
     msg = error_of(jsonl_with_bad_second(write, {"tokens": ["a", "b"], "ner_tags": ["O", "B-GPE"]}))
-    assert ":line 2:" in msg and "ner_tags[1]" in msg and "'B-GPE'" in msg
-    assert all(t in msg for t in LabelSpace().tags)
+    assert ":line 2: ner_tags[1]: 'B-GPE' is not a tag of task ner" in msg
+    assert all(t in msg for t in SPACES["ner"].ids)
 
 
 @pytest.mark.parametrize("tag", ["PERSON", "X-PERSON", "S-LOC", "B-", "b-LOC"])
@@ -144,7 +147,7 @@ def test_dangling_inside_repaired_with_one_counted_warning(write, caplog):
     path = write("d.jsonl", rows)
     with caplog.at_level(logging.WARNING, logger="mtst.data"):
         examples = load(path)
-    assert [ex.tags for ex in examples[:3]] == [
+    assert [ex.tags["ner"] for ex in examples[:3]] == [
         ["O", "B-LOC"], ["B-ORG", "I-ORG", "O"], ["B-LOC", "B-ORG"]]
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
@@ -162,9 +165,19 @@ def test_dangling_inside_rejected_when_strict(write):
     {"text": "just text"},
     {"tokens": ["a"], "ner_tags": None, "label": None},
 ])
-def test_record_without_supervision(write, bad):
-    msg = error_of(jsonl_with_bad_second(write, bad))
-    assert ":line 2:" in msg and "no supervision" in msg
+def test_record_without_supervision_is_skipped_and_counted(write, caplog, bad):
+    path = write("d.jsonl", [GOOD, bad, GOOD, bad, bad])
+    with caplog.at_level(logging.WARNING, logger="mtst.data"):
+        examples = load(path)
+    assert [ex.where for ex in examples] == ["line 1", "line 3"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "skipped 3 record(s)" in warnings[0] and f"first at {path}:line 2" in warnings[0]
+
+
+def test_file_without_any_supervised_record(write):
+    msg = error_of(write("d.jsonl", [{"text": "a b"}, {"tokens": ["c"], "label": None}]))
+    assert "no record supervises its task(s) topic, ner" in msg and "label, ner_tags" in msg
 
 
 def test_record_without_words(write):
@@ -209,3 +222,18 @@ def test_unknown_format(write):
     path = write("data.xml", "<a/>")
     with pytest.raises(DataError, match="format"):
         read_source(SourceSpec.parse(path))
+
+
+def test_file_kinds_a_task_cannot_read(write):
+    from mtst.data.sources import split_sources
+    from mtst.data.tasks import TaskData
+
+    conll = SourceSpec.parse(write("x.conll", "Ann B-PER\n"))
+    with pytest.raises(DataError, match=r"x.conll: task topic \(kind label\) cannot read a CoNLL"):
+        split_sources({"topic": TaskData("topic", "label", files={"train": (conll,)})}, "train")
+    csv = SourceSpec.parse(write("x.csv", "text,label\na,b\n"))
+    with pytest.raises(DataError, match=r"x.csv: task ner \(kind tags\) cannot read a CSV"):
+        split_sources({"ner": TaskData("ner", "tags", files={"train": (csv,)})}, "train")
+    both = {name: TaskData(name, "label", files={"val": (csv,)}) for name in ("a", "b")}
+    with pytest.raises(DataError, match="x.csv: listed under tasks a, b: a CSV file has one label"):
+        split_sources(both, "val")

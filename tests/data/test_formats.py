@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from mtst.data.labels import LabelSpace
-from mtst.data.readers import SourceSpec
-from mtst.data.validation import infer_label_space, load_split
+from mtst.data.sources import infer_label_spaces, load_split
 from mtst.data.words import split_words
 from mtst.errors import MtstError
+from tests.data.conftest import two_tasks
 
 ROWS = [
     {"tokens": ["Ann", "flew", "to", "Rome"], "ner_tags": ["B-PERSON", "O", "O", "B-LOC"],
@@ -19,7 +19,15 @@ ROWS = [
 
 
 def load(*entries, strict_bio=False):
-    return load_split([SourceSpec.parse(e) for e in entries], "train", strict_bio)
+    return load_split(two_tasks(train=list(entries)), "train", strict_bio)
+
+
+def tags(ex):
+    return ex.tags.get("ner")
+
+
+def label(ex):
+    return ex.labels.get("topic")
 
 
 def test_json_and_jsonl_agree(write):
@@ -27,8 +35,8 @@ def test_json_and_jsonl_agree(write):
     b = load(write("b.jsonl", ROWS))
     for x, y, row in zip(a, b, ROWS, strict=True):
         assert x.words == y.words == row["tokens"]
-        assert x.tags == y.tags == row.get("ner_tags")
-        assert x.label == y.label == row.get("label")
+        assert tags(x) == tags(y) == row.get("ner_tags")
+        assert label(x) == label(y) == row.get("label")
     assert [x.id for x in a] == ["a", "7", None]
     assert [x.where for x in a] == ["record 0", "record 1", "record 2"]
     assert [x.where for x in b] == ["line 1", "line 2", "line 3"]
@@ -37,7 +45,7 @@ def test_json_and_jsonl_agree(write):
 def test_text_only_record_keeps_offsets(write):
     text = "Dr. Amara Okafor visited São Paulo — twice!"
     ex = load(write("t.jsonl", [{"text": text, "label": "travel"}]))[0]
-    assert ex.tags is None and ex.words == [w for w, _, _ in split_words(text)]
+    assert tags(ex) is None and ex.words == [w for w, _, _ in split_words(text)]
     assert [text[s:e] for s, e in ex.spans] == ex.words
 
 
@@ -72,25 +80,25 @@ def test_conll_quirks(write):
     path = write("x.conll", content)
     exs = load(path)
     assert [e.words for e in exs] == [["EU", "rejects"], ["Peter", "Blackburn"], ["Rome"]]
-    assert [e.tags for e in exs] == [["B-ORG", "O"], ["B-PER", "I-PER"], ["B-LOC"]]
-    assert all(e.label is None for e in exs)
+    assert [tags(e) for e in exs] == [["B-ORG", "O"], ["B-PER", "I-PER"], ["B-LOC"]]
+    assert all(label(e) is None for e in exs)
     assert exs[1].token_lines == [6, 7] and exs[2].where == "line 12"
 
 
 def test_csv_with_header_and_names(write):
     path = write("t.csv", 'id,headline,topic\n1,"Trip to Rome, Italy",travel\n2,"New ""AI"" chip",technology\n')
     exs = load({"path": path, "text_column": "headline", "label_column": "topic"})
-    assert [e.label for e in exs] == ["travel", "technology"]
+    assert [label(e) for e in exs] == ["travel", "technology"]
     assert exs[0].words == ["Trip", "to", "Rome", ",", "Italy"]
     assert exs[1].words[:3] == ["New", '"', "AI"]
-    assert exs[0].tags is None
+    assert tags(exs[0]) is None
 
 
 def test_csv_without_header_label_map_and_multiline(write):
     path = write("ag.csv", '"3","Stocks fall","x"\n"1","Talks\nresume","y"\n"3","Oil up","z"\n')
     exs = load({"path": path, "header": False, "text_column": 1, "label_column": 0,
                 "label_map": {1: "World", "3": "Business"}})
-    assert [e.label for e in exs] == ["Business", "World", "Business"]
+    assert [label(e) for e in exs] == ["Business", "World", "Business"]
     assert [e.where for e in exs] == ["line 1", "line 2", "line 4"]
 
 
@@ -98,13 +106,17 @@ def test_tsv_and_explicit_delimiter(write):
     a = load({"path": write("t.tsv", "text\tlabel\nhello there\tother\n")})
     b = load({"path": write("t.txt", "text;label\nhello there;other\n"), "format": "csv",
               "delimiter": ";"})
-    assert a[0].words == b[0].words == ["hello", "there"] and a[0].label == b[0].label == "other"
+    assert a[0].words == b[0].words == ["hello", "there"] and label(a[0]) == label(b[0]) == "other"
 
 
 def test_mixed_formats_in_one_split_get_source_ids(write):
+    # topic lists a.jsonl and c.csv, ner a.jsonl and b.conll: sources in order of first
+    # appearance (task order, then file order), a.jsonl read once for both tasks
     exs = load(write("a.jsonl", ROWS), write("b.conll", "Ann B-PER\n\nBob B-PER\n"),
                {"path": write("c.csv", "text,label\nhi,other\n")})
-    assert [e.source for e in exs] == [0, 0, 0, 1, 1, 2]
+    assert [e.source for e in exs] == [0, 0, 0, 1, 2, 2]
+    assert [e.path.rsplit("/", 1)[1] for e in exs] == ["a.jsonl"] * 3 + ["c.csv"] + ["b.conll"] * 2
+    assert [sorted((*e.labels, *e.tags)) for e in exs[:3]] == [["ner", "topic"], ["topic"], ["ner"]]
 
 
 def test_start_stop_slice(write):
@@ -114,25 +126,28 @@ def test_start_stop_slice(write):
 
 
 def test_label_space_tags_and_roundtrip():
-    space = LabelSpace(["b", "a"], ["X", "Y"])
-    assert space.tags == ["O", "B-X", "I-X", "B-Y", "I-Y"]
-    assert space.class_to_id == {"b": 0, "a": 1}
-    assert space.tag_to_id["I-Y"] == 4
-    assert LabelSpace.from_dict(space.to_dict()) == space
-    assert LabelSpace().tags[1:3] == ["B-PERSON", "I-PERSON"]
-    with pytest.raises(MtstError, match="duplicate"):
-        LabelSpace(["a", "a"])
+    space = LabelSpace("tags", ["X", "Y"], "ner")
+    assert space.ids == ["O", "B-X", "I-X", "B-Y", "I-Y"] and space.to_id["I-Y"] == 4
+    classes = LabelSpace("label", ["b", "a"], "topic")
+    assert classes.to_id == {"b": 0, "a": 1}
+    for s in (space, classes, LabelSpace("pair")):
+        assert LabelSpace.from_dict(s.to_dict()) == s
+    with pytest.raises(MtstError, match="tasks.topic.labels: duplicate"):
+        LabelSpace("label", ["a", "a"], "topic")
 
 
 def test_label_inference_sorted_and_partial(write):
     rows = [{"text": "x", "label": "zeta"}, {"tokens": ["a", "b"], "ner_tags": ["B-ORG", "B-LOC"]},
             {"text": "y", "label": "alpha"}, {"tokens": ["a"], "ner_tags": ["B-ORG"], "label": "zeta"}]
-    exs = load(write("a.jsonl", rows))
-    space = infer_label_space(exs, None, None)
-    assert space.classes == ["alpha", "zeta"] and space.entity_types == ["LOC", "ORG"]
-    assert infer_label_space(list(reversed(exs)), None, None) == space
-    keep = infer_label_space(exs, ["zeta", "alpha", "beta"], None)
-    assert keep.classes == ["zeta", "alpha", "beta"] and keep.entity_types == ["LOC", "ORG"]
+    path = write("a.jsonl", rows)
+    tasks = two_tasks(train=path, classes=None, entity_types=None)
+    exs = load(path)
+    spaces = infer_label_spaces(exs, tasks)
+    assert spaces["topic"].names == ["alpha", "zeta"] and spaces["ner"].names == ["LOC", "ORG"]
+    assert infer_label_spaces(list(reversed(exs)), tasks) == spaces
+    keep = infer_label_spaces(exs, two_tasks(train=path, classes=["zeta", "alpha", "beta"],
+                                             entity_types=None))
+    assert keep["topic"].names == ["zeta", "alpha", "beta"] and keep["ner"].names == ["LOC", "ORG"]
 
 
 def test_text_examples_for_prediction():
@@ -141,7 +156,7 @@ def test_text_examples_for_prediction():
 
     texts = ["Ann flew to Rome.", "naïve 😀"]
     exs = text_examples(texts)
-    assert [e.tags for e in exs] == [None, None] and exs[1].words == ["naïve", "😀"]
+    assert [e.tags for e in exs] == [{}, {}] and exs[1].words == ["naïve", "😀"]
     assert [[t[s:e] for s, e in ex.spans] for t, ex in zip(texts, exs, strict=True)] == [
         ex.words for ex in exs]
     with pytest.raises(DataError, match=r"<input>:text 1: text: no words"):
@@ -149,11 +164,12 @@ def test_text_examples_for_prediction():
 
 
 def test_csv_option_types(write):
+    from mtst.data.readers import SourceSpec
     from mtst.errors import DataError
 
     path = write("ag.csv", '"2","Cup final"\n')
     exs = load({"path": path, "header": False, "text_column": "1", "label_column": "0"})
-    assert exs[0].words == ["Cup", "final"] and exs[0].label == "2"
+    assert exs[0].words == ["Cup", "final"] and label(exs[0]) == "2"
     with pytest.raises(DataError, match="header: expected true or false"):
         SourceSpec.parse({"path": path, "header": "no"})
     with pytest.raises(DataError, match="start: expected a record count >= 0"):

@@ -119,6 +119,18 @@ def test_a_loader_resumed_mid_epoch_continues_with_the_next_budget_batch(lengths
     assert len(resumed) == len(taken) + len(rest)
 
 
+@pytest.mark.parametrize("value", [64, "many", True])
+def test_a_budget_below_max_length_is_refused_by_the_data_module(value):
+    from mtst.data.datamodule import MultiTaskDataModule
+    from mtst.errors import MtstError
+    from tests.data.conftest import two_tasks
+
+    with pytest.raises(MtstError) as caught:
+        MultiTaskDataModule(tasks=two_tasks(), max_tokens=value, max_length=128)
+    assert str(caught.value) == (f"data.max_tokens={value!r}: expected null or an integer >= "
+                                 "data.max_length=128, so that the longest example fits a batch")
+
+
 def test_an_example_over_the_budget_is_refused():
     with pytest.raises(ValueError, match="example 2 has 90 tokens, more than max_tokens=64"):
         list(MultiTaskBatchSampler([10, 20, 90, 5], [0] * 4, 2, max_tokens=64))

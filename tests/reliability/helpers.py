@@ -74,14 +74,14 @@ class ForceTag(Callback):
         self.tag = tag
 
     def on_validation_start(self, trainer, pl_module) -> None:
-        force_tag(pl_module, self.tag)
+        force_tag(pl_module.net, self.tag)
 
 
 class PoisonWeightAtStep(Callback):
     """After optimizer step `step`, sets one element of parameter `name` to NaN (a weight gone
     bad for any reason); runs before the checkpoint callbacks, which Lightning orders last."""
 
-    def __init__(self, step: int, name: str = "cls_head.out.weight") -> None:
+    def __init__(self, step: int, name: str = "net.heads.topic.out.weight") -> None:
         self.step, self.name = int(step), name
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -116,10 +116,12 @@ def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
 
 
 def only_task(record: dict[str, Any], task: str) -> dict[str, Any]:
-    """The record with the labels of one task only ("cls" or "ner")."""
+    """The record with the labels of one default task only ("topic" or "ner")."""
+    if task not in ("topic", "ner"):
+        raise ValueError(f"only_task: {task!r} is not a default task")
     keep = {"tokens", "ner_tags"} if task == "ner" else {"text", "label"}
     out = {k: v for k, v in record.items() if k in keep or k == "id"}
-    if task == "cls" and "text" not in out:
+    if task == "topic" and "text" not in out:
         out["text"] = " ".join(record["tokens"])
     return out
 
@@ -128,6 +130,38 @@ def interleaved_partial(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Even records keep NER labels only, odd records both tasks: under 2-process DDP (examples
     r, r+2, ... per rank) rank 0 sees no topic label, and both ranks see entities."""
     return [only_task(r, "ner") if i % 2 == 0 else r for i, r in enumerate(records)]
+
+
+def task_files(task: str, train: object = None, val: object = None, test: object = None) -> list[str]:
+    """Overrides pointing task `task`'s splits at files (a path or a list of paths; None keeps
+    the configured files, "null" clears them)."""
+    out = []
+    for split, files in (("train", train), ("val", val), ("test", test)):
+        if files is None:
+            continue
+        shown = files if files == "null" else "[" + ",".join(map(str, _as_list(files))) + "]"
+        out.append(f"tasks.{task}.{split}_files={shown}")
+    return out
+
+
+def default_task_files(train: object = None, val: object = None, test: object = None) -> list[str]:
+    """`task_files` for both default tasks (topic and ner read the same files)."""
+    return task_files("topic", train, val, test) + task_files("ner", train, val, test)
+
+
+def _as_list(files: object) -> list[object]:
+    return list(files) if isinstance(files, (list, tuple)) else [files]
+
+
+# a third task, `mood`: a sentence task on the same field as topic, its classes inferred from
+# the train files; checks that run with more tasks than the two defaults add it
+MOOD_TASK = [
+    "+tasks.mood.type=sentence_classification",
+    "+tasks.mood.field=label",
+    "+tasks.mood.train_files=${tasks.topic.train_files}",
+    "+tasks.mood.val_files=${tasks.topic.val_files}",
+    "+tasks.mood.test_files=${tasks.topic.test_files}",
+]
 
 
 def checkpoint_step(path: Path) -> int:

@@ -10,12 +10,13 @@ from pathlib import Path
 import lightning as L
 import pytest
 
-from mtst.data.datamodule import MultiTaskDataModule
-from mtst.model.multitask import MultiTaskModel
+from mtst.inference.loading import load_checkpoint_network
 from mtst.training.distributed import any_rank, child_command, ddp_job_scope
-from tests.conftest import compose_config
+from mtst.training.module import MultiTaskModule
+from tests.conftest import compose_config, make_datamodule, sample_tasks
 from tests.reliability.helpers import (
     CLI_TINY,
+    MOOD_TASK,
     ForceTag,
     interleaved_partial,
     metrics_of,
@@ -23,6 +24,7 @@ from tests.reliability.helpers import (
     run_cli,
     run_folders,
     sample_records,
+    task_files,
     write_jsonl,
 )
 
@@ -43,10 +45,13 @@ def loc_on_rank_zero(records: list[dict]) -> list[dict]:
 
 
 def validate_single_process(ckpt: Path, val_file: Path) -> dict[str, float]:
-    model = MultiTaskModel.from_checkpoint(ckpt)
-    dm = MultiTaskDataModule(val_files=[str(val_file)], labels=model.label_space.to_dict(),
-                             batch_size=8, tokenizer=model.encoder.tokenizer)
-    dm.setup("validate")
+    """The checkpoint's topic, ner and mood tasks validated on `val_file` in this process."""
+    net = load_checkpoint_network(ckpt)
+    tasks = sample_tasks(train=[], val=[str(val_file)], test=[])
+    tasks["mood"] = {**tasks["topic"], "labels": None}
+    dm = make_datamodule(tasks, net.encoder.tokenizer, "validate", batch_size=8,
+                         label_spaces=dict(net.label_spaces))
+    model = MultiTaskModule(net, tasks)
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, enable_checkpointing=False,
                         callbacks=[ForceTag("B-LOC")])
@@ -57,16 +62,18 @@ def validate_single_process(ckpt: Path, val_file: Path) -> dict[str, float]:
 @pytest.mark.slow
 def test_ddp_cpu_scores_equal_single_process_with_one_run_folder(tmp_path) -> None:
     train = sample_records("train", 160)
-    cls_file = write_jsonl(tmp_path / "cls.jsonl", [only_task(r, "cls") for r in train[:80]])
+    topic_file = write_jsonl(tmp_path / "topic.jsonl", [only_task(r, "topic") for r in train[:80]])
     ner_file = write_jsonl(tmp_path / "ner.jsonl", [only_task(r, "ner") for r in train[80:]])
-    # 97 records (odd: a padding sampler would duplicate one); rank 0 gets no topic label at all
+    # 97 records (odd: a padding sampler would duplicate one); rank 0 gets no topic (and no
+    # mood) label at all
     val_records = interleaved_partial(loc_on_rank_zero(sample_records("val")))
     val_file = write_jsonl(tmp_path / "val.jsonl", val_records)
     log = tmp_path / "logs"
     result = run_cli("train.py", ["trainer=ddp_cpu", *CLI_TINY, "trainer.max_epochs=1",
                                   "trainer.limit_train_batches=4", f"paths.log_dir={log}",
-                                  f"data.train_files=[{cls_file},{ner_file}]",
-                                  f"data.val_files=[{val_file}]", "data.sampling=round_robin",
+                                  *task_files("topic", topic_file, val_file),
+                                  *task_files("ner", ner_file, val_file), *MOOD_TASK,
+                                  "data.sampling=round_robin",
                                   "model.optimizer.lr_head=0.05", *FORCE_LOC])
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = run_folders(log)  # children reused rank 0's folder
@@ -75,17 +82,20 @@ def test_ddp_cpu_scores_equal_single_process_with_one_run_folder(tmp_path) -> No
     ddp = metrics_of(run)
     ckpt = run / "checkpoints" / "last.ckpt"
     single = validate_single_process(ckpt, val_file)
-    assert ddp["val/ner_f1"] > 0
-    for key in ("val/ner_f1", "val/ner_precision", "val/ner_recall", "val/cls_acc", "val/cls_f1"):
+    assert ddp["val/ner/f1"] > 0
+    keys = [f"val/{task}/{m}" for task, metrics in (("ner", ("f1", "precision", "recall")),
+                                                   ("topic", ("acc", "f1")), ("mood", ("acc", "f1")))
+            for m in metrics]
+    for key in [*keys, "val/score"]:
         assert ddp[key] == pytest.approx(single[key], abs=1e-7), key
     # what each rank scores on its own shard (ShardedEvalSampler: examples r, r+2, ...): rank 0
     # holds most LOC entities, rank 1 few, so the mean of their F1s is far from the F1 of all
     # entities, which is what DDP reports
     per_rank = [validate_single_process(ckpt, write_jsonl(tmp_path / f"rank{r}.jsonl",
-                                                          val_records[r::2]))["val/ner_f1"]
+                                                          val_records[r::2]))["val/ner/f1"]
                 for r in (0, 1)]
     assert per_rank[0] > 2 * per_rank[1] > 0
-    assert abs((per_rank[0] + per_rank[1]) / 2 - ddp["val/ner_f1"]) > 1e-3, per_rank
+    assert abs((per_rank[0] + per_rank[1]) / 2 - ddp["val/ner/f1"]) > 1e-3, per_rank
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from tests.reliability.helpers import CLI_RESUME, run_cli, run_folders
+from tests.reliability.helpers import CLI_RESUME, MOOD_TASK, run_cli, run_folders
 
 
 @pytest.mark.slow
@@ -16,13 +16,13 @@ def test_two_runs_with_the_same_seed_are_bit_identical(tmp_path) -> None:
     runs = []
     for name in ("first", "second"):
         log = tmp_path / name
-        result = run_cli("train.py", CLI_RESUME + [f"paths.log_dir={log}"])
+        result = run_cli("train.py", CLI_RESUME + MOOD_TASK + [f"paths.log_dir={log}"])
         assert result.returncode == 0, result.stderr[-2000:]
         (run,) = run_folders(log)
         runs.append(run)
     a, b = (json.loads((run / "metrics.json").read_text())["metrics"] for run in runs)
     assert a == b  # exact float equality, every key
-    assert {"val/score", "val/ner_f1", "val/cls_acc", "test/score"} <= a.keys()
+    assert {"val/score", "val/ner/f1", "val/topic/acc", "val/mood/acc", "test/score"} <= a.keys()
     wa, wb = (torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
               for run in runs)
     assert wa.keys() == wb.keys()

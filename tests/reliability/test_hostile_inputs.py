@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 
 from mtst.cli._hydra import _user_error
-from mtst.data.readers import SourceSpec
-from mtst.data.validation import load_split
+from mtst.data.sources import load_split
 from mtst.errors import MtstError
-from mtst.model.multitask import MultiTaskModel
+from mtst.inference.loading import load_checkpoint_network
+from mtst.tasks import build_tasks
 from mtst.training.pipeline import evaluate, train
-from tests.conftest import TINY_TRAIN, compose_config
-from tests.reliability.helpers import CLI_TINY, run_cli, sample_records
+from tests.conftest import TINY_TRAIN, compose_config, sample_tasks
+from tests.reliability.helpers import CLI_TINY, default_task_files, run_cli, sample_records
 
 ONE_STEP = TINY_TRAIN + ["trainer.max_epochs=1", "trainer.limit_train_batches=1",
                          "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
@@ -65,15 +65,21 @@ def test_a_10000_word_sentence_trains_and_is_scored_on_every_word(tmp_path, capl
     huge = {"tokens": words, "ner_tags": tags, "label": "travel"}
     train_file = data_file(tmp_path, "train.jsonl", jsonl_bytes(sample_records("train", 15) + [huge]))
     val_file = data_file(tmp_path, "val.jsonl", jsonl_bytes([huge]))
-    metrics = fit(tmp_path, f"data.train_files=[{train_file}]", f"data.val_files=[{val_file}]",
+    metrics = fit(tmp_path, *default_task_files(train_file, val_file),
                   "+callbacks.force._target_=tests.reliability.helpers.ForceTag",
                   "+callbacks.force.tag=B-LOC")  # every kept word is predicted a LOC entity
     assert "val data: 1 of 1 example(s) exceed max_length=128" in caplog.text
     # 100 gold entities, 2 of them (words 0 and 100) inside the first 128 sub-tokens and found:
     # the cut words stay in the gold standard (predicted O); dropping them would give 2/2
-    assert metrics["val/ner_recall"] == pytest.approx(2 / 100)
-    assert 0 < metrics["val/ner_precision"] < 0.05  # ~127 predicted, 2 right
+    assert metrics["val/ner/recall"] == pytest.approx(2 / 100)
+    assert 0 < metrics["val/ner/precision"] < 0.05  # ~127 predicted, 2 right
     assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+def read_train(path: str) -> list:
+    """The train split of the default tasks, both reading `path`."""
+    tasks = build_tasks(sample_tasks(train=[path]))
+    return load_split({n: t.data for n, t in tasks.items()}, "train")
 
 
 def fastest_read(path: str, repeats: int = 5) -> float:
@@ -81,7 +87,7 @@ def fastest_read(path: str, repeats: int = 5) -> float:
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        examples = load_split([SourceSpec.parse(path)], "train")
+        examples = read_train(path)
         times.append(time.perf_counter() - started)
     assert examples
     return min(times)
@@ -92,30 +98,30 @@ def test_a_file_with_100k_empty_lines_is_read_quickly_and_trains(tmp_path) -> No
     content = jsonl_bytes(records[:8]) + b"\n" * 100_000 + b"  \r\n" * 1000 + jsonl_bytes(records[8:])
     train_file = data_file(tmp_path, "train.jsonl", content)
     one_line = data_file(tmp_path, "one.jsonl", jsonl_bytes(records[:1]))
-    assert len(load_split([SourceSpec.parse(train_file)], "train")) == 16
+    assert len(read_train(train_file)) == 16
     # skipping an empty line costs a fraction of a microsecond (about 200x a 1-line file in
     # all); 2000x leaves room for slow machines and catches any per-line parse or rescan
     ratio = fastest_read(train_file) / fastest_read(one_line)
     assert ratio < 2000, f"100k empty lines read {ratio:.0f}x slower than a 1-line file"
-    fit(tmp_path, f"data.train_files=[{train_file}]")
+    fit(tmp_path, *default_task_files(train_file))
     assert (tmp_path / "run" / "metrics.json").is_file()
 
 
 def test_a_file_of_only_empty_lines_is_an_error(tmp_path) -> None:
     empty = data_file(tmp_path, "empty.jsonl", b"\n" * 100_000)
-    fails_cleanly(tmp_path, f"data.train_files=[{empty}]", match=f"{empty}: file is empty")
+    fails_cleanly(tmp_path, *default_task_files(empty), match=f"{empty}: file is empty")
 
 
 def test_a_raw_nul_byte_is_an_error_naming_the_line(tmp_path) -> None:
     content = jsonl_bytes(sample_records("train", 3)) + b'{"text": "bad\x00byte", "label": "other"}\n'
     bad = data_file(tmp_path, "nul.jsonl", content)
-    fails_cleanly(tmp_path, f"data.train_files=[{bad}]", match=f"{bad}:line 4: invalid JSON")
+    fails_cleanly(tmp_path, *default_task_files(bad), match=f"{bad}:line 4: invalid JSON")
 
 
 def test_an_escaped_nul_character_is_plain_text(tmp_path) -> None:
     record = {"text": "Ada\u0000Lovelace writes code", "label": "technology"}
     train_file = data_file(tmp_path, "train.jsonl", jsonl_bytes(sample_records("train", 15) + [record]))
-    fit(tmp_path, f"data.train_files=[{train_file}]")
+    fit(tmp_path, *default_task_files(train_file))
     assert (tmp_path / "run" / "metrics.json").is_file()
 
 
@@ -125,13 +131,13 @@ def test_deeply_nested_json_is_an_error_not_a_recursion_crash(tmp_path, suffix) 
     content = nested if suffix == "json" else jsonl_bytes(sample_records("train", 2)) + nested + b"\n"
     bad = data_file(tmp_path, f"nested.{suffix}", content)
     where = ":line 3" if suffix == "jsonl" else ""
-    fails_cleanly(tmp_path, f"data.train_files=[{bad}]", match=f"{bad}{where}: invalid JSON: nested too deeply")
+    fails_cleanly(tmp_path, *default_task_files(bad), match=f"{bad}{where}: invalid JSON: nested too deeply")
 
 
 def test_mixed_encodings_are_an_error_naming_line_and_byte(tmp_path) -> None:
     latin1 = json.dumps({"text": "café au lait", "label": "travel"}, ensure_ascii=False).encode("latin-1")
     bad = data_file(tmp_path, "mixed.jsonl", jsonl_bytes(sample_records("train", 4)) + latin1 + b"\n")
-    fails_cleanly(tmp_path, f"data.train_files=[{bad}]", match=f"{bad}:line 5: byte 0xe9")
+    fails_cleanly(tmp_path, *default_task_files(bad), match=f"{bad}:line 5: byte 0xe9")
 
 
 def test_label_names_with_unusual_characters_round_trip(tmp_path) -> None:
@@ -143,10 +149,9 @@ def test_label_names_with_unusual_characters_round_trip(tmp_path) -> None:
         records.append(r)
     train_file = data_file(tmp_path, "train.jsonl", jsonl_bytes(records))
     val_file = data_file(tmp_path, "val.jsonl", jsonl_bytes(records[:8]))
-    fit(tmp_path, f"data.train_files=[{train_file}]", f"data.val_files=[{val_file}]",
-        "data.test_files=null", "data.labels.classes=null")
-    model = MultiTaskModel.from_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
-    assert set(model.label_space.classes) == set(names.values())
+    fit(tmp_path, *default_task_files(train_file, val_file, "null"), "tasks.topic.labels=null")
+    model = load_checkpoint_network(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert set(model.label_spaces["topic"].names) == set(names.values())
 
 
 def test_negative_eval_batch_size_is_refused_before_anything_runs(tmp_path) -> None:

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from mtst.errors import MtstError
-from mtst.model.multitask import MultiTaskModel
 from mtst.training.callbacks import NonFiniteGuard, NonFiniteLossError
+from mtst.training.module import MultiTaskModule
 from mtst.training.pipeline import train
 from tests.conftest import TINY_TRAIN, compose_config
-from tests.reliability.helpers import checkpoint_step
+from tests.reliability.helpers import MOOD_TASK, checkpoint_step
 
 NAN_AT_STEP = 4  # epoch 2, after best.ckpt (epoch 1) and several last.ckpt writes
 
@@ -24,17 +24,17 @@ def finite_weights(path) -> bool:
 
 
 def test_nan_loss_stops_with_step_and_terms_and_keeps_checkpoints_finite(tmp_path, monkeypatch) -> None:
-    real = MultiTaskModel.compute_loss
+    real = MultiTaskModule.compute_loss
 
     def poisoned(self, batch, outputs):
-        losses = real(self, batch, outputs)
+        total, per_task = real(self, batch, outputs)
         if self.training and self.global_step == NAN_AT_STEP:
-            nan = torch.full_like(losses["loss_ner"], float("nan"))
-            losses = {**losses, "loss": losses["loss"] + nan, "loss_ner": nan}
-        return losses
+            nan = torch.full_like(per_task["ner"], float("nan"))
+            total, per_task = total + nan, {**per_task, "ner": nan}
+        return total, per_task
 
-    monkeypatch.setattr(MultiTaskModel, "compute_loss", poisoned)
-    cfg = compose_config(tmp_path, TINY_TRAIN + [
+    monkeypatch.setattr(MultiTaskModule, "compute_loss", poisoned)
+    cfg = compose_config(tmp_path, TINY_TRAIN + MOOD_TASK + [
         "trainer.max_epochs=2", "trainer.limit_train_batches=3",
         "callbacks.step_checkpoint.every_n_train_steps=1", "~callbacks.lr_monitor"])
     with pytest.raises(NonFiniteLossError) as err:
@@ -42,8 +42,9 @@ def test_nan_loss_stops_with_step_and_terms_and_keeps_checkpoints_finite(tmp_pat
     message = str(err.value)
     assert isinstance(err.value, MtstError) and "\n" not in message
     assert f"non-finite loss at step {NAN_AT_STEP} (epoch 1, batch 1)" in message
-    assert "train/loss_ner=nan" in message and "train/loss=nan" in message
-    assert "train/loss_cls=" in message and "train/loss_cls=nan" not in message
+    assert "train/ner/loss=nan" in message and "train/loss=nan" in message
+    for task in ("topic", "mood"):  # every finite term is named too
+        assert f"train/{task}/loss=" in message and f"train/{task}/loss=nan" not in message
     ckpts = tmp_path / "checkpoints"
     assert checkpoint_step(ckpts / "last.ckpt") == NAN_AT_STEP  # the step before the NaN
     assert checkpoint_step(ckpts / "best.ckpt") == 3
@@ -63,7 +64,7 @@ def test_a_non_finite_weight_stops_the_run_and_last_ckpt_keeps_the_previous_step
     message = str(err.value)
     assert "\n" not in message
     assert (f"refusing to write a checkpoint at step {poison_at}: non-finite weights in 1 tensors "
-            "(first: cls_head.out.weight)") in message
+            "(first: net.heads.topic.out.weight)") in message
     ckpts = tmp_path / "checkpoints"
     assert checkpoint_step(ckpts / "last.ckpt") == poison_at - 1
     assert checkpoint_step(ckpts / "best.ckpt") == 3

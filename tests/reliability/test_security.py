@@ -14,12 +14,13 @@ import torch
 import yaml
 
 from mtst.cli._hydra import CONF_DIR
+from mtst.data.labels import LabelSpace
 from mtst.errors import MtstError
+from mtst.inference.loading import load_checkpoint_network
 from mtst.model.backbone import load_tokenizer
-from mtst.model.multitask import MultiTaskModel
-from mtst.training.pipeline import backbone_settings, build_model, evaluate, train
+from mtst.training.pipeline import backbone_settings, build_model, configured_tasks, evaluate, train
 from tests.conftest import TINY_TRAIN, compose_config
-from tests.reliability.helpers import run_python, sample_records
+from tests.reliability.helpers import default_task_files, run_python, sample_records
 
 ONE_STEP = TINY_TRAIN + ["trainer.max_epochs=1", "trainer.limit_train_batches=1",
                          "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
@@ -61,7 +62,8 @@ def test_the_pipeline_hands_trust_remote_code_false_to_transformers(tmp_path, mo
         monkeypatch.setattr(cls, "from_pretrained", spy)
     cfg = compose_config(tmp_path, ONE_STEP)
     load_tokenizer(**backbone_settings(cfg))
-    build_model(cfg, {"classes": ["a", "b"], "entity_types": ["LOC"]})
+    build_model(cfg, configured_tasks(cfg), {"topic": LabelSpace("label", ["a", "b"], "topic"),
+                                             "ner": LabelSpace("tags", ["LOC"], "ner")})
     assert seen and all(flag is False for flag in seen), seen
     cfg = compose_config(tmp_path, ONE_STEP + ["backbone.trust_remote_code=true"])
     assert backbone_settings(cfg)["trust_remote_code"] is True  # only when configured
@@ -77,7 +79,7 @@ def test_a_checkpoint_carrying_code_is_refused_on_resume_and_load(tmp_path, monk
     with pytest.raises(MtstError, match=refused):
         train(compose_config(out, ONE_STEP + [f"ckpt_path={evil}"]))  # Lightning's resume path
     with pytest.raises(MtstError, match=refused):
-        MultiTaskModel.from_checkpoint(evil)
+        load_checkpoint_network(evil)
     with pytest.raises(MtstError, match=refused):
         evaluate(compose_config(tmp_path / "eval", [f"ckpt_path={evil}"], config_name="eval"))
     assert not (tmp_path / "PWNED").exists()
@@ -96,22 +98,25 @@ def test_dataset_strings_are_plain_text_never_interpolated_or_evaluated(tmp_path
     data.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     out = tmp_path / "run"
     out.mkdir()
-    train(compose_config(out, ONE_STEP + [
-        f"data.train_files=[{data}]", f"data.val_files=[{data}]", f"data.test_files=[{data}]",
-        "data.labels.classes=null"]))
+    train(compose_config(out, ONE_STEP + default_task_files(data, data, data) + [
+        "tasks.topic.labels=null"]))
 
     ckpt = out / "checkpoints" / "last.ckpt"
-    assert set(MultiTaskModel.from_checkpoint(ckpt).label_space.classes) == set(HOSTILE)
+    assert set(load_checkpoint_network(ckpt).label_spaces["topic"].names) == set(HOSTILE)
+    network = torch.load(ckpt, weights_only=True)["mtst"]["network"]
+    assert set(network["tasks"]["topic"]["labels"]["names"]) == set(HOSTILE)
+    # hparams.yaml holds the tasks config as given (classes inferred: null), plain YAML data
     saved = yaml.safe_load((out / "tensorboard" / "hparams.yaml").read_text())
-    assert set(saved["labels"]["classes"]) == set(HOSTILE)
+    assert saved["tasks"]["topic"]["labels"] is None
+    assert saved["tasks"]["topic"]["train_files"] == [str(data)]
     # the evaluate path passes checkpoint labels to the data module: still literal
     eval_out = tmp_path / "eval"
     eval_out.mkdir()
-    metrics = evaluate(compose_config(eval_out, [f"ckpt_path={ckpt}", f"data.test_files=[{data}]",
-                                                 "trainer.accelerator=cpu"], config_name="eval"))
-    assert "test/cls_acc" in metrics
+    metrics = evaluate(compose_config(eval_out, [f"ckpt_path={ckpt}", "trainer.accelerator=cpu",
+                                                 *default_task_files(test=data)], config_name="eval"))
+    assert "test/topic/acc" in metrics and "test/ner/f1" in metrics
     assert not (tmp_path / "PWNED").exists() and not Path("PWNED").exists()
-    assert str(Path.home()) not in json.dumps(torch.load(ckpt, weights_only=True)["mtst"]["labels"])
+    assert str(Path.home()) not in json.dumps(network["tasks"])
 
 
 # `mtst predict --checkpoint` on each path, in one fresh interpreter: every warning shown (not
@@ -159,12 +164,11 @@ def test_refused_checkpoints_and_exports_get_one_line_and_run_nothing(reference_
         f"{files['payload.pkl']}: could not be loaded safely: it holds code ({SYSTEM})",
         f"{files['truncated.ckpt']}: not an mtst checkpoint (truncated or corrupt PyTorch file: ",
         f"{files['notes.ckpt']}: not an mtst checkpoint (not a PyTorch file)",
-        f"{files['foreign.ckpt']}: not an mtst checkpoint (no 'state_dict' / 'hyper_parameters' / "
-        "'mtst' entry)",
-        f"{exports['truncated'] / weights}: not an mtst export (truncated or corrupt safetensors",
-        f"{exports['pickled'] / weights}: not an mtst export (a PyTorch or pickle file, not "
+        f"{files['foreign.ckpt']}: not an mtst checkpoint (no 'state_dict' / 'mtst' entry)",
+        f"{exports['truncated'] / weights}: not an mtst model (truncated or corrupt safetensors",
+        f"{exports['pickled'] / weights}: not an mtst model (a PyTorch or pickle file, not "
         "safetensors; it was not unpickled)",
-        f"{exports['config'] / 'mtst' / 'mtst_config.json'}: not an mtst export (invalid JSON: ",
+        f"{exports['config'] / 'mtst' / 'mtst_config.json'}: not an mtst model (invalid JSON: ",
     ]
     paths = [*files.values(), *exports.values()]
     result = run_python(["-c", PREDICT_EACH, *map(str, paths)])
@@ -187,7 +191,7 @@ def test_an_exported_model_loads_without_unpickling_anything(tmp_path, monkeypat
     train(compose_config(out, ONE_STEP))
     folder = tmp_path / "exported"
     export(out / "checkpoints" / "last.ckpt", folder)
-    expected = MultiTaskModel.from_checkpoint(out / "checkpoints" / "last.ckpt").eval()
+    expected = load_checkpoint_network(out / "checkpoints" / "last.ckpt").eval()
 
     def refuse(*args, **kwargs):
         raise AssertionError("an exported model must load without pickle")
@@ -198,4 +202,4 @@ def test_an_exported_model_loads_without_unpickling_anything(tmp_path, monkeypat
     model = mtst.load(folder)
     state = model.state_dict()
     assert [k for k, v in expected.state_dict().items() if not torch.equal(state[k], v)] == []
-    assert model.predict(["Ada flew to Paris"])[0]["topic"]["label"] in model.label_space.classes
+    assert model.predict(["Ada flew to Paris"])[0]["topic"]["label"] in model.label_spaces["topic"].names

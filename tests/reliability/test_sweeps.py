@@ -27,9 +27,10 @@ def test_optuna_search_space_covers_lr_loss_weights_pooling_and_freezing(tmp_pat
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
     assert cfg.optimized_metric == "val/score"
+    # a loss weight for every configured task
     assert set(sweeper.params) == {
-        "model.optimizer.lr_head", "model.optimizer.lr_backbone", "model.loss.cls_weight",
-        "model.loss.ner_weight", "backbone.pooling", "freeze"}
+        "model.optimizer.lr_head", "model.optimizer.lr_backbone", "backbone.pooling", "freeze",
+        *(f"tasks.{task}.weight" for task in cfg.tasks)}
     assert "weighted_mean" in sweeper.params["backbone.pooling"]
     assert "gradual" in sweeper.params["freeze"]
     assert sweeper.max_failure_rate == 1.0 and cfg.sweep.failed_score is None
@@ -108,8 +109,8 @@ def test_optuna_study_goes_on_after_a_failed_trial(tmp_path, monkeypatch, capsys
             params:
               model.optimizer.lr_head: choice(0.003)
               model.optimizer.lr_backbone: choice(0.001)
-              model.loss.cls_weight: choice(1.0)
-              model.loss.ner_weight: choice(1.0)
+              tasks.topic.weight: choice(1.0)
+              tasks.ner.weight: choice(1.0)
               backbone.pooling: choice(mean)
               freeze: choice(none)
               data.batch_size: choice(-1, 8)

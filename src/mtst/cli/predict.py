@@ -1,4 +1,4 @@
-"""`mtst predict`: topic and entity spans for texts, one JSON line per text.
+"""`mtst predict`: each task's answer for texts (topic, entity spans, ...), one JSON line per text.
 
     mtst predict --checkpoint logs/runs/<run>/checkpoints/best.ckpt "Ada Lovelace flew to Paris."
     mtst predict --checkpoint export/ --input texts.txt --output predictions.jsonl
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         for line in lines:
             print(line)
         return 0
-    from mtst.inference.files import atomic_file
+    from mtst.files import atomic_file
 
     with atomic_file(args.output) as tmp, tmp.open("w", encoding="utf-8") as handle:
         for line in lines:

@@ -1,123 +1,39 @@
-"""Word <-> sub-token alignment: tokenise pre-split words once, label sub-tokens, and invert.
+"""Word <-> sub-token alignment: tokenise pre-split words once, label sub-tokens, and invert;
+and the one way sentence pairs are tokenised (raw text, as the sentence encoder does).
 
-Gold NER labels stay per *word* (``word_labels``) so evaluation never loses words: a word cut
-by truncation (or that the tokenizer turns into nothing) is simply predicted ``O``.
+Gold tags stay per *word* (``words.<task>``) so evaluation never loses words: a word cut by
+truncation (or that the tokenizer turns into nothing) is simply predicted ``O``.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from itertools import chain, repeat
 from typing import Any
 
 import numpy as np
 import torch
 
 from mtst.data.labels import LabelSpace
+from mtst.data.sources import check_label_spaces
 from mtst.data.store import IGNORE, EncodedStore, StoreWriter, offsets
+from mtst.data.subwords import AlignmentStats, SubwordCache
+from mtst.data.tasks import as_tasks, task_kinds
 from mtst.data.validation import Example
 from mtst.errors import MtstError
 
-log = logging.getLogger(__name__)
+__all__ = ["CHUNK", "IGNORE", "AlignmentStats", "SubwordCache", "encode_chunk", "encode_examples",
+           "tokenize_texts", "word_predictions"]
 CHUNK = 4096
-MAX_CACHED_WORDS = 1_000_000
 
 
-@dataclass
-class AlignmentStats:
-    """What tokenisation cost: truncated examples/words and words with no sub-token at all."""
-
-    examples: int = 0
-    truncated_examples: int = 0
-    truncated_words: int = 0
-    empty_words: int = 0
-    empty_examples: list[str] = field(default_factory=list)
-
-    def warn(self, split: str, max_length: int) -> None:
-        """One summary warning per split, so a long corpus does not flood the log."""
-        if self.truncated_examples:
-            log.warning(
-                "%s data: %d of %d example(s) exceed max_length=%d sub-tokens; %d word(s) were cut "
-                "and count as predicted O in evaluation (raise data.max_length to keep them)",
-                split, self.truncated_examples, self.examples, max_length, self.truncated_words)
-        if self.empty_words:
-            log.warning(
-                "%s data: %d word(s) produce no sub-token with this tokenizer (first at %s); they "
-                "count as predicted O", split, self.empty_words, self.empty_examples[0])
-
-
-class SubwordCache:
-    """Sub-token ids of each distinct word, tokenised once.
-
-    A fast tokenizer encodes pre-split words independently (normalise, pre-tokenise and model run
-    per word, then the encodings are merged), so a sentence's ids are the template's special
-    tokens around its words' ids: exactly what ``tokenizer(words, is_split_into_words=True)``
-    returns, without re-tokenising words a corpus repeats (CoNLL-2003 train: 23.6k distinct words
-    in 204k).
-    """
-
-    def __init__(self, tokenizer: Any, max_words: int = MAX_CACHED_WORDS) -> None:
-        if not getattr(tokenizer, "is_fast", False):
-            raise MtstError(f"the tokenizer {type(tokenizer).__name__} is not a fast (Rust) "
-                            "tokenizer; word alignment needs word_ids()")
-        self.tokenizer, self.max_words = tokenizer, max_words
-        self.clear()
-        one = tokenizer([["a"]], is_split_into_words=True, add_special_tokens=True)
-        ids, wids = one["input_ids"][0], one.word_ids(0)
-        content = [i for i, w in enumerate(wids) if w is not None]
-        self.prefix = np.asarray(ids[: content[0]], dtype=np.int32)
-        self.suffix = np.asarray(ids[content[-1] + 1 :], dtype=np.int32)
-
-    def clear(self) -> None:
-        self.index: dict[str, int] = {}
-        self._ids = np.zeros(1024, dtype=np.int32)  # every cached word's ids, back to back
-        self._starts = np.zeros(1024, dtype=np.int64)  # word i: _ids[_starts[i]:_starts[i + 1]]
-
-    @property
-    def ids(self) -> np.ndarray:
-        return self._ids[: self._starts[len(self.index)]]
-
-    @property
-    def starts(self) -> np.ndarray:
-        return self._starts[: len(self.index) + 1]
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.starts)
-
-    def lookup(self, words: list[str]) -> np.ndarray:
-        """Cache index of each word, tokenising the ones not seen before in one batch call.
-
-        The cache is emptied when it would pass ``max_words`` distinct words, so memory stays
-        bounded on corpora with an open vocabulary (the chunk being encoded is always cached)."""
-        missing = list(dict.fromkeys(w for w in words if w not in self.index))
-        if missing and len(self.index) + len(missing) > self.max_words:
-            self.clear()
-            missing = list(dict.fromkeys(words))
-        if missing:
-            enc = self.tokenizer([[w] for w in missing], is_split_into_words=True,
-                                 add_special_tokens=False, return_attention_mask=False,
-                                 return_token_type_ids=False, verbose=False)["input_ids"]
-            counts = np.fromiter((len(x) for x in enc), dtype=np.int64, count=len(enc))
-            new = np.fromiter((t for x in enc for t in x), dtype=np.int32, count=int(counts.sum()))
-            base, end = len(self.index), int(self.starts[-1])
-            self._ids = _room(self._ids, end + len(new))
-            self._starts = _room(self._starts, base + len(missing) + 1)
-            self._ids[end : end + len(new)] = new
-            self._starts[base + 1 : base + 1 + len(missing)] = end + np.cumsum(counts)
-            self.index.update((w, base + i) for i, w in enumerate(missing))
-        index = self.index
-        return np.fromiter((index[w] for w in words), dtype=np.int64, count=len(words))
-
-
-def _room(array: np.ndarray, size: int) -> np.ndarray:
-    """``array`` with capacity for ``size`` items, doubling (amortised O(1) appends)."""
-    if size <= len(array):
-        return array
-    grown = np.zeros(max(size, 2 * len(array)), dtype=array.dtype)
-    grown[: len(array)] = array
-    return grown
+def tokenize_texts(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """Sub-token ids of raw texts with the template's special tokens, cut at ``max_length``:
+    what sentence-transformers feeds its encoder (pair sentences, and sentence embedding)."""
+    if not texts:
+        return []
+    return tokenizer(list(texts), truncation=True, max_length=max_length,
+                     add_special_tokens=True)["input_ids"]
 
 
 def _segments(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -126,27 +42,39 @@ def _segments(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return owner, np.arange(int(counts.sum())) - offsets(counts)[owner]
 
 
-def _tag_ids(examples: Sequence[Example], space: LabelSpace | None) -> tuple[np.ndarray, np.ndarray]:
-    """Per-word gold tag ids (IGNORE where an example has no tags) and which examples have tags."""
-    has_ner = np.fromiter((ex.tags is not None and space is not None for ex in examples),
-                          dtype=bool, count=len(examples))
-    if space is None:
-        return np.full(sum(len(ex.words) for ex in examples), IGNORE), has_ner
-    tag_to_id = space.tag_to_id
-    return np.fromiter((tag_to_id[t] if ex.tags is not None else IGNORE
-                        for ex in examples for t in (ex.tags or [None] * len(ex.words))),
-                       dtype=np.int64), has_ner
+def _word_tag_ids(examples: Sequence[Example], task: str, space: LabelSpace,
+                  total: int) -> np.ndarray:
+    """Per-word gold tag ids of ``task`` (IGNORE for the words of examples without its tags)."""
+    to_id = space.to_id
+    return np.fromiter((IGNORE if tag is None else to_id[tag] for ex in examples
+                        for tag in ex.tags.get(task) or repeat(None, len(ex.words))),
+                       dtype=np.int64, count=total)
 
 
-def encode_chunk(examples: Sequence[Example], cache: SubwordCache, space: LabelSpace | None,
-                 max_length: int, label_all_subtokens: bool = False,
-                 stats: AlignmentStats | None = None) -> dict[str, np.ndarray]:
-    """Tokenise and align a chunk of examples into flat columns (see ``store.COLUMNS``).
+def _example_columns(examples: Sequence[Example], tasks: Mapping[str, str],
+                     spaces: Mapping[str, LabelSpace]) -> dict[str, np.ndarray]:
+    """The per-example columns that do not depend on tokens: ``sources``, ``has.<t>``,
+    ``label.<t>``, ``score.<t>``."""
+    n = len(examples)
+    out = {"sources": np.fromiter((ex.source for ex in examples), dtype=np.int32, count=n)}
+    for task, kind in tasks.items():
+        out[f"has.{task}"] = np.fromiter((ex.supervises(task) for ex in examples), dtype=bool, count=n)
+        if kind == "label":
+            to_id = spaces[task].to_id
+            out[f"label.{task}"] = np.fromiter(
+                (to_id[ex.labels[task]] if task in ex.labels else IGNORE for ex in examples),
+                dtype=np.int32, count=n)
+        elif kind == "pair":
+            out[f"score.{task}"] = np.fromiter((ex.scores.get(task, np.nan) for ex in examples),
+                                               dtype=np.float32, count=n)
+    return out
 
-    Right truncation keeps the template's special tokens; gold tags stay per word, so a word cut
-    by truncation still counts (as predicted O) in evaluation.
-    """
-    stats = stats if stats is not None else AlignmentStats()
+
+def _encode_words(examples: Sequence[Example], cache: SubwordCache, tasks: Mapping[str, str],
+                  spaces: Mapping[str, LabelSpace], max_length: int, label_all_subtokens: bool,
+                  stats: AlignmentStats) -> dict[str, np.ndarray]:
+    """Examples of words: sub-token ids from the word cache, laid out with numpy (no loop per
+    example), and each tags task's ids on sub-tokens and words."""
     n = len(examples)
     special = len(cache.prefix) + len(cache.suffix)
     budget = max_length - special
@@ -169,7 +97,6 @@ def encode_chunk(examples: Sequence[Example], cache: SubwordCache, space: LabelS
     out_start = offsets(lengths)[:-1]
     input_ids = np.empty(int(lengths.sum()), dtype=np.int32)
     word_ids = np.full(len(input_ids), -1, dtype=np.int32)
-    ner = np.full(len(input_ids), IGNORE, dtype=np.int16)
     for offset, ids in ((out_start, cache.prefix), (out_start + len(cache.prefix) + kept, cache.suffix)):
         if len(ids):
             input_ids[(offset[:, None] + np.arange(len(ids))).ravel()] = np.tile(ids, n)
@@ -178,17 +105,23 @@ def encode_chunk(examples: Sequence[Example], cache: SubwordCache, space: LabelS
     input_ids[dest] = cache.ids[source[keep]]
     word_ids[dest] = word_pos[token_word[keep]]
 
-    word_labels, has_ner = _tag_ids(examples, space)
-    if has_ner.any():
-        tags = word_labels[token_word]
-        labelled = token_in_word == 0
-        if label_all_subtokens:
-            inside_of = np.arange(space.num_tags)
-            for t in space.entity_types:
-                inside_of[space.tag_to_id[f"B-{t}"]] = space.tag_to_id[f"I-{t}"]
-            tags = np.where(labelled | (tags == IGNORE), tags, inside_of[np.maximum(tags, 0)])
-            labelled = tags != IGNORE
-        ner[dest] = np.where(labelled, tags, IGNORE)[keep]
+    out = {"input_ids": input_ids, "word_ids": word_ids, "lengths": lengths,
+           "num_words": num_words, **_example_columns(examples, tasks, spaces)}
+    first_token = token_in_word == 0
+    for task in (t for t, kind in tasks.items() if kind == "tags"):
+        space = spaces[task]
+        word_labels = _word_tag_ids(examples, task, space, len(word_index))
+        column = np.full(len(input_ids), IGNORE, dtype=np.int16)
+        if out[f"has.{task}"].any():
+            tags, labelled = word_labels[token_word], first_token
+            if label_all_subtokens:
+                inside_of = np.arange(len(space))
+                for name in space.names:
+                    inside_of[space.to_id[f"B-{name}"]] = space.to_id[f"I-{name}"]
+                tags = np.where(labelled | (tags == IGNORE), tags, inside_of[np.maximum(tags, 0)])
+                labelled = tags != IGNORE
+            column[dest] = np.where(labelled, tags, IGNORE)[keep]
+        out[f"tags.{task}"], out[f"words.{task}"] = column, word_labels
 
     word_start = offsets(word_tokens)[:-1] - content_start[word_example]  # in its example
     empty = word_tokens == 0
@@ -199,28 +132,75 @@ def encode_chunk(examples: Sequence[Example], cache: SubwordCache, space: LabelS
         stats.empty_words += int(empty.sum())
         first = examples[int(word_example[np.argmax(empty)])]
         stats.empty_examples.append(f"{first.path}:{first.where}")
-    return {
-        "input_ids": input_ids, "word_ids": word_ids, "ner_labels": ner,
-        "word_labels": word_labels.astype(np.int16),
-        "lengths": lengths.astype(np.int32), "num_words": num_words.astype(np.int32),
-        "cls_labels": np.fromiter(
-            (space.class_to_id[ex.label] if ex.label is not None and space is not None else IGNORE
-             for ex in examples), dtype=np.int32, count=n),
-        "has_ner": has_ner, "sources": np.fromiter((ex.source for ex in examples), dtype=np.int32,
-                                                   count=n),
-    }
+    out["lengths_b"] = np.zeros(n, dtype=np.int32)
+    out["input_ids_b"] = np.zeros(0, dtype=np.int32)
+    return out
 
 
-def encode_examples(examples: Sequence[Example], tokenizer: Any, space: LabelSpace | None,
-                    max_length: int, label_all_subtokens: bool = False,
+def _flat(ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+    return np.fromiter(chain.from_iterable(ids), dtype=np.int32, count=int(lengths.sum())), lengths
+
+
+def _encode_pairs(examples: Sequence[Example], tokenizer: Any, tasks: Mapping[str, str],
+                  spaces: Mapping[str, LabelSpace], max_length: int,
+                  stats: AlignmentStats) -> dict[str, np.ndarray]:
+    """Sentence pairs: each sentence tokenised as raw text (no words, nothing tagged)."""
+    input_ids, lengths = _flat(tokenize_texts(tokenizer, [ex.text for ex in examples], max_length))
+    input_ids_b, lengths_b = _flat(tokenize_texts(tokenizer, [ex.text_b for ex in examples],
+                                                  max_length))
+    stats.examples += len(examples)
+    out = {"input_ids": input_ids, "word_ids": np.full(len(input_ids), -1, dtype=np.int32),
+           "lengths": lengths, "num_words": np.zeros(len(examples), dtype=np.int32),
+           "input_ids_b": input_ids_b, "lengths_b": lengths_b,
+           **_example_columns(examples, tasks, spaces)}
+    for task in (t for t, kind in tasks.items() if kind == "tags"):
+        out[f"tags.{task}"] = np.full(len(input_ids), IGNORE, dtype=np.int16)
+        out[f"words.{task}"] = np.zeros(0, dtype=np.int16)
+    return out
+
+
+def _runs(examples: Sequence[Example]) -> list[Sequence[Example]]:
+    """Consecutive slices that are all pairs or all word examples."""
+    cuts = [i for i in range(1, len(examples)) if examples[i].is_pair != examples[i - 1].is_pair]
+    return [examples[a:b] for a, b in zip([0, *cuts], [*cuts, len(examples)], strict=True)]
+
+
+def encode_chunk(examples: Sequence[Example], cache: SubwordCache, tasks: Mapping[str, Any],
+                 spaces: Mapping[str, LabelSpace], max_length: int,
+                 label_all_subtokens: bool = False,
+                 stats: AlignmentStats | None = None) -> dict[str, np.ndarray]:
+    """Tokenise and align a chunk of (label-checked) examples into the flat columns of
+    ``store.task_columns`` for ``tasks`` (name -> kind or TaskData).
+
+    Right truncation keeps the template's special tokens; gold tags stay per word, so a word cut
+    by truncation still counts (as predicted O) in evaluation.
+    """
+    kinds = task_kinds(tasks)
+    stats = stats if stats is not None else AlignmentStats()
+    parts = [_encode_pairs(run, cache.tokenizer, kinds, spaces, max_length, stats) if run[0].is_pair
+             else _encode_words(run, cache, kinds, spaces, max_length, label_all_subtokens, stats)
+             for run in _runs(examples)]
+    if not parts:
+        return _encode_words(examples, cache, kinds, spaces, max_length, label_all_subtokens, stats)
+    if len(parts) == 1:
+        return parts[0]
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+
+def encode_examples(examples: Sequence[Example], tokenizer: Any, tasks: Mapping[str, Any],
+                    spaces: Mapping[str, LabelSpace], max_length: int,
+                    label_all_subtokens: bool = False,
                     stats: AlignmentStats | None = None) -> EncodedStore:
     """Tokenise and align examples held in memory (the DataModule streams files through
     ``encode_chunk`` instead); the result is a sequence of ``Encoded`` items."""
+    kinds = task_kinds(tasks)
+    check_label_spaces(examples, as_tasks(tasks), spaces)
     cache = SubwordCache(tokenizer)
-    writer = StoreWriter()
+    writer = StoreWriter(kinds)
     for start in range(0, len(examples), CHUNK):
-        writer.append(encode_chunk(examples[start : start + CHUNK], cache, space, max_length,
-                                   label_all_subtokens, stats))
+        writer.append(encode_chunk(examples[start : start + CHUNK], cache, kinds, spaces,
+                                   max_length, label_all_subtokens, stats))
     return writer.finish()
 
 

@@ -11,7 +11,6 @@ import gc
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from itertools import islice
@@ -29,14 +28,20 @@ from mtst.data.batching import (
     ShardedEvalSampler,
 )
 from mtst.data.collate import Collator
-from mtst.data.labels import DEFAULT_CLASSES, DEFAULT_ENTITY_TYPES, LabelSpace
+from mtst.data.labels import LabelSpace
 from mtst.data.readers import SourceSpec
+from mtst.data.sources import (
+    check_label_spaces,
+    iter_split,
+    resolve_label_spaces,
+    split_sources,
+)
 from mtst.data.store import FORMAT_VERSION, EncodedStore, StoreWriter, open_store
-from mtst.data.validation import Example, check_label_space, infer_label_space, iter_split
+from mtst.data.tasks import SPLITS, TaskData, as_tasks, task_kinds
+from mtst.data.validation import Example
 from mtst.errors import MtstError
 
 log = logging.getLogger(__name__)
-SPLITS = ("train", "val", "test")
 _STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ()}
 
 
@@ -49,17 +54,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (DictConfig, ListConfig)):
         return OmegaConf.to_container(value, resolve=True)
     return value
-
-
-def _specs(files: Any, split: str) -> list[SourceSpec]:
-    files = _plain(files)
-    if files is None:
-        return []
-    if isinstance(files, (str, Mapping)):
-        files = [files]
-    if not isinstance(files, Sequence):
-        raise MtstError(f"data.{split}_files: expected a list of paths or dicts, got {type(files).__name__}")
-    return [SourceSpec.parse(f) for f in files]
 
 
 def _chunks(items: Iterable[Example], size: int) -> Iterator[list[Example]]:
@@ -82,14 +76,13 @@ def gc_paused() -> Iterator[None]:
 
 
 class MultiTaskDataModule(L.LightningDataModule):
-    """Topic + NER data from JSON/JSONL/CoNLL/CSV files with partial supervision."""
+    """Named tasks of three data kinds (``label``, ``tags``, ``pair``) from JSON/JSONL/CoNLL/
+    CSV/TSV files, with partial supervision: each task lists its own files per split and a file
+    listed under several tasks is read once."""
 
     def __init__(
         self,
-        train_files: Any = None,
-        val_files: Any = None,
-        test_files: Any = None,
-        labels: Mapping[str, Any] | None = None,
+        tasks: Mapping[str, TaskData] | Sequence[TaskData],
         max_length: int = 128,
         batch_size: int = 16,
         max_tokens: int | None = None,
@@ -105,6 +98,7 @@ class MultiTaskDataModule(L.LightningDataModule):
         seed: int = 42,
         store_dir: str | None = None,
         tokenizer: Any = None,
+        label_spaces: Mapping[str, LabelSpace | Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         if sampling not in SAMPLING_MODES:
@@ -118,12 +112,12 @@ class MultiTaskDataModule(L.LightningDataModule):
                                        or max_tokens < max_length):
             raise MtstError(f"data.max_tokens={max_tokens!r}: expected null or an integer >= "
                             f"data.max_length={max_length}, so that the longest example fits a batch")
+        self.tasks = as_tasks(tasks)
+        if not self.tasks:
+            raise MtstError("tasks: the data module needs at least one task")
+        for split in SPLITS:
+            split_sources(self.tasks, split)  # refuse impossible file/task combinations now
         self.max_tokens = max_tokens
-        self.specs = {s: _specs(f, s) for s, f in zip(SPLITS, (train_files, val_files, test_files),
-                                                       strict=True)}
-        labels = _plain(labels) or {}
-        self.given_classes = labels.get("classes", list(DEFAULT_CLASSES))
-        self.given_entity_types = labels.get("entity_types", list(DEFAULT_ENTITY_TYPES))
         self.max_length, self.batch_size = int(max_length), int(batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)
         self.bucket_by_length, self.sampling, self.temperature = bucket_by_length, sampling, temperature
@@ -133,13 +127,15 @@ class MultiTaskDataModule(L.LightningDataModule):
         self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
         self.store_dir = Path(store_dir) if store_dir else None
         self.tokenizer = tokenizer
-        self._label_space: LabelSpace | None = None
-        self._label_note = ""
+        self._given: dict[str, tuple[LabelSpace, str]] = {}
+        self._give(label_spaces or {}, "label space given to the data module")
+        self._label_spaces: dict[str, LabelSpace] | None = None
+        self._label_notes: dict[str, str] = {}
         self._datasets: dict[str, EncodedStore] = {}
         self.stats: dict[str, AlignmentStats] = {}
         self.train_sampler: MultiTaskBatchSampler | None = None
 
-    # -- tokenizer and label space -------------------------------------------------------
+    # -- tokenizer and label spaces ------------------------------------------------------
     def set_tokenizer(self, tokenizer: Any) -> None:
         """Use ``tokenizer`` (object or local path); cached encodings of another one are dropped."""
         if tokenizer is not self.tokenizer:
@@ -164,92 +160,103 @@ class MultiTaskDataModule(L.LightningDataModule):
         return int(pad)
 
     @property
-    def label_space(self) -> LabelSpace:
-        if self._label_space is None:
-            raise MtstError("label_space is known only after setup() (or resolve_label_space())")
-        return self._label_space
+    def task_kinds(self) -> dict[str, str]:
+        return task_kinds(self.tasks)
+
+    @property
+    def label_spaces(self) -> dict[str, LabelSpace]:
+        if self._label_spaces is None:
+            raise MtstError("label_spaces are known only after setup() (or resolve_label_spaces())")
+        return self._label_spaces
 
     def has_split(self, split: str) -> bool:
-        """Whether any file is listed for ``split`` (train/val/test)."""
-        return bool(self.specs.get(split))
+        """Whether any task lists a file for ``split`` (train/val/test)."""
+        return any(task.split_files(split) for task in self.tasks.values())
 
-    def resolve_label_space(self) -> LabelSpace:
-        """The label space without tokenising: reads training files only if a part is null."""
-        if self._label_space is None:
-            classes, types = self.given_classes, self.given_entity_types
-            if classes is None or types is None:
-                if not self.specs["train"]:
-                    raise MtstError("data.labels has null entries but there are no train_files to "
-                                    "infer them from")
-                examples = iter_split(self.specs["train"], "train", self.strict_bio)
-                self._label_space = infer_label_space(examples, classes, types)
-                self._label_note = "label space inferred from the training files"
-            else:
-                self._label_space = LabelSpace(classes, types)
-                self._label_note = "label space set in data.labels"
-        return self._label_space
+    def source_specs(self, split: str) -> list[SourceSpec]:
+        """The split's distinct files in source order (what ``Encoded.source`` indexes)."""
+        return [source.spec for source in split_sources(self.tasks, split)]
+
+    def _give(self, spaces: Mapping[str, Any], note: str) -> None:
+        """Take label spaces from outside (given, or from a checkpoint): they win over
+        ``labels`` and inference."""
+        for name, space in dict(_plain(spaces)).items():
+            if name not in self.tasks:
+                continue  # a task of the checkpoint this run does not use
+            if not isinstance(space, LabelSpace):
+                space = LabelSpace.from_dict(space, name)
+            if space.kind != self.tasks[name].kind:
+                raise MtstError(f"tasks.{name}: the {note} is of kind {space.kind!r}, the task of "
+                                f"kind {self.tasks[name].kind!r}")
+            self._given[name] = (space, note)
+
+    def resolve_label_spaces(self) -> dict[str, LabelSpace]:
+        """Every task's label space without tokenising: given ones win, then each task's
+        ``labels``; the train files are read only for tasks whose ``labels`` is null."""
+        if self._label_spaces is None:
+            self._label_spaces, self._label_notes = resolve_label_spaces(
+                self.tasks, self._given, self.strict_bio)
+        return self._label_spaces
 
     # -- Lightning hooks -------------------------------------------------------------------
     def prepare_data(self) -> None:
         """With ``store_dir``, encode every split to disk once: Lightning runs this on one process
         per node before ``setup``, so DDP ranks open the finished folders instead of racing."""
         if self.store_dir is not None:
-            space = self.resolve_label_space()
+            self.resolve_label_spaces()
             for split in SPLITS:
-                if self.specs[split]:
-                    self.dataset(split, space)
+                if self.has_split(split):
+                    self.dataset(split)
 
     def setup(self, stage: str | None = None) -> None:
-        space = self.resolve_label_space()
+        self.resolve_label_spaces()
         for split in _STAGE_SPLITS.get(stage or "fit", SPLITS):
-            if split == "train" or self.specs[split]:
-                self.dataset(split, space)
+            if split == "train" or self.has_split(split):
+                self.dataset(split)
 
-    def dataset(self, split: str, space: LabelSpace | None = None) -> EncodedStore:
+    def dataset(self, split: str) -> EncodedStore:
         """Validated, label-checked and tokenised split (cached; reused from ``store_dir``)."""
         if split not in self._datasets:
-            space = space or self.resolve_label_space()
-            folder = self.store_folder(split, space) if self.store_dir else None
+            spaces = self.resolve_label_spaces()
+            folder = self.store_folder(split) if self.store_dir else None
             store = open_store(folder) if folder else None
             if store is not None:
                 log.info("%s data: reusing the encoded split in %s", split, folder)
                 stats = AlignmentStats(**store.info.get("stats", {}))
             else:
                 stats = AlignmentStats()
-                store = self._encode(split, space, folder, stats)
+                store = self._encode(split, spaces, folder, stats)
             stats.warn(split, self.max_length)
             self.stats[split] = stats
             self._datasets[split] = store
         return self._datasets[split]
 
-    def _encode(self, split: str, space: LabelSpace, folder: Path | None,
+    def _encode(self, split: str, spaces: dict[str, LabelSpace], folder: Path | None,
                 stats: AlignmentStats) -> EncodedStore:
         """Stream the split's files through validation and tokenisation, one chunk at a time."""
         cache = SubwordCache(self._tok())
-        writer = StoreWriter(folder)
+        kinds = self.task_kinds
+        writer = StoreWriter(kinds, folder)
         try:
             with gc_paused():
-                for chunk in _chunks(iter_split(self.specs[split], split, self.strict_bio), CHUNK):
-                    check_label_space(chunk, space, self._label_note)
-                    writer.append(encode_chunk(chunk, cache, space, self.max_length,
+                for chunk in _chunks(iter_split(self.tasks, split, self.strict_bio), CHUNK):
+                    check_label_spaces(chunk, self.tasks, spaces, self._label_notes)
+                    writer.append(encode_chunk(chunk, cache, kinds, spaces, self.max_length,
                                                self.label_all_subtokens, stats))
         except BaseException:
             writer.abort()
             raise
         return writer.finish({"stats": dataclasses.asdict(stats)})
 
-    def store_folder(self, split: str, space: LabelSpace) -> Path:
+    def store_folder(self, split: str) -> Path:
         """``store_dir/<split>-<fingerprint>``: a new folder whenever the files (size, mtime),
-        the tokenizer, the label space or an encoding option change."""
-        files = []
-        for spec in self.specs[split]:
-            try:
-                st = os.stat(spec.path)
-                files.append({**dataclasses.asdict(spec), "path": os.path.abspath(spec.path),
-                              "size": st.st_size, "mtime_ns": st.st_mtime_ns})
-            except OSError:  # reading reports the missing file
-                files.append(dataclasses.asdict(spec))
-        key = {"version": FORMAT_VERSION, "files": files, "labels": space.to_dict(),
+        the tasks (kinds, fields, files, label spaces), the tokenizer or an encoding option
+        change."""
+        files = [source.identity() for source in split_sources(self.tasks, split)]
+        spaces = self.resolve_label_spaces()
+        tasks = [{"name": name, "kind": task.kind, "field": task.label_field,
+                  "labels": spaces[name].to_dict()} for name, task in self.tasks.items()]
+        key = {"version": FORMAT_VERSION, "files": files, "tasks": tasks,
                "max_length": self.max_length, "label_all_subtokens": self.label_all_subtokens,
                "strict_bio": self.strict_bio}
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode())
@@ -271,9 +278,9 @@ class MultiTaskDataModule(L.LightningDataModule):
         return isinstance(trainer.accelerator, CUDAAccelerator)
 
     def _loader(self, ds: EncodedStore, loader_cls: type = DataLoader, **kwargs: Any) -> DataLoader:
-        return loader_cls(ds, collate_fn=Collator(self.pad_token_id), num_workers=self.num_workers,
-                          pin_memory=self.pins_memory(), persistent_workers=self.persistent_workers,
-                          **kwargs)
+        return loader_cls(ds, collate_fn=Collator(self.pad_token_id, self.task_kinds),
+                          num_workers=self.num_workers, pin_memory=self.pins_memory(),
+                          persistent_workers=self.persistent_workers, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
         ds = self.dataset("train")
@@ -284,7 +291,7 @@ class MultiTaskDataModule(L.LightningDataModule):
         return self._loader(ds, ResumableDataLoader, batch_sampler=self.train_sampler)
 
     def _eval_loader(self, split: str) -> DataLoader | list:
-        if not self.specs[split]:
+        if not self.has_split(split):
             return []
         ds = self.dataset(split)
         return self._loader(ds, batch_size=self.eval_batch_size, sampler=ShardedEvalSampler(len(ds)))
@@ -297,12 +304,17 @@ class MultiTaskDataModule(L.LightningDataModule):
 
     # -- checkpoints ---------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"label_space": self._label_space.to_dict() if self._label_space else None}
+        spaces = self._label_spaces or {name: space for name, (space, _) in self._given.items()}
+        return {"label_spaces": {name: space.to_dict() for name, space in spaces.items()}}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Keep the checkpoint's label ids on resume, even if inference would now order them differently."""
-        saved = state_dict.get("label_space")
-        if saved is not None and LabelSpace.from_dict(saved) != self._label_space:
-            self._label_space = LabelSpace.from_dict(saved)
-            self._label_note = "label space stored in the checkpoint"
-            self._datasets.clear()
+        """Keep the checkpoint's label ids on resume, even if inference would now order them
+        differently."""
+        note = "label space stored in the checkpoint"
+        self._give(state_dict.get("label_spaces") or {}, note)
+        if self._label_spaces is None:
+            return
+        for name, (space, given_note) in self._given.items():
+            if self._label_spaces[name] != space:
+                self._label_spaces[name], self._label_notes[name] = space, given_note
+                self._datasets.clear()

@@ -1,7 +1,7 @@
-"""Label spaces for the two tasks: topic classes and BIO tags built from entity types.
+"""One task's label space: class names, or BIO tags built from entity types.
 
-The ids defined here are stored in checkpoints (``to_dict``), so their order must be stable:
-classes and entity types keep the order given, inferred ones are sorted.
+The ids defined here are stored with every model (``to_dict``), so their order must be stable:
+names keep the order given, inferred ones are sorted.
 """
 
 from __future__ import annotations
@@ -16,94 +16,70 @@ DEFAULT_CLASSES: tuple[str, ...] = ("travel", "technology", "politics", "other")
 DEFAULT_ENTITY_TYPES: tuple[str, ...] = ("PERSON", "LOC", "ORG", "DATE")
 
 
-def _check_names(kind: str, names: Sequence[Any]) -> list[str]:
+def _check_names(where: str, names: Sequence[Any]) -> list[str]:
     """Reject label lists that would give ambiguous or unusable ids."""
     out = [str(n) if not isinstance(n, str) else n for n in names]
     if not out:
-        raise MtstError(f"labels.{kind}: the list is empty; give at least one name or null to infer it")
+        raise MtstError(f"{where}: the list is empty; give at least one name or null to infer it")
     for name in out:
         if not name or name != name.strip():
-            raise MtstError(f"labels.{kind}: {name!r} is empty or has surrounding spaces")
+            raise MtstError(f"{where}: {name!r} is empty or has surrounding spaces")
     dupes = sorted({n for n in out if out.count(n) > 1})
     if dupes:
-        raise MtstError(f"labels.{kind}: duplicate names {dupes}")
+        raise MtstError(f"{where}: duplicate names {dupes}")
     return out
 
 
 class LabelSpace:
-    """Topic classes and NER tags with their integer ids (tag id 0 is always ``O``)."""
+    """The labels of one task of data kind ``label`` (classes) or ``tags`` (BIO over entity
+    types; tag id 0 is always ``O``). A ``pair`` task has no label space (``names`` empty)."""
 
-    def __init__(
-        self,
-        classes: Sequence[str] | None = None,
-        entity_types: Sequence[str] | None = None,
-    ) -> None:
-        self.classes: list[str] = _check_names(
-            "classes", list(DEFAULT_CLASSES if classes is None else classes)
-        )
-        self.entity_types: list[str] = _check_names(
-            "entity_types", list(DEFAULT_ENTITY_TYPES if entity_types is None else entity_types)
-        )
-        if OUTSIDE in self.entity_types:
-            raise MtstError("labels.entity_types: 'O' is reserved for words outside any entity")
-        self.tags: list[str] = [OUTSIDE] + [
-            f"{p}-{t}" for t in self.entity_types for p in ("B", "I")
-        ]
-        self.class_to_id: dict[str, int] = {c: i for i, c in enumerate(self.classes)}
-        self.tag_to_id: dict[str, int] = {t: i for i, t in enumerate(self.tags)}
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
+    def __init__(self, kind: str, names: Sequence[str] = (), task: str = "task") -> None:
+        self.kind = kind
+        where = f"tasks.{task}.labels"
+        if kind == "pair":
+            self.names: list[str] = []
+            self.ids: list[str] = []
+        elif kind == "label":
+            self.names = _check_names(where, list(names))
+            self.ids = list(self.names)
+        elif kind == "tags":
+            self.names = _check_names(where, list(names))
+            if OUTSIDE in self.names:
+                raise MtstError(f"{where}: 'O' is reserved for words outside any entity")
+            self.ids = [OUTSIDE] + [f"{p}-{t}" for t in self.names for p in ("B", "I")]
+        else:
+            raise MtstError(f"{where}: unknown data kind {kind!r}")
+        self.to_id: dict[str, int] = {name: i for i, name in enumerate(self.ids)}
 
     @property
-    def num_tags(self) -> int:
-        return len(self.tags)
+    def entity_types(self) -> list[str]:
+        return self.names if self.kind == "tags" else []
 
-    @property
-    def outside_id(self) -> int:
-        return 0
+    def __len__(self) -> int:
+        """How many ids (classes, or tags including ``O``)."""
+        return len(self.ids)
 
-    def id_to_class(self, idx: int) -> str:
-        return self.classes[idx]
-
-    def id_to_tag(self, idx: int) -> str:
-        return self.tags[idx]
-
-    def to_dict(self) -> dict[str, list[str]]:
-        """Plain lists, safe to store in a checkpoint or YAML file."""
-        return {"classes": list(self.classes), "entity_types": list(self.entity_types)}
+    def to_dict(self) -> dict[str, Any]:
+        """Plain lists, safe to store in a checkpoint or a JSON file."""
+        return {"kind": self.kind, "names": list(self.names)}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> LabelSpace:
-        return cls(classes=list(data["classes"]), entity_types=list(data["entity_types"]))
+    def from_dict(cls, data: Mapping[str, Any], task: str = "task") -> LabelSpace:
+        return cls(str(data["kind"]), list(data.get("names") or ()), task)
 
     @classmethod
-    def infer(
-        cls,
-        classes: Iterable[str] = (),
-        entity_types: Iterable[str] = (),
-        given_classes: Sequence[str] | None = None,
-        given_entity_types: Sequence[str] | None = None,
-    ) -> LabelSpace:
-        """Build a space from labels seen in training data (sorted, so ids do not depend on file order).
-
-        ``given_*`` lists win over what was seen; a seen list that is empty falls back to the default.
-        """
-        seen_classes = sorted(set(classes))
-        seen_types = sorted(set(entity_types))
-        return cls(
-            classes=given_classes if given_classes is not None else (seen_classes or None),
-            entity_types=given_entity_types
-            if given_entity_types is not None
-            else (seen_types or None),
-        )
+    def infer(cls, kind: str, seen: Iterable[str], given: Sequence[str] | None,
+              task: str = "task") -> LabelSpace:
+        """``given`` when set, else the names seen in training data, sorted so that ids do not
+        depend on file order (for ``tags``, ``seen`` holds entity types)."""
+        return cls(kind, list(given) if given is not None else sorted(set(seen)), task)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, LabelSpace) and self.to_dict() == other.to_dict()
 
     def __hash__(self) -> int:
-        return hash((tuple(self.classes), tuple(self.entity_types)))
+        return hash((self.kind, tuple(self.names)))
 
     def __repr__(self) -> str:
-        return f"LabelSpace(classes={self.classes}, entity_types={self.entity_types})"
+        return f"LabelSpace({self.kind!r}, {self.names})"

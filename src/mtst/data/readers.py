@@ -21,8 +21,6 @@ EXTENSIONS = {
     ".conll": "conll", ".txt": "conll", ".iob": "conll", ".bio": "conll",
     ".csv": "csv", ".tsv": "tsv",
 }
-JSON_FIELDS = {"tokens": "tokens", "ner_tags": "ner_tags", "label": "label", "text": "text", "id": "id"}
-CONLL_FIELDS = {"tokens": "token (first column)", "ner_tags": "tag (last column)"}
 
 
 @dataclass(frozen=True)
@@ -32,10 +30,12 @@ class SourceSpec:
     path: str
     format: str
     text_column: str | int = "text"
+    text_pair_column: str | int | None = None
     label_column: str | int | None = "label"
     label_map: dict[str, str] | None = None
     delimiter: str | None = None
     header: bool = True
+    quoting: bool = True
     start: int = 0
     stop: int | None = None
 
@@ -58,7 +58,7 @@ class SourceSpec:
                             f"one of {', '.join(FORMATS)}")
         if opts.get("label_map") is not None:
             opts["label_map"] = {str(k): str(v) for k, v in dict(opts["label_map"]).items()}
-        for key in ("header",):
+        for key in ("header", "quoting"):
             if key in opts and not isinstance(opts[key], bool):
                 raise DataError(path, None, f"{key}: expected true or false, got {opts[key]!r}")
         for key in ("start", "stop"):
@@ -66,7 +66,7 @@ class SourceSpec:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise DataError(path, None, f"{key}: expected a record count >= 0, got {value!r}")
         if not opts.get("header", True):  # "1" from an env var or CLI override means column 1
-            for key in ("text_column", "label_column"):
+            for key in ("text_column", "text_pair_column", "label_column"):
                 if isinstance(opts.get(key), str) and opts[key].isdigit():
                     opts[key] = int(opts[key])
         return cls(path=path, format=fmt, **opts)
@@ -74,12 +74,14 @@ class SourceSpec:
 
 @dataclass
 class RawRecord:
-    """A record as read: ``data`` uses the JSON field names whatever the file format."""
+    """A record as read: ``data`` uses the JSON field names whatever the file format (a CoNLL
+    tag column or a CSV label column is stored under the reading task's field); ``fields`` names
+    a field as the file shows it (``tag (last column)``), for error messages."""
 
     path: str
     where: str
     data: dict[str, Any]
-    fields: Mapping[str, str] = field(default_factory=lambda: JSON_FIELDS)
+    fields: Mapping[str, str] = field(default_factory=dict)
     token_lines: list[int] | None = None
 
 
@@ -175,8 +177,10 @@ def _as_record(path: str, where: str, obj: Any) -> RawRecord:
     return RawRecord(path, where, obj)
 
 
-def read_conll(path: str) -> Iterator[RawRecord]:
-    """Token in the first column, BIO tag in the last; blank lines end sentences."""
+def read_conll(path: str, label_key: str = "ner_tags") -> Iterator[RawRecord]:
+    """Token in the first column, BIO tag in the last (stored under ``label_key``); blank lines
+    end sentences."""
+    fields = {"tokens": "token (first column)", label_key: "tag (last column)"}
     tokens: list[str] = []
     tags: list[str] = []
     lines: list[int] = []
@@ -192,12 +196,11 @@ def read_conll(path: str) -> Iterator[RawRecord]:
             tags.append(cols[-1])
             lines.append(n)
         elif tokens:  # a blank line or a document marker ends the sentence
-            yield RawRecord(path, f"line {lines[0]}", {"tokens": tokens, "ner_tags": tags},
-                            CONLL_FIELDS, lines)
+            yield RawRecord(path, f"line {lines[0]}", {"tokens": tokens, label_key: tags},
+                            fields, lines)
             tokens, tags, lines = [], [], []
     if tokens:
-        yield RawRecord(path, f"line {lines[0]}", {"tokens": tokens, "ner_tags": tags},
-                        CONLL_FIELDS, lines)
+        yield RawRecord(path, f"line {lines[0]}", {"tokens": tokens, label_key: tags}, fields, lines)
 
 
 def _column(spec: SourceSpec, header: list[str] | None, col: str | int, what: str) -> int:
@@ -211,42 +214,63 @@ def _column(spec: SourceSpec, header: list[str] | None, col: str | int, what: st
     return header.index(col)
 
 
-def read_csv(spec: SourceSpec) -> Iterator[RawRecord]:
-    """Topic-only rows: ``text_column`` is split into words, ``label_column`` mapped by ``label_map``."""
+def read_csv(spec: SourceSpec, label_key: str = "label", pair: bool = False) -> Iterator[RawRecord]:
+    """Rows of a CSV/TSV file. Sentence rows: ``text_column`` (split into words later) and
+    ``label_column`` (mapped by ``label_map``, stored under ``label_key``). Pair rows (``pair``):
+    ``text_column`` and ``text_pair_column`` as ``sentence1``/``sentence2`` and ``label_column``
+    as the score, or (``label_column`` null) as ``anchor``/``positive``. Columns past the ones
+    read are ignored."""
     delimiter = spec.delimiter or ("\t" if spec.format == "tsv" else ",")
+    quoting = csv.QUOTE_MINIMAL if spec.quoting else csv.QUOTE_NONE
     reader = csv.reader((line for _, line in iter_lines(spec.path, keep_ends=True)),
-                        delimiter=delimiter)
+                        delimiter=delimiter, quoting=quoting)
     header = [h.strip() for h in next(reader)] if spec.header else None
-    text_idx = _column(spec, header, spec.text_column, "text_column")
-    label_idx = None
-    if spec.label_column is not None:
-        label_idx = _column(spec, header, spec.label_column, "label_column")
-    fields = {"text": f"column {spec.text_column!r}", "label": f"column {spec.label_column!r}"}
+    scored = spec.label_column is not None
+    first, second = ("sentence1", "sentence2") if scored else ("anchor", "positive")
+    columns = {first if pair else "text": _column(spec, header, spec.text_column, "text_column")}
+    if pair:
+        if spec.text_pair_column is None:
+            raise DataError(spec.path, None, "text_pair_column: a pair task needs the column of "
+                            "the second sentence")
+        columns[second] = _column(spec, header, spec.text_pair_column, "text_pair_column")
+    if scored:
+        columns[label_key] = _column(spec, header, spec.label_column, "label_column")
+    option = {second: spec.text_pair_column, label_key: spec.label_column}
+    fields = {key: f"column {option.get(key, spec.text_column)!r}" for key in columns}
+    need = max(columns.values())
     prev = reader.line_num
     for row in reader:
         where, prev = f"line {prev + 1}", reader.line_num
         if not any(c.strip() for c in row):
             continue
-        need = max(text_idx, label_idx if label_idx is not None else -1)
         if len(row) <= need:
             raise DataError(spec.path, where, f"expected at least {need + 1} columns "
                             f"(delimiter {delimiter!r}), got {len(row)}")
-        data: dict[str, Any] = {"text": row[text_idx]}
-        if label_idx is not None:
-            value = row[label_idx].strip()
+        data: dict[str, Any] = {key: row[i] for key, i in columns.items()}
+        if label_key in data:
+            value = data[label_key].strip()
             if spec.label_map is not None and value:
                 if value not in spec.label_map:
-                    raise DataError(spec.path, where, f"{fields['label']}: {value!r} is not in "
+                    raise DataError(spec.path, where, f"{fields[label_key]}: {value!r} is not in "
                                     f"label_map (keys: {', '.join(spec.label_map)})")
                 value = spec.label_map[value]
-            data["label"] = value or None
+            data[label_key] = value or None
         yield RawRecord(spec.path, where, data, fields)
 
 
-def iter_source(spec: SourceSpec) -> Iterator[RawRecord]:
-    """Records of one file, streamed, after its ``start``/``stop`` slice; none at all is an error."""
-    readers = {"json": read_json, "jsonl": read_jsonl, "conll": read_conll}
-    records = readers[spec.format](spec.path) if spec.format in readers else read_csv(spec)
+def iter_source(spec: SourceSpec, label_key: str = "label", pair: bool = False) -> Iterator[RawRecord]:
+    """Records of one file, streamed, after its ``start``/``stop`` slice; none at all is an error.
+
+    ``label_key`` is the field a CoNLL tag column or a CSV label column is stored under (JSON
+    records keep their own fields); ``pair`` reads CSV rows as sentence pairs."""
+    if spec.format == "json":
+        records = read_json(spec.path)
+    elif spec.format == "jsonl":
+        records = read_jsonl(spec.path)
+    elif spec.format == "conll":
+        records = read_conll(spec.path, label_key)
+    else:
+        records = read_csv(spec, label_key, pair)
     count = 0
     for count, record in enumerate(records, 1):
         if count > spec.start and (spec.stop is None or count <= spec.stop):
@@ -259,5 +283,5 @@ def iter_source(spec: SourceSpec) -> Iterator[RawRecord]:
         raise DataError(spec.path, None, f"start/stop ({spec.start}:{spec.stop}) select no examples")
 
 
-def read_source(spec: SourceSpec) -> list[RawRecord]:
-    return list(iter_source(spec))
+def read_source(spec: SourceSpec, label_key: str = "label", pair: bool = False) -> list[RawRecord]:
+    return list(iter_source(spec, label_key, pair))

@@ -10,41 +10,76 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 IGNORE = -100
-FORMAT_VERSION = 1
-# column -> (dtype, unit): "token" columns hold one value per sub-token, "word" per word,
-# "example" per example.
-COLUMNS = {
+FORMAT_VERSION = 2
+# Columns hold one value per "token" (sub-token of the example, or of a pair's first sentence),
+# "token_b" (sub-token of a pair's second sentence), "word" or "example". Each of the first
+# three units has an offsets column (int64, examples + 1 values) built from a count column.
+BASE_COLUMNS = {
     "input_ids": ("int32", "token"), "word_ids": ("int32", "token"),
-    "ner_labels": ("int16", "token"), "word_labels": ("int16", "word"),
-    "lengths": ("int32", "example"), "num_words": ("int32", "example"),
-    "cls_labels": ("int32", "example"), "has_ner": ("bool", "example"),
-    "sources": ("int32", "example"),
+    "input_ids_b": ("int32", "token_b"),
+    "lengths": ("int32", "example"), "lengths_b": ("int32", "example"),
+    "num_words": ("int32", "example"), "sources": ("int32", "example"),
 }
+OFFSETS = {"token": ("token_offsets", "lengths"), "token_b": ("token_b_offsets", "lengths_b"),
+           "word": ("word_offsets", "num_words")}
 META = "meta.json"
+
+
+def task_columns(tasks: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """Column name -> (dtype, unit) for tasks ``name -> kind``: ``has.<t>`` (the example
+    supervises t), ``label.<t>`` (class id), ``tags.<t>`` (tag id per sub-token, IGNORE where
+    unlabelled), ``words.<t>`` (gold tag id per word), ``score.<t>`` (gold score, NaN if none)."""
+    columns = dict(BASE_COLUMNS)
+    for name, kind in tasks.items():
+        columns[f"has.{name}"] = ("bool", "example")
+        if kind == "label":
+            columns[f"label.{name}"] = ("int32", "example")
+        elif kind == "tags":
+            columns[f"tags.{name}"] = ("int16", "token")
+            columns[f"words.{name}"] = ("int16", "word")
+        else:
+            columns[f"score.{name}"] = ("float32", "example")
+    return columns
+
+
+def _with_offsets(schema: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
+    return {**schema, **{name: ("int64", "offset") for name, _ in OFFSETS.values()}}
 
 
 @dataclass
 class Encoded:
-    """One tokenised example (views into the store's columns); the collate pads them."""
+    """One tokenised example (views into the store's columns); the collate pads them. The
+    dicts hold only the tasks it supervises: ``labels`` class ids, ``tags`` tag id per sub-token,
+    ``word_labels`` gold tag id per word, ``scores`` (pairs) the score or NaN."""
 
     input_ids: np.ndarray
     word_ids: np.ndarray
-    ner_labels: np.ndarray | None
-    word_labels: np.ndarray | None
-    cls_label: int
     num_words: int
     example_index: int
     source: int = 0
+    input_ids_b: np.ndarray | None = None
+    labels: dict[str, int] = field(default_factory=dict)
+    tags: dict[str, np.ndarray] = field(default_factory=dict)
+    word_labels: dict[str, np.ndarray] = field(default_factory=dict)
+    scores: dict[str, float] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.input_ids)
+
+    @property
+    def is_pair(self) -> bool:
+        return self.input_ids_b is not None
+
+    def supervises(self, task: str) -> bool:
+        return task in self.labels or task in self.tags or task in self.scores
 
 
 def offsets(counts: np.ndarray) -> np.ndarray:
@@ -55,21 +90,26 @@ def offsets(counts: np.ndarray) -> np.ndarray:
 
 
 class EncodedStore:
-    """A split's encoded examples; ``store[i]`` is an ``Encoded``, ``lengths``/``sources`` feed
-    the batch sampler. ``folder`` is set when the columns are memory-mapped from disk."""
+    """A split's encoded examples for tasks ``name -> kind``; ``store[i]`` is an ``Encoded``,
+    ``lengths`` (a pair: its longer sentence) and ``sources`` feed the batch sampler. ``folder``
+    is set when the columns are memory-mapped from disk."""
 
-    def __init__(self, columns: dict[str, np.ndarray], folder: Path | None = None,
-                 info: dict[str, Any] | None = None) -> None:
-        self.columns, self.folder, self.info = columns, folder, info or {}
-        self.lengths = columns["lengths"]
+    def __init__(self, columns: dict[str, np.ndarray], tasks: Mapping[str, str],
+                 folder: Path | None = None, info: dict[str, Any] | None = None) -> None:
+        self.columns, self.tasks, self.folder, self.info = columns, dict(tasks), folder, info or {}
+        for offsets_name, count_name in OFFSETS.values():
+            if offsets_name not in columns:
+                columns[offsets_name] = offsets(columns[count_name])
+        self.token_offsets = columns["token_offsets"]
+        self.token_b_offsets = columns["token_b_offsets"]
+        self.word_offsets = columns["word_offsets"]
         self.sources = columns["sources"]
-        if "token_offsets" not in columns:
-            columns["token_offsets"] = offsets(self.lengths)
-            columns["word_offsets"] = offsets(columns["num_words"])
-        self.token_offsets, self.word_offsets = columns["token_offsets"], columns["word_offsets"]
+        lengths_b = columns["lengths_b"]
+        self.lengths = (np.maximum(columns["lengths"], lengths_b) if lengths_b.any()
+                        else columns["lengths"])
 
     def __len__(self) -> int:
-        return len(self.lengths)
+        return len(self.sources)
 
     def __getitem__(self, index: int) -> Encoded:
         if not -len(self) <= index < len(self):
@@ -78,13 +118,22 @@ class EncodedStore:
         c = self.columns
         t0, t1 = self.token_offsets[index], self.token_offsets[index + 1]
         w0, w1 = self.word_offsets[index], self.word_offsets[index + 1]
-        labelled = bool(c["has_ner"][index])
-        return Encoded(
-            input_ids=c["input_ids"][t0:t1], word_ids=c["word_ids"][t0:t1],
-            ner_labels=c["ner_labels"][t0:t1] if labelled else None,
-            word_labels=c["word_labels"][w0:w1] if labelled else None,
-            cls_label=int(c["cls_labels"][index]), num_words=int(w1 - w0),
-            example_index=index, source=int(c["sources"][index]))
+        item = Encoded(input_ids=c["input_ids"][t0:t1], word_ids=c["word_ids"][t0:t1],
+                       num_words=int(w1 - w0), example_index=index,
+                       source=int(c["sources"][index]))
+        for task, kind in self.tasks.items():
+            if not c[f"has.{task}"][index]:
+                continue
+            if kind == "label":
+                item.labels[task] = int(c[f"label.{task}"][index])
+            elif kind == "tags":
+                item.tags[task] = c[f"tags.{task}"][t0:t1]
+                item.word_labels[task] = c[f"words.{task}"][w0:w1]
+            else:
+                item.scores[task] = float(c[f"score.{task}"][index])
+                b0, b1 = self.token_b_offsets[index], self.token_b_offsets[index + 1]
+                item.input_ids_b = c["input_ids_b"][b0:b1]
+        return item
 
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self.columns.values())
@@ -93,63 +142,66 @@ class EncodedStore:
     def __getstate__(self) -> dict[str, Any]:
         if self.folder is not None:
             return {"folder": self.folder}
-        return {"columns": self.columns, "info": self.info}
+        return {"columns": self.columns, "tasks": self.tasks, "info": self.info}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         if "folder" in state:
             opened = open_store(state["folder"])
             assert opened is not None, f"store folder {state['folder']} disappeared"
-            state = {"columns": opened.columns, "folder": opened.folder, "info": opened.info}
-        self.__init__(state["columns"], state.get("folder"), state.get("info"))  # type: ignore[misc]
-
-
-def _all_columns() -> dict[str, tuple[str, str]]:
-    return {**COLUMNS, "token_offsets": ("int64", "offset"), "word_offsets": ("int64", "offset")}
+            state = {"columns": opened.columns, "tasks": opened.tasks, "folder": opened.folder,
+                     "info": opened.info}
+        self.__init__(state["columns"], state["tasks"], state.get("folder"),  # type: ignore[misc]
+                      state.get("info"))
 
 
 class StoreWriter:
-    """Appends encoded chunks; with ``folder`` they go straight to disk (constant memory) and the
-    folder appears only when complete (written under a temporary name, then renamed)."""
+    """Appends encoded chunks (the columns of ``task_columns(tasks)``); with ``folder`` they go
+    straight to disk (constant memory) and the folder appears only when complete (written
+    under a temporary name, then renamed)."""
 
-    def __init__(self, folder: str | Path | None = None) -> None:
+    def __init__(self, tasks: Mapping[str, str], folder: str | Path | None = None) -> None:
+        self.tasks = dict(tasks)
+        self.schema = task_columns(self.tasks)
         self.folder = Path(folder) if folder is not None else None
-        self.parts: dict[str, list[np.ndarray]] = {name: [] for name in COLUMNS}
+        self.parts: dict[str, list[np.ndarray]] = {name: [] for name in self.schema}
         self.count = 0
-        self.bases = {"token_offsets": 0, "word_offsets": 0}
+        self.bases = {name: 0 for name, _ in OFFSETS.values()}
         self.handles: dict[str, Any] = {}
         if self.folder is not None:
             self.tmp = self.folder.with_name(f".{self.folder.name}.tmp{os.getpid()}")
             shutil.rmtree(self.tmp, ignore_errors=True)
             self.tmp.mkdir(parents=True)
-            for name in _all_columns():
+            for name in _with_offsets(self.schema):
                 self.handles[name] = (self.tmp / f"{name}.bin").open("wb")
             for name in self.bases:
                 np.zeros(1, dtype=np.int64).tofile(self.handles[name])
 
     def append(self, chunk: dict[str, np.ndarray]) -> None:
         self.count += len(chunk["lengths"])
-        for name, (dtype, _) in COLUMNS.items():
+        for name, (dtype, _) in self.schema.items():
             array = np.ascontiguousarray(chunk[name], dtype=dtype)
             if self.folder is None:
                 self.parts[name].append(array)
             else:
                 array.tofile(self.handles[name])
         if self.folder is not None:
-            for name, counts in (("token_offsets", chunk["lengths"]), ("word_offsets", chunk["num_words"])):
-                ends = self.bases[name] + np.cumsum(counts, dtype=np.int64)
+            for name, count_name in OFFSETS.values():
+                ends = self.bases[name] + np.cumsum(chunk[count_name], dtype=np.int64)
                 ends.tofile(self.handles[name])
                 self.bases[name] = int(ends[-1]) if len(ends) else self.bases[name]
 
     def finish(self, info: dict[str, Any] | None = None) -> EncodedStore:
         info = dict(info or {})
         if self.folder is None:
-            columns = {name: (np.concatenate(parts) if parts else np.zeros(0, dtype=COLUMNS[name][0]))
+            columns = {name: (np.concatenate(parts) if parts else
+                              np.zeros(0, dtype=self.schema[name][0]))
                        for name, parts in self.parts.items()}
-            return EncodedStore(columns, info=info)
+            return EncodedStore(columns, self.tasks, info=info)
         for handle in self.handles.values():
             handle.close()
-        meta = {"version": FORMAT_VERSION, "examples": self.count, "info": info,
-                "columns": {name: dtype for name, (dtype, _) in _all_columns().items()}}
+        meta = {"version": FORMAT_VERSION, "examples": self.count, "tasks": self.tasks,
+                "info": info, "columns": {name: {"dtype": dtype, "unit": unit}
+                                          for name, (dtype, unit) in _with_offsets(self.schema).items()}}
         (self.tmp / META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
         shutil.rmtree(self.folder, ignore_errors=True)
         os.replace(self.tmp, self.folder)
@@ -166,7 +218,8 @@ class StoreWriter:
 
 
 def open_store(folder: str | Path) -> EncodedStore | None:
-    """Memory-map a complete store folder; None when it is absent or from another format."""
+    """Memory-map a complete store folder; None when it is absent, from another format or
+    damaged (a column of the wrong size: encode again)."""
     folder = Path(folder)
     try:
         meta = json.loads((folder / META).read_text(encoding="utf-8"))
@@ -176,14 +229,17 @@ def open_store(folder: str | Path) -> EncodedStore | None:
         return None
     columns = {}
     try:
-        for name, dtype in meta["columns"].items():
+        units = {name: spec["unit"] for name, spec in meta["columns"].items()}
+        for name, spec in meta["columns"].items():
             path = folder / f"{name}.bin"
-            columns[name] = (np.memmap(path, dtype=dtype, mode="r") if path.stat().st_size
-                             else np.zeros(0, dtype=dtype))
-    except (OSError, ValueError, KeyError):
+            columns[name] = (np.memmap(path, dtype=spec["dtype"], mode="r") if path.stat().st_size
+                             else np.zeros(0, dtype=spec["dtype"]))
+        n = meta["examples"]
+        sizes = {"example": n, "offset": n + 1}
+        sizes.update({unit: int(columns[name][-1]) for unit, (name, _) in OFFSETS.items()
+                      if len(columns[name]) == n + 1})
+        if any(len(columns[name]) != sizes.get(unit) for name, unit in units.items()):
+            return None
+        return EncodedStore(columns, meta["tasks"], folder, meta.get("info"))
+    except (OSError, ValueError, KeyError, TypeError):
         return None  # a column file was removed or damaged: encode again
-    n, tokens, words = meta.get("examples"), columns["token_offsets"], columns["word_offsets"]
-    if (len(columns["lengths"]) != n or len(tokens) != n + 1 or len(words) != n + 1
-            or len(columns["input_ids"]) != tokens[-1] or len(columns["word_labels"]) != words[-1]):
-        return None
-    return EncodedStore(columns, folder, meta.get("info"))

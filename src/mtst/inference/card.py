@@ -21,8 +21,10 @@ from mtst.inference.metadata import describe
 CAUSAL_TYPES = {"gpt_neo", "gpt2", "gptj", "gpt_neox", "llama", "mistral", "qwen2", "opt", "bloom",
                 "falcon", "phi", "gemma"}
 METRIC_TYPES = {"acc": "accuracy"}  # mtst's short names -> Hugging Face metric ids
-TASK_OF = {"cls": ("text-classification", "Topic classification", "topic"),
-           "ner": ("token-classification", "Named-entity recognition", "entities")}
+# task type -> (Hugging Face pipeline tag, what a reader calls it)
+TASK_OF = {"sentence_classification": ("text-classification", "sentence classification"),
+           "token_classification": ("token-classification", "token classification (BIO spans)"),
+           "sentence_similarity": ("sentence-similarity", "sentence similarity (cosine)")}
 
 
 def find_run(source: str | Path | None) -> Path | None:
@@ -59,12 +61,13 @@ def run_config(run: Path | None) -> dict[str, Any]:
         return OmegaConf.to_container(config, resolve=False)
 
 
-def _files(data: dict[str, Any], split: str) -> list[str]:
+def _files(tasks: dict[str, Any], split: str) -> list[str]:
     names = []
-    for entry in data.get(f"{split}_files") or []:
+    entries = [e for task in tasks.values() for e in (task or {}).get(f"{split}_files") or []]
+    for entry in entries:
         path = entry.get("path", "") if isinstance(entry, dict) else str(entry)
         names.append("/".join(Path(str(path)).parts[-2:]))
-    return names
+    return list(dict.fromkeys(names))
 
 
 def _metric_type(short: str) -> str:
@@ -73,22 +76,23 @@ def _metric_type(short: str) -> str:
 
 def front_matter(info: dict[str, Any], metrics: dict[str, float], datasets: list[str]) -> dict[str, Any]:
     results = []
-    for prefix, (task_type, task_name, _) in TASK_OF.items():
-        values = [{"type": _metric_type(key.split("/")[1].removeprefix(f"{prefix}_")), "name": key,
-                   "value": value}
-                  for key, value in sorted(metrics.items()) if key.split("/")[-1].startswith(f"{prefix}_")]
+    for name, task in info["tasks"].items():
+        values = [{"type": _metric_type(key.split("/")[-1]), "name": key, "value": value}
+                  for key, value in sorted(metrics.items()) if key.split("/")[1:2] == [name]]
         if values:
-            results.append({"task": {"type": task_type, "name": task_name}, "metrics": values})
-    rest = [{"type": key.split("/")[1], "name": key, "value": value}
-            for key, value in sorted(metrics.items()) if key.split("/")[-1].split("_")[0] not in TASK_OF]
+            tag, kind = TASK_OF.get(task["type"], (task["type"], task["type"]))
+            results.append({"task": {"type": tag, "name": f"{name} ({kind})"}, "metrics": values})
+    rest = [{"type": key.split("/")[-1], "name": key, "value": value}
+            for key, value in sorted(metrics.items()) if key.count("/") == 1]
     if rest:
-        results.append({"task": {"type": "multi-task", "name": "Both tasks (score: mean of task scores)"},
+        results.append({"task": {"type": "multi-task", "name": "All tasks (score: mean of task scores)"},
                         "metrics": rest})
+    types = [TASK_OF.get(t["type"], (t["type"],))[0] for t in info["tasks"].values()]
     card: dict[str, Any] = {
         "library_name": "mtst",
-        "pipeline_tag": "token-classification",
+        "pipeline_tag": types[0] if len(set(types)) == 1 else "feature-extraction",
         "tags": ["sentence-transformers", "sentence-similarity", "feature-extraction",
-                 "text-classification", "token-classification", "multi-task", "mtst"],
+                 *dict.fromkeys(types), "multi-task", "mtst"],
         "base_model": info["backbone"]["name_or_path"],
         "datasets": datasets,
         "metrics": sorted({m["type"] for r in results for m in r["metrics"]}),
@@ -98,29 +102,36 @@ def front_matter(info: dict[str, Any], metrics: dict[str, float], datasets: list
     return card
 
 
+def _task_line(name: str, task: dict[str, Any]) -> str:
+    kind = TASK_OF.get(task["type"], (None, task["type"]))[1]
+    if task["type"] == "token_classification":
+        return f"- **{name}** ({kind}): types {', '.join(task['labels'])}; tags {' '.join(task['tags'])}"
+    if task["type"] == "sentence_similarity":
+        return f"- **{name}** ({kind}): trains the embedding itself (no head)"
+    return f"- **{name}** ({kind}): {', '.join(task['labels'])}"
+
+
 def model_card(model: Any, run: Path | None = None) -> str:
     """The README.md text for `model`; `run` (its training run folder) adds data and metrics."""
     info, metrics = describe(model), run_metrics(run)
     config = getattr(model, "run_config", None) or run_config(run)
-    data = config.get("data") or {}
-    datasets = sorted({name for split in ("train", "val", "test") for name in _files(data, split)})
+    data, task_config = config.get("data") or {}, config.get("tasks") or {}
+    datasets = sorted({name for split in ("train", "val", "test") for name in _files(task_config, split)})
     head = yaml.safe_dump(front_matter(info, metrics, datasets), sort_keys=False, allow_unicode=True)
     tasks = info["tasks"]
     lines = [f"---\n{head}---", "", "# mtst multi-task sentence transformer", "",
              f"One shared `{info['backbone']['model_type']}` encoder "
              f"(`{info['backbone']['name_or_path']}`, hidden size {info['backbone']['hidden_size']}) "
-             f"with `{info['pooling']}` pooling, a topic head on the sentence embedding and an NER "
-             f"head on the token states, trained jointly with mtst {info['mtst_version']}.", "",
+             f"with `{info['pooling']}` pooling and {len(tasks)} task(s) trained jointly on it "
+             f"with mtst {info['mtst_version']}.", "",
              "## Tasks and label spaces", "",
-             f"- **topic** ({tasks['topic']['kind']}): {', '.join(tasks['topic']['labels'])}",
-             f"- **entities** ({tasks['entities']['kind']}): types "
-             f"{', '.join(tasks['entities']['labels'])}; tags {' '.join(tasks['entities']['tags'])}",
+             *(_task_line(name, task) for name, task in tasks.items()),
              f"- **embeddings**: {info['embedding_dimension']} dimensions, cosine similarity"
              + (", L2-normalised" if info["normalize"] else ""), "",
              "## Training data and config", ""]
     if config:
         for split in ("train", "val", "test"):
-            lines.append(f"- {split}: {', '.join(_files(data, split)) or 'none'}")
+            lines.append(f"- {split}: {', '.join(_files(task_config, split)) or 'none'}")
         summary = {"backbone": config.get("backbone"), "model": config.get("model"),
                    "freeze": config.get("freeze"), "seed": config.get("seed"),
                    "max_epochs": (config.get("trainer") or {}).get("max_epochs"),
@@ -133,16 +144,17 @@ def model_card(model: Any, run: Path | None = None) -> str:
         lines += ["| task | metric | validation | test |", "|---|---|---|---|"]
         names = sorted({key.split("/", 1)[1] for key in metrics})
         for name in names:
-            task = TASK_OF.get(name.split("_")[0], (None, "both tasks"))[1]
+            task, _, metric = name.rpartition("/")
             cells = [f"{metrics[f'{s}/{name}']:.4f}" if f"{s}/{name}" in metrics else "" for s in ("val", "test")]
-            lines.append(f"| {task} | {name} | {cells[0]} | {cells[1]} |")
-        lines += ["", "NER scores are entity-level micro averages (seqeval) on words; `score` is the "
-                  "mean of the task scores (topic macro-F1, NER F1)."]
+            lines.append(f"| {task or 'all tasks'} | {metric} | {cells[0]} | {cells[1]} |")
+        lines += ["", "Token-classification scores are entity-level micro averages (seqeval) on "
+                  "words; similarity scores are Spearman / Pearson correlations of the cosine with "
+                  "the gold score; `score` is the mean of the tasks' main metrics."]
     else:
         lines.append("No `metrics.json` was found for this model.")
     lines += ["", "## Intended use", "",
-              "Topic classification into the classes above, entity spans of the types above, and "
-              "sentence embeddings for search and similarity, on text like the training data "
+              "The tasks above (classes, entity spans of the types above) and sentence "
+              "embeddings for search and similarity, on text like the training data "
               "(language, domain, length). Scores are softmax probabilities of this model, not "
               "calibrated confidences. Not for decisions about people without human review.", "",
               "## Limitations", ""]

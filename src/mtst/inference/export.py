@@ -5,7 +5,8 @@
                                  (2_Normalize when the encoder normalises), modules.json,
                                  sentence_bert_config.json; mtst_encoder.json lets
                                  SentenceEncoder.from_pretrained keep the pooling too.
-    OUT/mtst/                    mtst.load(OUT) reloads encoder and both heads (see loading.py).
+    OUT/mtst/                    mtst.load(OUT) reloads encoder and every task head
+                                 (`MultiTaskNetwork.save`'s folder).
     OUT/README.md                the model card (see card.py): labels, data, metrics, limits.
 
 The whole OUT folder is written next to its final place and renamed when complete.
@@ -18,10 +19,10 @@ from pathlib import Path
 
 from mtst import __version__
 from mtst.errors import MtstError
-from mtst.inference.files import atomic_folder
-from mtst.inference.loading import MTST_FOLDER, load, save_folder
+from mtst.files import atomic_folder
+from mtst.inference.loading import MTST_FOLDER, load
+from mtst.inference.model import MultiTaskModel
 from mtst.model.encoder import SentenceEncoder
-from mtst.model.multitask import MultiTaskModel
 
 ST_FOLDER = "sentence-transformers"
 CARD_FILE = "README.md"
@@ -96,7 +97,7 @@ def export_model(model: MultiTaskModel, out: str | Path, overwrite: bool = False
     out = Path(out)
     with atomic_folder(out, overwrite=overwrite) as tmp:
         write_sentence_transformers(model.encoder, tmp / ST_FOLDER)
-        save_folder(model, tmp / MTST_FOLDER)
+        model.save(tmp / MTST_FOLDER)
         (tmp / CARD_FILE).write_text(model_card(model, run), encoding="utf-8")
         graphs = {}
         if onnx:

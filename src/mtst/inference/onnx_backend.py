@@ -2,7 +2,8 @@
 
     OUT/onnx/model.onnx        fp32 graph: inputs input_ids, attention_mask [batch, sequence];
                                one output per key of `MultiTaskModel.forward` (embeddings,
-                               cls_logits, ner_logits: named per head), batch and sequence dynamic
+                               then one per task head, named by its task), batch and sequence
+                               dynamic
     OUT/onnx/model_int8.onnx   with `--quantize int8`: weights int8, activations quantised on the
                                fly (onnxruntime dynamic quantisation)
 
@@ -26,6 +27,7 @@ from torch import nn
 from mtst.data.labels import LabelSpace
 from mtst.errors import MtstError
 from mtst.model.encoder import SentenceEncoder
+from mtst.model.network import CONFIG_FILE, MultiTaskNetwork
 from mtst.model.pooling import Pooling
 
 ONNX_FOLDER = "onnx"
@@ -106,8 +108,8 @@ class OnnxEncoder(SentenceEncoder):
 
 
 class OnnxMultiTaskModel(nn.Module):
-    """The inference surface of `MultiTaskModel` (predict, encode, label_space, encoder),
-    computed by onnxruntime."""
+    """The inference surface of `MultiTaskModel` (predict, encode, similarity, tasks,
+    label_spaces, encoder), computed by onnxruntime."""
 
     backend = "onnx"
 
@@ -116,12 +118,13 @@ class OnnxMultiTaskModel(nn.Module):
         ort = _need("onnxruntime")
         from transformers import AutoConfig
 
-        from mtst.inference.loading import CONFIG_FILE
         from mtst.model.backbone import load_tokenizer
 
         mtst_folder = Path(mtst_folder)
         config = json.loads((mtst_folder / CONFIG_FILE).read_text(encoding="utf-8"))
-        self.label_space = LabelSpace.from_dict(config["labels"])
+        self.tasks = {name: dict(spec) for name, spec in config["tasks"].items()}
+        self.label_spaces = {name: LabelSpace.from_dict(spec["labels"], name)
+                             for name, spec in self.tasks.items()}
         self.backbone_name = str(config["encoder"].get("backbone", ""))
         self.graph = Path(graph)
         options = ort.SessionOptions()
@@ -152,6 +155,8 @@ class OnnxMultiTaskModel(nn.Module):
 
     def encode(self, sentences: str | list[str], **kwargs: Any) -> Any:
         return self.encoder.encode(sentences, **kwargs)
+
+    similarity = MultiTaskNetwork.similarity  # the same cosines, from the graph's embeddings
 
     def predict(self, texts: str | list[str], batch_size: int = 32) -> list[dict[str, Any]]:
         from mtst.inference.predict import predict

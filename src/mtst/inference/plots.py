@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from mtst.errors import MtstError
-from mtst.inference.files import atomic_file, atomic_folder
+from mtst.files import atomic_folder, save_figure
 
 log = logging.getLogger(__name__)
 SIMILARITY_MAX = 50  # a heatmap of more sentences is unreadable
@@ -132,11 +132,6 @@ def similarity_figure(embeddings: np.ndarray, texts: list[str],
     fig.tight_layout()
     return fig, note
 
-
-def save_figure(fig: Figure, path: Path) -> Path:
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp, format="png", bbox_inches="tight")
-    return path
 
 
 def write_projector(embeddings: np.ndarray, texts: list[str], labels: list[str] | None,

@@ -1,4 +1,8 @@
-"""Topic and entity predictions for raw text, with exact character offsets.
+"""Each task's predictions for raw text: classes per text, entities with exact character offsets.
+
+One key per task with a head: a sentence-classification task gives `{"label", "score",
+"scores"}`, a token-classification task a list of entities. (A similarity task has no head: its
+answer is `model.similarity(texts_a, texts_b)`.)
 
 Text is split into words by `mtst.data.words.split_words` (the rule training used for text-only
 records), the words are tokenised with `is_split_into_words=True` as in training, and each word
@@ -11,7 +15,8 @@ words' tag probabilities.
 Texts longer than the model's window (`max_length` sub-tokens) are read in overlapping windows
 (sliding window, half a window of overlap): every word takes its tag from the window where it has
 the most context on both sides, and the topic probabilities are the mean over the windows. A
-warning says how many texts needed more than one window. Nothing is truncated.
+warning says how many texts needed more than one window. Nothing is truncated. Sentence-level
+probabilities are the mean over the windows.
 """
 
 from __future__ import annotations
@@ -27,9 +32,9 @@ import torch
 from mtst.data.words import split_words
 from mtst.errors import MtstError
 from mtst.model.encoder import pad_batch
+from mtst.tasks import TASK_TYPES
 
 log = logging.getLogger(__name__)
-DIGITS = 4  # scores are rounded: more digits are noise to a reader and to a diff
 
 
 @dataclass
@@ -91,67 +96,48 @@ def make_windows(tokenizer: Any, words: list[list[str]], max_length: int) -> lis
     return windows
 
 
-def run_windows(model: Any, windows: list[Window], batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per window: topic probabilities [C] and tag probabilities of each word's first sub-token
-    [n_words, T] (NaN rows for words that produced no sub-token)."""
+def run_windows(model: Any, windows: list[Window], batch_size: int) -> list[dict[str, np.ndarray]]:
+    """Per window and task with a head: class probabilities [C] (sentence heads), or the tag
+    probabilities of each word's first sub-token [n_words, T] (token heads; NaN rows for words
+    that produced no sub-token)."""
     device = model.device
+    heads = {name: spec["head"] for name, spec in model.tasks.items() if spec.get("head")}
     order = sorted(range(len(windows)), key=lambda k: -len(windows[k].input_ids))
     results: list[Any] = [None] * len(windows)
     for first in range(0, len(order), batch_size):
         rows = order[first : first + batch_size]
         ids, mask = pad_batch([windows[k].input_ids for k in rows], model.encoder.pad_id)
         out = model(ids.to(device), mask.to(device))  # encoder + every head (torch or ONNX)
-        topic = out["cls_logits"].float().softmax(-1).cpu().numpy()
-        tags = out["ner_logits"].float().softmax(-1).cpu().numpy()
+        probs = {name: out[name].float().softmax(-1).cpu().numpy() for name in heads}
         for b, k in enumerate(rows):
-            window = windows[k]
-            word_probs = np.full((window.end - window.start, tags.shape[-1]), np.nan, dtype=np.float32)
-            previous = -1
-            for position, word in enumerate(window.word_ids):
-                if word >= 0 and word != previous:
-                    word_probs[word] = tags[b, position]
-                previous = word
-            results[k] = (topic[b], word_probs)
+            window, result = windows[k], {}
+            for name, kind in heads.items():
+                if kind == "sentence":
+                    result[name] = probs[name][b]
+                    continue
+                tags = probs[name][b]
+                word_probs = np.full((window.end - window.start, tags.shape[-1]), np.nan,
+                                     dtype=np.float32)
+                previous = -1
+                for position, word in enumerate(window.word_ids):
+                    if word >= 0 and word != previous:
+                        word_probs[word] = tags[position]
+                    previous = word
+                result[name] = word_probs
+            results[k] = result
     return results
 
 
-def decode_entities(text: str, spans: list[tuple[str, int, int]], tags: list[str],
-                    scores: list[float]) -> list[dict[str, Any]]:
-    """BIO word tags -> entity dicts with character offsets into `text`."""
-    entities: list[dict[str, Any]] = []
-    current: list[int] = []
-    current_type = None
-
-    def close() -> None:
-        if current:
-            start, end = spans[current[0]][1], spans[current[-1]][2]
-            score = float(np.mean([scores[w] for w in current]))
-            entities.append({"text": text[start:end], "type": current_type, "start": start,
-                             "end": end, "score": round(score, DIGITS)})
-
-    for w, tag in enumerate(tags):
-        if tag == "O":
-            close()
-            current, current_type = [], None
-            continue
-        prefix, _, entity_type = tag.partition("-")
-        if prefix == "B" or entity_type != current_type:
-            close()
-            current, current_type = [], entity_type
-        current.append(w)
-    close()
-    return entities
-
-
 def predict(model: Any, texts: str | Sequence[str], batch_size: int = 32) -> list[dict[str, Any]]:
-    """One dict per text: {"text", "topic": {"label", "score", "scores"}, "entities": [...]}."""
+    """One dict per text: `{"text", <task>: its answer, ...}`, e.g. for the default tasks
+    `{"text", "topic": {"label", "score", "scores"}, "ner": [{"text", "type", "start", "end",
+    "score"}, ...]}`."""
     texts = [texts] if isinstance(texts, str) else list(texts)
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise MtstError(f"text {i}: expected a string, got {type(text).__name__}")
     if not texts:
         return []
-    space = model.label_space
     spans = [split_words(text) for text in texts]
     words = [[word for word, _, _ in text_spans] for text_spans in spans]
     was_training = model.training
@@ -162,40 +148,31 @@ def predict(model: Any, texts: str | Sequence[str], batch_size: int = 32) -> lis
             outputs = run_windows(model, windows, batch_size)
     finally:
         model.train(was_training)
-    per_text: list[list[tuple[Window, tuple[np.ndarray, np.ndarray]]]] = [[] for _ in texts]
+    per_text: list[list[tuple[Window, dict[str, np.ndarray]]]] = [[] for _ in texts]
     for window, output in zip(windows, outputs, strict=True):
         per_text[window.text].append((window, output))
     long_texts = sum(len(parts) > 1 for parts in per_text)
     if long_texts:
         log.warning("%d text(s) longer than max_length=%d sub-tokens were read in overlapping "
                     "windows (sliding window, nothing truncated)", long_texts, model.encoder.max_length)
-    return [_result(texts[i], spans[i], parts, space) for i, parts in enumerate(per_text)]
+    return [_result(model, texts[i], spans[i], parts) for i, parts in enumerate(per_text)]
 
 
-def _result(text: str, spans: list[tuple[str, int, int]], parts: list, space: Any) -> dict[str, Any]:
-    topic = np.mean([output[0] for _, output in parts], axis=0)
-    best = int(topic.argmax())
-    tags, scores = [], []
-    for w in range(len(spans)):
-        # the window where word w has the most context on both sides
-        window, (_, probs) = max(
-            (p for p in parts if p[0].start <= w < p[0].end),
-            key=lambda p: min(w - p[0].start, p[0].end - 1 - w),
-        )
-        row = probs[w - window.start]
-        if np.isnan(row).any():  # the tokenizer gave this word no sub-token: outside any entity
-            tags.append("O")
-            scores.append(0.0)
-            continue
-        tag_id = int(row.argmax())
-        tags.append(space.tags[tag_id])
-        scores.append(float(row[tag_id]))
-    return {
-        "text": text,
-        "topic": {
-            "label": space.classes[best],
-            "score": round(float(topic[best]), DIGITS),
-            "scores": {name: round(float(p), DIGITS) for name, p in zip(space.classes, topic, strict=True)},
-        },
-        "entities": decode_entities(text, spans, tags, scores),
-    }
+def _result(model: Any, text: str, spans: list[tuple[str, int, int]], parts: list) -> dict[str, Any]:
+    result: dict[str, Any] = {"text": text}
+    for name, spec in model.tasks.items():
+        kind, space, task_type = spec.get("head"), model.label_spaces[name], TASK_TYPES[spec["type"]]
+        if kind == "sentence":
+            probabilities = np.mean([output[name] for _, output in parts], axis=0)
+            result[name] = task_type.prediction(probabilities, space)
+        elif kind == "token":
+            rows = []
+            for w in range(len(spans)):
+                # the window where word w has the most context on both sides
+                window, output = max((p for p in parts if p[0].start <= w < p[0].end),
+                                     key=lambda p: min(w - p[0].start, p[0].end - 1 - w))
+                rows.append(output[name][w - window.start])
+            width = len(space)
+            probabilities = np.stack(rows) if rows else np.zeros((0, width), dtype=np.float32)
+            result[name] = task_type.prediction(text, spans, probabilities, space)
+    return result

@@ -82,17 +82,18 @@ class SentenceEncoder(nn.Module):
             max_length=max_length or saved.get("max_length", 128),
         )
 
+    def settings(self) -> dict[str, Any]:
+        """What defines this encoder besides the backbone's own files: the one place these
+        keys are written (`mtst_encoder.json`, and the encoder entry of a network's config)."""
+        return {"pooling": self.pooling.mode, "normalize": self.pooling.normalize,
+                "max_length": self.max_length}
+
     def save_pretrained(self, directory: str | Path) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.backbone.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
-        settings = {
-            "pooling": self.pooling.mode,
-            "normalize": self.pooling.normalize,
-            "max_length": self.max_length,
-        }
-        (directory / ENCODER_CONFIG).write_text(json.dumps(settings, indent=2) + "\n")
+        (directory / ENCODER_CONFIG).write_text(json.dumps(self.settings(), indent=2) + "\n")
         return directory
 
     def to_files(self) -> dict[str, bytes]:

@@ -1,4 +1,9 @@
-"""Task heads: small on purpose, so the shared encoder does the work."""
+"""Task heads: small on purpose, so the shared encoder does the work.
+
+A head reads either the pooled sentence embedding (``sentence``) or every sub-token state
+(``token``); a task without parameters of its own (sentence similarity reads the embedding
+itself) has no head. ``HEADS`` is what a saved network's config names.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +12,26 @@ from torch import nn
 
 
 class ClassificationHead(nn.Module):
-    """Topic logits from the pooled sentence embedding."""
+    """Class logits from the pooled sentence embedding."""
 
-    def __init__(self, hidden_size: int, num_classes: int, dropout: float = 0.1) -> None:
+    reads = "embeddings"
+
+    def __init__(self, hidden_size: int, num_labels: int, dropout: float = 0.1) -> None:
         super().__init__()
         self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(hidden_size, num_classes)
+        self.out = nn.Linear(hidden_size, num_labels)
 
-    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        return self.out(self.dropout(embeddings))
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.out(self.dropout(features))
 
 
-class TokenClassificationHead(nn.Module):
-    """BIO tag logits for every sub-token state."""
+class TokenClassificationHead(ClassificationHead):
+    """Tag logits for every sub-token state."""
 
-    def __init__(self, hidden_size: int, num_tags: int, dropout: float = 0.1) -> None:
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(hidden_size, num_tags)
+    reads = "token_states"
 
-    def forward(self, token_states: torch.Tensor) -> torch.Tensor:
-        return self.out(self.dropout(token_states))
+
+HEADS: dict[str, type[ClassificationHead]] = {
+    "sentence": ClassificationHead,
+    "token": TokenClassificationHead,
+}

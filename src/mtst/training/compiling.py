@@ -19,8 +19,8 @@ from mtst.errors import MtstError, first_line
 BACKENDS = ("inductor", "cudagraphs", "aot_eager", "eager")
 
 
-def compile_encoder(model: Any, setting: Any) -> bool:
-    """Compile ``model.encoder`` in place; whether it did. ``setting``: false, true (inductor)
+def compile_encoder(module: Any, setting: Any) -> bool:
+    """Compile ``module.net.encoder`` in place; whether it did. ``setting``: false, true (inductor)
     or one of BACKENDS."""
     if setting is False or setting is None:
         return False
@@ -32,7 +32,7 @@ def compile_encoder(model: Any, setting: Any) -> bool:
     if not torch._dynamo.is_dynamo_supported():
         raise MtstError("trainer.compile: torch.compile is not supported by this Python / "
                         f"PyTorch build (torch {torch.__version__}); set trainer.compile=false")
-    model.encoder.compile(backend="inductor" if setting is True else setting)
+    module.net.encoder.compile(backend="inductor" if setting is True else setting)
     return True
 
 

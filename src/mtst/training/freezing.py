@@ -10,14 +10,15 @@ the loops, so a resumed run sees its checkpoint's epoch, also mid-epoch) and at 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-from mtst.errors import MtstError
+from mtst.errors import MtstError, choices_text
 from mtst.training.blocks import encoder_units
 from mtst.training.feature_cache import FeatureCache
-from mtst.training.optim import head_and_backbone_groups, named_groups
+from mtst.training.optim import head_and_backbone_groups, head_parameters, named_groups
 
 ENCODER = "encoder."
 
@@ -25,16 +26,19 @@ ENCODER = "encoder."
 class FreezeStrategy:
     """`none`: everything trains. Subclasses override `trainable` (and the hooks they need).
 
-    When the whole encoder is frozen for an epoch it runs in eval mode (no dropout) without
-    autograd, and with `cache_features` its outputs are served from a `FeatureCache` from the
-    second visit of each example on (train and val splits; test runs once and is recomputed).
+    Parameter names are the network's (`encoder.*`, `heads.<task>.*`); the loss weighting's own
+    parameters (uncertainty weighting) always train. When the whole encoder is frozen for an
+    epoch it runs in eval mode (no dropout) without autograd, and with `cache_features` its
+    outputs are served from a `FeatureCache` from the second visit of each example on (train and
+    val splits; test runs once and is recomputed).
     """
 
     name = "none"
     trains_nothing = False
 
-    def __init__(self, **settings: Any) -> None:
+    def __init__(self, tasks: Mapping[str, Any] | None = None, **settings: Any) -> None:
         self.settings = settings
+        self.task_names = list(tasks or ())
         self.encoder_frozen = False
         self.cache: FeatureCache | None = None
         if settings.get("cache_features"):
@@ -42,55 +46,73 @@ class FreezeStrategy:
                                       settings.get("cache_max_mb", 1024))
 
     # ---- what trains ---------------------------------------------------------------------
-    def trainable(self, name: str, model, epoch: int) -> bool:
-        """Whether parameter `name` (as in `model.named_parameters()`) trains in `epoch`."""
+    def trainable(self, name: str, net, epoch: int) -> bool:
+        """Whether network parameter `name` (as in `net.named_parameters()`) trains in `epoch`."""
         return True
 
-    def loss_settings(self, loss: dict[str, Any]) -> dict[str, Any]:
-        return dict(loss)
+    def task_weights(self, weights: dict[str, float]) -> dict[str, float]:
+        """The tasks' loss weights under this strategy (a frozen head may scale its task's)."""
+        return dict(weights)
 
-    def param_groups(self, model, cfg: dict[str, Any]) -> list[dict[str, Any]]:
-        return head_and_backbone_groups(model, cfg)
+    def param_groups(self, module, cfg: dict[str, Any]) -> list[dict[str, Any]]:
+        return head_and_backbone_groups(module, cfg)
 
-    def apply(self, model, epoch: int) -> None:
+    def apply(self, module, epoch: int) -> None:
         """Set `requires_grad` and train/eval modes for this epoch; depends on the epoch only."""
-        for name, param in model.named_parameters():
-            param.requires_grad_(self.trainable(name, model, epoch))
-        frozen = not any(p.requires_grad for p in model.encoder.parameters())
+        net = module.net
+        for name, param in net.named_parameters():
+            param.requires_grad_(self.trainable(name, net, epoch))
+        frozen = not any(p.requires_grad for p in net.encoder.parameters())
         if self.cache is not None and not frozen:
             self.cache.clear()  # the encoder changes from now on: cached outputs go stale
         self.encoder_frozen = frozen
-        model.train()
+        module.train()
         if frozen:
-            model.encoder.eval()
+            net.encoder.eval()
 
     # ---- forward -------------------------------------------------------------------------
-    def forward(self, model, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Network outputs of the batch, with `embeddings_b` ([P, H]) for its pair rows."""
+        net = module.net
+        states, embeddings = self._encode(module, batch["input_ids"], batch["attention_mask"],
+                                          batch["example_index"], "")
+        outputs = net.run_heads(states, embeddings)
+        rows = batch["pair_rows"]
+        if rows.numel():
+            _, outputs["embeddings_b"] = self._encode(
+                module, batch["input_ids_b"], batch["attention_mask_b"],
+                batch["example_index"][rows], "/b")
+        else:
+            outputs["embeddings_b"] = embeddings[:0]
+        return outputs
+
+    def _encode(self, module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                example_index: torch.Tensor, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+        encoder = module.net.encoder
         if not self.encoder_frozen:
-            return model(batch["input_ids"], batch["attention_mask"])
-        model.encoder.eval()  # Lightning may have switched modes around validation
+            return encoder(input_ids, attention_mask)
+        encoder.eval()  # Lightning may have switched modes around validation
 
         def compute() -> tuple[torch.Tensor, torch.Tensor]:
             with torch.no_grad():
-                return model.encoder(batch["input_ids"], batch["attention_mask"])
+                return encoder(input_ids, attention_mask)
 
-        split = _cache_split(model)
+        split = _cache_split(module)
         if self.cache is None or split is None:
-            states, embeddings = compute()
-        else:
-            states, embeddings = self.cache.features(split, batch, compute)
-        dtype = model.cls_head.out.weight.dtype
-        return model.heads(states.to(dtype), embeddings.to(dtype))
+            return compute()
+        rows = {"input_ids": input_ids, "attention_mask": attention_mask,
+                "example_index": example_index}
+        return self.cache.features(split + side, rows, compute)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint.setdefault("mtst", {})["freeze"] = {"name": self.name, **self.settings}
 
 
-def _cache_split(model) -> str | None:
+def _cache_split(module) -> str | None:
     """`train` while fitting, `val` during validation; None (no caching) otherwise."""
-    if model.training:
+    if module.training:
         return "train"
-    trainer = getattr(model, "_trainer", None)
+    trainer = getattr(module, "_trainer", None)
     if trainer is not None and (trainer.validating or trainer.sanity_checking):
         return "val"
     return None
@@ -102,7 +124,7 @@ class FreezeAll(FreezeStrategy):
     name = "all"
     trains_nothing = True
 
-    def trainable(self, name: str, model, epoch: int) -> bool:
+    def trainable(self, name: str, net, epoch: int) -> bool:
         return False
 
 
@@ -111,35 +133,41 @@ class FreezeBackbone(FreezeStrategy):
 
     name = "backbone"
 
-    def trainable(self, name: str, model, epoch: int) -> bool:
+    def trainable(self, name: str, net, epoch: int) -> bool:
         return not name.startswith(ENCODER)
 
 
 class FreezeHead(FreezeStrategy):
-    """`head_cls` / `head_ner`: one head fixed; its loss (weighted by `frozen_head_weight`) still
-    reaches the encoder, which keeps the features that head reads useful for its task."""
+    """`head` with `heads: [task, ...]` (presets `head_cls` / `head_ner` for the default topic /
+    ner tasks): those heads stay fixed; their tasks' losses (weighted by `frozen_head_weight`)
+    still reach the encoder, which keeps the features those heads read useful for their tasks."""
 
-    head = "cls"
+    name = "head"
 
-    def trainable(self, name: str, model, epoch: int) -> bool:
-        return not name.startswith(f"{self.head}_head.")
+    def __init__(self, tasks: Mapping[str, Any] | None = None, **settings: Any) -> None:
+        super().__init__(tasks, **settings)
+        heads = settings.get("heads")
+        if isinstance(heads, str):
+            heads = [heads]
+        if not heads:
+            raise MtstError("freeze.heads: name the task heads to freeze, e.g. freeze.heads=[topic]")
+        for head in heads:
+            task = (tasks or {}).get(head)
+            if task is None:
+                raise MtstError(f"freeze.heads: {head!r} is not a task; tasks are "
+                                f"{choices_text(self.task_names)}")
+            if task.head is None:
+                raise MtstError(f"freeze.heads: task {head!r} ({task.type}) has no head to freeze")
+        self.heads = [str(h) for h in heads]
+        self.frozen_weight = float(settings.get("frozen_head_weight", 1.0))
+        if not self.frozen_weight >= 0:
+            raise MtstError(f"freeze.frozen_head_weight={self.frozen_weight}: expected a weight >= 0")
 
-    def loss_settings(self, loss: dict[str, Any]) -> dict[str, Any]:
-        loss = dict(loss)
-        weight = float(self.settings.get("frozen_head_weight", 1.0))
-        if weight < 0:
-            raise MtstError(f"freeze.frozen_head_weight={weight}: expected a weight >= 0")
-        key = f"{self.head}_weight"
-        loss[key] = float(loss.get(key, 1.0)) * weight
-        return loss
+    def trainable(self, name: str, net, epoch: int) -> bool:
+        return not any(name.startswith(f"heads.{head}.") for head in self.heads)
 
-
-class FreezeClsHead(FreezeHead):
-    name, head = "head_cls", "cls"
-
-
-class FreezeNerHead(FreezeHead):
-    name, head = "head_ner", "ner"
+    def task_weights(self, weights: dict[str, float]) -> dict[str, float]:
+        return {n: w * self.frozen_weight if n in self.heads else w for n, w in weights.items()}
 
 
 class BitFit(FreezeStrategy):
@@ -147,12 +175,12 @@ class BitFit(FreezeStrategy):
 
     name = "bitfit"
 
-    def trainable(self, name: str, model, epoch: int) -> bool:
+    def trainable(self, name: str, net, epoch: int) -> bool:
         return not name.startswith(ENCODER) or name.endswith("bias")
 
-    def param_groups(self, model, cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    def param_groups(self, module, cfg: dict[str, Any]) -> list[dict[str, Any]]:
         lr = self.settings.get("lr_backbone")
-        return head_and_backbone_groups(model, {**cfg, "lr_backbone": lr} if lr else cfg)
+        return head_and_backbone_groups(module, {**cfg, "lr_backbone": lr} if lr else cfg)
 
 
 class Gradual(FreezeStrategy):
@@ -163,8 +191,8 @@ class Gradual(FreezeStrategy):
 
     name = "gradual"
 
-    def __init__(self, **settings: Any) -> None:
-        super().__init__(**settings)
+    def __init__(self, tasks: Mapping[str, Any] | None = None, **settings: Any) -> None:
+        super().__init__(tasks, **settings)
         self.stage1 = self._int("stage1_epochs", 1, minimum=0)
         self.top_blocks = self._int("top_blocks", 1, minimum=1)
         self.every = self._int("every_epochs", 1, minimum=1)
@@ -179,8 +207,8 @@ class Gradual(FreezeStrategy):
             raise MtstError(f"freeze.{key}={value!r}: expected an integer >= {minimum}")
         return value
 
-    def units(self, model):
-        return encoder_units(model.encoder, self.settings.get("blocks_pattern"),
+    def units(self, net):
+        return encoder_units(net.encoder, self.settings.get("blocks_pattern"),
                              self.settings.get("embeddings_pattern"))
 
     def unfrozen_count(self, epoch: int) -> int:
@@ -189,46 +217,45 @@ class Gradual(FreezeStrategy):
             return 0
         return self.top_blocks + (epoch - self.stage1) // self.every
 
-    def trainable(self, name: str, model, epoch: int) -> bool:
+    def trainable(self, name: str, net, epoch: int) -> bool:
         if not name.startswith(ENCODER):
             return True
         if self._units is None:
             # `final` (norms above the blocks) shares rank 1 with the top block
-            self._units = {n: u.depth + 1 for u in self.units(model) for n, _ in u.params}
+            self._units = {n: u.depth + 1 for u in self.units(net) for n, _ in u.params}
         return self._units[name] <= self.unfrozen_count(epoch)
 
-    def param_groups(self, model, cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    def param_groups(self, module, cfg: dict[str, Any]) -> list[dict[str, Any]]:
         wd = cfg.get("weight_decay", 0.01)
         lr_backbone = cfg.get("lr_backbone", 5e-5)
-        heads = [(n, p) for n, p in model.named_parameters() if not n.startswith(ENCODER)]
-        groups = named_groups("heads", heads, cfg.get("lr_head", 1e-3), wd)
-        for unit in self.units(model):
+        groups = named_groups("heads", head_parameters(module), cfg.get("lr_head", 1e-3), wd)
+        for unit in self.units(module.net):
             lr = lr_backbone * self.decay ** unit.depth
             groups += named_groups(f"backbone.{unit.name}", unit.params, lr, wd)
         return groups
 
 
 STRATEGIES: dict[str, type[FreezeStrategy]] = {
-    cls.name: cls
-    for cls in (FreezeStrategy, FreezeAll, FreezeBackbone, FreezeClsHead, FreezeNerHead,
-                BitFit, Gradual)
+    cls.name: cls for cls in (FreezeStrategy, FreezeAll, FreezeBackbone, FreezeHead, BitFit, Gradual)
 }
 
 
-def build_freeze_strategy(cfg: dict[str, Any]) -> FreezeStrategy:
+def build_freeze_strategy(cfg: dict[str, Any], tasks: Mapping[str, Any] | None = None) -> FreezeStrategy:
+    """The strategy `cfg` names, for these tasks (`freeze=head` checks its `heads` against them)."""
     settings = dict(cfg)
     name = settings.pop("name", "none")
     if name not in STRATEGIES:
-        raise MtstError(f"freeze strategy '{name}' unknown; choose one of {', '.join(STRATEGIES)}")
-    return STRATEGIES[name](**settings)
+        raise MtstError(f"freeze.name={name!r}: no such strategy; choose one of "
+                        f"{choices_text(STRATEGIES)}")
+    return STRATEGIES[name](tasks, **settings)
 
 
-def trainable_params(model) -> int:
+def trainable_params(module) -> int:
     """Parameters that receive updates now (after `apply`)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-def run_record(model, train_seconds: float) -> dict[str, Any]:
+def run_record(module, train_seconds: float) -> dict[str, Any]:
     """What `mtst report` compares across runs, merged into each run's metrics.json."""
-    return {"freeze": model.freezer.name, "trainable_params": trainable_params(model),
+    return {"freeze": module.freezer.name, "trainable_params": trainable_params(module),
             "train_seconds": round(float(train_seconds), 3)}

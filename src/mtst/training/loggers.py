@@ -46,6 +46,26 @@ def log_hp_metric(trainer: L.Trainer, score: Any) -> None:
             logger.log_metrics({"hp_metric": value}, step=trainer.global_step)
 
 
+def task_layout(tasks: dict[str, Any]) -> dict[str, dict[str, list[Any]]]:
+    """TensorBoard's CUSTOM SCALARS tab: one section per task, one chart per metric with its
+    val and test curves, and the train loss; plus the run's score and total loss."""
+    layout: dict[str, dict[str, list[Any]]] = {
+        "run": {"score": ["Multiline", ["val/score", "test/score"]],
+                "loss": ["Multiline", ["train/loss", "val/loss"]]}}
+    for name, task in tasks.items():
+        charts = {metric: ["Multiline", [f"val/{name}/{metric}", f"test/{name}/{metric}"]]
+                  for metric in task.metric_names}
+        charts["train loss"] = ["Multiline", [f"train/{name}/loss", f"train/{name}/loss_epoch"]]
+        layout[name] = charts
+    return layout
+
+
+def log_task_layout(trainer: L.Trainer, tasks: dict[str, Any]) -> None:
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_custom_scalars(task_layout(tasks))
+
+
 def close_loggers(trainer: L.Trainer) -> None:
     """End of the run: everything reaches the disk, and writers kept open are closed."""
     for logger in trainer.loggers:

@@ -34,14 +34,17 @@ def named_groups(
     return [g for g in groups if g["params"]]
 
 
-def head_and_backbone_groups(model: nn.Module, cfg: dict[str, Any]) -> list[dict[str, Any]]:
+def head_parameters(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """Everything of the LightningModule outside the shared encoder: the task heads and the
+    loss weighting's own parameters (uncertainty weighting's log-variances)."""
+    return [(n, p) for n, p in module.named_parameters() if not n.startswith("net.encoder.")]
+
+
+def head_and_backbone_groups(module: nn.Module, cfg: dict[str, Any]) -> list[dict[str, Any]]:
     """Heads (and learned loss weights) at `lr_head`; the whole encoder at `lr_backbone`."""
     wd = cfg.get("weight_decay", 0.01)
-    heads = [
-        (n, p) for n, p in model.named_parameters() if not n.startswith("encoder.")
-    ]
-    return named_groups("heads", heads, cfg.get("lr_head", 1e-3), wd) + named_groups(
-        "backbone", model.encoder.named_parameters(), cfg.get("lr_backbone", 5e-5), wd
+    return named_groups("heads", head_parameters(module), cfg.get("lr_head", 1e-3), wd) + named_groups(
+        "backbone", module.net.encoder.named_parameters(), cfg.get("lr_backbone", 5e-5), wd
     )
 
 

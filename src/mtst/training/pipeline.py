@@ -11,15 +11,20 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mtst.data.labels import LabelSpace
 from mtst.errors import MtstError
 from mtst.model.backbone import load_tokenizer
-from mtst.model.multitask import MultiTaskModel
+from mtst.model.encoder import SentenceEncoder
+from mtst.model.network import MultiTaskNetwork
+from mtst.tasks import build_tasks
+from mtst.tasks.base import Task
+from mtst.tasks.metrics import format_report
 from mtst.training.callbacks import reliability_callbacks, stop_signals_as_errors
 from mtst.training.checkpoints import AtomicCheckpointIO, resolve_ckpt_path
 from mtst.training.compiling import compile_encoder, compile_errors
 from mtst.training.freezing import run_record
 from mtst.training.loggers import close_loggers, log_hp_metric
-from mtst.training.metrics import format_report
+from mtst.training.module import MultiTaskModule
 from mtst.training.runs import to_float_dict, write_json
 from mtst.training.settings import check_settings, instantiated, lightning_setting_errors
 
@@ -35,19 +40,40 @@ def backbone_settings(cfg: DictConfig) -> dict[str, Any]:
     return {k: cfg.backbone.get(k) for k in BACKBONE_KEYS if k in cfg.backbone}
 
 
-def build_datamodule(cfg: DictConfig, tokenizer) -> L.LightningDataModule:
-    datamodule = instantiate(cfg.data, _convert_="all")
+def configured_tasks(cfg: DictConfig) -> dict[str, Task]:
+    """The `tasks` mapping of the config, resolved to plain data and checked."""
+    return build_tasks(OmegaConf.to_container(cfg.tasks, resolve=True) if cfg.get("tasks") else None)
+
+
+def build_datamodule(cfg: DictConfig, tokenizer, tasks: dict[str, Task],
+                     label_spaces: dict[str, LabelSpace] | None = None,
+                     stage: str = "fit") -> L.LightningDataModule:
+    # tasks and label spaces are objects built here: handed over after Hydra's config merge
+    datamodule = instantiate(cfg.data, _partial_=True, _convert_="all")(
+        tasks={n: t.data for n, t in tasks.items()}, label_spaces=label_spaces)
     datamodule.set_tokenizer(tokenizer)
-    datamodule.setup("fit")
+    datamodule.setup(stage)
     return datamodule
 
 
-def build_model(cfg: DictConfig, labels: dict[str, list[str]]) -> MultiTaskModel:
-    # labels come from the data: handed to the constructor, never merged into OmegaConf, which
+def build_network(cfg: DictConfig, tasks: dict[str, Task],
+                  label_spaces: dict[str, LabelSpace]) -> MultiTaskNetwork:
+    """The backbone with `model.net`'s pooling and one head per task, sized by its labels."""
+    settings = OmegaConf.to_container(cfg.model.net, resolve=True) if cfg.model.get("net") else {}
+    encoder = SentenceEncoder.from_pretrained(**backbone_settings(cfg), **settings)
+    # the configured name (`package:...`, a hub id), not the folder it resolved to here
+    return MultiTaskNetwork(encoder, {n: t.network_spec(label_spaces[n]) for n, t in tasks.items()},
+                            backbone=str(cfg.backbone.name_or_path))
+
+
+def build_model(cfg: DictConfig, tasks: dict[str, Task],
+                label_spaces: dict[str, LabelSpace]) -> MultiTaskModule:
+    # labels come from the data: handed to the network, never merged into OmegaConf, which
     # would resolve a label named "${oc.env:...}"
-    model = instantiate(cfg.model, _partial_=True, _convert_="all")(
-        backbone=backbone_settings(cfg),
-        labels=labels,
+    node = OmegaConf.masked_copy(cfg.model, [k for k in cfg.model if k != "net"])
+    model = instantiate(node, _partial_=True, _convert_="all")(
+        net=build_network(cfg, tasks, label_spaces),
+        tasks=OmegaConf.to_container(cfg.tasks, resolve=True),
         freeze=OmegaConf.to_container(cfg.freeze, resolve=True),
     )
     # the whole resolved run config travels in every checkpoint (plain data, no Hydra needed)
@@ -94,9 +120,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.log_dir)
     trainer = build_trainer(cfg)  # before the data: a rejected setting fails in a second
+    tasks = configured_tasks(cfg)
     tokenizer = load_tokenizer(**backbone_settings(cfg))
-    datamodule = build_datamodule(cfg, tokenizer)
-    model = build_model(cfg, datamodule.label_space.to_dict())
+    datamodule = build_datamodule(cfg, tokenizer, tasks)
+    model = build_model(cfg, tasks, datamodule.label_spaces)
     if model.freezer.trains_nothing:  # freeze=all: evaluate as is, then linear probes
         from mtst.training.probes import probe_train
 
@@ -112,7 +139,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("run_test", True) and datamodule.has_split("test"):
         trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
         metrics.update(to_float_dict(trainer.callback_metrics))
-        _write_ner_report(model, output_dir)
+        _write_entity_reports(model, output_dir)
     metrics = {k: v for k, v in metrics.items() if k.startswith(("val/", "test/"))}
     close_loggers(trainer)
     if trainer.is_global_zero:  # under DDP only rank 0 writes files
@@ -122,28 +149,34 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Test a checkpoint on the configured test split, with the labels stored in the checkpoint."""
+    """Test a checkpoint on the configured test files of its tasks, with its label spaces."""
     if not cfg.get("ckpt_path"):
         raise MtstError("evaluate needs ckpt_path=PATH (a .ckpt file written by train.py)")
     check_settings(cfg)
     route_lightning_logs()
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.log_dir)
-    model = MultiTaskModel.from_checkpoint(ckpt_path)
-    datamodule = instantiate(cfg.data, _partial_=True, _convert_="all")(
-        labels=model.label_space.to_dict()  # from the checkpoint: plain strings, not OmegaConf
-    )
-    datamodule.set_tokenizer(model.encoder.tokenizer)
-    datamodule.setup("test")
-    trainer = build_trainer(cfg)
-    from mtst.inference.reports import TopicConfusion, write_topic_report
+    from mtst.training.checkpoints import load_checkpoint
+    from mtst.training.evaluation import TopicConfusion, write_topic_report
 
-    confusion = TopicConfusion(model.label_space.classes)
-    trainer.callbacks.append(confusion)
+    net = MultiTaskNetwork.from_checkpoint(load_checkpoint(ckpt_path), str(ckpt_path))
+    tasks = configured_tasks(cfg)
+    unknown = [n for n in tasks if n not in net.label_spaces]
+    if unknown:
+        raise MtstError(f"tasks.{unknown[0]}: the checkpoint has no such task (it has "
+                        f"{', '.join(net.label_spaces)}); remove it with ~tasks.{unknown[0]}")
+    model = MultiTaskModule(net, OmegaConf.to_container(cfg.tasks, resolve=True))
+    datamodule = build_datamodule(cfg, net.encoder.tokenizer, tasks,
+                                  label_spaces=dict(net.label_spaces), stage="test")
+    trainer = build_trainer(cfg)
+    confusions = {n: TopicConfusion(n, net.label_spaces[n].ids) for n, t in tasks.items()
+                  if t.data_kind == "label"}
+    trainer.callbacks.extend(confusions.values())
     trainer.test(model, datamodule=datamodule, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
     metrics = {k: v for k, v in to_float_dict(trainer.callback_metrics).items() if k.startswith("test/")}
-    _write_ner_report(model, output_dir)
-    write_topic_report(model, confusion, output_dir)  # confusion_matrix.png/.txt + TensorBoard
+    _write_entity_reports(model, output_dir)
+    for confusion in confusions.values():  # confusion matrices (.png/.txt) + TensorBoard
+        write_topic_report(model, confusion, output_dir)
     if trainer.is_global_zero:
         write_json(output_dir / "metrics.json", {"metrics": metrics, "checkpoint": ckpt_path})
     close_loggers(trainer)
@@ -158,24 +191,23 @@ def _best_checkpoint(trainer: L.Trainer) -> str | None:
     return None
 
 
-def _write_ner_report(model: MultiTaskModel, output_dir: Path) -> None:
-    report = getattr(model, "ner_report", None)
-    if not report or not model.trainer.is_global_zero:
+def _write_entity_reports(model: MultiTaskModule, output_dir: Path) -> None:
+    """`<task>_report.txt` (and .png, and TensorBoard text) per token-classification task."""
+    if not model.reports or not model.trainer.is_global_zero:
         return
-    overall = {
-        key: float(model.trainer.callback_metrics[f"test/ner_{key}"])
-        for key in ("precision", "recall", "f1")
-    }
-    text = format_report(report, overall)
-    (output_dir / "ner_report.txt").write_text(text + "\n", encoding="utf-8")
-    from mtst.inference.reports import write_ner_figure
+    from mtst.training.evaluation import write_ner_figure
 
-    write_ner_figure(model, report, overall, output_dir)  # ner_report.png + TensorBoard image
-    log.info("NER per-type report (test):\n%s", text)
-    for logger in model.loggers:
-        experiment = getattr(logger, "experiment", None)
-        if hasattr(experiment, "add_text"):
-            experiment.add_text("test/ner_report", f"```\n{text}\n```", model.global_step)
+    for name, report in model.reports.items():
+        overall = {key: float(model.trainer.callback_metrics[f"test/{name}/{key}"])
+                   for key in ("precision", "recall", "f1")}
+        text = format_report(report, overall)
+        (output_dir / f"{name}_report.txt").write_text(text + "\n", encoding="utf-8")
+        write_ner_figure(name, report, overall, output_dir, model.loggers, model.global_step)
+        log.info("%s per-type report (test):\n%s", name, text)
+        for logger in model.loggers:
+            experiment = getattr(logger, "experiment", None)
+            if hasattr(experiment, "add_text"):
+                experiment.add_text(f"test/{name}/report", f"```\n{text}\n```", model.global_step)
 
 
 def _print_summary(output_dir: Path, best: str | None, metrics: dict[str, float]) -> None:

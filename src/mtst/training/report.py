@@ -7,6 +7,10 @@ overrides that vary across the jobs only (one column each); the constant ones ar
 above the table. Rows are sorted by the sweep's `optimized_metric` (Optuna's direction when the
 sweep has one), best first. A `freeze=all` job reports its linear probes (`probe/...`): the
 untrained heads' figures are meaningless.
+
+Metrics are named `<split>/<task>/<metric>` (`val/topic/f1`, `test/sts/spearman`) plus the run's
+own `<split>/score` and `<split>/loss`; every task a job logged gets its columns, whatever its
+name, so a sweep over different task sets shows each job's tasks.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from omegaconf import OmegaConf
 from mtst.errors import MtstError
 
 SPLITS = ("val", "test")
-METRIC_ORDER = ("cls_acc", "cls_f1", "ner_precision", "ner_recall", "ner_f1", "score", "loss")
+# within a task (and then the run's own figures): the order columns appear in
+METRIC_ORDER = ("acc", "precision", "recall", "f1", "spearman", "pearson", "score", "loss")
 EXTRAS = ("train_seconds", "trainable_params")  # run facts beside the metrics
 HEADERS = {"job": "job", "train_seconds": "train time (s)", "trainable_params": "trainable params",
            "error": "error"}
@@ -106,10 +111,19 @@ def _load(job: Path, name: str) -> Job:
     return record
 
 
-def _metric_rank(name: str) -> tuple[int, str, int, str]:
-    split, _, metric = name.rpartition("/")
+def split_task_metric(name: str) -> tuple[str, str, str]:
+    """`val/topic/f1` -> (`val`, `topic`, `f1`); `val/score` -> (`val`, ``, `score`)."""
+    split, _, rest = name.partition("/")
+    task, _, metric = rest.rpartition("/")
+    return split, task, metric
+
+
+def _metric_rank(name: str) -> tuple[int, str, int, str, int, str]:
+    """Split (val, test, others), then each task's metrics (tasks by name), then score and loss."""
+    split, task, metric = split_task_metric(name)
     order = METRIC_ORDER.index(metric) if metric in METRIC_ORDER else len(METRIC_ORDER)
-    return (SPLITS.index(split) if split in SPLITS else len(SPLITS), split, order, metric)
+    return (SPLITS.index(split) if split in SPLITS else len(SPLITS), split, 0 if task else 1,
+            task, order, metric)
 
 
 def _sweep_settings(folder: Path, jobs: list[Job]) -> tuple[str, str | None]:

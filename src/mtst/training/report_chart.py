@@ -11,10 +11,27 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from mtst.training.report import Job, Sweep, cell
+from mtst.training.report import Job, Sweep, cell, split_task_metric
 
 LABEL_WIDTH = 36  # characters per label line
-CHART_METRICS = ("cls_f1", "ner_f1", "score")
+# per task, the first of these it logged is its bar (F1 for classification, Spearman for
+# similarity); then the run's score
+TASK_METRICS = ("f1", "spearman", "acc", "pearson")
+
+
+def chart_metrics(logged: set[str] | list[str], split: str) -> list[str]:
+    """The split's bars: one metric of every task logged (in column order), then `score`."""
+    tasks: dict[str, list[str]] = {}
+    for name in logged:
+        stage, task, metric = split_task_metric(name)
+        if stage == split and task:
+            tasks.setdefault(task, []).append(metric)
+    bars = []
+    for task, metrics in sorted(tasks.items()):
+        chosen = next((m for m in TASK_METRICS if m in metrics), None)
+        if chosen:
+            bars.append(f"{split}/{task}/{chosen}")
+    return bars + ([f"{split}/score"] if f"{split}/score" in logged else [])
 
 
 def _middle(text: str, limit: int = 48) -> str:
@@ -41,7 +58,8 @@ def bar_chart(sweep: Sweep, path: Path, split: str) -> None:
 
 
 def chart_figure(sweep: Sweep, split: str):
-    """Grouped bars of the split's per-task F1 and score per job, train time beside them."""
+    """Grouped bars of the split's per-task metric (`chart_metrics`) and score per job, train
+    time beside them."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -49,7 +67,7 @@ def chart_figure(sweep: Sweep, split: str):
     import numpy as np
 
     logged = set(sweep.metrics)
-    metrics = [f"{split}/{m}" for m in CHART_METRICS if f"{split}/{m}" in logged]
+    metrics = chart_metrics(logged, split)
     if not metrics and sweep.sort_metric in logged:
         metrics = [sweep.sort_metric]
     timed = "train_seconds" in sweep.extras

@@ -4,7 +4,6 @@ run's metrics.json."""
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 import secrets
@@ -16,6 +15,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from mtst.errors import MtstError, exit_with, first_line, root_cause
+from mtst.files import write_json
 
 # the folder holding conf/ (MTST_CONF_DIR points elsewhere); its parent is the project root
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
@@ -117,13 +117,3 @@ def record_failure(output_dir: str | Path, err: BaseException, sweep_job: bool =
     if sweep_job:
         write_json(Path(output_dir, "metrics.json"), {"error": line, "metrics": {}})
     return line
-
-
-def write_json(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write atomically: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path

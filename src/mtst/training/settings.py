@@ -20,16 +20,18 @@ from omegaconf import DictConfig, OmegaConf
 from mtst.data.batching import SAMPLING_MODES
 from mtst.errors import MtstError, choices_text, first_line, root_cause
 from mtst.model.backbone import ATTN_IMPLEMENTATIONS
-from mtst.model.loss import LOSS_KEYS, WEIGHTINGS
+from mtst.model.network import ENCODER_KEYS
 from mtst.model.pooling import POOLING_MODES
+from mtst.tasks import build_tasks
 from mtst.training.feature_cache import DTYPES
 from mtst.training.freezing import STRATEGIES
 from mtst.training.optim import OPTIMIZER_KEYS
+from mtst.training.weighting import LOSS_KEYS, WEIGHTINGS
 
 CHOICES: dict[str, tuple[Any, ...]] = {
     "backbone.pooling": POOLING_MODES,
     "backbone.attn_implementation": ATTN_IMPLEMENTATIONS,
-    "model.pooling": POOLING_MODES,
+    "model.net.pooling": POOLING_MODES,
     "model.loss.weighting": WEIGHTINGS,
     "data.sampling": SAMPLING_MODES,
     "freeze.name": tuple(STRATEGIES),
@@ -42,6 +44,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
 KNOWN_KEYS: dict[str, tuple[str, ...]] = {
     "model.optimizer": OPTIMIZER_KEYS,
     "model.loss": LOSS_KEYS,
+    "model.net": ENCODER_KEYS,
 }
 
 
@@ -59,6 +62,7 @@ def check_settings(cfg: DictConfig) -> None:
     for key in ("data", "model"):
         if cfg.get(key) is not None:
             _check_target_keys(key, cfg[key])
+    build_tasks(OmegaConf.to_container(cfg.tasks, resolve=True) if cfg.get("tasks") else None)
 
 
 def _check_target_keys(key: str, node: DictConfig) -> None:
@@ -73,8 +77,8 @@ def _check_target_keys(key: str, node: DictConfig) -> None:
         return
     for name in node:
         if not str(name).startswith("_") and name not in params:
-            accepted = ", ".join(n for n in params if n not in ("self", "encoder", "labels",
-                                                                   "backbone", "freeze"))
+            accepted = ", ".join(n for n in params if n not in ("self", "tasks", "label_spaces",
+                                                                   "tokenizer", "freeze"))
             raise MtstError(f"{key}.{name}: no such setting; {key} has {accepted}")
 
 

@@ -1,4 +1,6 @@
-"""Metrics that stay correct under DDP: entity counts are summed across ranks, then scored.
+"""Metrics that stay correct under DDP: states are summed or gathered across ranks, then scored.
+
+Entity F1:
 
 seqeval's micro precision/recall/F1 depend only on the summed counts of true-positive, predicted
 and gold entities, so summing per-type counts and scoring once gives the exact seqeval figures on
@@ -12,6 +14,7 @@ from collections.abc import Sequence
 import torch
 from seqeval.metrics.sequence_labeling import get_entities
 from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
 
 
 class EntityF1(Metric):
@@ -71,3 +74,34 @@ def format_report(report: dict[str, dict[str, float]], overall: dict[str, float]
         f"{overall['f1']:9.4f} {support:9d}"
     )
     return "\n".join(lines)
+
+
+class Correlation(Metric):
+    """Spearman and Pearson correlation of predicted and gold scores over a whole stage.
+
+    Predictions and golds are gathered from every rank (``cat``) and scored once, in float64 with
+    scipy (average ranks for ties), so the figure is exactly scipy's ``spearmanr`` over all pairs:
+    what sentence-transformers' `EmbeddingSimilarityEvaluator` and MTEB report for STS.
+    """
+
+    full_state_update = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state("preds", default=[], dist_reduce_fx="cat")
+        self.add_state("golds", default=[], dist_reduce_fx="cat")
+
+    def update(self, preds: torch.Tensor, golds: torch.Tensor) -> None:
+        self.preds.append(preds.detach().double().flatten())
+        self.golds.append(golds.detach().double().flatten())
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        from scipy.stats import pearsonr, spearmanr
+
+        preds = dim_zero_cat(self.preds).cpu().numpy()
+        golds = dim_zero_cat(self.golds).cpu().numpy()
+        if len(preds) < 2:
+            nan = torch.tensor(float("nan"), dtype=torch.float64)
+            return {"spearman": nan, "pearson": nan}
+        return {"spearman": torch.tensor(float(spearmanr(preds, golds)[0]), dtype=torch.float64),
+                "pearson": torch.tensor(float(pearsonr(preds, golds)[0]), dtype=torch.float64)}

@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from mtst.errors import MtstError
 
@@ -70,3 +71,19 @@ def atomic_file(target: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """A matplotlib figure as a PNG file, written atomically."""
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png", bbox_inches="tight")
+    return Path(path)
+
+
+def write_json(path: str | Path, payload: Any) -> Path:
+    """Indented, key-sorted JSON, written atomically: readers never see half a file."""
+    import json
+
+    with atomic_file(path) as tmp:
+        Path(tmp).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return Path(path)

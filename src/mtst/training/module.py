@@ -1,0 +1,167 @@
+"""MultiTaskModule: the LightningModule that trains a `MultiTaskNetwork` on its tasks.
+
+It wraps the network it is given (as lightning-hydra-template wraps `net`) and owns what
+training needs and inference does not: the tasks' losses and their weighting, the metrics, the
+freeze strategy and the optimizer. Metrics are named `<stage>/<task>/<metric>`; `val/score` is the
+mean of the main metric of every task that counts in the score.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from mtst.errors import MtstError, choices_text
+from mtst.model.network import MultiTaskNetwork
+from mtst.tasks import build_tasks
+from mtst.tasks.base import Task
+from mtst.training.distributed import any_rank
+from mtst.training.freezing import build_freeze_strategy
+from mtst.training.loggers import log_task_layout
+from mtst.training.optim import build_optimizer
+from mtst.training.weighting import MultiTaskLoss
+
+STAGES = ("val", "test")
+CHECKPOINT_VERSION = 2  # what `checkpoint["mtst"]` holds; 0.1 checkpoints have no "version"
+
+
+class MultiTaskModule(L.LightningModule):
+    """Checkpoint keys read `net.encoder.*`, `net.heads.<task>.*`; `checkpoint["mtst"]` holds the
+    network's config and backbone files, so the network reloads from the checkpoint alone.
+
+    Hyper-parameters are plain dicts and lists (the network is excluded), so `hparams.yaml`
+    stays readable and checkpoints load with `weights_only=True`.
+    """
+
+    def __init__(
+        self,
+        net: MultiTaskNetwork,
+        tasks: dict[str, Any],
+        loss: dict[str, Any] | None = None,
+        optimizer: dict[str, Any] | None = None,
+        freeze: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net"])
+        self.net = net
+        self.tasks: dict[str, Task] = build_tasks(tasks)
+        missing = [t for t in self.tasks if t not in net.label_spaces]
+        if missing:
+            raise MtstError(f"tasks.{missing[0]}: the network has no such task (it has "
+                            f"{choices_text(net.label_spaces)})")
+        self.freezer = build_freeze_strategy(freeze or {"name": "none"}, self.tasks)
+        weights = self.freezer.task_weights({n: t.weight for n, t in self.tasks.items()})
+        self.loss_fn = MultiTaskLoss([weights[n] for n in self.tasks], **(loss or {}))
+        self.metrics = nn.ModuleDict({
+            stage: nn.ModuleDict({n: t.new_metrics(net.label_spaces[n]) for n, t in self.tasks.items()})
+            for stage in STAGES})
+        self.reports: dict[str, dict[str, dict[str, float]]] = {}  # per-type test reports
+        self._encoder_files: dict[str, bytes] | None = None
+        self.run_config: dict[str, Any] | None = None  # set by the training pipeline
+
+    # ---- forward -------------------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.net(input_ids, attention_mask)
+
+    def encode_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Network outputs for a collated batch, plus `embeddings_b` for its sentence pairs; the
+        freeze strategy may serve cached encoder outputs."""
+        return self.freezer.forward(self, batch)
+
+    def compute_loss(self, batch: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor]
+                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(weighted total, each task's loss); absent tasks add exactly zero."""
+        per_task = {n: t.loss(batch, outputs) for n, t in self.tasks.items()}
+        present = torch.stack([t.has(batch).any() for t in self.tasks.values()])
+        total = self.loss_fn(torch.stack(list(per_task.values())), present)
+        return total, {n: v.detach() for (n, v), p in zip(per_task.items(), present, strict=True) if p}
+
+    # ---- Lightning hooks -----------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        # Hugging Face `from_pretrained` returns eval-mode modules; what trains (and which parts
+        # stay in eval mode) is decided at `on_train_start`, once the epoch is known
+        self.train()
+        if self.trainer.is_global_zero:
+            log_task_layout(self.trainer, self.tasks)
+
+    def on_train_start(self) -> None:
+        # after Lightning restored the loops: on a resume `current_epoch` is the checkpoint's
+        # epoch (at `on_fit_start` it still reads 0), and a run resumed mid-epoch gets no
+        # `on_train_epoch_start` for the rest of that epoch
+        self.freezer.apply(self, self.current_epoch)
+
+    def on_train_epoch_start(self) -> None:
+        self.freezer.apply(self, self.current_epoch)
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        self.log("train/trainable_params", float(trainable), on_epoch=True, on_step=False)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        total, per_task = self.compute_loss(batch, self.encode_batch(batch))
+        size = batch["input_ids"].size(0)
+        values = {"train/loss": total.detach(), **{f"train/{n}/loss": v for n, v in per_task.items()}}
+        for name, value in values.items():  # per step, and `<name>_epoch` per epoch
+            self.log(name, value, on_step=True, on_epoch=False, batch_size=size,
+                     prog_bar=name == "train/loss")
+            self.log(f"{name}_epoch", value, on_step=False, on_epoch=True, batch_size=size)
+        return total
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
+        outputs = self.encode_batch(batch)
+        total, _ = self.compute_loss(batch, outputs)
+        self.log(f"{stage}/loss", total, batch_size=batch["input_ids"].size(0), sync_dist=True)
+        for name, task in self.tasks.items():
+            task.update(self.metrics[stage][name], batch, outputs)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
+
+    def _log_epoch_metrics(self, stage: str) -> None:
+        """Log the metrics of every task seen this stage, and `score`, the mean of their main
+        metrics (tasks with `in_score: false` are reported but not averaged)."""
+        metrics: dict[str, torch.Tensor] = {}
+        scores = []
+        # under DDP a rank may have seen no example of a task: decide on all ranks together,
+        # since compute() gathers states from every rank
+        seen = any_rank([t.updated(self.metrics[stage][n]) for n, t in self.tasks.items()], self.device)
+        for (name, task), was_seen in zip(self.tasks.items(), seen, strict=True):
+            states = self.metrics[stage][name]
+            if was_seen:
+                values = task.compute(states)
+                metrics.update({f"{stage}/{name}/{k}": v for k, v in values.items()})
+                if task.in_score:
+                    scores.append(values[task.main_metric])
+                if stage == "test" and "entities" in states:
+                    with states["entities"].sync_context():  # per-type counts of all ranks
+                        self.reports[name] = states["entities"].per_type()
+            for metric in states.values():
+                metric.reset()
+        if scores:
+            metrics[f"{stage}/score"] = torch.stack([torch.as_tensor(s).float() for s in scores]).mean()
+        self.log_dict({k: torch.as_tensor(v, dtype=torch.float32) for k, v in metrics.items()})
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        return build_optimizer(self, self.hparams.optimizer or {})
+
+    # ---- checkpoints ---------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._encoder_files is None:
+            self._encoder_files = self.net.encoder.to_files()
+        checkpoint["mtst"] = {
+            "version": CHECKPOINT_VERSION,
+            "network": self.net.config(),
+            "files": self._encoder_files,
+            "config": self.run_config,
+        }
+        self.freezer.on_save_checkpoint(checkpoint)
