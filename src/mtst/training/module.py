@@ -22,7 +22,7 @@ from mtst.training.distributed import any_rank
 from mtst.training.freezing import build_freeze_strategy
 from mtst.training.loggers import log_task_layout
 from mtst.training.optim import build_optimizer
-from mtst.training.weighting import MultiTaskLoss
+from mtst.training.weighting import build_weighting
 
 STAGES = ("val", "test")
 CHECKPOINT_VERSION = 2  # what `checkpoint["mtst"]` holds; 0.1 checkpoints have no "version"
@@ -54,7 +54,7 @@ class MultiTaskModule(L.LightningModule):
                             f"{choices_text(net.label_spaces)})")
         self.freezer = build_freeze_strategy(freeze or {"name": "none"}, self.tasks)
         weights = self.freezer.task_weights({n: t.weight for n, t in self.tasks.items()})
-        self.loss_fn = MultiTaskLoss([weights[n] for n in self.tasks], **(loss or {}))
+        self.loss_fn = build_weighting(loss, [weights[n] for n in self.tasks])
         self.metrics = nn.ModuleDict({
             stage: nn.ModuleDict({n: t.new_metrics(net.label_spaces[n]) for n, t in self.tasks.items()})
             for stage in STAGES})
