@@ -123,6 +123,7 @@ class MultiTaskModule(L.LightningModule):
         if self.monitor_every and self.global_step % self.monitor_every == 0 and shared_parameters(self):
             self.log_dict(conflict_report(self, batch), on_step=True, on_epoch=False,
                           batch_size=batch["input_ids"].size(0))
+        self.loss_fn.set_step(self.global_step)  # per-step draws (rlw) are the same on every rank
         if self.loss_fn.level == "gradient" and self._shares_parameters():
             total, logged, per_task = combined_loss(self, batch)
         else:
@@ -166,9 +167,7 @@ class MultiTaskModule(L.LightningModule):
         self.loss_fn.after_update(before[0], after, before[1] & seen)
 
     def on_train_epoch_end(self) -> None:
-        end_epoch = getattr(self.loss_fn, "end_epoch", None)
-        if end_epoch is not None:  # epoch-level loss histories (DWA)
-            end_epoch()
+        self.loss_fn.end_epoch()  # epoch-level loss histories (dwa)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._eval_step("val", batch)

@@ -11,9 +11,12 @@ from typing import Any
 
 from mtst.errors import MtstError, choices_text
 from mtst.training.weighting.base import Weighting
+from mtst.training.weighting.dwa import DWA
+from mtst.training.weighting.famo import FAMO
 from mtst.training.weighting.fixed import Fixed, Uncertainty
+from mtst.training.weighting.rlw import RLW
 
-METHODS: dict[str, type[Weighting]] = {cls.name: cls for cls in (Fixed, Uncertainty)}
+METHODS: dict[str, type[Weighting]] = {cls.name: cls for cls in (Fixed, Uncertainty, DWA, RLW, FAMO)}
 WEIGHTINGS = tuple(METHODS)
 GRAD_ON = ("representation", "parameters")
 # the keys of model.loss read here: the method, where gradient methods act, the conflict

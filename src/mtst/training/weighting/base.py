@@ -72,6 +72,14 @@ class Weighting(nn.Module):
 
     needs_losses_after_update: ClassVar[bool] = False
 
+    def set_step(self, step: int) -> None:
+        """Before each training forward: the global optimizer step, for methods whose weights
+        are a function of it (`rlw` draws them from a generator seeded with it)."""
+
+    def end_epoch(self) -> None:
+        """At each training epoch's end: methods that work on per-epoch losses (`dwa`) roll
+        their history here."""
+
 
 def check_number(name: str, key: str, value: Any, low: float | None = None,
                  high: float | None = None, open_low: bool = False) -> float:
@@ -86,6 +94,12 @@ def check_number(name: str, key: str, value: Any, low: float | None = None,
             "" if high is None else f" and <= {high}")
         raise MtstError(f"model.loss.{name}.{key}={value!r}: expected a number{bound}")
     return float(value)
+
+
+def present_softmax(logits: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """Softmax over the present tasks' entries; 0 for absent tasks (all 0 when none is)."""
+    z = torch.softmax(logits.masked_fill(~present, float("-inf")), dim=0)
+    return torch.where(present, z, torch.zeros_like(z))
 
 
 def present_mask(present: torch.Tensor | Mapping[str, bool]) -> torch.Tensor:
