@@ -88,5 +88,13 @@ def check_number(name: str, key: str, value: Any, low: float | None = None,
     return float(value)
 
 
+def check_integer(name: str, key: str, value: Any, low: int | None = None) -> int:
+    """`model.loss.<name>.<key>` as an integer >= `low`, or a one-line error."""
+    if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low):
+        bound = "" if low is None else f" >= {low}"
+        raise MtstError(f"model.loss.{name}.{key}={value!r}: expected an integer{bound}")
+    return value
+
+
 def present_mask(present: torch.Tensor | Mapping[str, bool]) -> torch.Tensor:
     return present if isinstance(present, torch.Tensor) else torch.tensor(list(present.values()))
