@@ -11,12 +11,19 @@ from typing import Any
 
 from mtst.errors import MtstError, choices_text
 from mtst.training.weighting.base import Weighting
+from mtst.training.weighting.cagrad import CAGrad
 from mtst.training.weighting.dwa import DWA
 from mtst.training.weighting.famo import FAMO
 from mtst.training.weighting.fixed import Fixed, Uncertainty
+from mtst.training.weighting.gradnorm import GradNorm
+from mtst.training.weighting.nash_mtl import NashMTL
+from mtst.training.weighting.pcgrad import PCGrad
 from mtst.training.weighting.rlw import RLW
 
-METHODS: dict[str, type[Weighting]] = {cls.name: cls for cls in (Fixed, Uncertainty, DWA, RLW, FAMO)}
+METHODS: dict[str, type[Weighting]] = {cls.name: cls for cls in (
+    Fixed, Uncertainty, DWA, RLW, FAMO,  # loss level
+    PCGrad, CAGrad, NashMTL, GradNorm,  # gradient level
+)}
 WEIGHTINGS = tuple(METHODS)
 GRAD_ON = ("representation", "parameters")
 # the keys of model.loss read here: the method, where gradient methods act, the conflict

@@ -102,5 +102,13 @@ def present_softmax(logits: torch.Tensor, present: torch.Tensor) -> torch.Tensor
     return torch.where(present, z, torch.zeros_like(z))
 
 
+def check_integer(name: str, key: str, value: Any, low: int | None = None) -> int:
+    """`model.loss.<name>.<key>` as an integer >= `low`, or a one-line error."""
+    if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low):
+        bound = "" if low is None else f" >= {low}"
+        raise MtstError(f"model.loss.{name}.{key}={value!r}: expected an integer{bound}")
+    return value
+
+
 def present_mask(present: torch.Tensor | Mapping[str, bool]) -> torch.Tensor:
     return present if isinstance(present, torch.Tensor) else torch.tensor(list(present.values()))
