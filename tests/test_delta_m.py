@@ -129,14 +129,20 @@ def test_the_formula_flips_the_sign_of_lower_is_better_metrics() -> None:
 
 def test_the_weighting_preset_runs_a_baseline_per_task_then_every_method(tmp_path) -> None:
     cfg = compose_config(tmp_path, ["hparams_search=weighting"])
-    assert cfg.hydra.sweeper.params["model.loss.weighting"] == "fixed,uncertainty"
-    assert sweeper_jobs(cfg.hydra.sweeper, cfg) == [
+    from mtst.training.weighting import METHODS
+
+    assert cfg.hydra.sweeper.params["model.loss.weighting"].split(",") == list(METHODS)
+    from omegaconf import OmegaConf
+
+    sweeper = OmegaConf.create(OmegaConf.to_container(cfg.hydra.sweeper))  # two methods suffice
+    sweeper.params["model.loss.weighting"] = "fixed,uncertainty"
+    assert sweeper_jobs(sweeper, cfg) == [
         ["tasks_only=topic", "model.loss.weighting=fixed"],
         ["tasks_only=ner", "model.loss.weighting=fixed"],
         ["model.loss.weighting=fixed"],
         ["model.loss.weighting=uncertainty"],
     ]
-    seeds = sweeper_jobs(cfg.hydra.sweeper, cfg, ["seed=1,2", "data.batch_size=4"])
+    seeds = sweeper_jobs(sweeper, cfg, ["seed=1,2", "data.batch_size=4"])
     assert len(seeds) == 2 * 2 + 2 * 2  # a baseline per task and seed, a run per method and seed
     assert seeds[:2] == [["seed=1", "data.batch_size=4", "tasks_only=topic",
                           "model.loss.weighting=fixed"],
