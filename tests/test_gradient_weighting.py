@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mtst.training.weighting import METHODS, build_weighting
 from mtst.training.weighting.base import Weighting
 from tests.conftest import make_datamodule, make_module, sample_tasks
 
@@ -212,3 +213,21 @@ def test_two_ddp_ranks_take_the_step_of_one_process_on_the_global_batch(dm, tmp_
     assert reference.keys() <= ddp.keys()
     for name, expected in reference.items():
         torch.testing.assert_close(ddp[name], expected, rtol=0, atol=1e-6 * scale, msg=name)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_steps_under_bf16_autocast_without_nan(dm, name: str) -> None:
+    batch = next(iter(dm.train_dataloader()))
+    module = make_module(dm, tasks=three_tasks(), loss={"weighting": name, "grad_on": "parameters"})
+    module.loss_fn = build_weighting({"weighting": name}, module.loss_fn.weights.tolist())
+    module.freezer.apply(module, 0)
+    module.log = lambda *a, **k: None
+    for step in range(2):
+        module.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            total = module.training_step(batch, step)
+        total.backward()
+        assert torch.isfinite(total), name
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        assert grads and all(bool(torch.isfinite(g).all()) for g in grads), name
+    assert all(bool(torch.isfinite(b).all()) for b in module.loss_fn.buffers() if b.is_floating_point())
