@@ -17,6 +17,8 @@ from benchmarks.details import (
 from benchmarks.details_serving import render_onnx, render_onnx_speed, render_serve
 from benchmarks.similarity import render as render_similarity
 from benchmarks.similarity import summary_rows as similarity_rows
+from benchmarks.weighting_cost import render as render_weighting_cost
+from benchmarks.weighting_cost import summary_rows as weighting_cost_rows
 
 
 def _yes(ok: bool | None) -> str:
@@ -102,6 +104,8 @@ def summary_rows(sections: dict[str, Any]) -> list[list[Any]]:
     rows += deployment_rows(sections)
     if _ok(sections.get("similarity")):
         rows += similarity_rows(sections["similarity"])
+    if _ok(sections.get("weighting_cost")):
+        rows += weighting_cost_rows(sections["weighting_cost"])
     for name, section in sections.items():
         if not _ok(section):
             reason = (section or {}).get("error") or (section or {}).get("skipped")
@@ -155,4 +159,5 @@ SECTION_RENDERERS = [
     ("onnx_speed", "10. ONNX int8 encoding against sentence-transformers", render_onnx_speed),
     ("serve", "11. Serving: `mtst serve` under load (loopback)", render_serve),
     ("similarity", "12. The embedding's yardstick: STS Benchmark", render_similarity),
+    ("weighting_cost", "13. Gradient-level task weighting: cost per step", render_weighting_cost),
 ]

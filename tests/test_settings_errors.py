@@ -41,7 +41,7 @@ FREE_FORM = ["*._target_", "paths.*", "*.dirpath", "*.save_dir", "logger.*.name"
              "callbacks", "callbacks.*", "callbacks.model_checkpoint.filename", "data.eval_batch_size",
              "data.seed", "data.store_dir", "freeze.blocks_pattern", "freeze.embeddings_pattern",
              "model.net.max_length", "optimized_metric", "tasks.*.field", "sweep.failed_score", "task_name",
-             "trainer.default_root_dir", "trainer.max_time",
+             "trainer.default_root_dir", "trainer.max_time", "tasks_only",
              # numbers or flags whose default is null
              "trainer.benchmark", "trainer.val_check_interval", "trainer.limit_predict_batches",
              "trainer.enable_model_summary", "trainer.min_steps", "data.max_tokens",

@@ -12,11 +12,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None,
                         help="where to write report.md/.csv/.png (default: the folder itself)")
     parser.add_argument("--split", choices=SPLITS, default="test",
-                        help="which split's metrics the bar chart shows: one bar per task "
-                             "(its F1, or Spearman for similarity) and the score (default: test)")
+                        help="which split's metrics the bar chart shows (one bar per task: "
+                             "its F1, or Spearman for similarity, and the score) and Δm%% "
+                             "compares (val when no single-task job logged it; default: test)")
     parser.add_argument("--metric", default=None,
                         help="sort the jobs by this logged metric, <split>/<task>/<metric> "
-                             "(e.g. test/ner/f1, val/topic/acc), val/score, or train_seconds "
+                             "(e.g. test/ner/f1, val/topic/acc), val/score, train_seconds, or "
+                             "delta_m (Δm%% against the sweep's single-task jobs) "
                              "(default: the sweep's optimized_metric, val/score)")
 
 

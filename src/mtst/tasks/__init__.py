@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mtst.errors import MtstError, choices_text
@@ -45,9 +45,27 @@ def build_tasks(config: Mapping[str, Any] | None) -> dict[str, Task]:
     return tasks
 
 
+def select_tasks(config: Mapping[str, Any] | None, only: str | Sequence[str] | None,
+                 key: str = "tasks_only") -> dict[str, Any]:
+    """The entries of a `tasks` mapping named by `only` (all of them when it is null), in the
+    mapping's order. A setting rather than `~tasks.<name>` deletions because a sweep can take it
+    as a value (`tasks_only=topic,ner`: one single-task job each); `key` names it in errors."""
+    config = dict(config or {})
+    if only is None:
+        return config
+    names = [only] if isinstance(only, str) else [str(name) for name in only]
+    for name in names:
+        if name not in config:
+            raise MtstError(f"{key}={name}: no such task; the config has "
+                            f"{choices_text(config) or 'no task'}")
+    if not names:
+        raise MtstError(f"{key}=[]: keeps no task; name one or more of {choices_text(config)}")
+    return {name: settings for name, settings in config.items() if name in names}
+
+
 def task_for(name: str, spec: Mapping[str, Any]) -> Task:
     """The task type of a saved network's task entry (for prediction formatting and probes)."""
     return build_task(name, {"type": spec["type"]})
 
 
-__all__ = ["TASK_TYPES", "Task", "build_task", "build_tasks", "task_for"]
+__all__ = ["TASK_TYPES", "Task", "build_task", "build_tasks", "select_tasks", "task_for"]

@@ -74,20 +74,22 @@ class FreezeStrategy:
     def forward(self, module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Network outputs of the batch, with `embeddings_b` ([P, H]) for its pair rows."""
         net = module.net
-        states, embeddings = self._encode(module, batch["input_ids"], batch["attention_mask"],
+        states, embeddings = self.encoder_states(module, batch["input_ids"], batch["attention_mask"],
                                           batch["example_index"], "")
         outputs = net.run_heads(states, embeddings)
         rows = batch["pair_rows"]
         if rows.numel():
-            _, outputs["embeddings_b"] = self._encode(
+            _, outputs["embeddings_b"] = self.encoder_states(
                 module, batch["input_ids_b"], batch["attention_mask_b"],
                 batch["example_index"][rows], "/b")
         else:
             outputs["embeddings_b"] = embeddings[:0]
         return outputs
 
-    def _encode(self, module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+    def encoder_states(self, module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 example_index: torch.Tensor, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(token states, pooled embeddings) of one side of the batch (`side` "" or "/b"):
+        computed, or served from the feature cache when the encoder is frozen."""
         encoder = module.net.encoder
         if not self.encoder_frozen:
             return encoder(input_ids, attention_mask)

@@ -8,6 +8,7 @@ mean of the main metric of every task that counts in the score.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import lightning as L
@@ -20,10 +21,17 @@ from mtst.tasks import build_tasks
 from mtst.tasks.base import Task
 from mtst.training.distributed import any_rank
 from mtst.training.freezing import build_freeze_strategy
+from mtst.training.gradients import (
+    combined_loss,
+    conflict_report,
+    rank_mean_losses,
+    shared_parameters,
+)
 from mtst.training.loggers import log_task_layout
 from mtst.training.optim import build_optimizer
-from mtst.training.weighting import MultiTaskLoss
+from mtst.training.weighting import GRAD_ON, build_weighting
 
+log = logging.getLogger("mtst")
 STAGES = ("val", "test")
 CHECKPOINT_VERSION = 2  # what `checkpoint["mtst"]` holds; 0.1 checkpoints have no "version"
 
@@ -54,7 +62,15 @@ class MultiTaskModule(L.LightningModule):
                             f"{choices_text(net.label_spaces)})")
         self.freezer = build_freeze_strategy(freeze or {"name": "none"}, self.tasks)
         weights = self.freezer.task_weights({n: t.weight for n, t in self.tasks.items()})
-        self.loss_fn = MultiTaskLoss([weights[n] for n in self.tasks], **(loss or {}))
+        self.loss_fn = build_weighting(loss, [weights[n] for n in self.tasks])
+        settings = dict(loss or {})
+        self.grad_on = settings.get("grad_on", "representation")
+        if self.grad_on not in GRAD_ON:
+            raise MtstError(f"model.loss.grad_on={self.grad_on!r}: no such option; choose one of "
+                            f"{choices_text(GRAD_ON)}")
+        self.monitor_every = int(settings.get("monitor_every") or 0)
+        self._losses_before: tuple[torch.Tensor, torch.Tensor, int] | None = None
+        self._warned_no_shared = False
         self.metrics = nn.ModuleDict({
             stage: nn.ModuleDict({n: t.new_metrics(net.label_spaces[n]) for n, t in self.tasks.items()})
             for stage in STAGES})
@@ -71,13 +87,18 @@ class MultiTaskModule(L.LightningModule):
         freeze strategy may serve cached encoder outputs."""
         return self.freezer.forward(self, batch)
 
+    def task_losses(self, batch: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor]
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each task's loss [N] (an exact 0 where the batch lacks it) and which are present [N]."""
+        losses = torch.stack([t.loss(batch, outputs) for t in self.tasks.values()])
+        return losses, torch.stack([t.has(batch).any() for t in self.tasks.values()])
+
     def compute_loss(self, batch: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor]
                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(weighted total, each task's loss); absent tasks add exactly zero."""
-        per_task = {n: t.loss(batch, outputs) for n, t in self.tasks.items()}
-        present = torch.stack([t.has(batch).any() for t in self.tasks.values()])
-        total = self.loss_fn(torch.stack(list(per_task.values())), present)
-        return total, {n: v.detach() for (n, v), p in zip(per_task.items(), present, strict=True) if p}
+        """(weighted total, each present task's loss); absent tasks add exactly zero."""
+        losses, present = self.task_losses(batch, outputs)
+        total = self.loss_fn(losses, present)
+        return total, {n: v.detach() for n, v, p in zip(self.tasks, losses, present, strict=True) if p}
 
     # ---- Lightning hooks -----------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -99,14 +120,54 @@ class MultiTaskModule(L.LightningModule):
         self.log("train/trainable_params", float(trainable), on_epoch=True, on_step=False)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        total, per_task = self.compute_loss(batch, self.encode_batch(batch))
+        if self.monitor_every and self.global_step % self.monitor_every == 0 and shared_parameters(self):
+            self.log_dict(conflict_report(self, batch), on_step=True, on_epoch=False,
+                          batch_size=batch["input_ids"].size(0))
+        self.loss_fn.set_step(self.global_step)  # per-step draws (rlw) are the same on every rank
+        if self.loss_fn.level == "gradient" and self._shares_parameters():
+            total, logged, per_task = combined_loss(self, batch)
+        else:
+            outputs = self.encode_batch(batch)
+            losses, present = self.task_losses(batch, outputs)
+            total = logged = self.loss_fn(losses, present)
+            per_task = {n: v.detach() for n, v, p in zip(self.tasks, losses, present, strict=True) if p}
+            mean_losses, seen = rank_mean_losses(losses, present)
+            self.loss_fn.after_step(mean_losses, seen, self.global_step)
+            if self.loss_fn.needs_losses_after_update:
+                self._losses_before = (mean_losses, seen, self.global_step)
         size = batch["input_ids"].size(0)
-        values = {"train/loss": total.detach(), **{f"train/{n}/loss": v for n, v in per_task.items()}}
+        values = {"train/loss": logged.detach(), **{f"train/{n}/loss": v for n, v in per_task.items()}}
         for name, value in values.items():  # per step, and `<name>_epoch` per epoch
             self.log(name, value, on_step=True, on_epoch=False, batch_size=size,
                      prog_bar=name == "train/loss")
             self.log(f"{name}_epoch", value, on_step=False, on_epoch=True, batch_size=size)
         return total
+
+    def _shares_parameters(self) -> bool:
+        """Whether any encoder parameter trains now: a gradient-level method has nothing to
+        combine otherwise (each head is its own task's), and the heads train on the weighted sum."""
+        if shared_parameters(self) and not self.freezer.encoder_frozen:
+            return True
+        if not self._warned_no_shared:
+            self._warned_no_shared = True
+            log.warning("model.loss.weighting=%s: no encoder parameter trains in this epoch (freeze=%s), "
+                        "so there is no shared gradient to combine; the heads train on the weighted "
+                        "sum of their losses", self.loss_fn.name, self.freezer.name)
+        return False
+
+    def on_train_batch_end(self, outputs: Any, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        # FAMO-like methods compare the batch's losses before and after the update: one extra
+        # forward without gradients (after accumulation, only once the optimizer has stepped)
+        if self._losses_before is None or self.global_step == self._losses_before[2]:
+            return
+        before, self._losses_before = self._losses_before, None
+        with torch.no_grad():
+            losses, present = self.task_losses(batch, self.encode_batch(batch))
+        after, seen = rank_mean_losses(losses, present)
+        self.loss_fn.after_update(before[0], after, before[1] & seen)
+
+    def on_train_epoch_end(self) -> None:
+        self.loss_fn.end_epoch()  # epoch-level loss histories (dwa)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._eval_step("val", batch)

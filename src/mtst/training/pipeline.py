@@ -9,14 +9,14 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mtst.data.labels import LabelSpace
 from mtst.errors import MtstError
 from mtst.model.backbone import load_tokenizer
 from mtst.model.encoder import SentenceEncoder
 from mtst.model.network import MultiTaskNetwork
-from mtst.tasks import build_tasks
+from mtst.tasks import build_tasks, select_tasks
 from mtst.tasks.base import Task
 from mtst.tasks.metrics import format_report
 from mtst.training.callbacks import reliability_callbacks, stop_signals_as_errors
@@ -43,6 +43,17 @@ def backbone_settings(cfg: DictConfig) -> dict[str, Any]:
 def configured_tasks(cfg: DictConfig) -> dict[str, Task]:
     """The `tasks` mapping of the config, resolved to plain data and checked."""
     return build_tasks(OmegaConf.to_container(cfg.tasks, resolve=True) if cfg.get("tasks") else None)
+
+
+def drop_unselected_tasks(cfg: DictConfig) -> None:
+    """Apply `tasks_only`: the other tasks leave `cfg.tasks` before anything reads it, so the
+    data, heads, metrics and the checkpoint's config know the selected tasks alone."""
+    if cfg.get("tasks_only") is None:
+        return
+    keep = select_tasks(cfg.get("tasks"), cfg.tasks_only)
+    with open_dict(cfg.tasks):
+        for name in [n for n in cfg.tasks if n not in keep]:
+            del cfg.tasks[name]
 
 
 def build_datamodule(cfg: DictConfig, tokenizer, tasks: dict[str, Task],
@@ -114,6 +125,7 @@ def route_lightning_logs() -> None:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint; writes metrics.json and returns the final metrics."""
+    drop_unselected_tasks(cfg)
     check_settings(cfg)
     route_lightning_logs()
     L.seed_everything(cfg.seed, workers=True)
@@ -152,6 +164,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test a checkpoint on the configured test files of its tasks, with its label spaces."""
     if not cfg.get("ckpt_path"):
         raise MtstError("evaluate needs ckpt_path=PATH (a .ckpt file written by train.py)")
+    drop_unselected_tasks(cfg)
     check_settings(cfg)
     route_lightning_logs()
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.log_dir)

@@ -10,7 +10,8 @@ untrained heads' figures are meaningless.
 
 Metrics are named `<split>/<task>/<metric>` (`val/topic/f1`, `test/sts/spearman`) plus the run's
 own `<split>/score` and `<split>/loss`; every task a job logged gets its columns, whatever its
-name, so a sweep over different task sets shows each job's tasks.
+name, so a sweep over different task sets shows each job's tasks. Single-task jobs beside
+multi-task ones (`hparams_search=weighting`) add a Δm% column (`report_delta`).
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from mtst.errors import MtstError
+from mtst.training.report_delta import DELTA_M, HEADER, DeltaM, add_delta_m, job_tasks
 
 SPLITS = ("val", "test")
 # within a task (and then the run's own figures): the order columns appear in
 METRIC_ORDER = ("acc", "precision", "recall", "f1", "spearman", "pearson", "score", "loss")
 EXTRAS = ("train_seconds", "trainable_params")  # run facts beside the metrics
 HEADERS = {"job": "job", "train_seconds": "train time (s)", "trainable_params": "trainable params",
-           "error": "error"}
+           "error": "error", DELTA_M: HEADER}
 DEFAULT_METRIC = "val/score"
 UNFINISHED = "unfinished: no metrics.json (still running, or killed)"
 
@@ -47,6 +49,7 @@ class Job:
     values: dict[str, float | None] = field(default_factory=dict)  # metrics and EXTRAS
     error: str | None = None
     probe: bool = False
+    tasks: dict[str, str] = field(default_factory=dict)  # task -> main metric, from its config
 
 
 @dataclass
@@ -62,6 +65,7 @@ class Sweep:
     sort_metric: str | None
     maximize: bool
     best: Job | None
+    delta: DeltaM | None = None
 
     def columns(self) -> list[str]:
         failed = any(job.error for job in self.jobs)
@@ -87,7 +91,7 @@ def _overrides(job: Path) -> tuple[dict[str, str], dict[str, str]]:
 
 def _load(job: Path, name: str) -> Job:
     values, texts = _overrides(job)
-    record = Job(job, name, values, texts)
+    record = Job(job, name, values, texts, tasks=job_tasks(job))
     path = job / "metrics.json"
     if not path.is_file():
         record.error = UNFINISHED
@@ -149,9 +153,9 @@ def _higher_is_better(metric: str, optimized: str, direction: str | None) -> boo
     return not (metric.endswith("loss") or metric in EXTRAS)
 
 
-def collect_sweep(folder: str | Path, metric: str | None = None) -> Sweep:
+def collect_sweep(folder: str | Path, metric: str | None = None, split: str = "test") -> Sweep:
     """Every job of a multirun folder (or the one run of a run folder), sorted best first by
-    `metric` (default: the sweep's optimized metric)."""
+    `metric` (default: the sweep's optimized metric); Δm% on `split`'s figures."""
     folder = Path(folder)
     if not folder.is_dir():
         raise MtstError(f"{folder}: no such multirun folder")
@@ -163,14 +167,18 @@ def collect_sweep(folder: str | Path, metric: str | None = None) -> Sweep:
         jobs = [_load(p, p.name) for p in found]
     if not any(job.error != UNFINISHED for job in jobs):
         raise MtstError(f"{folder}: no job has ended yet (no <job>/metrics.json in this folder)")
+    delta = add_delta_m(jobs, split)
+    if metric == DELTA_M and delta is None:
+        raise MtstError(f"--metric {DELTA_M}: needs single-task jobs (one task in their "
+                        ".hydra/config.yaml) beside multi-task jobs of the same tasks")
     keys = list(dict.fromkeys(k for job in jobs for k in job.overrides))
     varying = [k for k in keys if len({job.overrides.get(k) for job in jobs}) > 1]
     constant = [jobs[0].texts[k] for k in keys if k not in varying]
     logged = {k for job in jobs for k in job.values}
-    metrics = sorted((k for k in logged if k not in EXTRAS), key=_metric_rank)
+    metrics = sorted((k for k in logged if k not in (*EXTRAS, DELTA_M)), key=_metric_rank)
     optimized, direction = _sweep_settings(folder, jobs)
     if metric is not None and metric not in logged:
-        choices = ", ".join(metrics + [k for k in EXTRAS if k in logged]) or "none"
+        choices = ", ".join(metrics + [k for k in (*EXTRAS, DELTA_M) if k in logged]) or "none"
         raise MtstError(f"--metric {metric!r}: no job logged it; choose one of: {choices}")
     sort_metric = metric or (optimized if optimized in logged else None)
     maximize = _higher_is_better(sort_metric or "", optimized, direction)
@@ -186,8 +194,11 @@ def collect_sweep(folder: str | Path, metric: str | None = None) -> Sweep:
         jobs.sort(key=key)  # stable: ties and jobs without the metric keep job order
         if jobs[0].values.get(sort_metric) is not None:
             best = jobs[0]
+    if delta is not None:  # right after the sort metric, or first
+        metrics.insert(int(sort_metric in metrics), DELTA_M)
     extras = [k for k in EXTRAS if k in logged]
-    return Sweep(folder, jobs, varying, constant, metrics, extras, sort_metric, maximize, best)
+    return Sweep(folder, jobs, varying, constant, metrics, extras, sort_metric, maximize, best,
+                 delta)
 
 
 def cell(sweep: Sweep, job: Job, column: str, markdown: bool = True) -> str:
@@ -203,10 +214,14 @@ def cell(sweep: Sweep, job: Job, column: str, markdown: bool = True) -> str:
         value = job.overrides.get(column, "(default)")
         return _short_number(value).replace("|", "\\|") if markdown else value
     value = job.values.get(column)
+    if value is None and column == DELTA_M and sweep.delta and job.name in sweep.delta.single:
+        return "(single-task)" if markdown else ""
     if value is None:
         return ("n/a" if not job.error else "") if markdown else ""
     if not markdown:
         return str(value)
+    if column == DELTA_M:
+        return f"{float(value):+.2f}"
     if column == "trainable_params":
         return f"{int(value):,}"
     if column == "train_seconds":
@@ -240,10 +255,13 @@ def summary(sweep: Sweep) -> str:
         lines[0] += " Same in every job: " + " ".join(f"`{t}`" for t in sweep.constant) + "."
     if sweep.sort_metric:
         order = "higher" if sweep.maximize else "lower"
-        lines.append(f"Sorted by {sweep.sort_metric} ({order} is better)"
+        name = HEADER if sweep.sort_metric == DELTA_M else sweep.sort_metric
+        lines.append(f"Sorted by {name} ({order} is better)"
                      + (f"; best: job {sweep.best.name}." if sweep.best else "."))
     else:
         lines.append("No job logged the sweep's optimized metric: rows in job order.")
+    if sweep.delta:
+        lines.append(sweep.delta.summary())
     return "\n".join(lines)
 
 
@@ -253,6 +271,7 @@ def notes(sweep: Sweep) -> str:
         probes = ", ".join(job.name for job in sweep.jobs if job.probe)
         out.append(f"Job {probes}: `freeze=all` trains nothing in the network; its figures are "
                    "logistic-regression probes on the frozen encoder's features.")
+    out += sweep.delta.notes() if sweep.delta else []
     return "\n\n".join(out)
 
 
@@ -279,7 +298,7 @@ def write_report(folder: str | Path, out_dir: str | Path | None = None, split: s
 
     if split not in SPLITS:
         raise MtstError(f"--split {split!r}: expected one of {', '.join(SPLITS)}")
-    sweep = collect_sweep(folder, metric)
+    sweep = collect_sweep(folder, metric, split)
     out = Path(out_dir or folder)
     out.mkdir(parents=True, exist_ok=True)
     texts = {"report.md": f"# Jobs in {Path(folder).name}\n\n{report_text(sweep)}\n",

@@ -26,13 +26,14 @@ from mtst.tasks import build_tasks
 from mtst.training.feature_cache import DTYPES
 from mtst.training.freezing import STRATEGIES
 from mtst.training.optim import OPTIMIZER_KEYS
-from mtst.training.weighting import LOSS_KEYS, WEIGHTINGS
+from mtst.training.weighting import GRAD_ON, LOSS_KEYS, WEIGHTINGS
 
 CHOICES: dict[str, tuple[Any, ...]] = {
     "backbone.pooling": POOLING_MODES,
     "backbone.attn_implementation": ATTN_IMPLEMENTATIONS,
     "model.net.pooling": POOLING_MODES,
     "model.loss.weighting": WEIGHTINGS,
+    "model.loss.grad_on": GRAD_ON,
     "data.sampling": SAMPLING_MODES,
     "freeze.name": tuple(STRATEGIES),
     "freeze.cache_dtype": tuple(DTYPES),

@@ -1,0 +1,44 @@
+"""Multi-task weighting methods behind `model.loss.weighting=<name>` (see `base.Weighting`).
+
+A new method is one module with a `Weighting` subclass, one entry in `METHODS` and its
+hyper-parameters under `model.loss.<name>` in conf/model/multitask.yaml.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from mtst.errors import MtstError, choices_text
+from mtst.training.weighting.base import Weighting
+from mtst.training.weighting.cagrad import CAGrad
+from mtst.training.weighting.dwa import DWA
+from mtst.training.weighting.famo import FAMO
+from mtst.training.weighting.fixed import Fixed, Uncertainty
+from mtst.training.weighting.gradnorm import GradNorm
+from mtst.training.weighting.nash_mtl import NashMTL
+from mtst.training.weighting.pcgrad import PCGrad
+from mtst.training.weighting.rlw import RLW
+
+METHODS: dict[str, type[Weighting]] = {cls.name: cls for cls in (
+    Fixed, Uncertainty, DWA, RLW, FAMO,  # loss level
+    PCGrad, CAGrad, NashMTL, GradNorm,  # gradient level
+)}
+WEIGHTINGS = tuple(METHODS)
+GRAD_ON = ("representation", "parameters")
+# the keys of model.loss read here: the method, where gradient methods act, the conflict
+# monitor's period, and one settings node per method
+LOSS_KEYS = ("weighting", "grad_on", "monitor_every", *METHODS)
+
+
+def build_weighting(loss: Mapping[str, Any] | None, weights: Sequence[float]) -> Weighting:
+    """The method `loss["weighting"]` names, with its settings `loss[<name>]`."""
+    loss = dict(loss or {})
+    name = loss.get("weighting", "fixed")
+    if name not in METHODS:
+        raise MtstError(f"model.loss.weighting={name!r}: no such option; choose one of "
+                        f"{choices_text(METHODS)}")
+    return METHODS[name](weights, **dict(loss.get(name) or {}))
+
+
+__all__ = ["GRAD_ON", "LOSS_KEYS", "METHODS", "WEIGHTINGS", "Weighting", "build_weighting"]

@@ -1,0 +1,103 @@
+"""`famo`: Fast Adaptive Multitask Optimization (loss level), learned task logits that favour the
+tasks whose log-loss falls slowest."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from mtst.errors import MtstError
+from mtst.training.weighting.base import Weighting, check_number, present_softmax
+
+# FAMO's offset inside the logarithms, and its logits' optimizer: torch.optim.Adam defaults
+EPS = 1e-8
+BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+
+
+class FAMO(Weighting):
+    """Liu, Liu, Jin, Stone & Liu (2023), "FAMO: Fast Adaptive Multitask Optimization" (NeurIPS),
+    as in the official code (github.com/Cranial-XIX/FAMO, `FAMO.get_weighted_loss`/`update`).
+
+    Forward, with z = softmax(xi) over the present tasks and D_i = L_i - min_i + 1e-8:
+
+        total = sum_i w_i·z_i·log(D_i) / c,   c = sum_i z_i / D_i   (c not differentiated)
+
+    so d total / d L_i = w_i·z_i / (c·D_i): with fixed weights w_i = 1 (`tasks.<name>.weight`)
+    the step is a convex combination of the task gradients.
+
+    After the optimizer step (`after_update`, the same batch's losses before and after):
+    delta_i = log(D_i before) - log(D_i after); the logits' gradient is the softmax Jacobian
+    applied to delta, g_i = z_i·(delta_i - sum_j z_j·delta_j), and xi takes one Adam step (lr,
+    betas (0.9, 0.999), eps 1e-8) on g + gamma·xi (Adam's coupled weight decay gamma), as the
+    official code's `torch.optim.Adam([xi], lr, weight_decay=gamma)` does. xi and Adam's moments
+    are buffers: the main optimizer never sees them and checkpoints carry them.
+
+    Absent tasks stay out of the softmax of that step, and their logits and moments do not move
+    (each task counts its own Adam steps for the bias correction; with every task in every
+    batch this is exactly the official update). `min_losses` (a number, or one per task) must lie
+    below the losses, as log(L_i - min_i) needs.
+    """
+
+    name = "famo"
+    options = {"lr": 0.025, "gamma": 0.001, "min_losses": 0.0}
+    needs_losses_after_update = True
+
+    def __init__(self, weights: Sequence[float], **settings: Any) -> None:
+        super().__init__(weights, **settings)
+        self.lr = check_number(self.name, "lr", self.settings["lr"], low=0, open_low=True)
+        self.gamma = check_number(self.name, "gamma", self.settings["gamma"], low=0)
+        n = self.num_tasks
+        floor = self.settings["min_losses"]
+        floors = list(floor) if isinstance(floor, Sequence) and not isinstance(floor, str) else [floor] * n
+        if len(floors) != n:
+            raise MtstError(f"model.loss.famo.min_losses: {len(floors)} values for {n} tasks; "
+                            f"give one number or one per task")
+        floors = [check_number(self.name, "min_losses", v) for v in floors]
+        self.register_buffer("min_losses", torch.tensor(floors), persistent=False)
+        self.register_buffer("logits", torch.zeros(n))
+        self.register_buffer("exp_avg", torch.zeros(n))
+        self.register_buffer("exp_avg_sq", torch.zeros(n))
+        self.register_buffer("adam_steps", torch.zeros(n))
+
+    def task_weights(self, present: torch.Tensor) -> torch.Tensor:
+        """z = softmax(xi) over the present tasks [N], 0 for absent ones."""
+        return present_softmax(self.logits, present)
+
+    def _shifted(self, losses: torch.Tensor, present: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """D = L - min + 1e-8; an absent task's (possibly non-finite) loss is replaced by 1."""
+        floor = self.min_losses.to(dtype)
+        safe = torch.where(present, losses.to(dtype), floor + 1)
+        return safe - floor + EPS
+
+    def forward(self, losses: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        dtype = torch.promote_types(losses.dtype, torch.float32)
+        shifted = self._shifted(losses, present, dtype)
+        z = self.task_weights(present).to(dtype)
+        c = (z / shifted).sum().detach()
+        c = torch.where(c > 0, c, torch.ones_like(c))  # no task present: c stays finite
+        terms = self.weights.to(dtype) * z * torch.log(shifted) / c
+        return torch.where(present, terms, torch.zeros_like(terms)).sum()
+
+    @torch.no_grad()
+    def after_update(self, losses_before: torch.Tensor, losses_after: torch.Tensor,
+                     present: torch.Tensor) -> None:
+        if not bool(present.any()):
+            return
+        dtype = self.logits.dtype
+        delta = (torch.log(self._shifted(losses_before.detach(), present, dtype))
+                 - torch.log(self._shifted(losses_after.detach(), present, dtype)))
+        z = self.task_weights(present)
+        grad = z * (delta - (z * delta).sum()) + self.gamma * self.logits
+        steps = self.adam_steps + present.to(dtype)
+        exp_avg = BETAS[0] * self.exp_avg + (1 - BETAS[0]) * grad
+        exp_avg_sq = BETAS[1] * self.exp_avg_sq + (1 - BETAS[1]) * grad * grad
+        count = steps.clamp_min(1)
+        bias1 = 1 - BETAS[0] ** count
+        bias2 = 1 - BETAS[1] ** count
+        logits = self.logits - (self.lr / bias1) * exp_avg / (exp_avg_sq.sqrt() / bias2.sqrt() + ADAM_EPS)
+        for buffer, new in ((self.logits, logits), (self.exp_avg, exp_avg),
+                            (self.exp_avg_sq, exp_avg_sq), (self.adam_steps, steps)):
+            buffer.copy_(torch.where(present, new, buffer))
