@@ -127,10 +127,10 @@ class MultiTaskModule(L.LightningModule):
         if self.loss_fn.level == "gradient" and self._shares_parameters():
             total, logged, per_task = combined_loss(self, batch)
         else:
-            outputs = self.encode_batch(batch)
-            losses, present = self.task_losses(batch, outputs)
-            total = logged = self.loss_fn(losses, present)
-            per_task = {n: v.detach() for n, v, p in zip(self.tasks, losses, present, strict=True) if p}
+            total, per_task = self.compute_loss(batch, self.encode_batch(batch))
+            logged = total
+            present = torch.tensor([n in per_task for n in self.tasks], device=total.device)
+            losses = torch.stack([per_task.get(n, total.detach().new_zeros(())) for n in self.tasks])
             mean_losses, seen = rank_mean_losses(losses, present)
             self.loss_fn.after_step(mean_losses, seen, self.global_step)
             if self.loss_fn.needs_losses_after_update:
