@@ -29,7 +29,7 @@ from mtst.training.gradients import (
 )
 from mtst.training.loggers import log_task_layout
 from mtst.training.optim import build_optimizer
-from mtst.training.weighting import GRAD_ON, build_weighting
+from mtst.training.weighting import GRAD_ON, Weighting, build_weighting
 
 log = logging.getLogger("mtst")
 STAGES = ("val", "test")
@@ -71,6 +71,10 @@ class MultiTaskModule(L.LightningModule):
         self.monitor_every = int(settings.get("monitor_every") or 0)
         self._losses_before: tuple[torch.Tensor, torch.Tensor, int] | None = None
         self._warned_no_shared = False
+        # a method whose state follows the losses costs one small all-reduce per step under DDP;
+        # the others (fixed, uncertainty, rlw) skip it
+        self._keeps_loss_state = (type(self.loss_fn).after_step is not Weighting.after_step
+                                  or self.loss_fn.needs_losses_after_update)
         self.metrics = nn.ModuleDict({
             stage: nn.ModuleDict({n: t.new_metrics(net.label_spaces[n]) for n, t in self.tasks.items()})
             for stage in STAGES})
@@ -129,12 +133,13 @@ class MultiTaskModule(L.LightningModule):
         else:
             total, per_task = self.compute_loss(batch, self.encode_batch(batch))
             logged = total
-            present = torch.tensor([n in per_task for n in self.tasks], device=total.device)
-            losses = torch.stack([per_task.get(n, total.detach().new_zeros(())) for n in self.tasks])
-            mean_losses, seen = rank_mean_losses(losses, present)
-            self.loss_fn.after_step(mean_losses, seen, self.global_step)
-            if self.loss_fn.needs_losses_after_update:
-                self._losses_before = (mean_losses, seen, self.global_step)
+            if self._keeps_loss_state:  # (dwa, famo) a rank-averaged loss per task, for its state
+                present = torch.tensor([n in per_task for n in self.tasks], device=total.device)
+                losses = torch.stack([per_task.get(n, total.detach().new_zeros(())) for n in self.tasks])
+                mean_losses, seen = rank_mean_losses(losses, present)
+                self.loss_fn.after_step(mean_losses, seen, self.global_step)
+                if self.loss_fn.needs_losses_after_update:
+                    self._losses_before = (mean_losses, seen, self.global_step)
         size = batch["input_ids"].size(0)
         values = {"train/loss": logged.detach(), **{f"train/{n}/loss": v for n, v in per_task.items()}}
         for name, value in values.items():  # per step, and `<name>_epoch` per epoch
