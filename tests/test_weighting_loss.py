@@ -52,6 +52,15 @@ def test_dwa_weights_are_one_in_the_first_two_epochs() -> None:
     assert fn(losses, ALL).item() != pytest.approx(expected, rel=1e-3)  # from epoch 3 on: DWA
 
 
+def assert_weights_and_total(fn, expected: list[float]) -> None:
+    """The method's weights with every task present are `expected`, and its total is the
+    weighted sum of a fixed set of losses."""
+    torch.testing.assert_close(fn.task_weights(ALL), torch.tensor(expected, dtype=torch.float64))
+    losses = torch.tensor([1.2, 0.7, 0.3], dtype=torch.float64)
+    total = sum(w * v for w, v in zip(expected, losses.tolist(), strict=True))
+    assert fn(losses, ALL).item() == pytest.approx(total, rel=1e-12)
+
+
 @pytest.mark.parametrize("temperature", [2.0, 0.5])
 def test_dwa_weights_follow_the_epoch_loss_ratios(temperature) -> None:
     fixed = (2.0, 1.0, 0.5)
@@ -59,10 +68,7 @@ def test_dwa_weights_follow_the_epoch_loss_ratios(temperature) -> None:
     dwa_history(fn)
     ratios = [1.5 / 3.0, 1.0 / 1.0, 0.2 / 0.5]
     expected = [3 * s * w for s, w in zip(softmax(ratios, temperature), fixed, strict=True)]
-    torch.testing.assert_close(fn.task_weights(ALL), torch.tensor(expected, dtype=torch.float64))
-    losses = torch.tensor([1.2, 0.7, 0.3], dtype=torch.float64)
-    total = sum(w * v for w, v in zip(expected, losses.tolist(), strict=True))
-    assert fn(losses, ALL).item() == pytest.approx(total, rel=1e-12)
+    assert_weights_and_total(fn, expected)
 
 
 def test_dwa_absent_task_is_left_out_of_the_softmax() -> None:
@@ -92,10 +98,7 @@ def test_rlw_weights_are_k_times_a_softmax_of_the_step_draw() -> None:
     fn.set_step(11)
     eps = fn.draw(11).tolist()
     expected = [3 * s * w for s, w in zip(softmax(eps), fixed, strict=True)]
-    torch.testing.assert_close(fn.task_weights(ALL), torch.tensor(expected, dtype=torch.float64))
-    losses = torch.tensor([1.2, 0.7, 0.3], dtype=torch.float64)
-    total = sum(w * v for w, v in zip(expected, losses.tolist(), strict=True))
-    assert fn(losses, ALL).item() == pytest.approx(total, rel=1e-12)
+    assert_weights_and_total(fn, expected)
 
 
 def test_rlw_weights_sum_to_the_present_tasks_and_skip_absent_ones() -> None:

@@ -63,9 +63,4 @@ def select_tasks(config: Mapping[str, Any] | None, only: str | Sequence[str] | N
     return {name: settings for name, settings in config.items() if name in names}
 
 
-def task_for(name: str, spec: Mapping[str, Any]) -> Task:
-    """The task type of a saved network's task entry (for prediction formatting and probes)."""
-    return build_task(name, {"type": spec["type"]})
-
-
-__all__ = ["TASK_TYPES", "Task", "build_task", "build_tasks", "select_tasks", "task_for"]
+__all__ = ["TASK_TYPES", "Task", "build_task", "build_tasks", "select_tasks"]

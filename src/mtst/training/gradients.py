@@ -105,6 +105,23 @@ def gram(vectors: torch.Tensor) -> torch.Tensor:
     return flat @ flat.T
 
 
+def parameter_gradients(cut: CutForward, per_cut: list[list[torch.Tensor]],
+                        params: list[torch.nn.Parameter], here: Sequence[bool]) -> torch.Tensor:
+    """[N, P]: each task's representation gradient carried back to the trainable encoder
+    parameters (one backward per present task; zeros for the others), averaged over ranks:
+    each task's gradient of the global batch."""
+    vectors = []
+    for grads, task_here in zip(per_cut, here, strict=True):
+        if not task_here:
+            vectors.append(_flat([torch.zeros_like(p) for p in params]))
+            continue
+        found = torch.autograd.grad(cut.states, params, grad_outputs=grads, retain_graph=True,
+                                    allow_unused=True)
+        vectors.append(_flat([torch.zeros_like(p) if g is None else g
+                              for g, p in zip(found, params, strict=True)]))
+    return reduce_sum(torch.stack(vectors)) / _world()
+
+
 def combined_loss(module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor,
                                                                       dict[str, torch.Tensor]]:
     """(surrogate loss to back-propagate, the weighted total to log, each present task's loss)."""
@@ -119,19 +136,9 @@ def combined_loss(module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor,
     here = present.tolist()
     scale = loss_scale(module)
     per_cut = cut.task_gradients(list(weighted), here, scale)  # [task][cut]
-    world = _world()
     if module.grad_on == "parameters":
         params = shared_parameters(module)
-        vectors = []
-        for grads, task_here in zip(per_cut, here, strict=True):
-            if not task_here:
-                vectors.append(_flat([torch.zeros_like(p) for p in params]))
-                continue
-            found = torch.autograd.grad(cut.states, params, grad_outputs=grads, retain_graph=True,
-                                        allow_unused=True)
-            vectors.append(_flat([torch.zeros_like(p) if g is None else g
-                                  for g, p in zip(found, params, strict=True)]))
-        stacked = reduce_sum(torch.stack(vectors)) / world  # each task's gradient of the global batch
+        stacked = parameter_gradients(cut, per_cut, params, here)
         coefficients = method.coefficients(gram(stacked), mean_losses, seen, module.global_step)
         combined = (coefficients.to(stacked.dtype)[:, None] * stacked).sum(0)
         surrogate, offset = heads_total, 0
@@ -142,7 +149,7 @@ def combined_loss(module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor,
     else:
         flat = torch.stack([_flat(grads) for grads in per_cut])
         # the global batch's representation is every rank's, each scaled 1/world by DDP's mean
-        coefficients = method.coefficients(reduce_sum(gram(flat)) / world**2, mean_losses, seen,
+        coefficients = method.coefficients(reduce_sum(gram(flat)) / _world()**2, mean_losses, seen,
                                            module.global_step)
         surrogate = heads_total
         for k, states in enumerate(cut.states):
@@ -166,14 +173,7 @@ def conflict_report(module, batch: dict[str, torch.Tensor]) -> dict[str, float]:
     present = [bool(x) for x in reduce_sum(torch.tensor(present, dtype=torch.float32,
                                                           device=losses.device)).gt(0).tolist()]
     per_cut = cut.task_gradients(list(losses * module.loss_fn.weights.to(losses.dtype)), present, 1.0)
-    vectors = []
-    for grads in per_cut:
-        found = torch.autograd.grad(cut.states, params, grad_outputs=grads, retain_graph=True,
-                                    allow_unused=True)
-        vectors.append(_flat([torch.zeros_like(p) if g is None else g
-                              for g, p in zip(found, params, strict=True)]))
-    stacked = reduce_sum(torch.stack(vectors)) / _world()
-    matrix = gram(stacked)
+    matrix = gram(parameter_gradients(cut, per_cut, params, present))
     norms = matrix.diagonal().clamp(min=0).sqrt()
     out: dict[str, Any] = {}
     for i, a in enumerate(names):
