@@ -197,6 +197,9 @@ def _ddp_rank(rank: int, init: str, grad_on: str, result: str) -> None:
     if rank == 0:
         torch.save({n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None},
                    result)
+    # both ranks reach teardown together: a rank that tears gloo down while its peer is still
+    # saving can leave the peer waiting forever
+    dist.barrier()
     dist.destroy_process_group()
 
 
