@@ -21,6 +21,9 @@ from mtst.model.backbone import load_backbone, load_tokenizer
 from mtst.model.pooling import Pooling
 
 ENCODER_CONFIG = "mtst_encoder.json"
+# backbone submodules above the token states that the embedding never reads (BERT-style models'
+# pooler: a dense layer on the first token, which mtst's pooling replaces)
+UNUSED_BACKBONE_MODULES = ("pooler",)
 PROGRESS_THRESHOLD = 1000  # show a progress bar by default from this many sentences
 ENCODE_CHUNK = 4096  # sentences tokenised per call: bounded memory, exact length sorting inside
 
@@ -40,10 +43,24 @@ class SentenceEncoder(nn.Module):
         self.backbone, self.tokenizer = backbone, tokenizer
         self.pooling = Pooling(pooling, normalize)
         self.max_length = max_length
+        for name, param in self.named_parameters():  # before any DDP wrapper lists what trains
+            if name in self.unused_parameter_names():
+                param.requires_grad_(False)
 
     @property
     def hidden_size(self) -> int:
         return int(self.backbone.config.hidden_size)
+
+    def unused_parameter_names(self) -> set[str]:
+        """Names (as in `named_parameters()`) of backbone parameters no output depends on: they
+        never get a gradient, so they must not train (under DDP a trainable parameter without a
+        gradient is an error). Kept in the weights, so saved folders stay complete."""
+        names = set()
+        for module_name in UNUSED_BACKBONE_MODULES:
+            module = getattr(self.backbone, module_name, None)
+            if isinstance(module, nn.Module):
+                names.update(f"backbone.{module_name}.{n}" for n, _ in module.named_parameters())
+        return names
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor

@@ -60,8 +60,9 @@ class FreezeStrategy:
     def apply(self, module, epoch: int) -> None:
         """Set `requires_grad` and train/eval modes for this epoch; depends on the epoch only."""
         net = module.net
+        unused = {ENCODER + n for n in net.encoder.unused_parameter_names()}
         for name, param in net.named_parameters():
-            param.requires_grad_(self.trainable(name, net, epoch))
+            param.requires_grad_(name not in unused and self.trainable(name, net, epoch))
         frozen = not any(p.requires_grad for p in net.encoder.parameters())
         if self.cache is not None and not frozen:
             self.cache.clear()  # the encoder changes from now on: cached outputs go stale

@@ -41,7 +41,8 @@ def reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 def rank_mean_losses(losses: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per task: the mean loss over the ranks whose batch held it, and whether any rank did;
     what every method's state is updated from, so that the state is the same on every rank."""
-    stacked = torch.stack([losses.detach().float() * present, present.float()])
+    dtype = torch.promote_types(losses.dtype, torch.float32)  # bf16 losses reduce in fp32
+    stacked = torch.stack([losses.detach().to(dtype) * present, present.to(dtype)])
     stacked = reduce_sum(stacked)
     seen = stacked[1] > 0
     return torch.where(seen, stacked[0] / stacked[1].clamp(min=1), torch.zeros_like(stacked[0])), seen

@@ -74,7 +74,8 @@ class MultiTaskModule(L.LightningModule):
         # a method whose state follows the losses costs one small all-reduce per step under DDP;
         # the others (fixed, uncertainty, rlw) skip it
         self._keeps_loss_state = (type(self.loss_fn).after_step is not Weighting.after_step
-                                  or self.loss_fn.needs_losses_after_update)
+                                  or self.loss_fn.needs_losses_after_update
+                                  or self.loss_fn.needs_rank_mean_losses)
         self.metrics = nn.ModuleDict({
             stage: nn.ModuleDict({n: t.new_metrics(net.label_spaces[n]) for n, t in self.tasks.items()})
             for stage in STAGES})
@@ -131,12 +132,16 @@ class MultiTaskModule(L.LightningModule):
         if self.loss_fn.level == "gradient" and self._shares_parameters():
             total, logged, per_task = combined_loss(self, batch)
         else:
-            total, per_task = self.compute_loss(batch, self.encode_batch(batch))
-            logged = total
+            losses, present = self.task_losses(batch, self.encode_batch(batch))
             if self._keeps_loss_state:  # (dwa, famo) a rank-averaged loss per task, for its state
-                present = torch.tensor([n in per_task for n in self.tasks], device=total.device)
-                losses = torch.stack([per_task.get(n, total.detach().new_zeros(())) for n in self.tasks])
                 mean_losses, seen = rank_mean_losses(losses, present)
+            if self.loss_fn.needs_rank_mean_losses:
+                total = self.loss_fn(losses, present, reference=(mean_losses, seen))
+            else:
+                total = self.loss_fn(losses, present)
+            per_task = {n: v.detach() for n, v, p in zip(self.tasks, losses, present, strict=True) if p}
+            logged = total
+            if self._keeps_loss_state:
                 self.loss_fn.after_step(mean_losses, seen, self.global_step)
                 if self.loss_fn.needs_losses_after_update:
                     self._losses_before = (mean_losses, seen, self.global_step)

@@ -71,6 +71,9 @@ class Weighting(nn.Module):
         after the optimizer step (an extra forward without gradients), rank-averaged."""
 
     needs_losses_after_update: ClassVar[bool] = False
+    # a total not linear in the losses (FAMO): `forward` also takes `reference=(rank-averaged
+    # losses, present on any rank)`, so that DDP's averaged gradients are the global batch's
+    needs_rank_mean_losses: ClassVar[bool] = False
 
     def set_step(self, step: int) -> None:
         """Before each training forward: the global optimizer step, for methods whose weights

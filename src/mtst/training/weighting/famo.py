@@ -44,6 +44,7 @@ class FAMO(Weighting):
     name = "famo"
     options = {"lr": 0.025, "gamma": 0.001, "min_losses": 0.0}
     needs_losses_after_update = True
+    needs_rank_mean_losses = True
 
     def __init__(self, weights: Sequence[float], **settings: Any) -> None:
         super().__init__(weights, **settings)
@@ -72,14 +73,23 @@ class FAMO(Weighting):
         safe = torch.where(present, losses.to(dtype), floor + 1)
         return safe - floor + EPS
 
-    def forward(self, losses: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    def forward(self, losses: torch.Tensor, present: torch.Tensor,
+                reference: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """The total above. `reference` (the rank-averaged losses and which tasks any rank
+        holds) fixes z, c and D under DDP: the objective is not linear in the losses, so each
+        rank's d total / d L_i must come from the global batch's losses, not its own share's,
+        for the averaged gradients to be the global batch's. Without it: this batch's own."""
         dtype = torch.promote_types(losses.dtype, torch.float32)
-        shifted = self._shifted(losses, present, dtype)
-        z = self.task_weights(present).to(dtype)
+        ref_losses, ref_present = reference if reference is not None else (losses.detach(), present)
+        shifted = self._shifted(ref_losses, ref_present, dtype)
+        z = self.task_weights(ref_present).to(dtype)
         c = (z / shifted).sum().detach()
         c = torch.where(c > 0, c, torch.ones_like(c))  # no task present: c stays finite
-        terms = self.weights.to(dtype) * z * torch.log(shifted) / c
-        return torch.where(present, terms, torch.zeros_like(terms)).sum()
+        scaled = self.weights.to(dtype) * z / c
+        value = torch.where(ref_present, scaled * torch.log(shifted), torch.zeros_like(scaled)).sum()
+        # the value at the reference losses, and the gradient sum_i scaled_i / D_i · dL_i
+        slope = scaled / shifted * (losses.to(dtype) - losses.detach().to(dtype))
+        return value + torch.where(present & ref_present, slope, torch.zeros_like(slope)).sum()
 
     @torch.no_grad()
     def after_update(self, losses_before: torch.Tensor, losses_after: torch.Tensor,
