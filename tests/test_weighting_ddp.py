@@ -136,3 +136,26 @@ def test_a_pooler_the_embedding_never_reads_does_not_train(tiny_bert) -> None:
     module.freezer.apply(module, 0)
     trains = {n for n, p in module.net.named_parameters() if p.requires_grad}
     assert not trains & pooler and trains == {n for n, _ in module.net.named_parameters()} - pooler
+
+
+@pytest.mark.parametrize("weighting", ["famo", "cagrad"])
+def test_gradient_accumulation_combines_each_micro_batch_and_steps_once(tmp_path, tiny_bert,
+                                                                       weighting: str) -> None:
+    """accumulate_grad_batches=2 over the 3 batches' 6 halves: 3 optimizer steps; FAMO's update
+    after the step (the extra forward) runs once per optimizer step, not per micro-batch."""
+    dm = make_datamodule(two_sentence_tasks(), tokenizer=tiny_bert, batch_size=GLOBAL_BATCH)
+    examples, collate = global_batches(dm)
+    halves = [half for batch in examples for half in (batch[:4], batch[4:])]
+    module = make_module(dm, tasks=two_sentence_tasks(), loss={"weighting": weighting},
+                         dropout=0.0, backbone=tiny_bert)
+    loader = torch.utils.data.DataLoader([collate(h) for h in halves], batch_size=None)
+    trainer = L.Trainer(accelerator="cpu", devices=1, precision="64-true", max_epochs=1,
+                        accumulate_grad_batches=2, gradient_clip_val=1.0, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0,
+                        default_root_dir=str(tmp_path))
+    trainer.fit(module, train_dataloaders=loader)
+    assert trainer.global_step == STEPS
+    assert all(bool(torch.isfinite(p).all()) for p in module.parameters())
+    if weighting == "famo":
+        assert module.loss_fn.adam_steps.tolist() == [STEPS, STEPS]
