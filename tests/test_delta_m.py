@@ -214,3 +214,32 @@ def test_the_weighting_preset_end_to_end(tmp_path) -> None:
                     / float(by_job["1"]["test/ner/f1"])) / 2 * 100
         assert float(row["delta_m"]) == pytest.approx(expected, rel=1e-5)
     assert "ner f1 vs job 1; topic f1 vs job 0." in markdown
+
+
+def test_the_report_summarises_and_draws_the_conflict_monitor(tmp_path, capsys) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    two = {k: TASKS[k] for k in ("topic", "ner")}
+    cosines = {"0": [0.5, -0.25, 0.25, -0.5], "1": [0.1, 0.2, 0.3, 0.4]}
+    for name, method in (("0", "fixed"), ("1", "pcgrad")):
+        folder = tmp_path / name
+        write_job(folder, [f"model.loss.weighting={method}"], two,
+                  {"test/topic/f1": 0.8, "test/ner/f1": 0.7, "val/score": 0.75})
+        writer = SummaryWriter(str(folder / "tensorboard" / "version_0"))
+        for step, value in enumerate(cosines[name]):
+            writer.add_scalar("train/grad_cos/topic__ner", value, step * 20)
+            writer.add_scalar("train/grad_norm/topic", 2.0 * (step + 1), step * 20)
+            writer.add_scalar("train/grad_norm/ner", 1.0 * (step + 1), step * 20)
+            writer.add_scalar("train/loss", 1.0, step * 20)
+        writer.close()
+    write_job(tmp_path / "2", ["model.loss.weighting=dwa"], two,
+              {"test/topic/f1": 0.8, "test/ner/f1": 0.7, "val/score": 0.75})  # no monitor
+    assert cli.main(["report", str(tmp_path)]) == 0
+    text = (tmp_path / "report.md").read_text()
+    section = text[text.index("## Gradient conflict"):]
+    rows = [line for line in section.splitlines() if line.startswith("| 0 ") or line.startswith("| 1 ")]
+    assert len(rows) == 2 and "| 2 " not in section
+    # job 0: mean cosine 0, half the steps negative, norm ratio 2; job 1: 0.25, none negative
+    assert "| 0 | fixed | topic / ner | +0.000 | 50% | 2.00 | 4 |" in rows
+    assert "| 1 | pcgrad | topic / ner | +0.250 | 0% | 2.00 | 4 |" in rows
+    assert (tmp_path / "conflict.png").stat().st_size > 0

@@ -293,21 +293,28 @@ def csv_text(sweep: Sweep) -> str:
 
 def write_report(folder: str | Path, out_dir: str | Path | None = None, split: str = "test",
                  metric: str | None = None) -> tuple[Sweep, dict[str, Path]]:
-    """Write report.md, report.csv and report.png; every file appears whole or not at all."""
+    """Write report.md, report.csv and report.png (and conflict.png with its section when jobs
+    ran the gradient-conflict monitor); every file appears whole or not at all."""
     from mtst.training.report_chart import bar_chart
 
     if split not in SPLITS:
         raise MtstError(f"--split {split!r}: expected one of {', '.join(SPLITS)}")
+    from mtst.training.report_conflict import conflict_figure, conflict_table, monitored
+
     sweep = collect_sweep(folder, metric, split)
     out = Path(out_dir or folder)
     out.mkdir(parents=True, exist_ok=True)
-    texts = {"report.md": f"# Jobs in {Path(folder).name}\n\n{report_text(sweep)}\n",
-             "report.csv": csv_text(sweep)}
-    temps = {name: out / f".{name}.tmp" for name in (*texts, "report.png")}
+    conflict = monitored(sweep)  # jobs that ran the gradient-conflict monitor
+    body = report_text(sweep) + (f"\n\n{conflict_table(sweep, conflict)}" if conflict else "")
+    texts = {"report.md": f"# Jobs in {Path(folder).name}\n\n{body}\n", "report.csv": csv_text(sweep)}
+    images = ("report.png", "conflict.png") if conflict else ("report.png",)
+    temps = {name: out / f".{name}.tmp" for name in (*texts, *images)}
     try:  # render everything first, then move into place
         for name, text in texts.items():
             temps[name].write_text(text, encoding="utf-8")
         bar_chart(sweep, temps["report.png"], split)
+        if conflict:
+            conflict_figure(sweep, conflict, temps["conflict.png"])
         paths = {name: out / name for name in temps}
         for name, tmp in temps.items():
             os.replace(tmp, paths[name])
