@@ -198,7 +198,9 @@ def test_the_weighting_preset_end_to_end(tmp_path) -> None:
     quick = [a for a in CLI_TINY if not a.startswith("data.batch_size")] + [
         "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
         "trainer.limit_test_batches=1", "data.batch_size=8"]
-    result = run_cli("train.py", ["-m", "hparams_search=weighting", *quick, f"paths.log_dir={logs}"])
+    # 11 tiny jobs in one process: the timeout guards against a hang, generously for loaded machines
+    result = run_cli("train.py", ["-m", "hparams_search=weighting", *quick, f"paths.log_dir={logs}"],
+                     timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep,) = (logs / "multiruns").iterdir()
     rows, markdown = report(sweep)
@@ -243,3 +245,11 @@ def test_the_report_summarises_and_draws_the_conflict_monitor(tmp_path, capsys) 
     assert "| 0 | fixed | topic / ner | +0.000 | 50% | 2.00 | 4 |" in rows
     assert "| 1 | pcgrad | topic / ner | +0.250 | 0% | 2.00 | 4 |" in rows
     assert (tmp_path / "conflict.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("value", [0, -0.3, "high", True])
+def test_a_baseline_that_is_not_a_positive_number_is_one_line(value) -> None:
+    from mtst.tasks import build_tasks
+
+    with pytest.raises(MtstError, match=r"^tasks\.topic\.baseline=.*expected the single-task run's f1"):
+        build_tasks({"topic": {"type": "sentence_classification", "baseline": value}})

@@ -183,3 +183,19 @@ def test_evaluate_reports_test_metrics_of_a_checkpoint(tiny_run, tmp_path) -> No
     assert result["test/topic/acc"] == pytest.approx(metrics["test/topic/acc"])
     assert "micro avg" in (tmp_path / "ner_report.txt").read_text()
     assert (tmp_path / "topic_confusion_matrix.txt").is_file()
+
+
+def test_tasks_with_a_baseline_log_delta_m_for_selection_and_optuna(tmp_path) -> None:
+    from mtst.cli.train import train_task
+
+    cfg = compose_config(tmp_path, [*TINY_TRAIN, "+tasks.topic.baseline=0.5", "+tasks.ner.baseline=0.25",
+                                    "optimized_metric=val/delta_m",
+                                    "callbacks.model_checkpoint.monitor=val/delta_m"])
+    returned = train_task(cfg)
+    metrics = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())["metrics"]
+    for split in ("val", "test"):
+        expected = 100 * ((metrics[f"{split}/topic/f1"] - 0.5) / 0.5
+                          + (metrics[f"{split}/ner/f1"] - 0.25) / 0.25) / 2
+        assert metrics[f"{split}/delta_m"] == pytest.approx(expected, rel=1e-5, abs=1e-4)
+    assert returned == metrics["val/delta_m"]
+

@@ -21,7 +21,7 @@ from mtst.errors import MtstError, choices_text
 
 # settings every task takes (the type adds its own in `options`)
 COMMON = {"type": None, "train_files": [], "val_files": [], "test_files": [], "labels": None,
-          "field": None, "weight": 1.0, "main_metric": None, "in_score": True}
+          "field": None, "weight": 1.0, "main_metric": None, "in_score": True, "baseline": None}
 
 
 class Task:
@@ -49,8 +49,19 @@ class Task:
             raise MtstError(f"tasks.{name}.main_metric={self.main_metric!r}: a {self.type} task "
                             f"reports {choices_text(self.metric_names)}")
         self.in_score = bool(self.settings["in_score"])
+        self.baseline = self._baseline(self.settings["baseline"])
         self.data = TaskData.parse(name, self.data_kind, self.settings)
         self.check_options()
+
+    def _baseline(self, value: Any) -> float | None:
+        """The single-task run's figure of the main metric (as logged: 0.731, not 73.1), against
+        which the run logs `<split>/delta_m`; None: this task is not compared."""
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise MtstError(f"tasks.{self.name}.baseline={value!r}: expected the single-task run's "
+                            f"{self.main_metric} (a number > 0), or null")
+        return float(value)
 
     def check_options(self) -> None:
         """Validate type-specific settings (one-line errors naming `tasks.<name>.<key>`)."""

@@ -29,6 +29,7 @@ from mtst.training.gradients import (
 )
 from mtst.training.loggers import log_task_layout
 from mtst.training.optim import build_optimizer
+from mtst.training.report_delta import delta_m
 from mtst.training.weighting import GRAD_ON, Weighting, build_weighting
 
 log = logging.getLogger("mtst")
@@ -199,10 +200,11 @@ class MultiTaskModule(L.LightningModule):
         self._log_epoch_metrics("test")
 
     def _log_epoch_metrics(self, stage: str) -> None:
-        """Log the metrics of every task seen this stage, and `score`, the mean of their main
-        metrics (tasks with `in_score: false` are reported but not averaged)."""
+        """Log the metrics of every task seen this stage, `score`, the mean of their main
+        metrics (tasks with `in_score: false` are reported but not averaged), and `delta_m` when
+        tasks carry a single-task `baseline`: what model selection and Optuna can maximise."""
         metrics: dict[str, torch.Tensor] = {}
-        scores = []
+        scores, mains = [], {}
         # under DDP a rank may have seen no example of a task: decide on all ranks together,
         # since compute() gathers states from every rank
         seen = any_rank([t.updated(self.metrics[stage][n]) for n, t in self.tasks.items()], self.device)
@@ -213,6 +215,7 @@ class MultiTaskModule(L.LightningModule):
                 metrics.update({f"{stage}/{name}/{k}": v for k, v in values.items()})
                 if task.in_score:
                     scores.append(values[task.main_metric])
+                mains[name] = float(values[task.main_metric])
                 if stage == "test" and "entities" in states:
                     with states["entities"].sync_context():  # per-type counts of all ranks
                         self.reports[name] = states["entities"].per_type()
@@ -220,6 +223,10 @@ class MultiTaskModule(L.LightningModule):
                 metric.reset()
         if scores:
             metrics[f"{stage}/score"] = torch.stack([torch.as_tensor(s).float() for s in scores]).mean()
+        baselines = {n: t.baseline for n, t in self.tasks.items() if t.baseline is not None and n in mains}
+        if baselines:  # Δm% against the single-task figures given (`tasks.<name>.baseline`)
+            metrics[f"{stage}/delta_m"] = torch.tensor(delta_m(
+                {n: mains[n] for n in baselines}, baselines, {n: self.tasks[n].main_metric for n in baselines}))
         self.log_dict({k: torch.as_tensor(v, dtype=torch.float32) for k, v in metrics.items()})
 
     def configure_optimizers(self) -> dict[str, Any]:
