@@ -79,6 +79,18 @@ def test_sigterm_saves_last_ckpt_and_exits_with_one_line(uninterrupted, tmp_path
     assert_same_metrics(metrics_of(run), uninterrupted)
 
 
+def test_sigterm_ends_a_whole_multirun_even_when_failed_jobs_do_not(tmp_path) -> None:
+    """`sweep.continue_on_error` lets a sweep pass a failed job; a SIGTERM is a request to stop
+    the sweep (the fault fires in every job, so a sweep that went on would run job 1 too)."""
+    args = CLI_RESUME + [f"paths.log_dir={tmp_path}", "sweep.continue_on_error=true"]
+    stopped = run_cli("train.py", ["-m", "seed=1,2", *args, FAULT, "+callbacks.fault.step=2",
+                                   "+callbacks.fault.sig=SIGTERM"])
+    assert stopped.returncode == 2, stopped.stderr[-2000:]
+    assert "error: training stopped by SIGTERM at step 3" in stopped.stderr
+    (sweep,) = {p.parent for p in (tmp_path / "multiruns").rglob("multirun.yaml")}
+    assert (sweep / "0").is_dir() and not (sweep / "1").exists()
+
+
 def test_sigkill_inside_a_checkpoint_write_keeps_the_previous_last_ckpt(tmp_path) -> None:
     path = tmp_path / "last.ckpt"
     code = textwrap.dedent(f"""

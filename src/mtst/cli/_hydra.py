@@ -53,7 +53,7 @@ def report_user_errors(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
         except Exception as err:
             user_error = _user_error(err)
             line = _record_failure(user_error or err)
-            if _sweep_goes_on(cfg):
+            if _sweep_goes_on(cfg) and not getattr(user_error, "ends_sweep", False):
                 return _failed_job(cfg, line)
             if user_error is None or os.environ.get("MTST_TRACEBACK"):
                 raise

@@ -32,7 +32,11 @@ class NonFiniteLossError(MtstError):
 
 
 class TrainingStopped(MtstError):
-    """The run was asked to stop (SIGTERM); `last.ckpt` holds its state."""
+    """The run was asked to stop (SIGTERM); `last.ckpt` holds its state. In a multirun the
+    request is for the whole sweep (a scheduler preempting it, a user's `kill`): no later job
+    starts, whatever `sweep.continue_on_error` says."""
+
+    ends_sweep = True
 
 
 def logged_step_values(trainer: L.Trainer, prefix: str = "train/") -> dict[str, float]:
