@@ -77,6 +77,21 @@ def test_round_robin_counts():
     assert all(counts[i] == 10 for i in range(130, 140))
 
 
+def test_balanced_batches_hold_every_source():
+    sizes = [100, 30, 10]
+    sources = [s for s, n in enumerate(sizes) for _ in range(n)]
+    sampler = MultiTaskBatchSampler(list(range(140)), sources, 8, sampling="balanced", seed=0)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 34  # the largest source's share is 3: ceil(100 / 3)
+    shares = [[sum(sources[i] == s for i in b) for s in range(3)] for b in batches]
+    # one batch holds the largest source's last example (batch order is shuffled)
+    assert sorted(shares).count([3, 3, 2]) == 33 and [1, 3, 2] in shares
+    counts = Counter(i for b in batches for i in b)
+    assert all(counts[i] == 1 for i in range(100))  # largest source: each example once
+    assert all(counts[i] >= 3 for i in range(100, 140))  # the small ones cycle
+    assert sampler.batches_for_epoch(0) == batches and sampler.batches_for_epoch(1) != batches
+
+
 def test_temperature_epoch_size_and_source_shares():
     sizes = [900, 100]
     sources = [s for s, n in enumerate(sizes) for _ in range(n)]
@@ -100,7 +115,7 @@ def test_temperature_epoch_size_and_source_shares():
     assert batch_share(100.0) > batch_share(2.0) > batch_share(1.0)
 
 
-@pytest.mark.parametrize("mode", ["proportional", "round_robin", "temperature"])
+@pytest.mark.parametrize("mode", ["proportional", "round_robin", "temperature", "balanced"])
 def test_ranks_get_equal_shares_covering_the_epoch(varied_lengths, mode):
     sources = [i % 2 for i in range(2000)]
     full = MultiTaskBatchSampler(varied_lengths, sources, 16, sampling=mode).batches_for_epoch(0)
@@ -122,3 +137,5 @@ def test_bad_arguments():
         MultiTaskBatchSampler([1], [0], 4, sampling="uniform")
     with pytest.raises(ValueError, match="temperature"):
         MultiTaskBatchSampler([1], [0], 4, sampling="temperature", temperature=0)
+    with pytest.raises(ValueError, match="balanced"):
+        MultiTaskBatchSampler([1], [0], 4, sampling="balanced", max_tokens=64)

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Sampler
 from mtst.data.store import offsets
 from mtst.data.token_budget import token_batches
 
-SAMPLING_MODES = ("proportional", "round_robin", "temperature")
+SAMPLING_MODES = ("proportional", "round_robin", "temperature", "balanced")
 CHUNK_BATCHES = 50
 
 
@@ -80,6 +80,13 @@ def make_batches(indices: np.ndarray, lengths: np.ndarray, batch_size: int, buck
     return EpochBatches(ordered, bounds).take(rng.permutation(len(bounds) - 1))
 
 
+def balanced_shares(batch_size: int, sources: int) -> list[int]:
+    """How `sampling=balanced` splits a batch: as evenly as it goes, the first sources taking
+    the remainder (batch 32 over 3 sources: 11, 11, 10)."""
+    base, extra = divmod(batch_size, sources)
+    return [base + (i < extra) for i in range(sources)]
+
+
 class _SourceStream:
     """Endless batches from one source: each pass is a fresh shuffle (smaller sources cycle)."""
 
@@ -129,6 +136,9 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
             raise ValueError(f"batch_size={batch_size}: expected a positive integer")
         if sampling == "temperature" and not temperature > 0:
             raise ValueError(f"temperature={temperature}: expected a positive number")
+        if sampling == "balanced" and max_tokens is not None:
+            raise ValueError(f"max_tokens={max_tokens}: sampling=balanced splits a fixed "
+                             "batch_size between the sources; use one or the other")
         if max_tokens is not None and (max_tokens < 1 or drop_last):
             raise ValueError(f"max_tokens={max_tokens}: expected a positive integer, and no "
                              "drop_last (a token-budget batch has no fixed size to be short of)")
@@ -169,6 +179,12 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
             perm = rng.permutation(len(self.lengths))
             batches = make_batches(perm, self.lengths, self.batch_size, self.bucket, rng,
                                    max_tokens=self.max_tokens)
+        elif self.sampling == "balanced":
+            sources = self._source_indices()
+            shares = balanced_shares(self.batch_size, len(sources))
+            streams = [_SourceStream(ix, self.lengths, share, self.bucket, rng)
+                       for ix, share in zip(sources, shares, strict=True) if share]
+            batches = EpochBatches.join(self._balanced(streams))
         else:
             streams = [_SourceStream(ix, self.lengths, self.batch_size, self.bucket, rng,
                                      self.max_tokens) for ix in self._source_indices()]
@@ -188,6 +204,17 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
         for s, b in zip(streams, first, strict=True):
             s.pending, s.cursor = b, 0
         return [next(s) for _ in range(rounds) for s in streams]
+
+    @staticmethod
+    def _balanced(streams: list[_SourceStream]) -> list[np.ndarray]:
+        """Every batch takes its share from every source, until the largest source has been seen
+        once: each task of a multi-corpus run is in every batch (what gradient-level weighting
+        needs to have gradients to combine, and LibMTL's one-batch-per-task step)."""
+        first = [s.next_pass() for s in streams]
+        rounds = max(len(b) for b in first)
+        for s, b in zip(streams, first, strict=True):
+            s.pending, s.cursor = b, 0
+        return [np.concatenate([next(s) for s in streams]) for _ in range(rounds)]
 
     def _temperature(self, streams: list[_SourceStream], rng: np.random.Generator) -> list[np.ndarray]:
         """Pick a source per batch with p ~ n_i^(1/T) until the epoch holds >= all examples."""

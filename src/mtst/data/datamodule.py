@@ -103,6 +103,9 @@ class MultiTaskDataModule(L.LightningDataModule):
         super().__init__()
         if sampling not in SAMPLING_MODES:
             raise MtstError(f"data.sampling={sampling!r}: expected one of {', '.join(SAMPLING_MODES)}")
+        if sampling == "balanced" and max_tokens is not None:
+            raise MtstError(f"data.sampling=balanced with data.max_tokens={max_tokens}: balanced "
+                            "splits a fixed data.batch_size between the sources; set one of them")
         if max_length < 2 or batch_size < 1:
             raise MtstError(f"data.max_length={max_length} / data.batch_size={batch_size}: too small")
         if (eval_batch_size is not None and eval_batch_size < 1) or num_workers < 0:
