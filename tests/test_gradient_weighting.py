@@ -234,3 +234,21 @@ def test_every_method_steps_under_bf16_autocast_without_nan(dm, name: str) -> No
         grads = [p.grad for p in module.parameters() if p.grad is not None]
         assert grads and all(bool(torch.isfinite(g).all()) for g in grads), name
     assert all(bool(torch.isfinite(b).all()) for b in module.loss_fn.buffers() if b.is_floating_point())
+
+
+
+def test_a_gradient_method_warns_when_no_batch_holds_two_tasks(dm, caplog, monkeypatch) -> None:
+    from mtst.training.module import MIX_CHECK_STEPS, MultiTaskModule
+
+    batch = next(iter(dm.train_dataloader()))
+    alone = {**batch, **{f"{n}.has": torch.zeros_like(batch[f"{n}.has"]) for n in ("ner", "mood")}}
+    step = {"now": 0}
+    monkeypatch.setattr(MultiTaskModule, "global_step", property(lambda self: step["now"]))
+    for batches, warns in (([alone] * MIX_CHECK_STEPS, True),
+                           ([batch] + [alone] * MIX_CHECK_STEPS, False)):
+        module = make_module(dm, tasks=three_tasks(), loss={"weighting": "pcgrad"}, dropout=0.0)
+        caplog.clear()
+        for step["now"], b in enumerate(batches):
+            module._check_batches_mix_tasks(b)
+        warned = [r for r in caplog.records if "none of the first" in r.getMessage()]
+        assert len(warned) == int(warns)

@@ -33,6 +33,7 @@ from mtst.training.report_delta import delta_m
 from mtst.training.weighting import GRAD_ON, Weighting, build_weighting
 
 log = logging.getLogger("mtst")
+MIX_CHECK_STEPS = 10  # steps without a batch of two tasks before a gradient method warns
 STAGES = ("val", "test")
 CHECKPOINT_VERSION = 2  # what `checkpoint["mtst"]` holds; 0.1 checkpoints have no "version"
 
@@ -72,6 +73,7 @@ class MultiTaskModule(L.LightningModule):
         self.monitor_every = int(settings.get("monitor_every") or 0)
         self._losses_before: tuple[torch.Tensor, torch.Tensor, int] | None = None
         self._warned_no_shared = False
+        self._mix_checked = False  # whether training batches hold several tasks (gradient methods)
         # a method whose state follows the losses costs one small all-reduce per step under DDP;
         # the others (fixed, uncertainty, rlw) skip it
         self._keeps_loss_state = (type(self.loss_fn).after_step is not Weighting.after_step
@@ -131,6 +133,7 @@ class MultiTaskModule(L.LightningModule):
                           batch_size=batch["input_ids"].size(0))
         self.loss_fn.set_step(self.global_step)  # per-step draws (rlw) are the same on every rank
         if self.loss_fn.level == "gradient" and self._shares_parameters():
+            self._check_batches_mix_tasks(batch)
             total, logged, per_task = combined_loss(self, batch)
         else:
             losses, present = self.task_losses(batch, self.encode_batch(batch))
@@ -153,6 +156,21 @@ class MultiTaskModule(L.LightningModule):
                      prog_bar=name == "train/loss")
             self.log(f"{name}_epoch", value, on_step=False, on_epoch=True, batch_size=size)
         return total
+
+    def _check_batches_mix_tasks(self, batch: dict[str, torch.Tensor]) -> None:
+        """Warn once when the first steps never held two tasks in one batch: a gradient method
+        then has nothing to combine (one corpus per batch under round_robin or temperature
+        sampling) and trains as `fixed` would, at a higher cost."""
+        if self._mix_checked or len(self.tasks) < 2:
+            return
+        if sum(bool(batch[f"{n}.has"].any()) for n in self.tasks) > 1:
+            self._mix_checked = True  # seen one: never check again
+        elif self.global_step + 1 >= MIX_CHECK_STEPS:
+            self._mix_checked = True
+            log.warning("model.loss.weighting=%s: none of the first %d training batches held two "
+                        "tasks, so there were no gradients to combine; when tasks come from "
+                        "different corpora use data.sampling=balanced (or proportional)",
+                        self.loss_fn.name, MIX_CHECK_STEPS)
 
     def _shares_parameters(self) -> bool:
         """Whether any encoder parameter trains now: a gradient-level method has nothing to
