@@ -43,8 +43,9 @@ class SentenceEncoder(nn.Module):
         self.backbone, self.tokenizer = backbone, tokenizer
         self.pooling = Pooling(pooling, normalize)
         self.max_length = max_length
+        unused = self.unused_parameter_names()
         for name, param in self.named_parameters():  # before any DDP wrapper lists what trains
-            if name in self.unused_parameter_names():
+            if name in unused:
                 param.requires_grad_(False)
 
     @property

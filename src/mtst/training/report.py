@@ -296,11 +296,10 @@ def write_report(folder: str | Path, out_dir: str | Path | None = None, split: s
     """Write report.md, report.csv and report.png (and conflict.png with its section when jobs
     ran the gradient-conflict monitor); every file appears whole or not at all."""
     from mtst.training.report_chart import bar_chart
+    from mtst.training.report_conflict import conflict_figure, conflict_table, monitored
 
     if split not in SPLITS:
         raise MtstError(f"--split {split!r}: expected one of {', '.join(SPLITS)}")
-    from mtst.training.report_conflict import conflict_figure, conflict_table, monitored
-
     sweep = collect_sweep(folder, metric, split)
     out = Path(out_dir or folder)
     out.mkdir(parents=True, exist_ok=True)
