@@ -199,3 +199,12 @@ def test_tasks_with_a_baseline_log_delta_m_for_selection_and_optuna(tmp_path) ->
         assert metrics[f"{split}/delta_m"] == pytest.approx(expected, rel=1e-5, abs=1e-4)
     assert returned == metrics["val/delta_m"]
 
+
+
+def test_the_conflict_monitor_writes_each_measurement_once_at_its_step(tmp_path) -> None:
+    cfg = compose_config(tmp_path, [*TINY_TRAIN, "trainer.limit_train_batches=5",
+                                    "model.loss.monitor_every=2", "run_test=false"])
+    train(cfg)
+    events = event_file(Path(cfg.paths.output_dir))
+    for tag in ("train/grad_cos/topic__ner", "train/grad_norm/topic", "train/grad_norm/ner"):
+        assert [e.step for e in events.Scalars(tag)] == [0, 2, 4], tag

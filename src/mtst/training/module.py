@@ -129,8 +129,7 @@ class MultiTaskModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         if self.monitor_every and self.global_step % self.monitor_every == 0 and shared_parameters(self):
-            self.log_dict(conflict_report(self, batch), on_step=True, on_epoch=False,
-                          batch_size=batch["input_ids"].size(0))
+            self._log_conflict(conflict_report(self, batch))
         self.loss_fn.set_step(self.global_step)  # per-step draws (rlw) are the same on every rank
         if self.loss_fn.level == "gradient" and self._shares_parameters():
             self._check_batches_mix_tasks(batch)
@@ -156,6 +155,15 @@ class MultiTaskModule(L.LightningModule):
                      prog_bar=name == "train/loss")
             self.log(f"{name}_epoch", value, on_step=False, on_epoch=True, batch_size=size)
         return total
+
+    def _log_conflict(self, report: dict[str, float]) -> None:
+        """Straight to the loggers at this step: through `self.log` a value logged every N steps
+        is written again at every logging step until the next one, under later step numbers."""
+        trainer = getattr(self, "_trainer", None)
+        if not report or trainer is None or not trainer.is_global_zero:
+            return
+        for logger in trainer.loggers:
+            logger.log_metrics(report, step=self.global_step)
 
     def _check_batches_mix_tasks(self, batch: dict[str, torch.Tensor]) -> None:
         """Warn once when the first steps never held two tasks in one batch: a gradient method

@@ -30,7 +30,13 @@ def read_monitor(job_folder: Path) -> dict[str, list[tuple[int, float]]]:
         for tag in events.Tags().get("scalars", []):
             if tag.startswith((COSINE, NORM)):
                 out.setdefault(tag, []).extend((e.step, float(e.value)) for e in events.Scalars(tag))
-    return {tag: sorted(points) for tag, points in out.items()}
+    return {tag: _one_per_measurement(sorted(points)) for tag, points in out.items()}
+
+
+def _one_per_measurement(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """Drop exact repeats of the previous value: runs that logged the monitor through
+    `self.log` wrote each measurement again at every logging step until the next one."""
+    return [p for i, p in enumerate(points) if i == 0 or p[1] != points[i - 1][1]]
 
 
 def monitored(sweep: Sweep) -> dict[str, dict[str, list[tuple[int, float]]]]:
