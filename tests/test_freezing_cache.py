@@ -177,6 +177,6 @@ def test_replaced_entries_are_dropped_once_they_outweigh_the_live_ones() -> None
     table = cache.tables["val"]
     assert cache.nbytes == live and len(cache) == rows
     assert table.dead_bytes <= max(live, 2**20)  # compacted on the way: 12 passes would be 11x
-    assert table.rows - 1 < 12 * rows * width
+    assert table.states.size - 1 < 12 * rows * width
     served = cache.features("val", batch, lambda: outputs)
     assert cache.hits == 1 and torch.equal(served[0], outputs[0]) and torch.equal(served[1], outputs[1])

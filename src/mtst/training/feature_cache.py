@@ -4,8 +4,8 @@ With the encoder frozen, every epoch after the first would recompute exactly the
 states; serving them from memory leaves only the heads to run. Entries are keyed on
 `(split, example_index)` and stored in `dtype` (fp16 by default, half the memory of fp32),
 trimmed to the example's real tokens: a split's token states sit back to back in one packed
-tensor, so a batch is served by one gather over an index built for the whole batch (no Python
-work per example), re-padded with zeros: padded positions carry no label, so the heads'
+tensor (grown in place, with up to half its size spare), so a batch is served by one gather
+over an index built for the whole batch (no Python work per example), re-padded with zeros: padded positions carry no label, so the heads'
 gradients do not depend on what sits there. Past `max_mb` new examples are not stored and their
 batches are recomputed.
 
@@ -38,32 +38,47 @@ def real_lengths(mask: torch.Tensor) -> torch.Tensor | None:
     return lengths if torch.equal(mask != 0, positions < lengths[:, None]) else None
 
 
+class Rows:
+    """A tensor that grows along its first dimension: appends copy into spare capacity (grown by
+    half when full), so filling it costs O(rows) however many batches it takes."""
+
+    def __init__(self, row_shape: tuple[int, ...], dtype: torch.dtype) -> None:
+        self.data = torch.zeros((1, *row_shape), dtype=dtype)  # row 0: zeros, a placeholder
+        self.size = 1
+
+    def append(self, rows: torch.Tensor) -> None:
+        end = self.size + len(rows)
+        if end > len(self.data):
+            grown = torch.empty((max(end, len(self.data) * 3 // 2 + 16), *self.data.shape[1:]),
+                                dtype=self.data.dtype)
+            grown[: self.size] = self.data[: self.size]
+            self.data = grown
+        self.data[self.size:end] = rows
+        self.size = end
+
+    def view(self) -> torch.Tensor:
+        return self.data[: self.size]
+
+
 class SplitTable:
-    """One split's entries, packed. Row 0 of `states` / `ids` is zeros: padded positions of a
-    served batch gather it. Entries are appended in chunks, concatenated when next read; a
-    replaced entry leaves dead rows, dropped once they outweigh the live ones."""
+    """One split's entries, packed: every entry's token states back to back in one [rows, H]
+    tensor, its token ids alongside, one embedding row per entry. Row 0 is zeros: padded
+    positions of a served batch gather it (and entry 0 is a placeholder: slot 0 means none).
+    A replaced entry leaves dead rows, dropped once they outweigh the live ones."""
 
     def __init__(self, hidden: int, dtype: torch.dtype) -> None:
-        self.slot_of = torch.empty(0, dtype=torch.long)  # example index -> entry, -1: none
-        self.start = torch.zeros(1, dtype=torch.long)  # entry -> first row in `states`
-        self.length = torch.zeros(1, dtype=torch.long)  # entry -> real tokens (entry 0: unused)
-        self._states = [torch.zeros(1, hidden, dtype=dtype)]
-        self._ids = [torch.zeros(1, dtype=torch.int32)]
-        self._emb = [torch.zeros(1, hidden, dtype=dtype)]
-        self.rows = 1
-        self.row_bytes = hidden * self._states[0].element_size()
+        self.slot_of = torch.empty(0, dtype=torch.long)  # example index -> entry, 0: none
+        self.start = Rows((), torch.long)  # entry -> first row in `states`
+        self.length = Rows((), torch.long)  # entry -> real tokens
+        self.states = Rows((hidden,), dtype)
+        self.ids = Rows((), torch.int32)
+        self.emb = Rows((hidden,), dtype)
+        self.row_bytes = hidden * self.states.data.element_size()
         self.nbytes = 0  # live entries' token states and embeddings
         self.dead_bytes = 0
 
     def __len__(self) -> int:
         return int((self.slot_of > 0).sum())
-
-    def packed(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(token states [rows, H], token ids [rows], embeddings [entries, H])."""
-        if len(self._states) > 1:
-            self._states, self._ids, self._emb = ([torch.cat(p)] for p in
-                                                  (self._states, self._ids, self._emb))
-        return self._states[0], self._ids[0], self._emb[0]
 
     def slots(self, keys: torch.Tensor) -> torch.Tensor:
         """Entry of each example index [B]; 0 where none is stored."""
@@ -74,18 +89,22 @@ class SplitTable:
 
     def bytes_of(self, slots: torch.Tensor) -> int:
         held = slots[slots > 0]
-        return int(((self.length[held] + 1) * self.row_bytes).sum())
+        return int(((self.length.view()[held] + 1) * self.row_bytes).sum())
 
     def matches(self, slots: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """Which rows [B] hold exactly their stored example (same token ids, same length), and
         each row's gather index [B, T] into the packed rows (0 on padding)."""
-        real = torch.arange(ids.size(1)) < lengths[:, None]
-        same = (slots > 0) & (self.length[slots] == lengths)
-        index = torch.where(real & same[:, None], self.start[slots][:, None] + torch.arange(ids.size(1)), 0)
-        stored = self.packed()[1][index]
-        same &= (stored == torch.where(real, ids, 0).to(torch.int32)).all(1)
+        positions = torch.arange(ids.size(1))
+        real = positions < lengths[:, None]
+        same = (slots > 0) & (self.length.view()[slots] == lengths)
+        index = torch.where(real & same[:, None], self.start.view()[slots][:, None] + positions, 0)
+        same &= (self.ids.view()[index] == torch.where(real, ids, 0).to(torch.int32)).all(1)
         return same, index
+
+    def serve(self, slots: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(token states [B, T, H], embeddings [B, H]) of matched rows, zeros on padding."""
+        return self.states.view()[index], self.emb.view()[slots]
 
     def add(self, keys: torch.Tensor, lengths: torch.Tensor, states: torch.Tensor,
             ids: torch.Tensor, emb: torch.Tensor) -> None:
@@ -94,14 +113,13 @@ class SplitTable:
         self.nbytes -= freed
         self.dead_bytes += freed
         real = torch.arange(states.size(1)) < lengths[:, None]
+        first = self.start.size
+        self.start.append(self.states.size + lengths.cumsum(0) - lengths)
+        self.length.append(lengths)
         # right padding: row-major order keeps each example's tokens together and in order
-        self._states.append(states[real])
-        self._ids.append(ids[real].to(torch.int32))
-        self._emb.append(emb)
-        first = len(self.start)
-        self.start = torch.cat([self.start, self.rows + lengths.cumsum(0) - lengths])
-        self.length = torch.cat([self.length, lengths])
-        self.rows += int(lengths.sum())
+        self.states.append(states[real])
+        self.ids.append(ids[real].to(torch.int32))
+        self.emb.append(emb)
         grow = int(keys.max()) + 1 - len(self.slot_of)
         if grow > 0:
             self.slot_of = torch.cat([self.slot_of, self.slot_of.new_zeros(grow)])
@@ -112,16 +130,17 @@ class SplitTable:
 
     def _compact(self) -> None:
         """Rebuild with the live entries only."""
-        states, ids, emb = self.packed()
         keys = (self.slot_of > 0).nonzero().flatten()
         slots = self.slot_of[keys]
-        lengths = self.length[slots]
+        lengths = self.length.view()[slots]
         width = int(lengths.max()) if len(keys) else 0
         real = torch.arange(width) < lengths[:, None]
-        index = torch.where(real, self.start[slots][:, None] + torch.arange(width), 0)
-        self.__init__(states.size(1), states.dtype)
+        index = torch.where(real, self.start.view()[slots][:, None] + torch.arange(width), 0)
+        states, ids, emb = self.states.view()[index], self.ids.view()[index], self.emb.view()[slots]
+        fresh = SplitTable(self.states.data.size(1), self.states.data.dtype)
         if len(keys):
-            self.add(keys, lengths, states[index], ids[index], emb[slots])
+            fresh.add(keys, lengths, states, ids, emb)
+        self.__dict__.update(fresh.__dict__)
 
 
 def first_occurrences(keys: torch.Tensor) -> torch.Tensor:
@@ -176,12 +195,12 @@ class FeatureCache:
         lengths = real_lengths(mask.detach().cpu())
         table = self.tables.get(split)
         if table is not None and lengths is not None and len(keys):
-            same, index = table.matches(table.slots(keys), ids, lengths)
-            if bool(same.all()):
-                self.hits += 1
-                states, _, emb = table.packed()
-                return (states[index].to(mask.device, torch.float32),
-                        emb[table.slot_of[keys]].to(mask.device, torch.float32))
+            slots = table.slots(keys)
+            if bool((slots > 0).all()):
+                same, index = table.matches(slots, ids, lengths)
+                if bool(same.all()):
+                    self.hits += 1
+                    return tuple(t.to(mask.device).float() for t in table.serve(slots, index))
         self.misses += 1
         states, embeddings = compute()
         rounded = states.to(self.dtype), embeddings.to(self.dtype)
@@ -198,7 +217,8 @@ class FeatureCache:
         table = self.tables.get(split)
         if table is None:
             table = self.tables[split] = SplitTable(states.size(-1), self.dtype)
-        same, _ = table.matches(table.slots(keys), ids, lengths)
+        slots = table.slots(keys)
+        same = table.matches(slots, ids, lengths)[0] if bool((slots > 0).any()) else slots > 0
         rows = (~same & first_occurrences(keys)).nonzero().flatten()
         if not len(rows):
             return
