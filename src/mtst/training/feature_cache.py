@@ -99,12 +99,15 @@ class SplitTable:
         real = positions < lengths[:, None]
         same = (slots > 0) & (self.length.view()[slots] == lengths)
         index = torch.where(real & same[:, None], self.start.view()[slots][:, None] + positions, 0)
-        same &= (self.ids.view()[index] == torch.where(real, ids, 0).to(torch.int32)).all(1)
+        stored = self.ids.view().index_select(0, index.flatten()).view_as(index)
+        same &= (stored == torch.where(real, ids, 0).to(torch.int32)).all(1)
         return same, index
 
     def serve(self, slots: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(token states [B, T, H], embeddings [B, H]) of matched rows, zeros on padding."""
-        return self.states.view()[index], self.emb.view()[slots]
+        """(token states [B, T, H], embeddings [B, H]) of matched rows, zeros on padding
+        (`index_select`: several times faster than advanced indexing on the CPU)."""
+        states = self.states.view().index_select(0, index.flatten())
+        return states.view(*index.shape, -1), self.emb.view().index_select(0, slots)
 
     def add(self, keys: torch.Tensor, lengths: torch.Tensor, states: torch.Tensor,
             ids: torch.Tensor, emb: torch.Tensor) -> None:
