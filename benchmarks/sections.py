@@ -15,6 +15,8 @@ from benchmarks.details import (
     scale_linearity,
 )
 from benchmarks.details_serving import render_onnx, render_onnx_speed, render_serve
+from benchmarks.frozen_epochs import render as render_frozen_epochs
+from benchmarks.frozen_epochs import summary_rows as frozen_epochs_rows
 from benchmarks.similarity import render as render_similarity
 from benchmarks.similarity import summary_rows as similarity_rows
 from benchmarks.weighting_cost import render as render_weighting_cost
@@ -106,6 +108,8 @@ def summary_rows(sections: dict[str, Any]) -> list[list[Any]]:
         rows += similarity_rows(sections["similarity"])
     if _ok(sections.get("weighting_cost")):
         rows += weighting_cost_rows(sections["weighting_cost"])
+    if _ok(sections.get("frozen_epochs")):
+        rows += frozen_epochs_rows(sections["frozen_epochs"])
     for name, section in sections.items():
         if not _ok(section):
             reason = (section or {}).get("error") or (section or {}).get("skipped")
@@ -160,4 +164,6 @@ SECTION_RENDERERS = [
     ("serve", "11. Serving: `mtst serve` under load (loopback)", render_serve),
     ("similarity", "12. The embedding's yardstick: STS Benchmark", render_similarity),
     ("weighting_cost", "13. Gradient-level task weighting: cost per step", render_weighting_cost),
+    ("frozen_epochs", "16. Frozen backbone: later epochs against the first, whole `train.py` runs",
+     render_frozen_epochs),
 ]

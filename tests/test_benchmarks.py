@@ -182,3 +182,30 @@ def test_report_flags_missed_targets() -> None:
     assert "Not measured: RuntimeError: boom" in text
     assert "Quick mode" in text
     assert "_Measured 2026-01-01 10:00 in 3 s; load average (1 min) 0.50 at the start, 1.50" in text
+
+
+def test_frozen_epochs_row_from_run_times(tmp_path) -> None:
+    from benchmarks import frozen_epochs
+
+    assert "skipped" in frozen_epochs.run(QUICK, {})  # no CoNLL-2003: nothing runs
+    times = {0: [10.0, 10.4, 9.9], 1: [26.0, 26.4, 25.0], 4: [27.5, 28.0, 27.4]}
+    costs = frozen_epochs.epoch_costs(times)
+    # medians 10.0, 26.0, 27.5: first = 16.0 s, later = 1.5 s / 3
+    assert costs["first_epoch_s"] == pytest.approx(16.0)
+    assert costs["later_epoch_s"] == pytest.approx(0.5)
+    assert costs["ratio"] == pytest.approx(32.0)
+    slow = {**costs, "first_epoch_s": 16.0, "later_epoch_s": 2.0, "ratio": 8.0}
+    section = {"command": "python train.py ...", "examples": 3250, "repeats": 3, "cpu": "AMD EPYC",
+               "load_1min": [0.5, 1.0], "target": 25.0,
+               "variants": {"default": {**slow, "runs_s": {"0": [10.0]}},
+                            "no_checkpoints": {**costs, "runs_s": {"0": [10.0]}}}}
+    (row,) = frozen_epochs.summary_rows(section)
+    assert row[0] == "16" and row[2].startswith("8.0× (16.0 s / 2.00 s); no checkpoint writes 32.0×")
+    assert row[3:] == ["≥ 25×", "**no**"]
+    text = frozen_epochs.render(section)
+    assert "| default callbacks | 10.00 | 26.00 | 27.50 | 16.00 | 2.000 | 8.0× |" in text
+    assert "AMD EPYC" in text
+    # the 0-epoch run lifts Lightning's min_epochs=1, the others run as a user types them
+    zero = frozen_epochs.command(tmp_path, 0, tmp_path, [])
+    assert "trainer.max_epochs=0" in zero and "trainer.min_epochs=0" in zero
+    assert not any(a.startswith("trainer.min_epochs") for a in frozen_epochs.command(tmp_path, 4, tmp_path, []))

@@ -57,12 +57,14 @@ def test_epochs_after_the_first_are_served_from_the_cache(dm) -> None:
     model = make_model(dm, {"name": "backbone", "cache_features": True})
     make_trainer(3, limit_val_batches=2).fit(model, datamodule=dm)
     cache = model.freezer.cache
-    assert len(cache.entries["train"]) == 24 and len(cache.entries["val"]) == 16
+    assert cache.count("train") == 24 and cache.count("val") == 16
     # epoch 1 computes (3 train + 2 val batches); epochs 2 and 3 are served
     assert (cache.misses, cache.hits) == (5, 10)
-    assert cache.nbytes == sum(t.numel() * t.element_size()
-                               for table in cache.entries.values()
-                               for row in table.values() for t in row[:2])
+    # fp16 token states of every real token plus one embedding per example
+    hidden = model.net.encoder.hidden_size
+    tokens = sum(int(b["attention_mask"].sum()) + len(b["attention_mask"])
+                 for loader in (dm.train_dataloader(), dm.val_dataloader()) for b in loader)
+    assert cache.nbytes == tokens * hidden * 2
 
 
 def test_cache_is_dropped_when_the_encoder_starts_training(dm) -> None:
@@ -114,8 +116,7 @@ def test_other_examples_under_the_same_index_are_recomputed_not_served(dm) -> No
     assert (cache.hits, cache.misses) == (0, 2)
     assert torch.equal(served[1], second[1])
     assert len(cache) == 8  # replaced, not added
-    assert cache.nbytes == sum(t.numel() * t.element_size()
-                               for row in cache.entries["val"].values() for t in row[:2])
+    assert cache.nbytes == (int(batch["attention_mask"].sum()) + 8) * hidden * 4
     assert torch.equal(cache.features("val", other, lambda: first)[1], second[1])
     assert cache.hits == 1
 
@@ -141,3 +142,41 @@ def test_examples_with_the_same_ids_in_another_order_are_recomputed() -> None:
     served = cache.features("val", batch([b, a, a, b], 9), features(9, 3.0))
     assert cache.hits == 1 and served[0].shape == (1, 9, 4)
     assert torch.equal(served[1], torch.full((1, 4), 2.0))
+
+
+def test_a_batch_holding_an_example_twice_stores_it_once() -> None:
+    batch = {"input_ids": torch.tensor([[5, 6, 7], [8, 9, 0], [5, 6, 7]]),
+             "attention_mask": torch.tensor([[1, 1, 1], [1, 1, 0], [1, 1, 1]]),
+             "example_index": torch.tensor([3, 1, 3])}
+    states, emb = torch.randn(3, 3, 4), torch.randn(3, 4)
+    states[2], emb[2] = states[0], emb[0]  # a frozen encoder: the same example, the same outputs
+    cache = FeatureCache("float32")
+    cache.features("train", batch, lambda: (states, emb))
+    assert len(cache) == 2 and cache.nbytes == (3 + 1 + 2 + 1) * 4 * 4
+
+    def recompute():
+        raise AssertionError("every example is cached")
+
+    served_states, served_emb = cache.features("train", batch, recompute)
+    assert cache.hits == 1 and torch.equal(served_emb, emb)
+    assert torch.equal(served_states[:, :2], states[:, :2]) and torch.equal(served_states[0], states[0])
+    assert torch.equal(served_states[1, 2], torch.zeros(4)), "padding is served as zeros"
+
+
+def test_replaced_entries_are_dropped_once_they_outweigh_the_live_ones() -> None:
+    hidden, rows, width = 256, 8, 16
+    cache = FeatureCache("float32")
+    ids = torch.randint(1, 1000, (rows, width))
+    batch = {"attention_mask": torch.ones(rows, width, dtype=torch.long),
+             "example_index": torch.arange(rows)}
+    live = rows * (width + 1) * hidden * 4
+    for version in range(12):  # every pass holds other examples under the same indices
+        batch["input_ids"] = ids + version
+        outputs = (torch.randn(rows, width, hidden), torch.randn(rows, hidden))
+        cache.features("val", batch, lambda o=outputs: o)
+    table = cache.tables["val"]
+    assert cache.nbytes == live and len(cache) == rows
+    assert table.dead_bytes <= max(live, 2**20)  # compacted on the way: 12 passes would be 11x
+    assert table.states.size - 1 < 12 * rows * width
+    served = cache.features("val", batch, lambda: outputs)
+    assert cache.hits == 1 and torch.equal(served[0], outputs[0]) and torch.equal(served[1], outputs[1])

@@ -24,16 +24,16 @@ def finite_weights(path) -> bool:
 
 
 def test_nan_loss_stops_with_step_and_terms_and_keeps_checkpoints_finite(tmp_path, monkeypatch) -> None:
-    real = MultiTaskModule.compute_loss
+    real = MultiTaskModule.task_losses
 
     def poisoned(self, batch, outputs):
-        total, per_task = real(self, batch, outputs)
+        losses, present = real(self, batch, outputs)
         if self.training and self.global_step == NAN_AT_STEP:
-            nan = torch.full_like(per_task["ner"], float("nan"))
-            total, per_task = total + nan, {**per_task, "ner": nan}
-        return total, per_task
+            nan = torch.tensor([float("nan") if n == "ner" else 0.0 for n in self.tasks])
+            losses = losses + nan.to(losses)
+        return losses, present
 
-    monkeypatch.setattr(MultiTaskModule, "compute_loss", poisoned)
+    monkeypatch.setattr(MultiTaskModule, "task_losses", poisoned)
     cfg = compose_config(tmp_path, TINY_TRAIN + MOOD_TASK + [
         "trainer.max_epochs=2", "trainer.limit_train_batches=3",
         "callbacks.step_checkpoint.every_n_train_steps=1", "~callbacks.lr_monitor"])

@@ -39,38 +39,32 @@ class TrainingStopped(MtstError):
     ends_sweep = True
 
 
-def logged_step_values(trainer: L.Trainer, prefix: str = "train/") -> dict[str, float]:
-    """The values logged by the current training step (read from Lightning's result collection,
-    which is where `self.log(..., on_step=True)` puts them before they reach any logger)."""
-    values: dict[str, float] = {}
-    try:
-        for result in getattr(trainer, "_results", {}).values():
-            name, value = result.meta.name, result._forward_cache
-            if name.startswith(prefix) and isinstance(value, torch.Tensor) and value.numel() == 1:
-                values[name] = float(value)
-    except (AttributeError, TypeError):  # Lightning internals changed: report the total only
-        return {}
-    return values
-
-
 class NonFiniteGuard(Callback):
     """Stops before the optimizer step of a batch whose loss is NaN/inf (the weights stay finite),
-    and refuses to write any checkpoint holding non-finite weights (best and last stay intact)."""
+    and refuses to write any checkpoint holding non-finite weights (best and last stay intact).
+
+    Both checks stay off the per-step path: the loss check reads one number, and a checkpoint
+    re-checks only tensors written since the last check (a frozen backbone is checked once:
+    in-place updates bump a tensor's version counter, which its `state_dict` view shares).
+    """
 
     def __init__(self) -> None:
         self._batch_idx = 0
+        self._checked: dict[str, tuple[torch.Tensor, int]] = {}  # name -> (tensor, version) seen finite
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._batch_idx = batch_idx
 
     def on_before_backward(self, trainer, pl_module, loss: torch.Tensor) -> None:
-        bad = not bool(torch.isfinite(loss.detach()).all())
+        loss = loss.detach()
+        bad = not (math.isfinite(float(loss)) if loss.numel() == 1 else bool(torch.isfinite(loss).all()))
         if trainer.world_size > 1:  # every rank must stop together, or the others hang
             bad = any_rank([bad], loss.device)[0]
         if not bad:
             return
-        terms = logged_step_values(trainer)
-        terms.setdefault("train/loss", float(loss.detach().float().mean()))
+        # the module keeps the step's loss terms (logged to Lightning on logging steps only)
+        terms = {k: float(v) for k, v in (getattr(pl_module, "step_values", None) or {}).items()}
+        terms.setdefault("train/loss", float(loss.float().mean()))
         shown = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(terms.items()) if "loss" in k)
         raise NonFiniteLossError(
             f"non-finite loss at step {trainer.global_step} (epoch {trainer.current_epoch}, "
@@ -80,12 +74,24 @@ class NonFiniteGuard(Callback):
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         bad = [name for name, t in checkpoint.get("state_dict", {}).items()
-               if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
+               if torch.is_tensor(t) and t.is_floating_point() and not self._finite(name, t)]
         if bad:
             raise NonFiniteLossError(
                 f"refusing to write a checkpoint at step {trainer.global_step}: non-finite "
                 f"weights in {len(bad)} tensors (first: {bad[0]}); earlier checkpoints are kept"
             )
+
+    def _finite(self, name: str, tensor: torch.Tensor) -> bool:
+        seen = self._checked.get(name)
+        # the kept reference holds the storage, so its address cannot come back as another tensor's
+        if (seen is not None and seen[1] == tensor._version and seen[0].data_ptr() == tensor.data_ptr()
+                and seen[0].shape == tensor.shape and seen[0].stride() == tensor.stride()
+                and seen[0].dtype == tensor.dtype):
+            return True
+        finite = bool(torch.isfinite(tensor).all())
+        if finite:
+            self._checked[name] = (tensor, tensor._version)
+        return finite
 
 
 def _fmt(value: float) -> str:

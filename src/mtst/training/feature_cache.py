@@ -2,24 +2,24 @@
 
 With the encoder frozen, every epoch after the first would recompute exactly the same token
 states; serving them from memory leaves only the heads to run. Entries are keyed on
-`(split, example_index)`, stored trimmed to the example's real tokens in `dtype` (fp16 by default,
-half the memory of fp32), and re-padded with zeros: padded positions carry no label, so the
-heads' gradients do not depend on what sits there. Past `max_mb` new examples are not stored and
-their batches are recomputed.
+`(split, example_index)` and stored in `dtype` (fp16 by default, half the memory of fp32),
+trimmed to the example's real tokens: a split's token states sit back to back in one packed
+tensor (grown in place, with up to half its size spare), so a batch is served by one gather
+over an index built for the whole batch (no Python work per example), re-padded with zeros: padded positions carry no label, so the heads'
+gradients do not depend on what sits there. Past `max_mb` new examples are not stored and their
+batches are recomputed.
 
 Features always pass through `dtype` (also when just computed), so every epoch, and a resumed
-run, feeds the heads the same rounded values. Each entry also keeps a hash of its token ids and
-attention mask, so a different dataset evaluated under the same split name is recomputed, not
-served stale.
+run, feeds the heads the same rounded values. Each entry also keeps the example's token ids: a
+batch is served only when its ids and (right-padded) attention mask equal the stored ones, so a
+different dataset evaluated under the same split name is recomputed, not served stale.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
 
-import numpy as np
 import torch
 
 from mtst.errors import MtstError
@@ -28,26 +28,132 @@ log = logging.getLogger("mtst")
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 Features = tuple[torch.Tensor, torch.Tensor]
-Signature = tuple[int, bytes]
-Entry = tuple[torch.Tensor, torch.Tensor, Signature]
 
 
-def signatures(batch: dict[str, torch.Tensor]) -> list[Signature]:
-    """(number of real tokens, BLAKE2b digest of the ids and the mask) of each row.
+def real_lengths(mask: torch.Tensor) -> torch.Tensor | None:
+    """Real tokens per row [B] when every row of `mask` is right-padded (ones, then zeros);
+    None otherwise (such a batch is never cached: its real tokens are not a prefix)."""
+    lengths = mask.sum(1)
+    positions = torch.arange(mask.size(1), device=mask.device)
+    return lengths if torch.equal(mask != 0, positions < lengths[:, None]) else None
 
-    Trailing padding is left out, so one example padded to different batch lengths keeps its
-    signature; sums of ids would not do (`[a, b, b, a]` and `[b, a, a, b]` share them).
-    """
-    mask = batch["attention_mask"].detach().to("cpu", torch.int64).numpy()
-    ids = batch["input_ids"].detach().to("cpu", torch.int64).numpy() * mask
-    real = mask != 0  # the end of each row's last real token, found for the whole batch at once
-    ends = np.where(real.any(1), mask.shape[1] - np.argmax(real[:, ::-1], axis=1), 0)
-    out = []
-    for row_ids, row_mask, end, count in zip(ids, mask, ends.tolist(), mask.sum(1).tolist(),
-                                             strict=True):
-        digest = hashlib.blake2b(row_ids[:end].tobytes(), digest_size=16)
-        digest.update(row_mask[:end].tobytes())
-        out.append((int(count), digest.digest()))
+
+class Rows:
+    """A tensor that grows along its first dimension: appends copy into spare capacity (grown by
+    half when full), so filling it costs O(rows) however many batches it takes."""
+
+    def __init__(self, row_shape: tuple[int, ...], dtype: torch.dtype) -> None:
+        self.data = torch.zeros((1, *row_shape), dtype=dtype)  # row 0: zeros, a placeholder
+        self.size = 1
+
+    def append(self, rows: torch.Tensor) -> None:
+        end = self.size + len(rows)
+        if end > len(self.data):
+            grown = torch.empty((max(end, len(self.data) * 3 // 2 + 16), *self.data.shape[1:]),
+                                dtype=self.data.dtype)
+            grown[: self.size] = self.data[: self.size]
+            self.data = grown
+        self.data[self.size:end] = rows
+        self.size = end
+
+    def view(self) -> torch.Tensor:
+        return self.data[: self.size]
+
+
+class SplitTable:
+    """One split's entries, packed: every entry's token states back to back in one [rows, H]
+    tensor, its token ids alongside, one embedding row per entry. Row 0 is zeros: padded
+    positions of a served batch gather it (and entry 0 is a placeholder: slot 0 means none).
+    A replaced entry leaves dead rows, dropped once they outweigh the live ones."""
+
+    def __init__(self, hidden: int, dtype: torch.dtype) -> None:
+        self.slot_of = torch.empty(0, dtype=torch.long)  # example index -> entry, 0: none
+        self.start = Rows((), torch.long)  # entry -> first row in `states`
+        self.length = Rows((), torch.long)  # entry -> real tokens
+        self.states = Rows((hidden,), dtype)
+        self.ids = Rows((), torch.int32)
+        self.emb = Rows((hidden,), dtype)
+        self.row_bytes = hidden * self.states.data.element_size()
+        self.nbytes = 0  # live entries' token states and embeddings
+        self.dead_bytes = 0
+
+    def __len__(self) -> int:
+        return int((self.slot_of > 0).sum())
+
+    def slots(self, keys: torch.Tensor) -> torch.Tensor:
+        """Entry of each example index [B]; 0 where none is stored."""
+        out = torch.zeros_like(keys)
+        known = (keys >= 0) & (keys < len(self.slot_of))
+        out[known] = self.slot_of[keys[known]]
+        return out
+
+    def bytes_of(self, slots: torch.Tensor) -> int:
+        held = slots[slots > 0]
+        return int(((self.length.view()[held] + 1) * self.row_bytes).sum())
+
+    def matches(self, slots: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Which rows [B] hold exactly their stored example (same token ids, same length), and
+        each row's gather index [B, T] into the packed rows (0 on padding)."""
+        positions = torch.arange(ids.size(1))
+        real = positions < lengths[:, None]
+        same = (slots > 0) & (self.length.view()[slots] == lengths)
+        index = torch.where(real & same[:, None], self.start.view()[slots][:, None] + positions, 0)
+        stored = self.ids.view().index_select(0, index.flatten()).view_as(index)
+        same &= (stored == torch.where(real, ids, 0).to(torch.int32)).all(1)
+        return same, index
+
+    def serve(self, slots: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(token states [B, T, H], embeddings [B, H]) of matched rows, zeros on padding
+        (`index_select`: several times faster than advanced indexing on the CPU)."""
+        states = self.states.view().index_select(0, index.flatten())
+        return states.view(*index.shape, -1), self.emb.view().index_select(0, slots)
+
+    def add(self, keys: torch.Tensor, lengths: torch.Tensor, states: torch.Tensor,
+            ids: torch.Tensor, emb: torch.Tensor) -> None:
+        """Store rows (rounded, on the CPU, distinct `keys`) as the entries of `keys`."""
+        freed = self.bytes_of(self.slots(keys))  # other examples under these indices go dead
+        self.nbytes -= freed
+        self.dead_bytes += freed
+        real = torch.arange(states.size(1)) < lengths[:, None]
+        first = self.start.size
+        self.start.append(self.states.size + lengths.cumsum(0) - lengths)
+        self.length.append(lengths)
+        # right padding: row-major order keeps each example's tokens together and in order
+        self.states.append(states[real])
+        self.ids.append(ids[real].to(torch.int32))
+        self.emb.append(emb)
+        grow = int(keys.max()) + 1 - len(self.slot_of)
+        if grow > 0:
+            self.slot_of = torch.cat([self.slot_of, self.slot_of.new_zeros(grow)])
+        self.slot_of[keys] = torch.arange(first, first + len(keys))
+        self.nbytes += self.bytes_of(self.slot_of[keys])
+        if self.dead_bytes > max(self.nbytes, 2**20):
+            self._compact()
+
+    def _compact(self) -> None:
+        """Rebuild with the live entries only."""
+        keys = (self.slot_of > 0).nonzero().flatten()
+        slots = self.slot_of[keys]
+        lengths = self.length.view()[slots]
+        width = int(lengths.max()) if len(keys) else 0
+        real = torch.arange(width) < lengths[:, None]
+        index = torch.where(real, self.start.view()[slots][:, None] + torch.arange(width), 0)
+        states, ids, emb = self.states.view()[index], self.ids.view()[index], self.emb.view()[slots]
+        fresh = SplitTable(self.states.data.size(1), self.states.data.dtype)
+        if len(keys):
+            fresh.add(keys, lengths, states, ids, emb)
+        self.__dict__.update(fresh.__dict__)
+
+
+def first_occurrences(keys: torch.Tensor) -> torch.Tensor:
+    """[B] bool: the first row of each distinct key (a batch may hold an example twice)."""
+    order = torch.argsort(keys, stable=True)
+    ordered = keys[order]
+    first = torch.ones_like(ordered, dtype=torch.bool)
+    first[1:] = ordered[1:] != ordered[:-1]
+    out = torch.zeros_like(first)
+    out[order[first]] = True
     return out
 
 
@@ -61,29 +167,43 @@ class FeatureCache:
             raise MtstError(f"freeze.cache_max_mb={max_mb!r}: expected a size in MB >= 0")
         self.dtype = DTYPES[dtype]
         self.max_bytes = int(float(max_mb) * 2**20)
-        self.entries: dict[str, dict[int, Entry]] = {}
-        self.nbytes = 0
+        self.tables: dict[str, SplitTable] = {}
         self.hits = 0
         self.misses = 0
         self._warned: set[str] = set()
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the stored token states and embeddings (what `max_mb` caps)."""
+        return sum(t.nbytes for t in self.tables.values())
+
     def clear(self) -> None:
         """Forget everything (the encoder is about to change)."""
-        self.entries.clear()
-        self.nbytes = 0
+        self.tables.clear()
 
     def __len__(self) -> int:
-        return sum(len(d) for d in self.entries.values())
+        return sum(len(t) for t in self.tables.values())
+
+    def count(self, split: str) -> int:
+        """Examples of `split` stored."""
+        return len(self.tables[split]) if split in self.tables else 0
 
     def features(
         self, split: str, batch: dict[str, torch.Tensor], compute: Callable[[], Features]
     ) -> Features:
         """Cached features of the batch when every example is cached, else `compute()` (stored)."""
-        keys, sigs = batch["example_index"].tolist(), signatures(batch)
-        served = self._lookup(split, keys, sigs, batch["attention_mask"])
-        if served is not None:
-            self.hits += 1
-            return served
+        mask = batch["attention_mask"]
+        keys = batch["example_index"].detach().cpu()
+        ids = batch["input_ids"].detach().cpu()
+        lengths = real_lengths(mask.detach().cpu())
+        table = self.tables.get(split)
+        if table is not None and lengths is not None and len(keys):
+            slots = table.slots(keys)
+            if bool((slots > 0).all()):
+                same, index = table.matches(slots, ids, lengths)
+                if bool(same.all()):
+                    self.hits += 1
+                    return tuple(t.to(mask.device).float() for t in table.serve(slots, index))
         self.misses += 1
         states, embeddings = compute()
         rounded = states.to(self.dtype), embeddings.to(self.dtype)
@@ -91,49 +211,33 @@ class FeatureCache:
             self._warn_once("overflow", f"feature cache: values overflow {self.dtype}; this batch "
                             "is not cached (set freeze.cache_dtype=float32 or bfloat16)")
             return states, embeddings
-        self._store(split, keys, sigs, *rounded)
+        if lengths is not None and len(keys):
+            self._store(split, keys, ids, lengths, *rounded)
         return rounded[0].to(states.dtype), rounded[1].to(embeddings.dtype)
 
-    def _lookup(self, split: str, keys: list[int], sigs: list[Signature],
-                mask: torch.Tensor) -> Features | None:
-        table = self.entries.get(split)
-        if not table:
-            return None
-        rows = [table.get(k) for k in keys]
-        if any(row is None or row[2] != sig for row, sig in zip(rows, sigs, strict=True)):
-            return None
-        hidden = rows[0][0].size(-1)
-        states = torch.zeros(len(rows), mask.size(1), hidden, dtype=torch.float32)
-        for i, (row_states, _, _) in enumerate(rows):
-            states[i, : row_states.size(0)] = row_states
-        embeddings = torch.stack([emb for _, emb, _ in rows]).float()
-        return states.to(mask.device), embeddings.to(mask.device)
-
-    def _store(self, split: str, keys: list[int], sigs: list[Signature],
+    def _store(self, split: str, keys: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor,
                states: torch.Tensor, emb: torch.Tensor) -> None:
-        table = self.entries.setdefault(split, {})
-        states, emb = states.detach().cpu(), emb.detach().cpu()
-        for i, (key, sig) in enumerate(zip(keys, sigs, strict=True)):
-            old = table.get(key)
-            if old is not None and old[2] == sig:
-                continue
-            if old is not None:  # another example under this index: replace it
-                self.nbytes -= _size(old)
-                del table[key]
-            # right padding: the example's real tokens come first
-            row = (states[i, : sig[0]].clone(), emb[i].clone(), sig)
-            if self.nbytes + _size(row) > self.max_bytes:
-                self._warn_once("full", f"feature cache full at {self.nbytes / 2**20:.0f} MB "
-                                "(freeze.cache_max_mb): the remaining examples are recomputed")
-                return
-            table[key] = row
-            self.nbytes += _size(row)
+        table = self.tables.get(split)
+        if table is None:
+            table = self.tables[split] = SplitTable(states.size(-1), self.dtype)
+        slots = table.slots(keys)
+        same = table.matches(slots, ids, lengths)[0] if bool((slots > 0).any()) else slots > 0
+        rows = (~same & first_occurrences(keys)).nonzero().flatten()
+        if not len(rows):
+            return
+        keys, lengths = keys[rows], lengths[rows]
+        # what fits goes in, in batch order: (tokens + the embedding) rows of `dtype` each
+        room = self.max_bytes - self.nbytes + table.bytes_of(table.slots(keys))
+        fits = int(((lengths + 1) * table.row_bytes).cumsum(0).le(room).sum())
+        if fits < len(rows):
+            self._warn_once("full", f"feature cache full at {self.nbytes / 2**20:.0f} MB "
+                            "(freeze.cache_max_mb): the remaining examples are recomputed")
+        if fits:
+            rows = rows[:fits]
+            table.add(keys[:fits], lengths[:fits], states.detach()[rows].cpu(), ids[rows],
+                      emb.detach()[rows].cpu())
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
             log.warning(message)
-
-
-def _size(entry: Entry) -> int:
-    return sum(t.numel() * t.element_size() for t in entry[:2])

@@ -94,9 +94,9 @@ class FreezeStrategy:
         encoder = module.net.encoder
         if not self.encoder_frozen:
             return encoder(input_ids, attention_mask)
-        encoder.eval()  # Lightning may have switched modes around validation
 
         def compute() -> tuple[torch.Tensor, torch.Tensor]:
+            encoder.eval()  # Lightning may have switched modes around validation
             with torch.no_grad():
                 return encoder(input_ids, attention_mask)
 

@@ -38,6 +38,38 @@ STAGES = ("val", "test")
 CHECKPOINT_VERSION = 2  # what `checkpoint["mtst"]` holds; 0.1 checkpoints have no "version"
 
 
+class EpochMeans:
+    """Batch-size-weighted means of per-step values over an epoch, summed as tensors (no device
+    sync per step): what `self.log(..., on_epoch=True, batch_size=n)` would compute, with one
+    `self.log` per name and epoch instead of one per step."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.sizes: dict[str, int] = {}
+
+    def add(self, values: dict[str, torch.Tensor], size: int) -> None:
+        for name, value in values.items():
+            weighted = value.float() * size
+            self.sums[name] = self.sums[name] + weighted if name in self.sums else weighted
+            self.sizes[name] = self.sizes.get(name, 0) + size
+
+    def pop(self) -> dict[str, torch.Tensor]:
+        """The means so far; starts over."""
+        means = {name: total / self.sizes[name] for name, total in self.sums.items()}
+        self.sums, self.sizes = {}, {}
+        return means
+
+
+def _step_logs_needed(trainer: L.Trainer) -> bool:
+    """Whether Lightning hands this step's values to the loggers (every `log_every_n_steps`
+    steps, and before a stop); logged on other steps they would cost a `self.log` each, unread.
+    The progress bar shows the values of the logging steps."""
+    try:
+        return bool(trainer._logger_connector.should_update_logs or trainer.fast_dev_run)
+    except AttributeError:  # Lightning's internals changed: log every step, as before
+        return True
+
+
 class MultiTaskModule(L.LightningModule):
     """Checkpoint keys read `net.encoder.*`, `net.heads.<task>.*`; `checkpoint["mtst"]` holds the
     network's config and backbone files, so the network reloads from the checkpoint alone.
@@ -83,6 +115,10 @@ class MultiTaskModule(L.LightningModule):
             stage: nn.ModuleDict({n: t.new_metrics(net.label_spaces[n]) for n, t in self.tasks.items()})
             for stage in STAGES})
         self.reports: dict[str, dict[str, dict[str, float]]] = {}  # per-type test reports
+        # the last training step's loss terms (what the non-finite guard names) and batch size
+        self.step_values: dict[str, torch.Tensor] = {}
+        self.step_size = 0
+        self._epoch_means = EpochMeans()
         self._encoder_files: dict[str, bytes] | None = None
         self.run_config: dict[str, Any] | None = None  # set by the training pipeline
 
@@ -116,11 +152,22 @@ class MultiTaskModule(L.LightningModule):
         if self.trainer.is_global_zero:
             log_task_layout(self.trainer, self.tasks)
 
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """A flat dict of tensors (every collated batch) moves without Lightning's recursive walk
+        over collections, and stays as it is where it already sits on `device`."""
+        if not isinstance(batch, dict) or not all(isinstance(v, torch.Tensor) for v in batch.values()):
+            return super().transfer_batch_to_device(batch, device, dataloader_idx)
+        if all(v.device == device for v in batch.values()):
+            return batch
+        non_blocking = device.type not in ("cpu", "mps")  # as Lightning's move_data_to_device
+        return {k: v.to(device, non_blocking=non_blocking) for k, v in batch.items()}
+
     def on_train_start(self) -> None:
         # after Lightning restored the loops: on a resume `current_epoch` is the checkpoint's
         # epoch (at `on_fit_start` it still reads 0), and a run resumed mid-epoch gets no
         # `on_train_epoch_start` for the rest of that epoch
         self.freezer.apply(self, self.current_epoch)
+        self._epoch_means.pop()
 
     def on_train_epoch_start(self) -> None:
         self.freezer.apply(self, self.current_epoch)
@@ -148,12 +195,10 @@ class MultiTaskModule(L.LightningModule):
                 self.loss_fn.after_step(mean_losses, seen, self.global_step)
                 if self.loss_fn.needs_losses_after_update:
                     self._losses_before = (mean_losses, seen, self.global_step)
-        size = batch["input_ids"].size(0)
-        values = {"train/loss": logged.detach(), **{f"train/{n}/loss": v for n, v in per_task.items()}}
-        for name, value in values.items():  # per step, and `<name>_epoch` per epoch
-            self.log(name, value, on_step=True, on_epoch=False, batch_size=size,
-                     prog_bar=name == "train/loss")
-            self.log(f"{name}_epoch", value, on_step=False, on_epoch=True, batch_size=size)
+        self.step_values = {"train/loss": logged.detach(),
+                            **{f"train/{n}/loss": v for n, v in per_task.items()}}
+        self.step_size = batch["input_ids"].size(0)
+        self._epoch_means.add(self.step_values, self.step_size)
         return total
 
     def _log_conflict(self, report: dict[str, float]) -> None:
@@ -193,6 +238,10 @@ class MultiTaskModule(L.LightningModule):
         return False
 
     def on_train_batch_end(self, outputs: Any, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        if self.step_values and _step_logs_needed(self.trainer):
+            for name, value in self.step_values.items():
+                self.log(name, value, on_step=True, on_epoch=False, batch_size=self.step_size,
+                         prog_bar=name == "train/loss")
         # FAMO-like methods compare the batch's losses before and after the update: one extra
         # forward without gradients (after accumulation, only once the optimizer has stepped)
         if self._losses_before is None or self.global_step == self._losses_before[2]:
@@ -205,6 +254,8 @@ class MultiTaskModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self.loss_fn.end_epoch()  # epoch-level loss histories (dwa)
+        for name, value in self._epoch_means.pop().items():
+            self.log(f"{name}_epoch", value, on_step=False, on_epoch=True)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._eval_step("val", batch)
