@@ -22,13 +22,13 @@ from typing import Any
 from benchmarks.common import DEFAULT_DATA, FULL, QUICK, ROOT, budget_dict, data_paths
 
 SECTIONS = ("overhead", "padding", "freeze", "encode", "memory", "quality", "scale", "onnx",
-            "onnx_speed", "serve", "similarity", "weighting_cost")
+            "onnx_speed", "serve", "similarity", "weighting_cost", "checkpoint_bytes")
 NEEDS = {"overhead": ("conll2003", "ag_news"), "padding": ("conll2003",),
          "freeze": ("conll2003",), "encode": ("ag_news",), "memory": ("conll2003", "ag_news"),
          "quality": ("conll2003", "ag_news"), "scale": ("conll2003",),
          "onnx": ("conll2003", "ag_news"), "onnx_speed": ("ag_news",), "serve": ("ag_news",),
          "similarity": ("conll2003", "ag_news", "stsbenchmark"),
-         "weighting_cost": ("conll2003", "ag_news")}
+         "weighting_cost": ("conll2003", "ag_news"), "checkpoint_bytes": ("conll2003",)}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -63,6 +63,7 @@ def missing_prerequisite(data_dir: Path) -> str | None:
 
 def section_runner(name: str) -> Callable[..., dict[str, Any]]:
     from benchmarks import (
+        checkpoint_bytes,
         encoding,
         freeze,
         memory,
@@ -88,7 +89,8 @@ def section_runner(name: str) -> Callable[..., dict[str, Any]]:
             "onnx_speed": lambda b, d, p: onnx_speed.run(b, d),
             "serve": lambda b, d, p: serve_load.run(b.serve_clients, b.serve_seconds, d),
             "similarity": lambda b, d, p: similarity.run(b, d),
-            "weighting_cost": lambda b, d, p: weighting_cost.run(b)}[name]
+            "weighting_cost": lambda b, d, p: weighting_cost.run(b),
+            "checkpoint_bytes": lambda b, d, p: checkpoint_bytes.run(b, p)}[name]
 
 
 def main(argv: list[str] | None = None) -> int:

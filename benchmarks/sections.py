@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from benchmarks.checkpoint_bytes import render as render_checkpoint_bytes
+from benchmarks.checkpoint_bytes import summary_rows as checkpoint_bytes_rows
 from benchmarks.details import (
     render_encode,
     render_freeze,
@@ -106,6 +108,8 @@ def summary_rows(sections: dict[str, Any]) -> list[list[Any]]:
         rows += similarity_rows(sections["similarity"])
     if _ok(sections.get("weighting_cost")):
         rows += weighting_cost_rows(sections["weighting_cost"])
+    if _ok(sections.get("checkpoint_bytes")):
+        rows += checkpoint_bytes_rows(sections["checkpoint_bytes"])
     for name, section in sections.items():
         if not _ok(section):
             reason = (section or {}).get("error") or (section or {}).get("skipped")
@@ -160,4 +164,5 @@ SECTION_RENDERERS = [
     ("serve", "11. Serving: `mtst serve` under load (loopback)", render_serve),
     ("similarity", "12. The embedding's yardstick: STS Benchmark", render_similarity),
     ("weighting_cost", "13. Gradient-level task weighting: cost per step", render_weighting_cost),
+    ("checkpoint_bytes", "16. Checkpoints: bytes written per epoch", render_checkpoint_bytes),
 ]
