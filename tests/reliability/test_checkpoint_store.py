@@ -33,9 +33,13 @@ def state(seed: int = 0) -> dict[str, torch.Tensor]:
             "steps": torch.tensor(3)}
 
 
+FILES = {"tokenizer.json": bytes(range(256)) * 16, "config.json": b'{"hidden_size": 32}'}
+
+
 def checkpoint(weights: dict[str, torch.Tensor], step: int = 1) -> dict:
     return {"state_dict": weights, "global_step": step,
-            "optimizer_states": [{"state": {0: {"exp_avg": torch.ones(16, 32)}}}]}
+            "optimizer_states": [{"state": {0: {"exp_avg": torch.ones(16, 32)}}}],
+            "mtst": {"version": 2, "files": dict(FILES)}}
 
 
 def tensor_files(folder: Path) -> set[str]:
@@ -47,10 +51,12 @@ def test_unchanged_tensors_are_written_once_and_load_back_bitwise(tmp_path) -> N
     weights = state()
     io.save_checkpoint(checkpoint(weights), tmp_path / "last.ckpt")
     first = io.bytes_written
-    assert len(tensor_files(tmp_path)) == 3  # encoder.weight, encoder.half, head.weight
+    assert len(tensor_files(tmp_path)) == 4  # encoder.weight, encoder.half, head.weight, tokenizer
     raw = torch.load(tmp_path / "last.ckpt", weights_only=True)
     assert set(raw["state_dict"]) == {"encoder.bias", "steps"}
     assert set(raw[REFS_KEY]["tensors"]) == {"encoder.weight", "encoder.half", "head.weight"}
+    assert raw["mtst"]["files"] == {"config.json": FILES["config.json"]}  # small: inside
+    assert set(raw[REFS_KEY]["files"]) == {"tokenizer.json"}
 
     trained = {**weights, "head.weight": weights["head.weight"] + 1}  # the head trained
     io.save_checkpoint(checkpoint(trained, 2), tmp_path / "best.ckpt")
@@ -58,9 +64,10 @@ def test_unchanged_tensors_are_written_once_and_load_back_bitwise(tmp_path) -> N
     ckpt_size = (tmp_path / "best.ckpt").stat().st_size
     head_file = 16 * 32 * 4
     assert head_file < second - ckpt_size < head_file + 200  # the new head's file, nothing else
-    assert len(tensor_files(tmp_path)) == 4
+    assert len(tensor_files(tmp_path)) == 5
 
     loaded = load_checkpoint(tmp_path / "best.ckpt")
+    assert loaded["mtst"] == {"version": 2, "files": FILES}
     assert list(loaded["state_dict"]) == list(trained)  # saved order, every key
     for key, value in trained.items():
         assert loaded["state_dict"][key].dtype == value.dtype
@@ -78,21 +85,22 @@ def test_files_no_checkpoint_refers_to_are_collected(tmp_path) -> None:
     io.save_checkpoint(checkpoint(second), tmp_path / "last.ckpt")  # best still needs `first`
     assert kept < tensor_files(tmp_path)
     io.save_checkpoint(checkpoint(second), tmp_path / "best.ckpt")  # nothing needs `first` now
-    assert tensor_files(tmp_path) == {f"{content_hash(second[k])}.safetensors"
-                                      for k in ("encoder.weight", "encoder.half", "head.weight")}
+    assert tensor_files(tmp_path) == {f"{d}.safetensors" for d in referenced_digests(tmp_path / "best.ckpt")}
+    assert {f"{content_hash(second[k])}.safetensors" for k in ("encoder.weight", "head.weight")
+            } < tensor_files(tmp_path)
     # a top-k checkpoint ModelCheckpoint removes takes its files with it
     io.save_checkpoint(checkpoint(third), tmp_path / "epoch=2.ckpt")
-    assert len(tensor_files(tmp_path)) == 6
+    assert len(tensor_files(tmp_path)) == 7  # the tokenizer file is shared
     io.remove_checkpoint(tmp_path / "epoch=2.ckpt")
-    assert len(tensor_files(tmp_path)) == 3
+    assert len(tensor_files(tmp_path)) == 4
     # a checkpoint that cannot be read might refer to anything: nothing is collected then
     (tmp_path / "foreign.ckpt").write_bytes(b"not a checkpoint")
     io.save_checkpoint(checkpoint(third), tmp_path / "last.ckpt")
     io.save_checkpoint(checkpoint(third), tmp_path / "best.ckpt")
-    assert len(tensor_files(tmp_path)) == 6
+    assert len(tensor_files(tmp_path)) == 7
     (tmp_path / "foreign.ckpt").unlink()
     io.save_checkpoint(checkpoint(third), tmp_path / "best.ckpt")
-    assert len(tensor_files(tmp_path)) == 3
+    assert len(tensor_files(tmp_path)) == 4
 
 
 def test_a_checkpoint_copied_alone_fails_with_one_line_naming_the_missing_file(tmp_path, capsys

@@ -59,32 +59,51 @@ def store_tensors(checkpoint: dict[str, Any], folder: Path, write: Callable[[Pat
     """The checkpoint to save (a shallow copy whose state dict keeps only small tensors, plus
     the references) and the bytes of tensor files written now. Each new file goes through
     `write` (atomic and durable): the caller saves the checkpoint only after this returns, so a
-    saved checkpoint never refers to a file that is missing or half-written."""
-    state = checkpoint.get("state_dict")
-    if not isinstance(state, Mapping):
-        return checkpoint, 0
+    saved checkpoint never refers to a file that is missing or half-written.
+
+    The backbone's config and tokenizer files (`checkpoint["mtst"]["files"]`, the same bytes in
+    every checkpoint of a run) are stored the same way, as uint8 tensors."""
     from safetensors.torch import save
 
-    inline: dict[str, Any] = {}
-    refs: dict[str, str] = {}
     written = 0
-    for key, value in state.items():
-        if not _storable(value, min_bytes):
-            inline[key] = value
-            continue
-        tensor = value.detach().cpu().contiguous()
-        refs[key] = digest = content_hash(tensor)
+
+    def store(tensor: torch.Tensor) -> str:
+        nonlocal written
+        tensor = tensor.detach().cpu().contiguous()
+        digest = content_hash(tensor)
         file = folder / f"{digest}.safetensors"
         if not file.is_file():
             folder.mkdir(parents=True, exist_ok=True)
             data = save({TENSOR_NAME: tensor})
             write(file, data)
             written += len(data)
-    if not refs:
+        return digest
+
+    saved = dict(checkpoint)
+    refs: dict[str, Any] = {"format": FORMAT, "folder": folder.name, "keys": [], "tensors": {}}
+    state = checkpoint.get("state_dict")
+    if isinstance(state, Mapping):
+        refs["keys"] = list(state)
+        refs["tensors"] = {key: store(value) for key, value in state.items()
+                           if _storable(value, min_bytes)}
+        saved["state_dict"] = {k: v for k, v in state.items() if k not in refs["tensors"]}
+    files = _backbone_files(checkpoint)
+    if files:
+        refs["files"] = {name: store(torch.frombuffer(bytearray(content), dtype=torch.uint8))
+                         for name, content in files.items()
+                         if isinstance(content, bytes) and len(content) >= min_bytes}
+        saved["mtst"] = {**checkpoint["mtst"],
+                         "files": {k: v for k, v in files.items() if k not in refs["files"]}}
+    if not refs["tensors"] and not refs.get("files"):
         return checkpoint, 0
-    return {**checkpoint, "state_dict": inline,
-            REFS_KEY: {"format": FORMAT, "folder": folder.name, "keys": list(state),
-                       "tensors": refs}}, written
+    saved[REFS_KEY] = refs
+    return saved, written
+
+
+def _backbone_files(checkpoint: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    saved = checkpoint.get("mtst")
+    files = saved.get("files") if isinstance(saved, Mapping) else None
+    return files if isinstance(files, Mapping) else None
 
 
 def _references(checkpoint: Mapping[str, Any], where: Path) -> dict[str, Any] | None:
@@ -98,21 +117,24 @@ def _references(checkpoint: Mapping[str, Any], where: Path) -> dict[str, Any] | 
             raise MtstError(f"{where}: written by a newer mtst (tensor format {refs['format']}); "
                             "upgrade mtst to load it")
         folder, keys, tensors = refs["folder"], list(refs["keys"]), dict(refs["tensors"])
+        files = dict(refs.get("files") or {})
+        digests = [*tensors.values(), *files.values()]
         ok = (isinstance(folder, str) and re.fullmatch(r"[\w.-]+", folder) and folder not in (".", "..")
-              and all(isinstance(d, str) and DIGEST.fullmatch(d) for d in tensors.values())
-              and set(tensors) <= set(keys))
+              and all(isinstance(d, str) and DIGEST.fullmatch(d) for d in digests)
+              and set(tensors) <= set(keys) and all(isinstance(n, str) for n in files)
+              and (not files or _backbone_files(checkpoint) is not None))
     except (KeyError, TypeError, AttributeError) as err:
         raise MtstError(f"{where}: not an mtst checkpoint (malformed '{REFS_KEY}' entry: "
                         f"{first_line(err)})") from None
     if not ok:
         raise MtstError(f"{where}: not an mtst checkpoint (malformed '{REFS_KEY}' entry)")
-    return {"folder": folder, "keys": keys, "tensors": tensors}
+    return {"folder": folder, "keys": keys, "tensors": tensors, "files": files}
 
 
 def load_tensors(checkpoint: dict[str, Any], path: Path, map_location: Any = "cpu") -> dict[str, Any]:
     """The checkpoint with every referenced tensor read back into its state dict (in the saved
-    key order), as if it had been saved whole; one line naming the file when one is missing,
-    unreadable or not what its name says."""
+    key order) and every referenced backbone file into `mtst.files`, as if it had been saved
+    whole; one line naming the file when one is missing, unreadable or not what its name says."""
     refs = _references(checkpoint, path)
     if refs is None:
         return checkpoint
@@ -120,7 +142,7 @@ def load_tensors(checkpoint: dict[str, Any], path: Path, map_location: Any = "cp
 
     folder = path.parent / refs["folder"]
     loaded: dict[str, torch.Tensor] = {}
-    for digest in dict.fromkeys(refs["tensors"].values()):
+    for digest in dict.fromkeys([*refs["tensors"].values(), *refs["files"].values()]):
         file = folder / f"{digest}.safetensors"
         if not file.is_file():
             raise MissingTensorFile(
@@ -134,17 +156,24 @@ def load_tensors(checkpoint: dict[str, Any], path: Path, map_location: Any = "cp
         if content_hash(tensor) != digest:
             raise MtstError(f"{file}: its content does not match its name (corrupt); "
                             f"{path} cannot be loaded")
-        loaded[digest] = tensor.to(map_location) if isinstance(map_location, (str, torch.device)) \
-            else tensor
-    state = checkpoint["state_dict"]
-    try:
-        restored = {key: loaded[refs["tensors"][key]] if key in refs["tensors"] else state[key]
-                    for key in refs["keys"]}
-    except KeyError as err:
-        raise MtstError(f"{path}: not an mtst checkpoint (state dict entry {err} is "
-                        "neither inside nor referenced)") from None
-    rest = {k: v for k, v in checkpoint.items() if k != REFS_KEY}
-    return {**rest, "state_dict": restored}
+        loaded[digest] = tensor
+    restored = {k: v for k, v in checkpoint.items() if k != REFS_KEY}
+    if refs["keys"]:
+        state = checkpoint.get("state_dict") or {}
+        move = isinstance(map_location, (str, torch.device))
+        try:
+            restored["state_dict"] = {
+                key: (loaded[refs["tensors"][key]].to(map_location) if move
+                      else loaded[refs["tensors"][key]]) if key in refs["tensors"] else state[key]
+                for key in refs["keys"]}
+        except KeyError as err:
+            raise MtstError(f"{path}: not an mtst checkpoint (state dict entry {err} is "
+                            "neither inside nor referenced)") from None
+    if refs["files"]:
+        files = {**_backbone_files(checkpoint),
+                 **{name: loaded[d].numpy().tobytes() for name, d in refs["files"].items()}}
+        restored["mtst"] = {**checkpoint["mtst"], "files": files}
+    return restored
 
 
 def referenced_digests(path: Path) -> set[str] | None:
@@ -155,7 +184,7 @@ def referenced_digests(path: Path) -> set[str] | None:
         refs = _references(checkpoint, path) if isinstance(checkpoint, Mapping) else None
     except Exception:  # unreadable, foreign or malformed: keep every file
         return None
-    return set(refs["tensors"].values()) if refs else set()
+    return {*refs["tensors"].values(), *refs["files"].values()} if refs else set()
 
 
 def collect_garbage(checkpoint_dir: Path, folder_name: str = TENSOR_FOLDER) -> int:
