@@ -49,8 +49,9 @@ def content_hash(tensor: torch.Tensor) -> str:
 
 
 def _storable(value: Any, min_bytes: int) -> bool:
-    return (type(value) in (torch.Tensor, torch.nn.Parameter) and value.layout == torch.strided and not value.is_meta
-            and not value.is_quantized and value.dim() > 0
+    """Plain dense tensors of `min_bytes` or more (not meta, quantized or subclassed ones)."""
+    return (type(value) in (torch.Tensor, torch.nn.Parameter) and value.layout == torch.strided
+            and not value.is_meta and not value.is_quantized and value.dim() > 0
             and value.numel() * value.element_size() >= min_bytes)
 
 
