@@ -191,7 +191,8 @@ def test_checkpoint_bytes_row_shows_before_and_after_per_epoch() -> None:
     def row(before: float, first: float, later: float) -> dict:
         epoch = {"before_bytes": before, "after_bytes": later, "before_s": 1.0, "after_s": 0.1,
                  "saves": 3}
-        return {"per_epoch": [epoch, epoch], "before_per_epoch_bytes": before,
+        return {"per_epoch": [epoch, epoch], "before_first_epoch_bytes": before,
+                "before_later_epoch_bytes": before,
                 "after_first_epoch_bytes": first, "after_later_epoch_bytes": later,
                 "before_later_epoch_s": 1.0, "after_later_epoch_s": 0.1,
                 "checkpoint_folder_bytes": 2 * first, "tensor_files": 40}
@@ -201,4 +202,4 @@ def test_checkpoint_bytes_row_shows_before_and_after_per_epoch() -> None:
     (summary,) = summary_rows(section)
     assert summary[0] == "16" and summary[2] == "backbone 273.0 / 0.50 MB; none 273.0 / 91.5 MB"
     table = render_bytes(section)
-    assert "| backbone | 3 | 273.0 | 91.5 | 0.50 | 546× | 1.00 → 0.10 | 183.0 (40) |" in table
+    assert "| backbone | 3/3 | 273.0 → 91.5 | 273.0 → 0.50 | 546× | 1.00 → 0.10 | 183.0 (40) |" in table
