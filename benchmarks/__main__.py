@@ -22,13 +22,15 @@ from typing import Any
 from benchmarks.common import DEFAULT_DATA, FULL, QUICK, ROOT, budget_dict, data_paths
 
 SECTIONS = ("overhead", "padding", "freeze", "encode", "memory", "quality", "scale", "onnx",
-            "onnx_speed", "serve", "similarity", "weighting_cost", "frozen_epochs")
+            "onnx_speed", "serve", "similarity", "weighting_cost", "frozen_epochs",
+            "checkpoint_bytes")
 NEEDS = {"overhead": ("conll2003", "ag_news"), "padding": ("conll2003",),
          "freeze": ("conll2003",), "encode": ("ag_news",), "memory": ("conll2003", "ag_news"),
          "quality": ("conll2003", "ag_news"), "scale": ("conll2003",),
          "onnx": ("conll2003", "ag_news"), "onnx_speed": ("ag_news",), "serve": ("ag_news",),
          "similarity": ("conll2003", "ag_news", "stsbenchmark"),
-         "weighting_cost": ("conll2003", "ag_news"), "frozen_epochs": ("conll2003",)}
+         "weighting_cost": ("conll2003", "ag_news"), "frozen_epochs": ("conll2003",),
+         "checkpoint_bytes": ("conll2003",)}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -63,6 +65,7 @@ def missing_prerequisite(data_dir: Path) -> str | None:
 
 def section_runner(name: str) -> Callable[..., dict[str, Any]]:
     from benchmarks import (
+        checkpoint_bytes,
         encoding,
         freeze,
         frozen_epochs,
@@ -90,7 +93,8 @@ def section_runner(name: str) -> Callable[..., dict[str, Any]]:
             "serve": lambda b, d, p: serve_load.run(b.serve_clients, b.serve_seconds, d),
             "similarity": lambda b, d, p: similarity.run(b, d),
             "weighting_cost": lambda b, d, p: weighting_cost.run(b),
-            "frozen_epochs": lambda b, d, p: frozen_epochs.run(b, p)}[name]
+            "frozen_epochs": lambda b, d, p: frozen_epochs.run(b, p),
+            "checkpoint_bytes": lambda b, d, p: checkpoint_bytes.run(b, p)}[name]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from benchmarks.checkpoint_bytes import render as render_checkpoint_bytes
+from benchmarks.checkpoint_bytes import summary_rows as checkpoint_bytes_rows
 from benchmarks.details import (
     render_encode,
     render_freeze,
@@ -110,6 +112,8 @@ def summary_rows(sections: dict[str, Any]) -> list[list[Any]]:
         rows += weighting_cost_rows(sections["weighting_cost"])
     if _ok(sections.get("frozen_epochs")):
         rows += frozen_epochs_rows(sections["frozen_epochs"])
+    if _ok(sections.get("checkpoint_bytes")):
+        rows += checkpoint_bytes_rows(sections["checkpoint_bytes"])
     for name, section in sections.items():
         if not _ok(section):
             reason = (section or {}).get("error") or (section or {}).get("skipped")
@@ -166,4 +170,5 @@ SECTION_RENDERERS = [
     ("weighting_cost", "13. Gradient-level task weighting: cost per step", render_weighting_cost),
     ("frozen_epochs", "16. Frozen backbone: later epochs against the first, whole `train.py` runs",
      render_frozen_epochs),
+    ("checkpoint_bytes", "16. Checkpoints: bytes written per epoch", render_checkpoint_bytes),
 ]

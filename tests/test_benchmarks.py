@@ -209,3 +209,24 @@ def test_frozen_epochs_row_from_run_times(tmp_path) -> None:
     zero = frozen_epochs.command(tmp_path, 0, tmp_path, [])
     assert "trainer.max_epochs=0" in zero and "trainer.min_epochs=0" in zero
     assert not any(a.startswith("trainer.min_epochs") for a in frozen_epochs.command(tmp_path, 4, tmp_path, []))
+
+
+def test_checkpoint_bytes_row_shows_before_and_after_per_epoch() -> None:
+    from benchmarks.checkpoint_bytes import render as render_bytes
+    from benchmarks.checkpoint_bytes import summary_rows
+
+    def row(before: float, first: float, later: float) -> dict:
+        epoch = {"before_bytes": before, "after_bytes": later, "before_s": 1.0, "after_s": 0.1,
+                 "saves": 3}
+        return {"per_epoch": [epoch, epoch], "before_first_epoch_bytes": before,
+                "before_later_epoch_bytes": before,
+                "after_first_epoch_bytes": first, "after_later_epoch_bytes": later,
+                "before_later_epoch_s": 1.0, "after_later_epoch_s": 0.1,
+                "checkpoint_folder_bytes": 2 * first, "tensor_files": 40}
+
+    section = {"examples": 8, "epochs": 2, "rows": {"backbone": row(273e6, 91.5e6, 0.5e6),
+                                                      "none": row(273e6, 91.5e6, 91.5e6)}}
+    (summary,) = summary_rows(section)
+    assert summary[0] == "16" and summary[2] == "backbone 273.0 / 0.50 MB; none 273.0 / 91.5 MB"
+    table = render_bytes(section)
+    assert "| backbone | 3/3 | 273.0 → 91.5 | 273.0 → 0.50 | 546× | 1.00 → 0.10 | 183.0 (40) |" in table

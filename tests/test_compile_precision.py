@@ -10,6 +10,7 @@ from lightning.fabric.utilities.apply_func import move_data_to_device
 
 from mtst.cli._hydra import report_user_errors
 from mtst.cli.train import train_task
+from mtst.training.checkpoints import load_checkpoint
 from mtst.training.pipeline import build_trainer, train
 from tests.conftest import TINY_TRAIN, compose_config, sample_tasks
 
@@ -27,7 +28,7 @@ def test_compile_with_a_graph_capturing_backend_trains_and_keeps_checkpoint_keys
     metrics = train(compose_config(tmp_path / "compiled", RUN + ["trainer.compile=eager"]))
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0  # the encoder was traced
     assert metrics and all(v == v for v in metrics.values())
-    keys = [set(torch.load(tmp_path / d / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"])
+    keys = [set(load_checkpoint(tmp_path / d / "checkpoints" / "last.ckpt")["state_dict"])
             for d in ("plain", "compiled")]
     assert keys[0] == keys[1] and not any("_orig_mod" in k for k in keys[1])
     torch._dynamo.reset()
@@ -77,7 +78,7 @@ def test_bf16_mixed_trains_under_autocast_without_nan(tmp_path, monkeypatch) -> 
                                                     "trainer.limit_train_batches=4"]))
     assert seen.dtypes == {torch.bfloat16}  # the matmuls ran in bf16
     assert metrics["val/loss"] == metrics["val/loss"] and abs(metrics["val/loss"]) < 1e3
-    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["state_dict"]
     floats = [t for t in state.values() if t.is_floating_point()]
     assert all(t.dtype == torch.float32 and bool(torch.isfinite(t).all()) for t in floats)
 

@@ -16,6 +16,7 @@ from mtst.errors import MtstError
 from mtst.inference.loading import load_checkpoint_network
 from mtst.tasks import build_tasks
 from mtst.tasks.metrics import Correlation
+from mtst.training.checkpoints import load_checkpoint
 from mtst.training.pipeline import train
 from tests.conftest import SAMPLE, TINY_TRAIN, compose_config
 from tests.test_train import event_file
@@ -70,7 +71,7 @@ def test_a_third_task_from_overrides_trains_and_is_scored_everywhere(three_task_
     assert list(sections) == ["run", "topic", "ner", "mood"]
     assert {"val/mood/f1", "test/mood/acc", "train/mood/loss"} <= set(sections["mood"])
     assert set(sections["mood"]) <= tags
-    checkpoint = torch.load(out / "checkpoints" / "best.ckpt", weights_only=True)
+    checkpoint = load_checkpoint(out / "checkpoints" / "best.ckpt")
     assert list(checkpoint["mtst"]["network"]["tasks"]) == ["topic", "ner", "mood"]
     assert checkpoint["mtst"]["network"]["tasks"]["mood"]["labels"] == {"kind": "label", "names": list(MOODS)}
     assert checkpoint["state_dict"]["net.heads.mood.out.weight"].shape[0] == 2
@@ -85,7 +86,7 @@ def test_a_single_task_run_after_removing_one(tmp_path) -> None:
     metrics = train(compose_config(tmp_path, TINY_TRAIN + ["~tasks.topic"]))
     assert "val/ner/f1" in metrics and not [k for k in metrics if "/topic/" in k]
     assert metrics["val/score"] == pytest.approx(metrics["val/ner/f1"])
-    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     assert list(checkpoint["mtst"]["network"]["tasks"]) == ["ner"]
     assert not [k for k in checkpoint["state_dict"] if k.startswith("net.heads.topic.")]
 

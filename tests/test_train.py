@@ -15,6 +15,7 @@ from mtst.cli._hydra import report_user_errors
 from mtst.errors import MtstError
 from mtst.inference.loading import load_checkpoint_network
 from mtst.inference.model import MultiTaskModel
+from mtst.training.checkpoints import load_checkpoint
 from mtst.training.pipeline import train
 from tests.conftest import TINY_TRAIN, compose_config
 from tests.reliability.helpers import CLI_TINY, run_cli, run_folders
@@ -142,7 +143,7 @@ def test_a_run_that_finishes_in_a_failed_folder_clears_the_error(tmp_path) -> No
 
 def test_checkpoint_reloads_without_config_and_predicts_identically(tiny_run) -> None:
     out, _ = tiny_run
-    checkpoint = torch.load(out / "checkpoints" / "best.ckpt", weights_only=True)  # plain data only: safe to load
+    checkpoint = load_checkpoint(out / "checkpoints" / "best.ckpt")  # plain data only: safe to load
     assert {"version", "network", "files", "config"} <= checkpoint["mtst"].keys()
     assert set(checkpoint["mtst"]["network"]["tasks"]) == {"topic", "ner"}
     run_config = checkpoint["mtst"]["config"]

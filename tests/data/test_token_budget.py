@@ -10,6 +10,7 @@ import torch
 from mtst.cli._hydra import report_user_errors
 from mtst.cli.train import train_task
 from mtst.data.batching import CHUNK_BATCHES, MultiTaskBatchSampler, ResumableDataLoader
+from mtst.training.checkpoints import load_checkpoint
 from mtst.training.pipeline import train
 from tests.conftest import TINY_TRAIN, compose_config
 from tests.reliability.helpers import Crash
@@ -162,7 +163,7 @@ def test_a_budget_run_resumed_mid_epoch_ends_like_the_uninterrupted_one(tmp_path
         train(compose_config(tmp_path / "run", RUN + crash))
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     train(compose_config(tmp_path / "run", RUN + [f"ckpt_path={last}"]))
-    final = torch.load(last, weights_only=True)
-    reference = torch.load(tmp_path / "ref" / "checkpoints" / "last.ckpt", weights_only=True)
+    final = load_checkpoint(last)
+    reference = load_checkpoint(tmp_path / "ref" / "checkpoints" / "last.ckpt")
     assert final["global_step"] == reference["global_step"] == 4
     assert all(torch.equal(final["state_dict"][k], v) for k, v in reference["state_dict"].items())

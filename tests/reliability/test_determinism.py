@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from mtst.training.checkpoints import load_checkpoint
 from tests.reliability.helpers import CLI_RESUME, MOOD_TASK, run_cli, run_folders
 
 
@@ -23,7 +24,7 @@ def test_two_runs_with_the_same_seed_are_bit_identical(tmp_path) -> None:
     a, b = (json.loads((run / "metrics.json").read_text())["metrics"] for run in runs)
     assert a == b  # exact float equality, every key
     assert {"val/score", "val/ner/f1", "val/topic/acc", "val/mood/acc", "test/score"} <= a.keys()
-    wa, wb = (torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    wa, wb = (load_checkpoint(run / "checkpoints" / "last.ckpt")["state_dict"]
               for run in runs)
     assert wa.keys() == wb.keys()
     assert [k for k in wa if not torch.equal(wa[k], wb[k])] == []

@@ -10,6 +10,7 @@ import torch
 
 from mtst.errors import MtstError
 from mtst.training.callbacks import NonFiniteGuard, NonFiniteLossError
+from mtst.training.checkpoints import load_checkpoint
 from mtst.training.module import MultiTaskModule
 from mtst.training.pipeline import train
 from tests.conftest import TINY_TRAIN, compose_config
@@ -19,7 +20,7 @@ NAN_AT_STEP = 4  # epoch 2, after best.ckpt (epoch 1) and several last.ckpt writ
 
 
 def finite_weights(path) -> bool:
-    state = torch.load(path, weights_only=True)["state_dict"]
+    state = load_checkpoint(path)["state_dict"]
     return all(bool(torch.isfinite(t).all()) for t in state.values() if t.is_floating_point())
 
 
@@ -69,7 +70,8 @@ def test_a_non_finite_weight_stops_the_run_and_last_ckpt_keeps_the_previous_step
     assert checkpoint_step(ckpts / "last.ckpt") == poison_at - 1
     assert checkpoint_step(ckpts / "best.ckpt") == 3
     assert finite_weights(ckpts / "last.ckpt") and finite_weights(ckpts / "best.ckpt")
-    assert sorted(p.name for p in ckpts.iterdir()) == ["best.ckpt", "last.ckpt"]  # no temp file
+    assert sorted(p.name for p in ckpts.iterdir()) == ["best.ckpt", "last.ckpt", "tensors"]
+    assert not list(ckpts.rglob(".*.tmp"))  # no temp file, beside them or in tensors/
     assert not (tmp_path / "metrics.json").exists()
 
 

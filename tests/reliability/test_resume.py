@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from mtst.training.checkpoints import AtomicCheckpointIO
+from mtst.training.checkpoints import AtomicCheckpointIO, load_checkpoint
 from mtst.training.pipeline import train
 from mtst.training.runs import run_dir
+from mtst.training.tensor_store import referenced_digests
 from tests.conftest import compose_config
 from tests.reliability.conftest import RESUME_RUN, TOTAL_STEPS
 from tests.reliability.helpers import Crash, checkpoint_step
@@ -25,14 +26,15 @@ def test_crash_mid_epoch_then_resume_matches_the_uninterrupted_run(reference_run
         train(compose_config(tmp_path, RESUME_RUN + crash))
     last = tmp_path / "checkpoints" / "last.ckpt"
     assert checkpoint_step(last) == 5
+    assert referenced_digests(last)  # resumed from a checkpoint whose large tensors are files
     assert not (tmp_path / "metrics.json").exists()
     metrics = train(compose_config(tmp_path, RESUME_RUN + [f"ckpt_path={last}"]))
     assert checkpoint_step(last) == checkpoint_step(ref_dir / "checkpoints" / "last.ckpt") == TOTAL_STEPS
     assert metrics.keys() == ref_metrics.keys()
     for key, value in ref_metrics.items():
         assert metrics[key] == pytest.approx(value, abs=1e-6), key
-    final = torch.load(last, weights_only=True)["state_dict"]
-    reference = torch.load(ref_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    final = load_checkpoint(last)["state_dict"]
+    reference = load_checkpoint(ref_dir / "checkpoints" / "last.ckpt")["state_dict"]
     assert all(torch.equal(final[k], reference[k]) for k in reference)  # same data, same dropout
 
 

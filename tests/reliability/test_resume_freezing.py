@@ -11,6 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from mtst.model.backbone import load_tokenizer
+from mtst.training.checkpoints import load_checkpoint
 from mtst.training.freezing import STRATEGIES, build_freeze_strategy
 from mtst.training.pipeline import build_datamodule, build_model, configured_tasks, train
 from tests.conftest import compose_config
@@ -48,7 +49,7 @@ def test_every_epoch_dependent_strategy_is_covered(tmp_path) -> None:
 
 
 def last_state(run: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    return load_checkpoint(run / "checkpoints" / "last.ckpt")["state_dict"]
 
 
 @pytest.fixture(scope="module")

@@ -6,16 +6,25 @@ import io
 import os
 import pickletools
 import re
-import tempfile
 import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from mtst.errors import MtstError
+from mtst.files import atomic_file
+from mtst.training.tensor_store import (
+    MIN_BYTES,
+    TENSOR_FOLDER,
+    MissingTensorFile,
+    collect_garbage,
+    load_tensors,
+    store_tensors,
+)
 
 # globals a PyTorch checkpoint pickles legitimately (torch.load's allowlist is a subset of these)
 SAFE_GLOBALS = ("torch.", "collections.OrderedDict")
@@ -23,28 +32,57 @@ PICKLE_SCAN_BYTES = 64 << 20
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write to a temporary file in the same folder, then rename: a kill mid-save never leaves a
-    truncated checkpoint, and the previous one stays intact."""
+    """Checkpoints that are atomic and do not rewrite unchanged weights.
+
+    Every file is written to a temporary file in the same folder, fsynced and renamed: a kill
+    mid-save never leaves a truncated checkpoint, and the previous one stays intact. Large
+    state-dict tensors go to content-addressed files in `tensors/` next to the checkpoint
+    (see `mtst.training.tensor_store`), written before the checkpoint that refers to them and
+    only when not there yet; files no checkpoint refers to any more are then deleted.
+    `bytes_written` counts every byte this instance wrote (checkpoints and tensor files).
+    """
+
+    def __init__(self, min_bytes: int = MIN_BYTES) -> None:
+        super().__init__()
+        self.min_bytes = min_bytes
+        self.bytes_written = 0
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                torch.save(checkpoint, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        folder = path.parent / TENSOR_FOLDER
+        stored, written = store_tensors(checkpoint, folder, _write_bytes, self.min_bytes)
+        if written:
+            _fsync_dir(folder)  # the new tensor files are durable before anything refers to them
+        _durable_write(path, lambda handle: torch.save(stored, handle))
         _fsync_dir(path.parent)
+        self.bytes_written += written + path.stat().st_size
         for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a process killed mid-save
             stale.unlink(missing_ok=True)
+        if folder.is_dir():
+            for stale in folder.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
+            collect_garbage(path.parent)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
         return load_checkpoint(path, map_location or "cpu")
+
+    def remove_checkpoint(self, path) -> None:
+        """ModelCheckpoint removes a superseded top-k file: its tensor files may go with it."""
+        super().remove_checkpoint(path)
+        collect_garbage(Path(path).parent)
+
+
+def _durable_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """`atomic_file`, fsynced before the rename: after a crash the file is whole or absent."""
+    with atomic_file(path) as tmp, tmp.open("wb") as handle:
+        write(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    _durable_write(path, lambda handle: handle.write(data))
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -62,7 +100,8 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def load_checkpoint(path: str | Path, map_location: str | None = "cpu") -> dict[str, Any]:
-    """torch.load with `weights_only=True`: a checkpoint can hold tensors and plain data only.
+    """torch.load with `weights_only=True`: a checkpoint can hold tensors and plain data only;
+    the tensors it refers to (`tensors/` next to it) are read back from their safetensors files.
 
     A file it refuses gives one line naming the file and why (truncated, not a PyTorch file, or
     the code it would run); torch's warnings about such a file are dropped with it, since the
@@ -71,15 +110,31 @@ def load_checkpoint(path: str | Path, map_location: str | None = "cpu") -> dict[
     path = Path(path)
     if not path.is_file():
         raise MtstError(f"checkpoint '{path}' does not exist")
-    with warnings.catch_warnings(record=True) as caught:
+    for attempt in range(2):
+        before = _identity(path)
+        with warnings.catch_warnings(record=True) as caught:
+            try:
+                checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+            except Exception as err:  # corrupt file, not a checkpoint, or pickled code
+                raise _refusal(path, err) from None
         try:
-            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as err:  # corrupt file, not a checkpoint, or pickled code
-            raise _refusal(path, err) from None
+            checkpoint = load_tensors(checkpoint, path, map_location)
+        except MissingTensorFile:
+            # a run still training replaced this checkpoint and collected its old tensor files
+            # between the two reads: the new file is complete, read it again
+            if attempt or _identity(path) == before:
+                raise
+            continue
+        break
     for warning in caught:
         warnings.warn_explicit(warning.message, warning.category, warning.filename,
                                warning.lineno, source=warning.source)
     return checkpoint
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    stat = path.stat()
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
 def _refusal(path: Path, err: BaseException) -> MtstError:
