@@ -76,12 +76,27 @@ class NonFiniteGuard(Callback):
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         bad = [name for name, t in checkpoint.get("state_dict", {}).items()
-               if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
+               if not all(bool(torch.isfinite(x).all()) for x in _local_float_tensors(t))]
+        if getattr(trainer, "world_size", 1) > 1:  # sharded weights: each rank sees its slices only
+            found = any_rank([bool(bad)], pl_module.device)[0]
+            bad = bad or (["(on another rank)"] if found else [])
         if bad:
             raise NonFiniteLossError(
                 f"refusing to write a checkpoint at step {trainer.global_step}: non-finite "
                 f"weights in {len(bad)} tensors (first: {bad[0]}); earlier checkpoints are kept"
             )
+
+
+def _local_float_tensors(value: Any) -> list[torch.Tensor]:
+    """The floating-point tensors this rank holds of a state-dict entry: the tensor itself, or
+    its local shards (FSDP's sharded state dicts hold ShardedTensor / DTensor values)."""
+    if hasattr(value, "local_shards"):
+        tensors = [shard.tensor for shard in value.local_shards()]
+    elif hasattr(value, "to_local"):
+        tensors = [value.to_local()]
+    else:
+        tensors = [value] if torch.is_tensor(value) else []
+    return [t for t in tensors if t.is_floating_point()]
 
 
 def _fmt(value: float) -> str:
