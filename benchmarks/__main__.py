@@ -22,13 +22,14 @@ from typing import Any
 from benchmarks.common import DEFAULT_DATA, FULL, QUICK, ROOT, budget_dict, data_paths
 
 SECTIONS = ("overhead", "padding", "freeze", "encode", "memory", "quality", "scale", "onnx",
-            "onnx_speed", "serve", "similarity", "weighting_cost")
+            "onnx_speed", "serve", "similarity", "weighting_cost", "gpt_neo", "token_budget")
 NEEDS = {"overhead": ("conll2003", "ag_news"), "padding": ("conll2003",),
          "freeze": ("conll2003",), "encode": ("ag_news",), "memory": ("conll2003", "ag_news"),
          "quality": ("conll2003", "ag_news"), "scale": ("conll2003",),
          "onnx": ("conll2003", "ag_news"), "onnx_speed": ("ag_news",), "serve": ("ag_news",),
          "similarity": ("conll2003", "ag_news", "stsbenchmark"),
-         "weighting_cost": ("conll2003", "ag_news")}
+         "weighting_cost": ("conll2003", "ag_news"), "gpt_neo": ("conll2003", "ag_news"),
+         "token_budget": ("conll2003",)}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -65,6 +66,7 @@ def section_runner(name: str) -> Callable[..., dict[str, Any]]:
     from benchmarks import (
         encoding,
         freeze,
+        gpt_neo,
         memory,
         onnx_check,
         onnx_speed,
@@ -73,6 +75,7 @@ def section_runner(name: str) -> Callable[..., dict[str, Any]]:
         scale,
         serve_load,
         similarity,
+        token_budget,
         training,
         weighting_cost,
     )
@@ -88,7 +91,9 @@ def section_runner(name: str) -> Callable[..., dict[str, Any]]:
             "onnx_speed": lambda b, d, p: onnx_speed.run(b, d),
             "serve": lambda b, d, p: serve_load.run(b.serve_clients, b.serve_seconds, d),
             "similarity": lambda b, d, p: similarity.run(b, d),
-            "weighting_cost": lambda b, d, p: weighting_cost.run(b)}[name]
+            "weighting_cost": lambda b, d, p: weighting_cost.run(b),
+            "gpt_neo": lambda b, d, p: gpt_neo.run(b, d),
+            "token_budget": lambda b, d, p: token_budget.run(b)}[name]
 
 
 def main(argv: list[str] | None = None) -> int:

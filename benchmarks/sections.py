@@ -15,8 +15,12 @@ from benchmarks.details import (
     scale_linearity,
 )
 from benchmarks.details_serving import render_onnx, render_onnx_speed, render_serve
+from benchmarks.gpt_neo import render as render_gpt_neo
+from benchmarks.gpt_neo import summary_rows as gpt_neo_rows
 from benchmarks.similarity import render as render_similarity
 from benchmarks.similarity import summary_rows as similarity_rows
+from benchmarks.token_budget import render as render_token_budget
+from benchmarks.token_budget import summary_rows as token_budget_rows
 from benchmarks.weighting_cost import render as render_weighting_cost
 from benchmarks.weighting_cost import summary_rows as weighting_cost_rows
 
@@ -106,6 +110,10 @@ def summary_rows(sections: dict[str, Any]) -> list[list[Any]]:
         rows += similarity_rows(sections["similarity"])
     if _ok(sections.get("weighting_cost")):
         rows += weighting_cost_rows(sections["weighting_cost"])
+    if _ok(sections.get("gpt_neo")):
+        rows += gpt_neo_rows(sections["gpt_neo"])
+    if _ok(sections.get("token_budget")):
+        rows += token_budget_rows(sections["token_budget"])
     for name, section in sections.items():
         if not _ok(section):
             reason = (section or {}).get("error") or (section or {}).get("skipped")
@@ -160,4 +168,8 @@ SECTION_RENDERERS = [
     ("serve", "11. Serving: `mtst serve` under load (loopback)", render_serve),
     ("similarity", "12. The embedding's yardstick: STS Benchmark", render_similarity),
     ("weighting_cost", "13. Gradient-level task weighting: cost per step", render_weighting_cost),
+    ("gpt_neo", "16 (a). The default backbone's architecture: GPT-Neo 125M (random weights) "
+     "against MiniLM", render_gpt_neo),
+    ("token_budget", "16 (b). Token-budget batches (`data.max_tokens`) against a fixed batch "
+     "size", render_token_budget),
 ]
