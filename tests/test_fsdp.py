@@ -9,6 +9,7 @@ scripts/device_check.sh runs a random-weight GPT-Neo 1.3B for a few FSDP steps o
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -137,3 +138,25 @@ def test_two_cpu_processes_train_save_sharded_and_resume(tmp_path) -> None:
     assert set(net.label_spaces) == {"topic", "ner"}
     weights = net.encoder.backbone.wte.weight
     assert weights.shape[1] == 64 and bool(torch.isfinite(weights).all())
+
+
+class FakeSharded:
+    """The part of a ShardedTensor the checkpoint guard reads: this rank's shards."""
+
+    def __init__(self, *tensors: torch.Tensor) -> None:
+        self.shards = [SimpleNamespace(tensor=t) for t in tensors]
+
+    def local_shards(self) -> list:
+        return self.shards
+
+
+def test_the_checkpoint_guard_reads_each_ranks_local_shards() -> None:
+    from mtst.training.callbacks import NonFiniteGuard, NonFiniteLossError
+
+    guard, trainer = NonFiniteGuard(), SimpleNamespace(global_step=3)
+    module = SimpleNamespace(device=torch.device("cpu"))
+    fine = {"state_dict": {"w": FakeSharded(torch.ones(2), torch.zeros(2))}}
+    guard.on_save_checkpoint(trainer, module, fine)
+    broken = {"state_dict": {"w": FakeSharded(torch.ones(2), torch.tensor([float("nan")]))}}
+    with pytest.raises(NonFiniteLossError, match=r"step 3: non-finite weights in 1 tensors \(first: w\)"):
+        guard.on_save_checkpoint(trainer, module, broken)
