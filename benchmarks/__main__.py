@@ -23,14 +23,15 @@ from benchmarks.common import DEFAULT_DATA, FULL, QUICK, ROOT, budget_dict, data
 
 SECTIONS = ("overhead", "padding", "freeze", "encode", "memory", "quality", "scale", "onnx",
             "onnx_speed", "serve", "similarity", "weighting_cost", "frozen_epochs",
-            "checkpoint_bytes")
+            "checkpoint_bytes", "gpt_neo", "token_budget")
 NEEDS = {"overhead": ("conll2003", "ag_news"), "padding": ("conll2003",),
          "freeze": ("conll2003",), "encode": ("ag_news",), "memory": ("conll2003", "ag_news"),
          "quality": ("conll2003", "ag_news"), "scale": ("conll2003",),
          "onnx": ("conll2003", "ag_news"), "onnx_speed": ("ag_news",), "serve": ("ag_news",),
          "similarity": ("conll2003", "ag_news", "stsbenchmark"),
          "weighting_cost": ("conll2003", "ag_news"), "frozen_epochs": ("conll2003",),
-         "checkpoint_bytes": ("conll2003",)}
+         "checkpoint_bytes": ("conll2003",), "gpt_neo": ("conll2003", "ag_news"),
+         "token_budget": ("conll2003",)}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -69,6 +70,7 @@ def section_runner(name: str) -> Callable[..., dict[str, Any]]:
         encoding,
         freeze,
         frozen_epochs,
+        gpt_neo,
         memory,
         onnx_check,
         onnx_speed,
@@ -77,6 +79,7 @@ def section_runner(name: str) -> Callable[..., dict[str, Any]]:
         scale,
         serve_load,
         similarity,
+        token_budget,
         training,
         weighting_cost,
     )
@@ -94,7 +97,9 @@ def section_runner(name: str) -> Callable[..., dict[str, Any]]:
             "similarity": lambda b, d, p: similarity.run(b, d),
             "weighting_cost": lambda b, d, p: weighting_cost.run(b),
             "frozen_epochs": lambda b, d, p: frozen_epochs.run(b, p),
-            "checkpoint_bytes": lambda b, d, p: checkpoint_bytes.run(b, p)}[name]
+            "checkpoint_bytes": lambda b, d, p: checkpoint_bytes.run(b, p),
+            "gpt_neo": lambda b, d, p: gpt_neo.run(b, d),
+            "token_budget": lambda b, d, p: token_budget.run(b)}[name]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,9 @@ On a machine with an NVIDIA GPU (under 8 minutes on one GPU) it measures:
   autocast, eager and (unless `--no-compile`) with `torch.compile`; peak GPU memory per row;
 - `encode` sentences/s against sentence-transformers on the same GPU and folder (MiniLM);
 - the real pipeline: a few steps of `train.py trainer=gpu` on the sample corpus (bf16-mixed,
-  token-budget batches, pinned memory), and a DDP smoke run when more than one GPU is visible.
+  token-budget batches, pinned memory), and a DDP smoke run when more than one GPU is visible;
+- a few `trainer=fsdp` steps of GPT-Neo 1.3B's architecture with random weights on one GPU
+  (benchmarks/device_fsdp.py).
 
 It writes one Markdown section (default `benchmarks/device_check.md`), which `python -m benchmarks`
 includes in BENCHMARKS.md. The `--cpu` dry run exercises every row with the tiny backbone on the
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import MINILM, ROOT, median, peak_rss_mib
+from benchmarks.device_fsdp import fsdp_row
 
 SECTION = ROOT / "benchmarks" / "device_check.md"
 TITLE = "GPU device check"
@@ -237,6 +240,7 @@ def run(cpu: bool, peak_override: float | None = None, compile_rows: bool = True
     result["pipeline"].append(pipeline_row(sizes, cpu))
     if result["gpus"] > 1:
         result["pipeline"].append(pipeline_row(sizes, cpu, devices=result["gpus"]))
+    result["fsdp"] = _guarded(lambda: fsdp_row(cpu, steps=2 if cpu else 6))
     result["seconds"] = time.perf_counter() - started
     result["peak_rss_mib"] = peak_rss_mib()
     return result

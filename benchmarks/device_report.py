@@ -7,6 +7,7 @@ from typing import Any
 
 from benchmarks import device_check
 from benchmarks.device_check import TITLE
+from benchmarks.device_fsdp import render_rows
 from benchmarks.report import table
 
 
@@ -60,6 +61,7 @@ def render_section(result: dict[str, Any]) -> str:
                         for p in result["pipeline"]]))
     if not result["cpu"] and result["gpus"] < 2:
         parts += ["", "DDP smoke run: not run (one GPU visible)."]
+    parts += render_rows(result.get("fsdp"))
     return "\n".join(parts) + "\n"
 
 

@@ -19,8 +19,12 @@ from benchmarks.details import (
 from benchmarks.details_serving import render_onnx, render_onnx_speed, render_serve
 from benchmarks.frozen_epochs import render as render_frozen_epochs
 from benchmarks.frozen_epochs import summary_rows as frozen_epochs_rows
+from benchmarks.gpt_neo import render as render_gpt_neo
+from benchmarks.gpt_neo import summary_rows as gpt_neo_rows
 from benchmarks.similarity import render as render_similarity
 from benchmarks.similarity import summary_rows as similarity_rows
+from benchmarks.token_budget import render as render_token_budget
+from benchmarks.token_budget import summary_rows as token_budget_rows
 from benchmarks.weighting_cost import render as render_weighting_cost
 from benchmarks.weighting_cost import summary_rows as weighting_cost_rows
 
@@ -114,6 +118,10 @@ def summary_rows(sections: dict[str, Any]) -> list[list[Any]]:
         rows += frozen_epochs_rows(sections["frozen_epochs"])
     if _ok(sections.get("checkpoint_bytes")):
         rows += checkpoint_bytes_rows(sections["checkpoint_bytes"])
+    if _ok(sections.get("gpt_neo")):
+        rows += gpt_neo_rows(sections["gpt_neo"])
+    if _ok(sections.get("token_budget")):
+        rows += token_budget_rows(sections["token_budget"])
     for name, section in sections.items():
         if not _ok(section):
             reason = (section or {}).get("error") or (section or {}).get("skipped")
@@ -171,4 +179,8 @@ SECTION_RENDERERS = [
     ("frozen_epochs", "16. Frozen backbone: later epochs against the first, whole `train.py` runs",
      render_frozen_epochs),
     ("checkpoint_bytes", "16. Checkpoints: bytes written per epoch", render_checkpoint_bytes),
+    ("gpt_neo", "16 (a). The default backbone's architecture: GPT-Neo 125M (random weights) "
+     "against MiniLM", render_gpt_neo),
+    ("token_budget", "16 (b). Token-budget batches (`data.max_tokens`) against a fixed batch "
+     "size", render_token_budget),
 ]

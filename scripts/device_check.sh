@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU device check: training tokens/s and achieved FLOP/s against the GPU's bf16 dense peak
 # (GPT-Neo 125M with random weights, MiniLM), encode against sentence-transformers, peak GPU
-# memory, the train.py GPU path, and a DDP smoke run with more than one GPU. Under 8 minutes on
-# one NVIDIA GPU; writes benchmarks/device_check.md, which BENCHMARKS.md includes.
+# memory, the train.py GPU path, a DDP smoke run with more than one GPU, and a few trainer=fsdp
+# steps of GPT-Neo 1.3B's architecture with random weights (nothing is downloaded). Under 8
+# minutes on one NVIDIA GPU; writes benchmarks/device_check.md, which BENCHMARKS.md includes.
 #
 #   scripts/device_check.sh                 # on a machine with an NVIDIA GPU
 #   scripts/device_check.sh --cpu           # dry run with tiny sizes (no GPU needed)

@@ -21,7 +21,7 @@ def test_the_cpu_dry_run_measures_every_row_and_writes_the_section(tmp_path) -> 
     env = {**os.environ, "PYTHON": sys.executable}
     proc = subprocess.run([str(ROOT / "scripts" / "device_check.sh"), "--cpu", "--out", str(section),
                            "--json", str(raw)], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=400)
+                          text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(raw.read_text())
     rows = {row["backbone"]: row for row in result["train"]}
@@ -35,11 +35,16 @@ def test_the_cpu_dry_run_measures_every_row_and_writes_the_section(tmp_path) -> 
     assert encode["min_cosine"] > 0.9999 and encode["mtst_per_s"] > 0 and encode["st_per_s"] > 0
     (pipeline,) = result["pipeline"]
     assert pipeline["ok"], pipeline
+    fsdp = result["fsdp"]  # trainer=fsdp_cpu, one process: the sharded path, blocks found
+    assert fsdp["ok"], fsdp
+    assert fsdp["wrapped_blocks"] == ["GPTNeoBlock"] and fsdp["checkpoint_activations"]
+    assert fsdp["strategy"] == "HydraFSDPStrategy" and len(fsdp["step_s"]) == 2
     text = section.read_text()
     assert text == render_section(result)
     assert text.startswith("## GPU device check (CPU dry run: not a GPU measurement)")
     assert "| gpt_neo_tiny |" in text and "| minilm |" in text and "not measured" not in text
     assert "trainer=cpu trainer.precision=bf16-mixed data.max_tokens=1024" in text
+    assert "`backbone=gpt_neo_tiny` (random weights)" in text and "| GPTNeoBlock | yes |" in text
 
 
 def test_the_dry_run_never_writes_the_committed_gpu_section() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -43,6 +44,10 @@ class SentenceEncoder(nn.Module):
         self.backbone, self.tokenizer = backbone, tokenizer
         self.pooling = Pooling(pooling, normalize)
         self.max_length = max_length
+        # an encoder never reads a key/value cache: building one costs memory every step, and
+        # a recomputed block (activation checkpointing) would append to it a second time
+        self._backbone_kwargs = ({"use_cache": False} if "use_cache" in
+                                 inspect.signature(backbone.forward).parameters else {})
         unused = self.unused_parameter_names()
         for name, param in self.named_parameters():  # before any DDP wrapper lists what trains
             if name in unused:
@@ -67,7 +72,8 @@ class SentenceEncoder(nn.Module):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (token_states [B, T, H], sentence embeddings [B, H])."""
-        states = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        states = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
+                               **self._backbone_kwargs).last_hidden_state
         return states, self.pooling(states, attention_mask)
 
     @classmethod

@@ -113,3 +113,21 @@ def encoder_units(
     units += [Unit(f"block_{i}", k, blocks[i]) for k, i in enumerate(order)]
     units.append(Unit("embeddings", len(order), embeddings))
     return units
+
+
+def block_classes(backbone: nn.Module, blocks_pattern: str | None = None) -> set[type[nn.Module]]:
+    """The module classes of the backbone's transformer blocks (`GPTNeoBlock`, `BertLayer`, ...):
+    what FSDP wraps as one shard unit and activation checkpointing recomputes. A block is a
+    submodule whose name is a whole match of the layout's block prefix (`h.3`, `encoder.layer.3`),
+    found the same way gradual unfreezing finds them."""
+    names = [n for n, _ in backbone.named_parameters()]
+    blocks_re, _ = _layout(names, blocks_pattern, None, type(backbone).__name__)
+    found = set()
+    for name, module in backbone.named_modules():
+        match = blocks_re.search(f"{name}.") if name else None
+        if match and match.end() == len(name) + 1:
+            found.add(type(module))
+    if not found:
+        raise MtstError(f"no transformer block module matches '{blocks_re.pattern}' in "
+                        f"{type(backbone).__name__}; {HOOK_HELP}")
+    return found

@@ -73,8 +73,15 @@ class NonFiniteGuard(Callback):
         )
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
-        bad = [name for name, t in checkpoint.get("state_dict", {}).items()
-               if torch.is_tensor(t) and t.is_floating_point() and not self._finite(name, t)]
+        state = checkpoint.get("state_dict", {})
+        bad = [name for name, t in state.items()
+               if not all(self._finite(f"{name}#{i}", x) for i, x in enumerate(_local_float_tensors(t)))]
+        # sharded weights (FSDP): each rank sees its own slices, so the ranks decide together
+        # (a sharded save is collective anyway); replicated weights decide alike on every rank
+        # without one, which a rank-0 save after SIGTERM relies on
+        if any(_is_sharded(t) for t in state.values()):
+            found = any_rank([bool(bad)], pl_module.device)[0]
+            bad = bad or (["(on another rank)"] if found else [])
         if bad:
             raise NonFiniteLossError(
                 f"refusing to write a checkpoint at step {trainer.global_step}: non-finite "
@@ -92,6 +99,23 @@ class NonFiniteGuard(Callback):
         if finite:
             self._checked[name] = (tensor, tensor._version)
         return finite
+
+
+def _is_sharded(value: Any) -> bool:
+    """A ShardedTensor or DTensor: this rank holds a slice only."""
+    return hasattr(value, "local_shards") or hasattr(value, "to_local")
+
+
+def _local_float_tensors(value: Any) -> list[torch.Tensor]:
+    """The floating-point tensors this rank holds of a state-dict entry: the tensor itself, or
+    its local shards (FSDP's sharded state dicts hold ShardedTensor / DTensor values)."""
+    if hasattr(value, "local_shards"):
+        tensors = [shard.tensor for shard in value.local_shards()]
+    elif _is_sharded(value):
+        tensors = [value.to_local()]
+    else:
+        tensors = [value] if torch.is_tensor(value) else []
+    return [t for t in tensors if t.is_floating_point()]
 
 
 def _fmt(value: float) -> str:

@@ -30,6 +30,7 @@ from mtst.training.gradients import (
 from mtst.training.loggers import log_task_layout
 from mtst.training.optim import build_optimizer
 from mtst.training.report_delta import delta_m
+from mtst.training.sharding import clip_sharded_grad_norm
 from mtst.training.weighting import GRAD_ON, Weighting, build_weighting
 
 log = logging.getLogger("mtst")
@@ -308,6 +309,16 @@ class MultiTaskModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         return build_optimizer(self, self.hparams.optimizer or {})
+
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer,
+                                    gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        # under FSDP each rank holds a slice of every gradient: only the wrapped root can clip
+        # by the global norm (Lightning's FSDP precision refuses norm clipping otherwise)
+        if (gradient_clip_val and gradient_clip_algorithm in (None, "norm")
+                and clip_sharded_grad_norm(self.trainer.strategy, gradient_clip_val)):
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     # ---- checkpoints ---------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ from mtst.training.loggers import close_loggers, log_hp_metric
 from mtst.training.module import MultiTaskModule
 from mtst.training.runs import to_float_dict, write_json
 from mtst.training.settings import check_settings, instantiated, lightning_setting_errors
+from mtst.training.sharding import is_sharded_checkpoint, resolve_resume_path
 
 log = logging.getLogger("mtst")
 
@@ -130,7 +131,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     route_lightning_logs()
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.log_dir)
+    ckpt_path = resolve_resume_path(cfg.get("ckpt_path"), cfg.paths.log_dir)
     trainer = build_trainer(cfg)  # before the data: a rejected setting fails in a second
     tasks = configured_tasks(cfg)
     tokenizer = load_tokenizer(**backbone_settings(cfg))
@@ -167,6 +168,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     drop_unselected_tasks(cfg)
     check_settings(cfg)
     route_lightning_logs()
+    if is_sharded_checkpoint(cfg.ckpt_path):
+        raise MtstError(f"ckpt_path={cfg.ckpt_path} is a sharded checkpoint folder (trainer=fsdp); "
+                        "make one file first: python -m lightning.pytorch.utilities."
+                        f"consolidate_checkpoint {cfg.ckpt_path}")
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.log_dir)
     from mtst.training.checkpoints import load_checkpoint
     from mtst.training.evaluation import TopicConfusion, write_topic_report

@@ -1,0 +1,147 @@
+"""Fully sharded data parallel training (`trainer=fsdp`) for backbones too big for DDP replicas.
+
+`HydraFSDPStrategy` is Lightning's `FSDPStrategy` with three things mtst needs:
+
+- the shard units and the activation-checkpointed modules are the backbone's transformer blocks,
+  found from the model when training starts (`block_classes: auto`: `GPTNeoBlock`, `BertLayer`,
+  ...), so one config serves every backbone;
+- extra ranks start as single runs of the current Hydra job (as under `trainer=ddp`), so a
+  multirun is not replayed in every child and only rank 0 writes the run folder;
+- CPU processes (gloo) work too, for tests: torch's FSDP needs the CPU named as its device.
+
+Sharded checkpoints (`state_dict_type: sharded`) are folders (one file per rank plus Lightning's
+`meta.pt`); `ckpt_path=<folder>` resumes from one, and Lightning's
+`python -m lightning.pytorch.utilities.consolidate_checkpoint <folder>` turns one into a single
+`.ckpt` file that `mtst.load`, `evaluate.py` and `mtst export` read.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import get_class
+from lightning.pytorch.strategies import FSDPStrategy
+from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
+from torch import nn
+
+from mtst.errors import MtstError
+from mtst.training.blocks import block_classes
+from mtst.training.checkpoints import resolve_ckpt_path
+from mtst.training.distributed import _HydraJobLauncher
+
+log = logging.getLogger("mtst")
+
+# Lightning writes this next to the per-rank shards: everything but the weights and optimizer state
+SHARDED_METADATA = "meta.pt"
+
+
+def model_block_classes(model: nn.Module, configured: str | Sequence[str] = "auto"
+                        ) -> tuple[type[nn.Module], ...]:
+    """The block classes FSDP shards by and recomputes: `auto` finds the backbone's own (the
+    first Hugging Face model inside `model`); otherwise dotted class paths, e.g.
+    `[transformers.models.gpt_neo.modeling_gpt_neo.GPTNeoBlock]`."""
+    if configured != "auto":
+        names = [configured] if isinstance(configured, str) else list(configured)
+        try:
+            return tuple(get_class(name) for name in names)
+        except Exception as err:  # hydra wraps import errors in its own types
+            raise MtstError(f"trainer.strategy.block_classes={names}: {err}".splitlines()[0]) from None
+    from transformers import PreTrainedModel
+
+    backbone = next((m for m in model.modules() if isinstance(m, PreTrainedModel)), None)
+    if backbone is None:
+        raise MtstError("trainer.strategy.block_classes=auto: the model holds no Hugging Face "
+                        "backbone; list the block classes as dotted paths")
+    return tuple(sorted(block_classes(backbone), key=lambda c: c.__name__))
+
+
+class HydraFSDPStrategy(FSDPStrategy):
+    """FSDP with the backbone's blocks as shard and checkpointing units (see the module doc).
+
+    `block_classes`: `auto` or dotted class paths. `checkpoint_activations`: recompute each
+    block's activations in the backward pass instead of keeping them (memory for about a third
+    more compute)."""
+
+    def __init__(self, *args: Any, block_classes: str | Sequence[str] = "auto",
+                 checkpoint_activations: bool = True, **kwargs: Any) -> None:
+        for key in ("auto_wrap_policy", "activation_checkpointing_policy"):
+            if key in kwargs:
+                raise MtstError(f"trainer.strategy.{key}: set trainer.strategy.block_classes "
+                                "(auto or dotted class paths) instead")
+        super().__init__(*args, **kwargs)
+        self.block_classes = block_classes if isinstance(block_classes, str) else list(block_classes)
+        self.checkpoint_activations = bool(checkpoint_activations)
+        self.wrapped_blocks: tuple[type[nn.Module], ...] = ()
+        self._root: nn.Module | None = None
+
+    def _configure_launcher(self) -> None:
+        super()._configure_launcher()
+        if isinstance(self._launcher, _SubprocessScriptLauncher):
+            self._launcher = _HydraJobLauncher(self.cluster_environment, self.num_processes,
+                                               self.num_nodes)
+
+    def _setup_model(self, model: nn.Module) -> nn.Module:
+        from lightning.fabric.strategies.fsdp import _move_torchmetrics_to_device
+        from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
+            apply_activation_checkpointing,
+            checkpoint_wrapper,
+        )
+        from torch.distributed.fsdp import FullyShardedDataParallel
+        from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+        if self._root is not None and self._root.module is model:
+            # a later stage of this Trainer (fit, then test): the model's parameters are views
+            # into the root's flat shards, so the root wrapper must stay (wrapping again, or
+            # dropping it, loses the weights outside the blocks)
+            return self._root
+        if any(isinstance(m, FullyShardedDataParallel) for m in model.modules()):
+            raise MtstError("trainer=fsdp: the model is already FSDP-wrapped by another Trainer; "
+                            "build a fresh model for each Trainer")
+        classes = model_block_classes(model, self.block_classes)
+        self.wrapped_blocks = classes
+        device = self.root_device
+        # torch's FSDP takes a CUDA device by index; the CPU (gloo, tests) must be named
+        device_id: torch.device | int | None = device if device.type == "cpu" else device.index
+        log.info("FSDP: sharding by %s%s", ", ".join(c.__name__ for c in classes),
+                 " with activation checkpointing" if self.checkpoint_activations else "")
+        wrapped = FullyShardedDataParallel(
+            module=model, cpu_offload=self.cpu_offload, mixed_precision=self.mixed_precision_config,
+            sharding_strategy=self.sharding_strategy, device_id=device_id,
+            auto_wrap_policy=ModuleWrapPolicy(set(classes)), **self.kwargs)
+        _move_torchmetrics_to_device(wrapped, device)
+        if self.checkpoint_activations:  # after wrapping, as torch's FSDP documents
+            apply_activation_checkpointing(wrapped, checkpoint_wrapper_fn=checkpoint_wrapper,
+                                           check_fn=lambda m: isinstance(m, classes))
+        self._root = wrapped
+        return wrapped
+
+
+def clip_sharded_grad_norm(strategy: Any, max_norm: float) -> bool:
+    """Clip by the global gradient norm across shards (each rank holds a slice of every
+    gradient, so `torch.nn.utils.clip_grad_norm_` would use a per-rank norm); False when the
+    model is not FSDP-wrapped and the usual clipping applies."""
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    root = getattr(strategy, "model", None)
+    if not isinstance(root, FullyShardedDataParallel):
+        return False
+    root.clip_grad_norm_(max_norm)
+    return True
+
+
+def is_sharded_checkpoint(path: str | Path) -> bool:
+    return Path(path).is_dir() and (Path(path) / SHARDED_METADATA).is_file()
+
+
+def resolve_resume_path(ckpt_path: str | None, log_dir: str | Path) -> str | None:
+    """`resolve_ckpt_path`, plus sharded checkpoint folders (written under `trainer=fsdp`)."""
+    if ckpt_path and ckpt_path != "last" and Path(ckpt_path).is_dir():
+        if not is_sharded_checkpoint(ckpt_path):
+            raise MtstError(f"checkpoint folder '{ckpt_path}' has no {SHARDED_METADATA}: not a "
+                            "sharded checkpoint written under trainer=fsdp")
+        return str(ckpt_path)
+    return resolve_ckpt_path(ckpt_path, log_dir)
