@@ -237,18 +237,27 @@ def test_every_method_steps_under_bf16_autocast_without_nan(dm, name: str) -> No
 
 
 
-def test_a_gradient_method_warns_when_no_batch_holds_two_tasks(dm, caplog, monkeypatch) -> None:
+def test_a_gradient_method_warns_when_its_tasks_never_meet(dm, caplog, monkeypatch) -> None:
     from mtst.training.module import MIX_CHECK_STEPS, MultiTaskModule
 
     batch = next(iter(dm.train_dataloader()))
+    rows = batch["topic.has"].size(0)
     alone = {**batch, **{f"{n}.has": torch.zeros_like(batch[f"{n}.has"]) for n in ("ner", "mood")}}
+    # disjoint corpora: every row carries one task (topic on the first half, ner on the rest)
+    half = torch.arange(rows) < rows // 2
+    disjoint = {**batch, "topic.has": half, "ner.has": ~half, "mood.has": torch.zeros_like(half)}
     step = {"now": 0}
     monkeypatch.setattr(MultiTaskModule, "global_step", property(lambda self: step["now"]))
-    for batches, warns in (([alone] * MIX_CHECK_STEPS, True),
-                           ([batch] + [alone] * MIX_CHECK_STEPS, False)):
-        module = make_module(dm, tasks=three_tasks(), loss={"weighting": "pcgrad"}, dropout=0.0)
+    cases = [("representation", [alone] * MIX_CHECK_STEPS, "none of the first"),
+             ("representation", [disjoint] * MIX_CHECK_STEPS, "grad_on=parameters"),
+             ("parameters", [disjoint] * MIX_CHECK_STEPS, None),
+             ("representation", [batch] + [alone] * MIX_CHECK_STEPS, None)]
+    for grad_on, batches, warning in cases:
+        module = make_module(dm, tasks=three_tasks(), loss={"weighting": "pcgrad", "grad_on": grad_on},
+                             dropout=0.0)
         caplog.clear()
         for step["now"], b in enumerate(batches):
             module._check_batches_mix_tasks(b)
-        warned = [r for r in caplog.records if "none of the first" in r.getMessage()]
-        assert len(warned) == int(warns)
+        warned = [r.getMessage() for r in caplog.records if "model.loss.weighting=pcgrad" in r.getMessage()]
+        assert len(warned) == (warning is not None), (grad_on, warned)
+        assert warning is None or warning in warned[0]

@@ -212,19 +212,30 @@ class MultiTaskModule(L.LightningModule):
             logger.log_metrics(report, step=self.global_step)
 
     def _check_batches_mix_tasks(self, batch: dict[str, torch.Tensor]) -> None:
-        """Warn once when the first steps never held two tasks in one batch: a gradient method
-        then has nothing to combine (one corpus per batch under round_robin or temperature
-        sampling) and trains as `fixed` would, at a higher cost."""
+        """Warn once when the first steps gave a gradient method nothing to combine: no batch
+        held two tasks (one corpus per batch under round_robin or temperature sampling), or,
+        with `grad_on=representation`, no example held two (disjoint corpora: each task's
+        gradient lives on its own rows' token states, so the gradients are orthogonal)."""
         if self._mix_checked or len(self.tasks) < 2:
             return
-        if sum(bool(batch[f"{n}.has"].any()) for n in self.tasks) > 1:
-            self._mix_checked = True  # seen one: never check again
+        has = torch.stack([batch[f"{n}.has"] for n in self.tasks])  # [tasks, rows]
+        if self.grad_on == "representation" and bool((has.sum(0) > 1).any()):
+            self._mix_checked = True  # a row with two tasks: their gradients can meet there
+        elif self.grad_on == "parameters" and int(has.any(1).sum()) > 1:
+            self._mix_checked = True
         elif self.global_step + 1 >= MIX_CHECK_STEPS:
             self._mix_checked = True
-            log.warning("model.loss.weighting=%s: none of the first %d training batches held two "
-                        "tasks, so there were no gradients to combine; when tasks come from "
-                        "different corpora use data.sampling=balanced (or proportional)",
-                        self.loss_fn.name, MIX_CHECK_STEPS)
+            if self.grad_on == "representation" and int(has.any(1).sum()) > 1:
+                log.warning("model.loss.weighting=%s with grad_on=representation: in the first %d "
+                            "batches no example carries two tasks, so the tasks' gradients on the "
+                            "token states never overlap (their cosine is 0, their Gram diagonal) "
+                            "and the method only rescales them; for tasks from different corpora "
+                            "use model.loss.grad_on=parameters", self.loss_fn.name, MIX_CHECK_STEPS)
+            else:
+                log.warning("model.loss.weighting=%s: none of the first %d training batches held "
+                            "two tasks, so there were no gradients to combine; when tasks come "
+                            "from different corpora use data.sampling=balanced (or proportional)",
+                            self.loss_fn.name, MIX_CHECK_STEPS)
 
     def _shares_parameters(self) -> bool:
         """Whether any encoder parameter trains now: a gradient-level method has nothing to

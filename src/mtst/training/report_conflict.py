@@ -112,6 +112,6 @@ def conflict_figure(sweep: Sweep, jobs: dict[str, dict[str, list[tuple[int, floa
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("cosine of task gradients")
     ax.set_title("Gradient conflict on the shared encoder")
-    ax.legend(fontsize=6, loc="best", ncol=2)
+    ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)  # below: the lines stay visible
     fig.savefig(path, dpi=120, format="png", bbox_inches="tight")
     plt.close(fig)
