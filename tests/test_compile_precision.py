@@ -96,11 +96,16 @@ class RecordingTensor(torch.Tensor):
 
 @pytest.mark.parametrize("device, non_blocking", [("cuda:0", True), ("cpu", False)])
 def test_batches_move_to_an_accelerator_without_blocking(device, non_blocking) -> None:
-    # the model keeps Lightning's default transfer_batch_to_device: non-blocking copies to CUDA
-    # (which overlap with compute when data.pin_memory=true), blocking ones to the CPU
+    # flat batches (every collated one) move in the model's transfer_batch_to_device:
+    # non-blocking copies to CUDA (which overlap with compute when data.pin_memory=true); a
+    # batch already on the device stays as it is; anything else goes to Lightning's, as below
     from mtst.training.module import MultiTaskModule
 
-    assert "transfer_batch_to_device" not in MultiTaskModule.__dict__
+    CALLS.clear()
+    flat = {"input_ids": torch.zeros(2).as_subclass(RecordingTensor)}
+    moved = MultiTaskModule.transfer_batch_to_device(None, flat, torch.device(device), 0)
+    assert [kwargs.get("non_blocking", False) for _, kwargs in CALLS] == ([True] if non_blocking else [])
+    assert moved is flat or set(moved) == set(flat)
     CALLS.clear()
     move_data_to_device({"input_ids": torch.zeros(2).as_subclass(RecordingTensor)}, torch.device(device))
     (args, kwargs), = CALLS

@@ -34,7 +34,9 @@ LIGHTNING_CHOICES = {
 }
 # what each key of CHOICES needs to be present in the composed config
 REACH = {"freeze.probe.class_weight": ["freeze=all"], "freeze.cache_dtype": ["freeze=backbone"],
-         "trainer.strategy.process_group_backend": ["trainer=ddp_cpu"]}
+         "trainer.strategy.process_group_backend": ["trainer=ddp_cpu"],
+         "trainer.strategy.sharding_strategy": ["trainer=fsdp_cpu"],
+         "trainer.strategy.state_dict_type": ["trainer=fsdp_cpu"]}
 # string settings that are not choices: names, paths, patterns, interpolations
 FREE_FORM = ["*._target_", "paths.*", "*.dirpath", "*.save_dir", "logger.*.name",
              "logger.*.version", "backbone.name_or_path", "backbone.revision", "ckpt_path",
@@ -45,7 +47,8 @@ FREE_FORM = ["*._target_", "paths.*", "*.dirpath", "*.save_dir", "logger.*.name"
              # numbers or flags whose default is null
              "trainer.benchmark", "trainer.val_check_interval", "trainer.limit_predict_batches",
              "trainer.enable_model_summary", "trainer.min_steps", "data.max_tokens",
-             "model.optimizer.fused", "data.pin_memory"]
+             "model.optimizer.fused", "data.pin_memory",
+             "trainer.strategy.block_classes"]  # auto, or dotted class paths
 
 
 def string_settings(node, prefix: str = "") -> set[str]:

@@ -190,7 +190,8 @@ def test_unknown_config_option_lists_the_valid_choices(tmp_path) -> None:
     result = run_cli("train.py", ["backbone=gpt_neo_huge", f"paths.log_dir={tmp_path}"], timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip() == ("error: backbone=gpt_neo_huge: no such option; choose one of "
-                                     "gpt_neo_125m, gpt_neo_125m_random, gpt_neo_tiny, minilm")
+                                     "gpt_neo_125m, gpt_neo_125m_random, gpt_neo_1_3b, "
+                                     "gpt_neo_1_3b_random, gpt_neo_tiny, minilm")
     assert not (tmp_path / "runs").exists()
 
 

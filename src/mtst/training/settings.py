@@ -40,6 +40,9 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "freeze.probe.class_weight": (None, "balanced"),
     "trainer.strategy.process_group_backend": tuple(
         b for b in torch.distributed.Backend.backend_list if b not in ("undefined", "fake")),
+    # trainer=fsdp: torch's ShardingStrategy names and Lightning's state-dict kinds
+    "trainer.strategy.sharding_strategy": ("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD"),
+    "trainer.strategy.state_dict_type": ("full", "sharded"),
 }
 # dictionaries whose keys the code reads one by one: any other key would be ignored silently
 KNOWN_KEYS: dict[str, tuple[str, ...]] = {
