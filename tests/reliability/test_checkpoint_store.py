@@ -255,3 +255,58 @@ def test_export_is_self_contained_and_a_lone_checkpoint_is_one_cli_line(tmp_path
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(f"error: {alone}: its weights are in "
                                                          f"{tmp_path / TENSOR_FOLDER}"), err
+
+
+def test_the_digest_memo_hashes_an_unchanged_tensor_once_and_sees_every_change(monkeypatch) -> None:
+    from mtst.training import tensor_store
+
+    hashed: list[tuple[int, ...]] = []
+    real_hash = tensor_store.content_hash
+    monkeypatch.setattr(tensor_store, "content_hash",
+                        lambda t: hashed.append(tuple(t.shape)) or real_hash(t))
+    memo = tensor_store.DigestMemo()
+    param = torch.nn.Parameter(torch.randn(64, 32))
+    first = memo.digest("w", param)
+    assert memo.digest("w", param.detach().clone()) == first and len(hashed) == 1
+    torch.optim.AdamW([param], lr=0.1).zero_grad()
+    param.grad = torch.randn_like(param)
+    torch.optim.AdamW([param], lr=0.1, fused=True).step()  # writes in place
+    assert memo.digest("w", param) == real_hash(param) != first and len(hashed) == 2
+    with torch.no_grad():
+        param.data.view(-1)[7] = -0.0 if float(param.view(-1)[7]) == 0.0 else 0.0  # one element
+    assert memo.digest("w", param) == real_hash(param) and len(hashed) == 3
+    # the same bytes under another dtype or shape are another tensor
+    assert memo.digest("w", param.detach().view(torch.int32)) == real_hash(param.detach().view(torch.int32))
+    assert memo.digest("w", param.detach().reshape(32, 64)) == real_hash(param.detach().reshape(32, 64))
+    small = tensor_store.DigestMemo(max_bytes=64 * 32 * 4 - 1)  # too small to remember
+    for _ in range(2):
+        assert small.digest("w", param) == real_hash(param)
+    assert len(hashed) == 7
+
+
+def test_collecting_reads_only_checkpoints_it_did_not_write_itself(tmp_path, monkeypatch) -> None:
+    from mtst.training import tensor_store
+
+    reads: list[str] = []
+    real_read = tensor_store.referenced_digests
+    monkeypatch.setattr(tensor_store, "referenced_digests",
+                        lambda path: reads.append(path.name) or real_read(path))
+    io = AtomicCheckpointIO(min_bytes=SMALL)
+    io.save_checkpoint(checkpoint(state(0)), tmp_path / "best.ckpt")
+    io.save_checkpoint(checkpoint(state(1)), tmp_path / "last.ckpt")
+    io.save_checkpoint(checkpoint(state(2)), tmp_path / "last.ckpt")
+    assert reads == []  # each checkpoint is known from its own save
+    # what the files hold decides: the first last.ckpt's own tensors are gone
+    kept = referenced_digests(tmp_path / "best.ckpt") | referenced_digests(tmp_path / "last.ckpt")
+    assert tensor_files(tmp_path) == {f"{d}.safetensors" for d in kept}
+    assert content_hash(state(1)["encoder.weight"]) not in kept
+    # a checkpoint replaced behind the writer's back (another process, a copy) is read again
+    other = AtomicCheckpointIO(min_bytes=SMALL)
+    other.save_checkpoint(checkpoint(state(3)), tmp_path / "other" / "best.ckpt")
+    shutil.copy(tmp_path / "other" / "best.ckpt", tmp_path / "best.ckpt")
+    shutil.copy(tmp_path / "other" / TENSOR_FOLDER / f"{content_hash(state(3)['encoder.weight'])}.safetensors",
+                tmp_path / TENSOR_FOLDER)
+    io.save_checkpoint(checkpoint(state(4)), tmp_path / "last.ckpt")
+    assert reads == ["best.ckpt"]
+    assert content_hash(state(0)["encoder.weight"]) not in referenced_digests(tmp_path / "best.ckpt")
+    assert f"{content_hash(state(0)['encoder.weight'])}.safetensors" not in tensor_files(tmp_path)

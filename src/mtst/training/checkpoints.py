@@ -20,7 +20,9 @@ from mtst.files import atomic_file
 from mtst.training.tensor_store import (
     MIN_BYTES,
     TENSOR_FOLDER,
+    DigestMemo,
     MissingTensorFile,
+    ReferenceCache,
     collect_garbage,
     load_tensors,
     store_tensors,
@@ -46,23 +48,26 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         super().__init__()
         self.min_bytes = min_bytes
         self.bytes_written = 0
+        self.memo = DigestMemo()
+        self.references = ReferenceCache()
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         folder = path.parent / TENSOR_FOLDER
-        stored, written = store_tensors(checkpoint, folder, _write_bytes, self.min_bytes)
+        stored, written = store_tensors(checkpoint, folder, _write_bytes, self.min_bytes, self.memo)
         if written:
             _fsync_dir(folder)  # the new tensor files are durable before anything refers to them
         _durable_write(path, lambda handle: torch.save(stored, handle))
         _fsync_dir(path.parent)
+        self.references.remember(path, stored)
         self.bytes_written += written + path.stat().st_size
         for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a process killed mid-save
             stale.unlink(missing_ok=True)
         if folder.is_dir():
             for stale in folder.glob(".*.tmp"):
                 stale.unlink(missing_ok=True)
-            collect_garbage(path.parent)
+            collect_garbage(path.parent, read=self.references)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
         return load_checkpoint(path, map_location or "cpu")
@@ -70,7 +75,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def remove_checkpoint(self, path) -> None:
         """ModelCheckpoint removes a superseded top-k file: its tensor files may go with it."""
         super().remove_checkpoint(path)
-        collect_garbage(Path(path).parent)
+        collect_garbage(Path(path).parent, read=self.references)
 
 
 def _durable_write(path: Path, write: Callable[[BinaryIO], None]) -> None:

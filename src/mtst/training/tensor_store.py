@@ -48,6 +48,50 @@ def content_hash(tensor: torch.Tensor) -> str:
     return digest.hexdigest()
 
 
+class DigestMemo:
+    """The digests of one run's earlier saves, so a frozen backbone is hashed once rather than
+    at every save (sha256 over MiniLM's 90 MB takes ~0.08 s; a run saves several times an
+    epoch). A digest is reused only when the tensor's bytes equal, bitwise, the bytes it was
+    computed from: comparing is one memory pass, ~10x cheaper than hashing, and assumes
+    nothing about who wrote to the tensor since. The memo keeps a copy of what it remembers,
+    up to `max_bytes` in all; past that, tensors are hashed every time."""
+
+    def __init__(self, max_bytes: int = 1 << 30) -> None:
+        self.max_bytes = max_bytes
+        self._entries: dict[str, tuple[torch.Tensor, torch.dtype, tuple[int, ...], str]] = {}
+        self._bytes = 0
+
+    def digest(self, name: str, tensor: torch.Tensor) -> str:
+        """`content_hash(tensor)`; `name` (the state-dict key) finds the remembered copy."""
+        tensor = tensor.detach().cpu().contiguous()
+        raw = _words(tensor)
+        entry = self._entries.pop(name, None)
+        if entry is not None:
+            self._bytes -= entry[0].numel() * entry[0].element_size()
+            copy, dtype, shape, digest = entry
+            if not (dtype == tensor.dtype and shape == tuple(tensor.shape)
+                    and torch.equal(copy, raw)):
+                copy, digest = None, content_hash(tensor)
+        else:
+            copy, digest = None, content_hash(tensor)
+        size = raw.numel() * raw.element_size()
+        if self._bytes + size <= self.max_bytes:
+            self._entries[name] = (raw.clone() if copy is None else copy, tensor.dtype,
+                                   tuple(tensor.shape), digest)
+            self._bytes += size
+        return digest
+
+
+def _words(tensor: torch.Tensor) -> torch.Tensor:
+    """The bytes of a contiguous tensor as the widest integers that tile them: `torch.equal`
+    over int64 is ~5x faster than over uint8, and integers compare bitwise (NaN, -0.0)."""
+    raw = tensor.reshape(-1).view(torch.uint8)
+    for dtype in (torch.int64, torch.int32, torch.int16):
+        if raw.numel() % dtype.itemsize == 0:
+            return raw.view(dtype)
+    return raw
+
+
 def _storable(value: Any, min_bytes: int) -> bool:
     """Plain dense tensors of `min_bytes` or more (not meta, quantized or subclassed ones)."""
     return (type(value) in (torch.Tensor, torch.nn.Parameter) and value.layout == torch.strided
@@ -56,22 +100,24 @@ def _storable(value: Any, min_bytes: int) -> bool:
 
 
 def store_tensors(checkpoint: dict[str, Any], folder: Path, write: Callable[[Path, bytes], None],
-                  min_bytes: int = MIN_BYTES) -> tuple[dict[str, Any], int]:
+                  min_bytes: int = MIN_BYTES, memo: DigestMemo | None = None
+                  ) -> tuple[dict[str, Any], int]:
     """The checkpoint to save (a shallow copy whose state dict keeps only small tensors, plus
     the references) and the bytes of tensor files written now. Each new file goes through
     `write` (atomic and durable): the caller saves the checkpoint only after this returns, so a
     saved checkpoint never refers to a file that is missing or half-written.
 
     The backbone's config and tokenizer files (`checkpoint["mtst"]["files"]`, the same bytes in
-    every checkpoint of a run) are stored the same way, as uint8 tensors."""
+    every checkpoint of a run) are stored the same way, as uint8 tensors. `memo` (one per run)
+    spares hashing tensors unchanged since an earlier save."""
     from safetensors.torch import save
 
     written = 0
 
-    def store(tensor: torch.Tensor) -> str:
+    def store(name: str, tensor: torch.Tensor) -> str:
         nonlocal written
+        digest = memo.digest(name, tensor) if memo is not None else content_hash(tensor)
         tensor = tensor.detach().cpu().contiguous()
-        digest = content_hash(tensor)
         file = folder / f"{digest}.safetensors"
         if not file.is_file():
             folder.mkdir(parents=True, exist_ok=True)
@@ -85,12 +131,13 @@ def store_tensors(checkpoint: dict[str, Any], folder: Path, write: Callable[[Pat
     state = checkpoint.get("state_dict")
     if isinstance(state, Mapping):
         refs["keys"] = list(state)
-        refs["tensors"] = {key: store(value) for key, value in state.items()
+        refs["tensors"] = {key: store(key, value) for key, value in state.items()
                            if _storable(value, min_bytes)}
         saved["state_dict"] = {k: v for k, v in state.items() if k not in refs["tensors"]}
     files = _backbone_files(checkpoint)
     if files:
-        refs["files"] = {name: store(torch.frombuffer(bytearray(content), dtype=torch.uint8))
+        refs["files"] = {name: store(f"files/{name}",
+                                     torch.frombuffer(bytearray(content), dtype=torch.uint8))
                          for name, content in files.items()
                          if isinstance(content, bytes) and len(content) >= min_bytes}
         saved["mtst"] = {**checkpoint["mtst"],
@@ -188,18 +235,48 @@ def referenced_digests(path: Path) -> set[str] | None:
     return {*refs["tensors"].values(), *refs["files"].values()} if refs else set()
 
 
-def collect_garbage(checkpoint_dir: Path, folder_name: str = TENSOR_FOLDER) -> int:
+class ReferenceCache:
+    """`referenced_digests` per checkpoint file, read again only when the file changed (its
+    inode, size or modification time: checkpoints are replaced by rename, so a rewritten one
+    is a new inode). Collecting after every save then reads only the checkpoint just written,
+    not every checkpoint of the folder (~0.05 s each for MiniLM)."""
+
+    def __init__(self) -> None:
+        self._known: dict[Path, tuple[tuple[int, int, int], set[str] | None]] = {}
+
+    def __call__(self, path: Path) -> set[str] | None:
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        key = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        known = self._known.get(path)
+        if known is None or known[0] != key:
+            known = self._known[path] = (key, referenced_digests(path))
+        return known[1]
+
+    def remember(self, path: Path, checkpoint: Mapping[str, Any]) -> None:
+        """The digests of a checkpoint just written from `checkpoint` (what `store_tensors`
+        returned): no need to read it back."""
+        refs = checkpoint.get(REFS_KEY)
+        stat = path.stat()
+        digests = {*refs["tensors"].values(), *refs.get("files", {}).values()} if refs else set()
+        self._known[path] = ((stat.st_ino, stat.st_size, stat.st_mtime_ns), digests)
+
+
+def collect_garbage(checkpoint_dir: Path, folder_name: str = TENSOR_FOLDER,
+                    read: Callable[[Path], set[str] | None] = referenced_digests) -> int:
     """Delete the tensor files that no `*.ckpt` in `checkpoint_dir` refers to; returns how many.
 
     Called after a checkpoint is written or removed. Nothing is deleted when a checkpoint of the
     folder cannot be read (it might refer to any file). Files being written are hidden `.tmp`
-    names and never match."""
+    names and never match. `read` gives a checkpoint's digests (a `ReferenceCache` in a run)."""
     folder = checkpoint_dir / folder_name
     if not folder.is_dir():
         return 0
     keep: set[str] = set()
     for checkpoint in checkpoint_dir.glob("*.ckpt"):
-        digests = referenced_digests(checkpoint)
+        digests = read(checkpoint)
         if digests is None:
             log.debug("%s cannot be read: no tensor file of %s is collected", checkpoint, folder)
             return 0
