@@ -78,6 +78,8 @@ CASES = {
                          lambda n: not n.startswith(("net.heads.topic.", "net.heads.mood."))),
     "bitfit": ({"name": "bitfit", "lr_backbone": 1e-3}, 1,
                lambda n: not _enc(n) or n.endswith(".bias")),
+    "lora": ({"name": "lora", "lora": {"r": 2, "alpha": 4, "dropout": 0.1}}, 1,
+             lambda n: not _enc(n) or ".lora_" in n),
     "gradual_stage1": ({"name": "gradual", "stage1_epochs": 1}, 1, lambda n: not _enc(n)),
     "gradual_stage2": ({"name": "gradual", "stage1_epochs": 1, "top_blocks": 1}, 2,
                        lambda n: not _enc(n) or ".h.1." in n or ".ln_f." in n),

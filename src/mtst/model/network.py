@@ -23,6 +23,7 @@ from torch import nn
 
 from mtst.data.labels import LabelSpace
 from mtst.errors import MtstError, first_line
+from mtst.model.adapters import merge_lora
 from mtst.model.encoder import SentenceEncoder
 from mtst.model.heads import HEADS
 
@@ -166,7 +167,7 @@ class MultiTaskNetwork(nn.Module):
     def from_checkpoint(cls, checkpoint: Mapping[str, Any], where: str) -> MultiTaskNetwork:
         """The network inside a training checkpoint (already loaded, safely, by the caller):
         its config and backbone files under `checkpoint["mtst"]`, its weights under `net.` in
-        the state dict. A checkpoint of mtst 0.1 (`cls_head.*` / `ner_head.*`) is converted."""
+        the state dict (LoRA adapters, when it has them, merged into those weights). A checkpoint of mtst 0.1 (`cls_head.*` / `ner_head.*`) is converted."""
         entries = ("state_dict", "mtst")
         if not isinstance(checkpoint, Mapping) or not all(k in checkpoint for k in entries):
             found = (f"no {' / '.join(repr(k) for k in entries if k not in checkpoint)} entry"
@@ -177,8 +178,10 @@ class MultiTaskNetwork(nn.Module):
             return cls._from_v1(dict(checkpoint.get("hyper_parameters") or {}),
                                 saved.get("encoder_files") or {}, state, where)
         network = cls.from_config(saved["network"], saved["files"], where)
-        network.load_weights({k[len("net."):]: v for k, v in state.items() if k.startswith("net.")},
-                             where)
+        weights = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
+        if saved.get("adapters"):  # trained with adapters (freeze=lora): fold them in
+            weights = merge_lora(weights, saved["adapters"], where)
+        network.load_weights(weights, where)
         return network.eval()
 
     @classmethod

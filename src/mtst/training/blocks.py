@@ -115,13 +115,19 @@ def encoder_units(
     return units
 
 
+def block_regex(backbone: nn.Module, blocks_pattern: str | None = None) -> re.Pattern[str]:
+    """The regex of the backbone's block names (group 1 = block number), as gradual unfreezing
+    finds it; matches parameter and module names relative to the backbone (`h.3.`)."""
+    names = [n for n, _ in backbone.named_parameters()]
+    return _layout(names, blocks_pattern, None, type(backbone).__name__)[0]
+
+
 def block_classes(backbone: nn.Module, blocks_pattern: str | None = None) -> set[type[nn.Module]]:
     """The module classes of the backbone's transformer blocks (`GPTNeoBlock`, `BertLayer`, ...):
     what FSDP wraps as one shard unit and activation checkpointing recomputes. A block is a
     submodule whose name is a whole match of the layout's block prefix (`h.3`, `encoder.layer.3`),
     found the same way gradual unfreezing finds them."""
-    names = [n for n, _ in backbone.named_parameters()]
-    blocks_re, _ = _layout(names, blocks_pattern, None, type(backbone).__name__)
+    blocks_re = block_regex(backbone, blocks_pattern)
     found = set()
     for name, module in backbone.named_modules():
         match = blocks_re.search(f"{name}.") if name else None

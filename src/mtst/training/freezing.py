@@ -50,6 +50,11 @@ class FreezeStrategy:
         """Whether network parameter `name` (as in `net.named_parameters()`) trains in `epoch`."""
         return True
 
+    def prepare(self, net) -> None:
+        """Change the network's structure before anything lists its parameters (the optimizer,
+        DDP, a checkpoint being restored); called once, by the LightningModule's constructor.
+        Only `lora` does (it injects adapters)."""
+
     def task_weights(self, weights: dict[str, float]) -> dict[str, float]:
         """The tasks' loss weights under this strategy (a frozen head may scale its task's)."""
         return dict(weights)
@@ -238,9 +243,10 @@ class Gradual(FreezeStrategy):
         return groups
 
 
-STRATEGIES: dict[str, type[FreezeStrategy]] = {
+STRATEGIES: dict[str, type[FreezeStrategy] | None] = {
     cls.name: cls for cls in (FreezeStrategy, FreezeAll, FreezeBackbone, FreezeHead, BitFit, Gradual)
 }
+STRATEGIES["lora"] = None  # `mtst.training.lora` subclasses FreezeStrategy: imported when named
 
 
 def build_freeze_strategy(cfg: dict[str, Any], tasks: Mapping[str, Any] | None = None) -> FreezeStrategy:
@@ -250,7 +256,10 @@ def build_freeze_strategy(cfg: dict[str, Any], tasks: Mapping[str, Any] | None =
     if name not in STRATEGIES:
         raise MtstError(f"freeze.name={name!r}: no such strategy; choose one of "
                         f"{choices_text(STRATEGIES)}")
-    return STRATEGIES[name](tasks, **settings)
+    strategy = STRATEGIES[name]
+    if strategy is None:
+        from mtst.training.lora import Lora as strategy
+    return strategy(tasks, **settings)
 
 
 def trainable_params(module) -> int:

@@ -96,6 +96,7 @@ class MultiTaskModule(L.LightningModule):
             raise MtstError(f"tasks.{missing[0]}: the network has no such task (it has "
                             f"{choices_text(net.label_spaces)})")
         self.freezer = build_freeze_strategy(freeze or {"name": "none"}, self.tasks)
+        self.freezer.prepare(net)
         weights = self.freezer.task_weights({n: t.weight for n, t in self.tasks.items()})
         self.loss_fn = build_weighting(loss, [weights[n] for n in self.tasks])
         settings = dict(loss or {})
