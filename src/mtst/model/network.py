@@ -167,7 +167,8 @@ class MultiTaskNetwork(nn.Module):
     def from_checkpoint(cls, checkpoint: Mapping[str, Any], where: str) -> MultiTaskNetwork:
         """The network inside a training checkpoint (already loaded, safely, by the caller):
         its config and backbone files under `checkpoint["mtst"]`, its weights under `net.` in
-        the state dict (LoRA adapters, when it has them, merged into those weights). A checkpoint of mtst 0.1 (`cls_head.*` / `ner_head.*`) is converted."""
+        the state dict (LoRA adapters, when it has them, merged into those weights). A
+        checkpoint of mtst 0.1 (`cls_head.*` / `ner_head.*`) is converted."""
         entries = ("state_dict", "mtst")
         if not isinstance(checkpoint, Mapping) or not all(k in checkpoint for k in entries):
             found = (f"no {' / '.join(repr(k) for k in entries if k not in checkpoint)} entry"
