@@ -48,6 +48,7 @@ FREE_FORM = ["*._target_", "paths.*", "*.dirpath", "*.save_dir", "logger.*.name"
              "trainer.benchmark", "trainer.val_check_interval", "trainer.limit_predict_batches",
              "trainer.enable_model_summary", "trainer.min_steps", "data.max_tokens",
              "model.optimizer.fused", "data.pin_memory",
+             "freeze.lora.target_modules", "freeze.lora.layers",  # null: defaults (test_lora.py)
              "trainer.strategy.block_classes"]  # auto, or dotted class paths
 
 
