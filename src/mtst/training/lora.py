@@ -101,6 +101,9 @@ class Lora(FreezeStrategy):
                 raise MtstError(f"freeze.lora.target_modules: {missing[0]!r} is no linear layer in "
                                 f"the blocks of {type(backbone).__name__}; they have "
                                 f"{', '.join(sorted(present))}")
+        if not names:
+            raise MtstError(f"freeze=lora: no linear layer of {type(backbone).__name__} matches "
+                            f"{', '.join(leaf_names or ())}; set freeze.lora.target_modules")
         return names
 
     def _blocks(self, numbers: list[int]) -> set[int]:
