@@ -41,6 +41,12 @@ def _ok(section: dict[str, Any] | None) -> bool:
     return bool(section) and "error" not in section and "skipped" not in section
 
 
+# sections whose module renders its own summary rows, in the table's order
+SECTION_ROWS = {"similarity": similarity_rows, "weighting_cost": weighting_cost_rows,
+                "frozen_epochs": frozen_epochs_rows, "checkpoint_bytes": checkpoint_bytes_rows,
+                "gpt_neo": gpt_neo_rows, "token_budget": token_budget_rows}
+
+
 def summary_rows(sections: dict[str, Any]) -> list[list[Any]]:
     rows: list[list[Any]] = []
     o = sections.get("overhead")
@@ -110,18 +116,9 @@ def summary_rows(sections: dict[str, Any]) -> list[list[Any]]:
                          f"{lin['store_peak_min']:.0f}–{lin['store_peak_max']:.0f} MiB",
                          "≈ 1; flat", _yes(ok)])
     rows += deployment_rows(sections)
-    if _ok(sections.get("similarity")):
-        rows += similarity_rows(sections["similarity"])
-    if _ok(sections.get("weighting_cost")):
-        rows += weighting_cost_rows(sections["weighting_cost"])
-    if _ok(sections.get("frozen_epochs")):
-        rows += frozen_epochs_rows(sections["frozen_epochs"])
-    if _ok(sections.get("checkpoint_bytes")):
-        rows += checkpoint_bytes_rows(sections["checkpoint_bytes"])
-    if _ok(sections.get("gpt_neo")):
-        rows += gpt_neo_rows(sections["gpt_neo"])
-    if _ok(sections.get("token_budget")):
-        rows += token_budget_rows(sections["token_budget"])
+    for name, section_rows in SECTION_ROWS.items():
+        if _ok(sections.get(name)):
+            rows += section_rows(sections[name])
     for name, section in sections.items():
         if not _ok(section):
             reason = (section or {}).get("error") or (section or {}).get("skipped")
