@@ -72,7 +72,6 @@ class Lora(FreezeStrategy):
                     and all(isinstance(i, int) and i >= 0 for i in self.layers))):
             raise MtstError(f"freeze.lora.layers={self.layers!r}: expected null (every block), "
                             "a number of top blocks >= 1, or a list of block numbers")
-        self.adapted: list[str] = []  # module names (relative to the backbone) given adapters
 
     @property
     def scaling(self) -> float:
@@ -94,10 +93,10 @@ class Lora(FreezeStrategy):
         leaf_names = self.targets or DEFAULT_TARGETS.get(getattr(backbone.config, "model_type", ""))
         names = [n for n, i in linears.items() if i in chosen
                  and (leaf_names is None or n.rsplit(".", 1)[-1] in leaf_names)]
-        if leaf_names is not None:
+        if self.targets:
             present = {n.rsplit(".", 1)[-1] for n in linears}
-            missing = [t for t in leaf_names if t not in present]
-            if self.targets and missing:
+            missing = [t for t in self.targets if t not in present]
+            if missing:
                 raise MtstError(f"freeze.lora.target_modules: {missing[0]!r} is no linear layer in "
                                 f"the blocks of {type(backbone).__name__}; they have "
                                 f"{', '.join(sorted(present))}")
@@ -128,9 +127,8 @@ class Lora(FreezeStrategy):
                             "from its checkpoint or folder (merged weights)")
         from peft import LoraConfig, inject_adapter_in_model
 
-        self.adapted = self.target_names(backbone)
         config = LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
-                            target_modules=self.adapted, bias="none")
+                            target_modules=self.target_names(backbone), bias="none")
         inject_adapter_in_model(config, backbone, adapter_name=ADAPTER_NAME)
 
     def trainable(self, name: str, net, epoch: int) -> bool:

@@ -116,8 +116,8 @@ def store_tensors(checkpoint: dict[str, Any], folder: Path, write: Callable[[Pat
 
     def store(name: str, tensor: torch.Tensor) -> str:
         nonlocal written
-        digest = memo.digest(name, tensor) if memo is not None else content_hash(tensor)
         tensor = tensor.detach().cpu().contiguous()
+        digest = memo.digest(name, tensor) if memo is not None else content_hash(tensor)
         file = folder / f"{digest}.safetensors"
         if not file.is_file():
             folder.mkdir(parents=True, exist_ok=True)
