@@ -195,20 +195,23 @@ class RecordingIO(AtomicCheckpointIO):
     """Per save: the epoch of the checkpoint and the bytes of tensor files written for it."""
 
     saves: list[tuple[int, int]] = []
+    writes: list[tuple[int, str]] = []  # (global step, file name) of every save
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         before = self.bytes_written
         super().save_checkpoint(checkpoint, path, storage_options)
         tensor_bytes = self.bytes_written - before - Path(path).stat().st_size
         RecordingIO.saves.append((int(checkpoint["epoch"]), tensor_bytes))
+        RecordingIO.writes.append((int(checkpoint["global_step"]), Path(path).name))
 
 
-def recorded_run(tmp_path: Path, freeze: str, monkeypatch) -> dict[int, list[int]]:
+def recorded_run(tmp_path: Path, freeze: str, monkeypatch, extra: tuple[str, ...] = ()
+                 ) -> dict[int, list[int]]:
     """Tensor-file bytes written by each save of a 3-epoch tiny run, by epoch."""
-    RecordingIO.saves = []
+    RecordingIO.saves, RecordingIO.writes = [], []
     monkeypatch.setattr("mtst.training.pipeline.AtomicCheckpointIO", RecordingIO)
     train(compose_config(tmp_path, TINY_TRAIN + [f"freeze={freeze}", "trainer.max_epochs=3",
-                                                 "run_test=false"]))
+                                                 "run_test=false", *extra]))
     per_epoch: dict[int, list[int]] = {}
     for epoch, written in RecordingIO.saves:
         per_epoch.setdefault(epoch, []).append(written)
@@ -236,6 +239,20 @@ def test_frozen_backbone_epochs_write_only_what_trains_and_none_collects(tmp_pat
     assert torch.equal(reloaded.state_dict()["encoder.backbone.wte.weight"],
                        load_checkpoint(folder / "best.ckpt")["state_dict"][
                            "net.encoder.backbone.wte.weight"])
+
+
+@pytest.mark.parametrize("best_every", [1, 2])
+def test_last_ckpt_is_written_once_at_each_epoch_end(tmp_path, monkeypatch, best_every) -> None:
+    """The step checkpoint writes `last.ckpt` at an epoch end only when the monitoring callback
+    did not just write it (it does at the epochs it saves a best); at the other epochs the step
+    checkpoint's write is the one that keeps `last.ckpt` current."""
+    recorded_run(tmp_path, "backbone", monkeypatch,
+                 (f"++callbacks.model_checkpoint.every_n_epochs={best_every}",))
+    ends = [3, 6, 9]  # TINY_TRAIN: 3 steps an epoch, 3 epochs
+    last = [step for step, name in RecordingIO.writes if name == "last.ckpt"]
+    best = [step for step, name in RecordingIO.writes if name == "best.ckpt"]
+    assert last == ends, RecordingIO.writes  # every epoch end, each once
+    assert set(best) <= set(ends[best_every - 1::best_every]) and best
 
 
 def test_export_is_self_contained_and_a_lone_checkpoint_is_one_cli_line(tmp_path, capsys) -> None:
