@@ -23,7 +23,7 @@ from benchmarks.common import DEFAULT_DATA, FULL, QUICK, ROOT, budget_dict, data
 
 SECTIONS = ("overhead", "padding", "freeze", "encode", "memory", "quality", "scale", "onnx",
             "onnx_speed", "serve", "similarity", "weighting_cost", "frozen_epochs",
-            "checkpoint_bytes", "gpt_neo", "token_budget")
+            "checkpoint_bytes", "gpt_neo", "token_budget", "defaults_vs_loop")
 NEEDS = {"overhead": ("conll2003", "ag_news"), "padding": ("conll2003",),
          "freeze": ("conll2003",), "encode": ("ag_news",), "memory": ("conll2003", "ag_news"),
          "quality": ("conll2003", "ag_news"), "scale": ("conll2003",),
@@ -31,7 +31,7 @@ NEEDS = {"overhead": ("conll2003", "ag_news"), "padding": ("conll2003",),
          "similarity": ("conll2003", "ag_news", "stsbenchmark"),
          "weighting_cost": ("conll2003", "ag_news"), "frozen_epochs": ("conll2003",),
          "checkpoint_bytes": ("conll2003",), "gpt_neo": ("conll2003", "ag_news"),
-         "token_budget": ("conll2003",)}
+         "token_budget": ("conll2003",), "defaults_vs_loop": ("conll2003", "ag_news")}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -67,6 +67,7 @@ def missing_prerequisite(data_dir: Path) -> str | None:
 def section_runner(name: str) -> Callable[..., dict[str, Any]]:
     from benchmarks import (
         checkpoint_bytes,
+        defaults_vs_loop,
         encoding,
         freeze,
         frozen_epochs,
@@ -99,7 +100,8 @@ def section_runner(name: str) -> Callable[..., dict[str, Any]]:
             "frozen_epochs": lambda b, d, p: frozen_epochs.run(b, p),
             "checkpoint_bytes": lambda b, d, p: checkpoint_bytes.run(b, p),
             "gpt_neo": lambda b, d, p: gpt_neo.run(b, d),
-            "token_budget": lambda b, d, p: token_budget.run(b)}[name]
+            "token_budget": lambda b, d, p: token_budget.run(b),
+            "defaults_vs_loop": lambda b, d, p: defaults_vs_loop.run(b, p)}[name]
 
 
 def main(argv: list[str] | None = None) -> int:

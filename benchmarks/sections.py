@@ -6,6 +6,8 @@ from typing import Any
 
 from benchmarks.checkpoint_bytes import render as render_checkpoint_bytes
 from benchmarks.checkpoint_bytes import summary_rows as checkpoint_bytes_rows
+from benchmarks.defaults_vs_loop import render as render_defaults_vs_loop
+from benchmarks.defaults_vs_loop import summary_rows as defaults_vs_loop_rows
 from benchmarks.details import (
     render_encode,
     render_freeze,
@@ -42,7 +44,7 @@ def _ok(section: dict[str, Any] | None) -> bool:
 
 
 # sections whose module renders its own summary rows, in the table's order
-SECTION_ROWS = {"similarity": similarity_rows, "weighting_cost": weighting_cost_rows,
+SECTION_ROWS = {"defaults_vs_loop": defaults_vs_loop_rows, "similarity": similarity_rows, "weighting_cost": weighting_cost_rows,
                 "frozen_epochs": frozen_epochs_rows, "checkpoint_bytes": checkpoint_bytes_rows,
                 "gpt_neo": gpt_neo_rows, "token_budget": token_budget_rows}
 
@@ -167,6 +169,7 @@ SECTION_RENDERERS = [
     ("encode", "5. Encoding against sentence-transformers", render_encode),
     ("memory", "6. Memory", render_memory),
     ("quality", "7. Quality on real data", render_quality),
+    ("defaults_vs_loop", "7 (b). mtst's defaults against a plain fine-tuning loop", render_defaults_vs_loop),
     ("scale", "8. Scale: 10×, 100×, 1000× CoNLL-2003 train", render_scale),
     ("onnx", "9. ONNX graphs against torch on CoNLL-2003", render_onnx),
     ("onnx_speed", "10. ONNX int8 encoding against sentence-transformers", render_onnx_speed),

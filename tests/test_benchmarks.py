@@ -232,6 +232,55 @@ def test_epoch_clock_times_every_epoch_of_a_run(tmp_path) -> None:
     assert len(seconds) == 3 and all(s >= 0 for s in seconds)
 
 
+def test_defaults_vs_loop_row_and_the_naive_loop(tmp_path) -> None:
+    from benchmarks import defaults_vs_loop as dvl
+
+    assert "skipped" in dvl.run(QUICK, {})
+    settings = {"batch_size": 16, "lr_head": 2e-3, "lr_backbone": 5e-5, "warmup_ratio": 0.1,
+                "clip": 1.0, "dropout": 0.1}
+    rows = {"ner_mtst": {"ner_f1": 74.0, "seconds": 90.0, "settings": settings}, "ner_loop": {"ner_f1": 73.5, "seconds": 80.0},
+            "topic_mtst": {"cls_acc": 88.0, "cls_macro_f1": 87.9, "seconds": 200.0},
+            "topic_loop": {"cls_acc": 88.5, "cls_macro_f1": 87.0, "seconds": 190.0}}
+    section = {"examples": {"ner": 4000, "topic": 6000}, "loop": dvl.LOOP,
+               "epochs": {"ner": 1, "topic": 3}, "rows": rows}
+    assert dvl.deltas(section) == pytest.approx({"ner_f1": 0.5, "cls_acc": -0.5, "cls_macro_f1": 0.9})
+    (row,) = dvl.summary_rows(section)
+    assert row[2] == "ner_f1 +0.50; cls_acc -0.50; cls_macro_f1 +0.90" and row[4] == "**no**"
+    text = dvl.render(section)
+    assert "| topic | plain loop | accuracy | 88.50 | 190 |" in text and "batch 32" in text
+    assert "(batch 16, heads 0.002, encoder 5e-05, 10% warm-up" in text
+
+    ner = dvl.row_config(tmp_path / "ner", "ner", QUICK)
+    assert list(ner.tasks) == ["ner"] and ner.trainer.max_epochs == 1 and ner.data.batch_size == 16
+    (entry,) = ner.tasks.ner.train_files
+    assert entry.path.endswith("conll2003/train.txt") and entry.stop == dvl.EXAMPLES["quick"]["ner"]
+    topic = dvl.row_config(tmp_path / "topic", "topic", QUICK, ("data.batch_size=32",))
+    (entry,) = topic.tasks.topic.train_files
+    assert (entry.start, entry.stop, entry.text_column) == (0, dvl.EXAMPLES["quick"]["topic"], 1)
+    assert topic.trainer.max_epochs == 3 and topic.data.batch_size == 32
+
+    # the loop: one AdamW group over every parameter at 5e-5, no schedule; a step moves them all
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder, self.head = torch.nn.Embedding(10, 4), torch.nn.Linear(4, 3)
+
+        def forward(self, input_ids, attention_mask):
+            states = self.encoder(input_ids)
+            return {"embeddings": states.mean(1), "ner": self.head(states)}
+
+    net = Net()
+    loop = dvl.NaiveLoop(net, dvl.LOOP["lr"])
+    (group,) = loop.optimizer.param_groups
+    assert group["lr"] == 5e-5 and len(group["params"]) == len(list(net.parameters()))
+    before = [p.detach().clone() for p in net.parameters()]
+    ids = torch.tensor([[1, 2, 3]])
+    loop.step({"input_ids": ids, "attention_mask": torch.ones_like(ids),
+               "ner.labels": torch.tensor([[0, 2, -100]])})
+    assert all(not torch.equal(b, p) for b, p in zip(before, net.parameters(), strict=True))
+    assert loop.optimizer.param_groups[0]["lr"] == 5e-5
+
+
 def test_checkpoint_bytes_row_shows_before_and_after_per_epoch() -> None:
     from benchmarks.checkpoint_bytes import render as render_bytes
     from benchmarks.checkpoint_bytes import summary_rows
