@@ -59,6 +59,24 @@ def test_int8_graph_is_smaller_and_close_to_fp32(exported) -> None:
         assert all(text[e["start"] : e["end"]] == e["text"] for e in result["ner"])
 
 
+def test_int8_keeps_the_feed_forward_projections_fp32_and_quantises_the_square_ones(exported) -> None:
+    import onnx
+
+    from mtst.inference.onnx_backend import feed_forward_matmuls
+
+    fp32 = onnx.load(str(exported / "onnx" / "model.onnx")).graph
+    shapes = {t.name: tuple(t.dims) for t in fp32.initializer}
+    weights = {n.name: shapes.get(n.input[1]) for n in fp32.node if n.op_type == "MatMul"}
+    kept = set(feed_forward_matmuls(exported / "onnx" / "model.onnx"))
+    square = {n for n, shape in weights.items() if shape and shape[0] == shape[1]}
+    assert kept and square  # the tiny GPT-Neo has both: MLP (64 -> 256 -> 64) and attention (64 x 64)
+    assert kept == {n for n, shape in weights.items() if shape and shape[0] != shape[1]}
+    int8 = onnx.load(str(exported / "onnx" / "model_int8.onnx")).graph
+    left = {n.name for n in int8.node if n.op_type == "MatMul"}
+    assert kept <= left and not square & left  # feed-forward stays MatMul, attention is int8
+    assert sum(n.op_type == "MatMulInteger" for n in int8.node) >= len(square)
+
+
 def test_onnx_mistakes_are_one_line_errors(exported, tmp_path, capsys) -> None:
     with pytest.raises(MtstError, match="holds no onnx/model.onnx: write it with `mtst export"):
         mtst.load(exported.parent / "plain", backend="onnx")

@@ -241,20 +241,6 @@ def test_frozen_backbone_epochs_write_only_what_trains_and_none_collects(tmp_pat
                            "net.encoder.backbone.wte.weight"])
 
 
-@pytest.mark.parametrize("best_every", [1, 2])
-def test_last_ckpt_is_written_once_at_each_epoch_end(tmp_path, monkeypatch, best_every) -> None:
-    """The step checkpoint writes `last.ckpt` at an epoch end only when the monitoring callback
-    did not just write it (it does at the epochs it saves a best); at the other epochs the step
-    checkpoint's write is the one that keeps `last.ckpt` current."""
-    recorded_run(tmp_path, "backbone", monkeypatch,
-                 (f"++callbacks.model_checkpoint.every_n_epochs={best_every}",))
-    ends = [3, 6, 9]  # TINY_TRAIN: 3 steps an epoch, 3 epochs
-    last = [step for step, name in RecordingIO.writes if name == "last.ckpt"]
-    best = [step for step, name in RecordingIO.writes if name == "best.ckpt"]
-    assert last == ends, RecordingIO.writes  # every epoch end, each once
-    assert set(best) <= set(ends[best_every - 1::best_every]) and best
-
-
 def test_export_is_self_contained_and_a_lone_checkpoint_is_one_cli_line(tmp_path, capsys) -> None:
     run = tmp_path / "run"
     train(compose_config(run, TINY_TRAIN + ["freeze=backbone", "run_test=false"]))

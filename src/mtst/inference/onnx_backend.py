@@ -4,8 +4,9 @@
                                one output per key of `MultiTaskModel.forward` (embeddings,
                                then one per task head, named by its task), batch and sequence
                                dynamic
-    OUT/onnx/model_int8.onnx   with `--quantize int8`: weights int8, activations quantised on the
-                               fly (onnxruntime dynamic quantisation)
+    OUT/onnx/model_int8.onnx   with `--quantize int8`: the square projections (attention) and the
+                               embeddings int8, activations quantised on the fly (onnxruntime
+                               dynamic quantisation); the feed-forward projections stay fp32
 
 `mtst.load(OUT, backend="onnx")` returns an `OnnxMultiTaskModel`: the same `predict` and `encode`
 as the torch model, with the same tokenisation, length sorting, sliding windows and character
@@ -80,8 +81,23 @@ def export_onnx(model: Any, folder: str | Path, quantize: str | None = None) -> 
         quantization = _need("onnxruntime.quantization")
         paths["int8"] = folder / INT8_FILE
         quantization.quantize_dynamic(str(paths["fp32"]), str(paths["int8"]), per_channel=True,
-                                      weight_type=quantization.QuantType.QInt8)
+                                      weight_type=quantization.QuantType.QInt8,
+                                      nodes_to_exclude=feed_forward_matmuls(paths["fp32"]))
     return paths
+
+
+def feed_forward_matmuls(graph_file: Path) -> list[str]:
+    """The MatMul nodes whose weight is a non-square constant: a transformer's feed-forward
+    projections (hidden -> 4 x hidden -> hidden; any architecture) and the heads. They stay
+    fp32 in the int8 graph: quantising their activations (the wide, outlier-heavy GELU outputs
+    among them) is what cost MiniLM its worst-sentence cosine, 0.97 with them int8 against
+    0.99 without (docs/inference.md)."""
+    import onnx
+
+    graph = onnx.load(str(graph_file)).graph
+    shapes = {t.name: tuple(t.dims) for t in graph.initializer}
+    return [node.name for node in graph.node if node.op_type == "MatMul"
+            and len(shape := shapes.get(node.input[1], ())) == 2 and shape[0] != shape[1]]
 
 
 class OnnxEncoder(SentenceEncoder):

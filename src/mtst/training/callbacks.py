@@ -233,20 +233,8 @@ class StepCheckpoint(ModelCheckpoint):
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if self._should_skip_saving_checkpoint(trainer) or self._last_written_by_another(trainer):
-            return
-        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-
-    def _last_written_by_another(self, trainer) -> bool:
-        """Whether another checkpoint callback has just written this same `last.ckpt` at this
-        step (the monitoring one does when its best improved): writing it again would cost a
-        second full save per epoch for identical bytes. Lightning exposes no public "saved at
-        step" of a callback; `_last_global_step_saved` is what its own skip check reads
-        (pinned by tests/reliability/test_checkpoint_store.py)."""
-        mine = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
-        return any(other is not self and other.last_model_path == mine
-                   and getattr(other, "_last_global_step_saved", None) == trainer.global_step
-                   for other in trainer.checkpoint_callbacks if isinstance(other, ModelCheckpoint))
+        if not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 @contextmanager
