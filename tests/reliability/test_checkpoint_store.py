@@ -195,23 +195,20 @@ class RecordingIO(AtomicCheckpointIO):
     """Per save: the epoch of the checkpoint and the bytes of tensor files written for it."""
 
     saves: list[tuple[int, int]] = []
-    writes: list[tuple[int, str]] = []  # (global step, file name) of every save
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         before = self.bytes_written
         super().save_checkpoint(checkpoint, path, storage_options)
         tensor_bytes = self.bytes_written - before - Path(path).stat().st_size
         RecordingIO.saves.append((int(checkpoint["epoch"]), tensor_bytes))
-        RecordingIO.writes.append((int(checkpoint["global_step"]), Path(path).name))
 
 
-def recorded_run(tmp_path: Path, freeze: str, monkeypatch, extra: tuple[str, ...] = ()
-                 ) -> dict[int, list[int]]:
+def recorded_run(tmp_path: Path, freeze: str, monkeypatch) -> dict[int, list[int]]:
     """Tensor-file bytes written by each save of a 3-epoch tiny run, by epoch."""
-    RecordingIO.saves, RecordingIO.writes = [], []
+    RecordingIO.saves = []
     monkeypatch.setattr("mtst.training.pipeline.AtomicCheckpointIO", RecordingIO)
     train(compose_config(tmp_path, TINY_TRAIN + [f"freeze={freeze}", "trainer.max_epochs=3",
-                                                 "run_test=false", *extra]))
+                                                 "run_test=false"]))
     per_epoch: dict[int, list[int]] = {}
     for epoch, written in RecordingIO.saves:
         per_epoch.setdefault(epoch, []).append(written)
