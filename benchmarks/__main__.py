@@ -1,6 +1,7 @@
 """Run the mtst benchmarks on real data and write BENCHMARKS.md and the raw figures.
 
     python -m benchmarks [--quick] [--data-dir PATH] [--out BENCHMARKS.md] [--only ROWS]
+                         [--update] [--st-onnx-python PYTHON]
 
 Runs every benchmark row on the real corpora and writes BENCHMARKS.md plus the raw figures
 (benchmarks/results.json). `--quick` shrinks every budget (a few minutes; the figures only
@@ -46,6 +47,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--update", action="store_true",
                         help="re-measure the --only sections and keep the other sections of the "
                              "existing JSON (each section records when and under what load it ran)")
+    parser.add_argument("--st-onnx-python", default=None, metavar="PYTHON",
+                        help="row 10: measure in this interpreter, whose environment has "
+                             "sentence-transformers' ONNX backend (scripts/st_onnx_env.sh)")
     return parser.parse_args(argv)
 
 
@@ -64,7 +68,7 @@ def missing_prerequisite(data_dir: Path) -> str | None:
     return None
 
 
-def section_runner(name: str) -> Callable[..., dict[str, Any]]:
+def section_runner(name: str, st_onnx_python: str | None = None) -> Callable[..., dict[str, Any]]:
     from benchmarks import (
         checkpoint_bytes,
         defaults_vs_loop,
@@ -93,7 +97,7 @@ def section_runner(name: str) -> Callable[..., dict[str, Any]]:
             "quality": lambda b, d, p: quality.run(b, p),
             "scale": lambda b, d, p: scale.run(b, d),
             "onnx": lambda b, d, p: onnx_check.run(b, p),
-            "onnx_speed": lambda b, d, p: onnx_speed.run(b, d),
+            "onnx_speed": lambda b, d, p: onnx_speed.run(b, d, st_onnx_python=st_onnx_python),
             "serve": lambda b, d, p: serve_load.run(b.serve_clients, b.serve_seconds, d),
             "similarity": lambda b, d, p: similarity.run(b, d),
             "weighting_cost": lambda b, d, p: weighting_cost.run(b),
@@ -132,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = data_paths(data_dir)
     started = time.time()
     command = "python -m benchmarks" + (" --quick" if args.quick else "")
+    side = f" --st-onnx-python {args.st_onnx_python}" if args.st_onnx_python else ""
+    command += "" if args.update else side
     results: dict[str, Any] = {
         "mode": budget.name, "budget": budget_dict(budget), "data_dir": str(data_dir),
         "json_path": _shown(out_json), "corpora": sorted(paths), "command": command,
@@ -148,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         results = {**previous, "section_meta": previous.get("section_meta", {})}
         results.setdefault("updates", []).append(
-            {"command": f"{command} --update --only {','.join(chosen)}",
+            {"command": f"{command} --update --only {','.join(chosen)}{side}",
              "at": time.strftime("%Y-%m-%d %H:%M"), "load_average_start": list(os.getloadavg())})
     for name in chosen:
         lacking = [c for c in NEEDS[name] if c not in paths]
@@ -159,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         meta = {"measured": time.strftime("%Y-%m-%d %H:%M"), "load_start": list(os.getloadavg())}
         try:
-            results["sections"][name] = section_runner(name)(budget, data_dir, paths)
+            results["sections"][name] = section_runner(name, args.st_onnx_python)(budget, data_dir, paths)
         except Exception as err:  # one broken row must not lose the others' figures
             results["sections"][name] = {"error": f"{type(err).__name__}: {err}".splitlines()[0]}
         results["section_seconds"][name] = time.perf_counter() - t0

@@ -121,7 +121,7 @@ def render_padding(p: dict[str, Any], table: Table) -> str:
         f"CoNLL-2003 train alone ({p['examples']:,} sentences, MiniLM tokenizer, batch "
         f"{p['batch_size']}), the DataModule's batch sampler for epoch 0. Real-token share = real "
         "sub-tokens / (batch size × longest in batch), over all batches (token-weighted, "
-        "`scripts/bench_data.py::padded_share`) and per batch. Epoch time: "
+        "`benchmarks/data_pipeline.py::padded_share`) and per batch. Epoch time: "
         f"{p['timed_batches_per_order']} evenly spaced batches of each order trained alternately "
         "(plain training step), epoch ≈ mean step time × batches.",
         "",
@@ -139,7 +139,7 @@ def render_freeze(f: dict[str, Any], table: Table) -> str:
         f"`freeze=backbone` (MiniLM, batch {f['batch_size']}) on the first {f['examples']:,} "
         f"CoNLL-2003 train and {f['val_examples']} validation sentences, {f['epochs']} epochs; "
         "`freeze.cache_features` false vs true (cache dtype "
-        f"{f['cache_dtype']}), via `scripts/bench_freeze_cache.py::run_side`.",
+        f"{f['cache_dtype']}), via `benchmarks/freeze_cache.py::run_side`.",
         "",
         table(["run", "epoch s (with validation)", "training part s", "cache MiB",
                "cache hits"], rows),

@@ -54,6 +54,14 @@ def render_onnx_speed(s: dict[str, Any], table: Table) -> str:
         f"Ratio (median of rounds): **{s['ratio']:.2f}** (rounds: "
         f"{_list(s['ratio_per_round'], '{:.2f}')}).",
     ]
+    measured, exported = s.get("versions"), s.get("export_versions")
+    if measured and exported and measured != exported:
+        shown = ", ".join(f"{k} {v}" for k, v in measured.items())
+        parts += ["", "Measured in a side environment (`--st-onnx-python`, built by "
+                  "`scripts/st_onnx_env.sh`), because sentence-transformers' ONNX backend needs "
+                  f"optimum-onnx, which requires transformers<4.58: {shown}. Both sides ran in that "
+                  "one process; the export was made in the main environment "
+                  f"(transformers {exported.get('transformers')})."]
     if s.get("st_onnx_problem"):
         parts += ["", f"**Not the target's comparison**: sentence-transformers' ONNX backend could "
                   f"not run here: {s['st_onnx_problem']}."]

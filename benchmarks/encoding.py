@@ -21,9 +21,9 @@ def run(budget: Budget, data_dir: Path, batch_size: int = 32) -> dict[str, Any]:
     import torch
     from sentence_transformers import SentenceTransformer
 
+    from benchmarks.encode_compare import compare
     from mtst.model.backbone import resolve_name_or_path
     from mtst.model.encoder import SentenceEncoder
-    from scripts.bench_encode import compare
 
     path = resolve_name_or_path(MINILM)
     st = SentenceTransformer(path, device="cpu")

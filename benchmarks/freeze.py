@@ -1,6 +1,6 @@
 """Row 4: `freeze=backbone` epoch time with and without the feature cache.
 
-Runs `scripts/bench_freeze_cache.py::run_side` (the real config, same seed, data and batches on
+Runs `benchmarks/freeze_cache.py::run_side` (the real config, same seed, data and batches on
 both sides; an epoch clock times each epoch with its validation pass and its training part) on
 a CoNLL-2003 subset: the first `freeze_examples` train sentences, the first eighth as many validation ones.
 The speed-up is the median epoch time of epochs 2.. without the cache over the same with it
@@ -17,7 +17,7 @@ from benchmarks.common import Budget, scratch_dir
 
 
 def run(budget: Budget, data: dict[str, Path]) -> dict[str, Any]:
-    from scripts.bench_freeze_cache import run_side, speedups
+    from benchmarks.freeze_cache import run_side, speedups
 
     conll = data["conll2003"]
     val_examples = max(1, budget.freeze_examples // 8)

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from benchmarks.common import BENCH_OVERRIDES, Budget, compose, keep_tasks, median, scratch_dir
+from benchmarks.data_pipeline import padded_share
 from benchmarks.training import ReferenceLoop, build, optimizer_cfg
 from mtst.data.batching import MultiTaskBatchSampler
 from mtst.data.collate import Collator
-from scripts.bench_data import padded_share
 
 
 def batch_shares(lengths: list[int], batches: list[list[int]]) -> np.ndarray:

@@ -134,10 +134,17 @@ def test_deployment_rows_flag_missed_targets() -> None:
     serve = {"clients": 32, "duration_s": 60, "throughput_ratio": 3.2,
              "dynamic": {"errors": 0, "throughput_rps": 320.0},
              "batch_size_1": {"errors": 0, "throughput_rps": 100.0}}
-    speed = {"ratio": 1.2, "min_cosine": {"a": 0.995, "b": 0.999}, "st_onnx_problem": "no optimum"}
+    speed = {"ratio": 1.2, "min_cosine": {"mtst_int8_vs_mtst_fp32": 0.995, "st_vs_st_fp32": 0.999},
+             "st_onnx_problem": "no optimum"}
     rows = deployment_rows({"onnx": onnx, "serve": serve, "onnx_speed": speed})
     assert [r[-1] for r in rows] == ["yes", "**no**", "not measured", "yes"]
     assert "sentence-transformers torch fp32" in rows[2][1]
+    fair = {**speed, "st_onnx_problem": None, "min_cosine": {"mtst_int8_vs_mtst_fp32": 0.995,
+                                                             "st_vs_st_fp32": 0.98}}
+    row = deployment_rows({"onnx_speed": fair})[0]  # the baseline's own cosine is shown, not judged
+    assert row[1].startswith("encode: mtst ONNX int8 / sentence-transformers ONNX int8")
+    assert row[2] == "1.20; 0.9950 / 0.9800" and row[-1] == "yes"
+    assert deployment_rows({"onnx_speed": {**fair, "ratio": 0.9}})[0][-1] == "**no**"
 
 
 @pytest.fixture()
@@ -163,6 +170,26 @@ def test_speed_row_runs_end_to_end_on_the_tiny_model(titles_dir) -> None:
     if result["st_onnx_problem"]:  # the fallback compares the fp32 torch model with itself
         assert result["min_cosine"]["st_vs_st_fp32"] == pytest.approx(1.0, abs=1e-6)
         assert "**Not the target's comparison**" in render_onnx_speed(result, table)
+
+
+def test_speed_row_can_measure_in_another_interpreter(titles_dir) -> None:
+    """--st-onnx-python: the export is made here, both sides are measured in a child process
+    (here this same interpreter), and the row says which versions it measured with."""
+    import dataclasses
+    import sys
+
+    from benchmarks.common import QUICK
+
+    budget = dataclasses.replace(QUICK, onnx_speed_sentences=8, onnx_speed_repeats=2)
+    result = onnx_speed.run(budget, titles_dir, backbone="gpt_neo_tiny", st_onnx_python=sys.executable)
+    assert result["measured_in"] == sys.executable and len(result["ratio_per_round"]) == 2
+    assert result["versions"] == result["export_versions"]  # same environment: no side paragraph
+    assert 0.9 < result["min_cosine"]["mtst_int8_vs_mtst_fp32"] < 1 - 1e-7
+    shown = render_onnx_speed({**result, "versions": {**result["versions"], "transformers": "4.57.6"}},
+                              table)
+    assert "Measured in a side environment" in shown and "transformers 4.57.6" in shown
+    with pytest.raises(RuntimeError, match="benchmarks.onnx_speed exited"):
+        onnx_speed.measure_elsewhere(sys.executable, titles_dir / "no-export", ["t"], 1)
 
 
 @pytest.mark.slow

@@ -130,7 +130,7 @@ def test_scale_child_counts_copies(tmp_path) -> None:
 def test_encode_compare_pairs_rounds_and_finds_the_worst_cosine() -> None:
     import numpy as np
 
-    from scripts.bench_encode import compare
+    from benchmarks.encode_compare import compare
 
     a = np.eye(3, dtype=np.float32)
     b = a.copy()
@@ -142,7 +142,7 @@ def test_encode_compare_pairs_rounds_and_finds_the_worst_cosine() -> None:
 
 
 def test_freeze_speedups_skip_the_first_epoch() -> None:
-    from scripts.bench_freeze_cache import speedups
+    from benchmarks.freeze_cache import speedups
 
     plain = {"epoch_s": [10.0, 9.0, 11.0, 10.0], "train_s": [8.0, 8.0, 8.0, 8.0]}
     cache = {"epoch_s": [12.0, 1.0, 0.5, 1.0], "train_s": [10.0, 0.5, 0.5, 0.5]}
@@ -230,6 +230,15 @@ def test_epoch_clock_times_every_epoch_of_a_run(tmp_path) -> None:
     clock.on_train_end(None, None)
     seconds = json.loads((tmp_path / "clock.json").read_text())["epochs_s"]
     assert len(seconds) == 3 and all(s >= 0 for s in seconds)
+
+    in_process = EpochClock()  # no path: the figures stay on the object (benchmarks.freeze_cache)
+    for _ in range(2):
+        in_process.on_train_epoch_start(None, None)
+        in_process.on_train_batch_end(None, None, None, None, 0)
+        in_process.on_train_epoch_end(None, None)
+    in_process.on_train_end(None, None)
+    assert len(in_process.epoch_s) == len(in_process.train_s) == 2
+    assert all(0 <= t <= e for t, e in zip(in_process.train_s, in_process.epoch_s, strict=True))
 
 
 def test_defaults_vs_loop_row_and_the_naive_loop(tmp_path) -> None:

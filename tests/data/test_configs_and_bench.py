@@ -1,5 +1,5 @@
 """conf/data/*.yaml (presets holding `tasks` and `data`) give a working data module, and
-scripts/bench_data.py runs on a tiny corpus."""
+benchmarks/data_pipeline.py runs on a tiny corpus."""
 
 from __future__ import annotations
 
@@ -75,16 +75,16 @@ def test_bench_script_runs(tmp_path, write, bpe_tokenizer):
     bpe_tokenizer.save_pretrained(str(tok_dir))
     rows = [{"text": f"hello world number {i} from paris", "label": "travel"} for i in range(30)]
     data = write("tiny.jsonl", rows)
-    script = ROOT / "scripts" / "bench_data.py"
-    out = subprocess.run([sys.executable, str(script), "--files", data, "--tokenizer", str(tok_dir),
+    script = ["-m", "benchmarks.data_pipeline"]
+    out = subprocess.run([sys.executable, *script, "--files", data, "--tokenizer", str(tok_dir),
                           "--repeats", "1", "--batch-size", "4", "--kinds", "label"],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     table = out.stdout
     assert "sentences/s (median)" in table and "padded share, bucketing" in table
     assert "peak RSS (MiB)" in table
     assert any(line.split()[-1] == "30" for line in table.splitlines() if line.startswith("sentences "))
-    bad = subprocess.run([sys.executable, str(script), "--files", str(tmp_path / "missing.jsonl"),
+    bad = subprocess.run([sys.executable, *script, "--files", str(tmp_path / "missing.jsonl"),
                           "--tokenizer", str(tok_dir), "--repeats", "1"],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert bad.returncode != 0 and "missing.jsonl: file not found" in bad.stderr

@@ -1,8 +1,8 @@
 """Per-epoch time of `freeze=backbone` with and without the feature cache (one process).
 
-    python scripts/bench_freeze_cache.py                       # MiniLM on data/sample, 4 epochs
-    python scripts/bench_freeze_cache.py --epochs 6 --order cache,plain --threads 1
-    python scripts/bench_freeze_cache.py backbone=gpt_neo_tiny  # any extra Hydra overrides
+    python -m benchmarks.freeze_cache                       # MiniLM on data/sample, 4 epochs
+    python -m benchmarks.freeze_cache --epochs 6 --order cache,plain --threads 1
+    python -m benchmarks.freeze_cache backbone=gpt_neo_tiny  # any extra Hydra overrides
 
 Both sides train through the real config (`train.yaml` + overrides) with the same seed, data and
 batches; an epoch clock times every epoch including its validation pass. Epoch 1 computes the
@@ -17,50 +17,13 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.callbacks import Callback
 
-
-class EpochClock(Callback):
-    """Wall time of each training epoch (its validation included) and of its training part."""
-
-    def __init__(self) -> None:
-        self.epoch_s: list[float] = []
-        self.train_s: list[float] = []
-        self._start = self._train_end = 0.0
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._start = self._train_end = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._train_end = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self.epoch_s.append(time.perf_counter() - self._start)
-        self.train_s.append(self._train_end - self._start)
-
-
-def compose(tmp: Path, overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    from mtst.cli._hydra import CONF_DIR
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = hydra_compose("train", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.paths.output_dir = cfg.hydra.runtime.output_dir = str(tmp)
-        cfg.paths.log_dir = str(tmp / "logs")
-    HydraConfig().set_config(cfg)
-    return cfg
+from benchmarks.common import compose
+from benchmarks.epoch_clock import EpochClock
 
 
 def run_side(tmp: Path, cache: bool, args: argparse.Namespace) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """Benchmark `SentenceEncoder.encode` against sentence-transformers `encode` on the same model.
 
-    python scripts/bench_encode.py                      # offline MiniLM, AG News titles if present
-    python scripts/bench_encode.py --n 2000 --repeats 5 --batch-size 64
-    python scripts/bench_encode.py --profile            # torch profiler table of one mtst encode
+    python -m benchmarks.encode_compare                      # offline MiniLM, AG News titles if present
+    python -m benchmarks.encode_compare --n 2000 --repeats 5 --batch-size 64
+    python -m benchmarks.encode_compare --profile            # torch profiler table of one mtst encode
 
 Both run in this one process on the same sentences, alternating (mtst, st, mtst, st, ...), so
 machine load hits both alike; the figure is the median of the per-round throughput ratios

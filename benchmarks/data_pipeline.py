@@ -1,9 +1,9 @@
 """Benchmark the data pipeline: throughput, padding with/without bucketing, peak memory.
 
-    python scripts/bench_data.py                       # data/sample, MiniLM tokenizer
-    python scripts/bench_data.py --conll ../shared/data/conll2003/train.txt
-    python scripts/bench_data.py --files a.jsonl b.csv --tokenizer path/to/tokenizer
-    python scripts/bench_data.py --files titles.csv --kinds label
+    python -m benchmarks.data_pipeline                       # data/sample, MiniLM tokenizer
+    python -m benchmarks.data_pipeline --conll ../shared/data/conll2003/train.txt
+    python -m benchmarks.data_pipeline --files a.jsonl b.csv --tokenizer path/to/tokenizer
+    python -m benchmarks.data_pipeline --files titles.csv --kinds label
 
 Every file is read for each task kind asked for (`label`: a `topic` task, `tags`: an `ner`
 task; labels inferred from the files); the default is both, `tags` alone for --conll.
