@@ -31,44 +31,13 @@ from mtst.training.loggers import log_task_layout
 from mtst.training.optim import build_optimizer
 from mtst.training.report_delta import delta_m
 from mtst.training.sharding import clip_sharded_grad_norm
+from mtst.training.step_logs import EpochMeans, step_logs_needed
 from mtst.training.weighting import GRAD_ON, Weighting, build_weighting
 
 log = logging.getLogger("mtst")
 MIX_CHECK_STEPS = 10  # steps without a batch of two tasks before a gradient method warns
 STAGES = ("val", "test")
 CHECKPOINT_VERSION = 2  # what `checkpoint["mtst"]` holds; 0.1 checkpoints have no "version"
-
-
-class EpochMeans:
-    """Batch-size-weighted means of per-step values over an epoch, summed as tensors (no device
-    sync per step): what `self.log(..., on_epoch=True, batch_size=n)` would compute, with one
-    `self.log` per name and epoch instead of one per step."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, torch.Tensor] = {}
-        self.sizes: dict[str, int] = {}
-
-    def add(self, values: dict[str, torch.Tensor], size: int) -> None:
-        for name, value in values.items():
-            weighted = value.float() * size
-            self.sums[name] = self.sums[name] + weighted if name in self.sums else weighted
-            self.sizes[name] = self.sizes.get(name, 0) + size
-
-    def pop(self) -> dict[str, torch.Tensor]:
-        """The means so far; starts over."""
-        means = {name: total / self.sizes[name] for name, total in self.sums.items()}
-        self.sums, self.sizes = {}, {}
-        return means
-
-
-def _step_logs_needed(trainer: L.Trainer) -> bool:
-    """Whether Lightning hands this step's values to the loggers (every `log_every_n_steps`
-    steps, and before a stop); logged on other steps they would cost a `self.log` each, unread.
-    The progress bar shows the values of the logging steps."""
-    try:
-        return bool(trainer._logger_connector.should_update_logs or trainer.fast_dev_run)
-    except AttributeError:  # Lightning's internals changed: log every step, as before
-        return True
 
 
 class MultiTaskModule(L.LightningModule):
@@ -251,7 +220,7 @@ class MultiTaskModule(L.LightningModule):
         return False
 
     def on_train_batch_end(self, outputs: Any, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        if self.step_values and _step_logs_needed(self.trainer):
+        if self.step_values and step_logs_needed(self.trainer):
             for name, value in self.step_values.items():
                 self.log(name, value, on_step=True, on_epoch=False, batch_size=self.step_size,
                          prog_bar=name == "train/loss")

@@ -1,0 +1,39 @@
+"""What the training step logs, at the cost it needs: per-step values only on the steps Lightning
+hands to the loggers, epoch means summed as tensors without a device sync per step."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+
+class EpochMeans:
+    """Batch-size-weighted means of per-step values over an epoch, summed as tensors (no device
+    sync per step): what `self.log(..., on_epoch=True, batch_size=n)` would compute, with one
+    `self.log` per name and epoch instead of one per step."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.sizes: dict[str, int] = {}
+
+    def add(self, values: dict[str, torch.Tensor], size: int) -> None:
+        for name, value in values.items():
+            weighted = value.float() * size
+            self.sums[name] = self.sums[name] + weighted if name in self.sums else weighted
+            self.sizes[name] = self.sizes.get(name, 0) + size
+
+    def pop(self) -> dict[str, torch.Tensor]:
+        """The means so far; starts over."""
+        means = {name: total / self.sizes[name] for name, total in self.sums.items()}
+        self.sums, self.sizes = {}, {}
+        return means
+
+
+def step_logs_needed(trainer: L.Trainer) -> bool:
+    """Whether Lightning hands this step's values to the loggers (every `log_every_n_steps`
+    steps, and before a stop); logged on other steps they would cost a `self.log` each, unread.
+    The progress bar shows the values of the logging steps."""
+    try:  # private: Lightning has no public hook that says so (pinned in tests/test_step_logs.py)
+        return bool(trainer._logger_connector.should_update_logs or trainer.fast_dev_run)
+    except AttributeError:  # Lightning's internals changed: log every step, as before
+        return True
