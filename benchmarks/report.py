@@ -66,6 +66,8 @@ def render(results: dict[str, Any]) -> str:
         "python -m benchmarks.memory train --steps 60 --data-dir ../shared/data  # row 6 child",
         "python -m benchmarks.scale --factor 10 --data-dir ../shared/data [--store]  # row 8 child",
         "python -m benchmarks.serve_load --clients 32 --duration 60   # row 11 alone (prints JSON)",
+        "bash scripts/st_onnx_env.sh   # row 10's side environment, for sentence-transformers' ONNX backend",
+        "python -m benchmarks --update --only onnx_speed --st-onnx-python logs/st-onnx-env/bin/python",
         "```",
         "",
         "Budgets of this run: " + ", ".join(f"{k}={val}" for k, val in results["budget"].items()
