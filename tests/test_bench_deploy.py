@@ -143,7 +143,7 @@ def test_deployment_rows_flag_missed_targets() -> None:
                                                              "st_vs_st_fp32": 0.98}}
     row = deployment_rows({"onnx_speed": fair})[0]  # the baseline's own cosine is shown, not judged
     assert row[1].startswith("encode: mtst ONNX int8 / sentence-transformers ONNX int8")
-    assert row[2] == "1.20; 0.9950 / 0.9800" and row[-1] == "yes"
+    assert row[2] == "1.20; 0.9950 / 0.9800" and row[3] == "≥ 1.0; mtst's ≥ 0.99" and row[-1] == "yes"
     assert deployment_rows({"onnx_speed": {**fair, "ratio": 0.9}})[0][-1] == "**no**"
 
 
