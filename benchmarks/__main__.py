@@ -135,9 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     use_data_dir(data_dir)
     paths = data_paths(data_dir)
     started = time.time()
-    command = "python -m benchmarks" + (" --quick" if args.quick else "")
-    side = f" --st-onnx-python {args.st_onnx_python}" if args.st_onnx_python else ""
-    command += "" if args.update else side
+    command = ("python -m benchmarks" + (" --quick" if args.quick else "")
+               + (f" --st-onnx-python {args.st_onnx_python}" if args.st_onnx_python else ""))
     results: dict[str, Any] = {
         "mode": budget.name, "budget": budget_dict(budget), "data_dir": str(data_dir),
         "json_path": _shown(out_json), "corpora": sorted(paths), "command": command,
@@ -154,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         results = {**previous, "section_meta": previous.get("section_meta", {})}
         results.setdefault("updates", []).append(
-            {"command": f"{command} --update --only {','.join(chosen)}{side}",
+            {"command": f"{command} --update --only {','.join(chosen)}",
              "at": time.strftime("%Y-%m-%d %H:%M"), "load_average_start": list(os.getloadavg())})
     for name in chosen:
         lacking = [c for c in NEEDS[name] if c not in paths]

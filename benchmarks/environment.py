@@ -49,15 +49,21 @@ def git_commit() -> str:
     return commit + (" + uncommitted changes" if dirty else "")
 
 
-def describe() -> dict[str, Any]:
-    import torch
-
-    versions = {"python": platform.python_version()}
-    for name in PACKAGES:
+def package_versions(names: tuple[str, ...]) -> dict[str, str]:
+    """Installed version of each package, or "not installed"."""
+    versions = {}
+    for name in names:
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = "not installed"
+    return versions
+
+
+def describe() -> dict[str, Any]:
+    import torch
+
+    versions = {"python": platform.python_version(), **package_versions(PACKAGES)}
     return {
         "cpu": cpu_model(), "logical_cpus": os.cpu_count(), "ram_gib": ram_gib(),
         "torch_threads": torch.get_num_threads(), "platform": platform.platform(),

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import ROOT, Budget, median, scratch_dir
+from benchmarks.environment import package_versions
 from benchmarks.memory import ag_titles
 from benchmarks.onnx_check import row_cosines
 
@@ -100,16 +101,8 @@ def alternate(sides: dict[str, Any], texts: list[str], repeats: int) -> dict[str
 
 def versions() -> dict[str, str]:
     """The packages that decide this process's figures."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for name in ("sentence-transformers", "transformers", "optimum-onnx", "onnxruntime", "torch",
-                 "tokenizers"):
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = "not installed"
-    return found
+    return package_versions(("sentence-transformers", "transformers", "optimum-onnx",
+                             "onnxruntime", "torch", "tokenizers"))
 
 
 def measure(export: Path, titles: list[str], repeats: int) -> dict[str, Any]:
