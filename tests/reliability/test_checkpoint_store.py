@@ -195,17 +195,19 @@ class RecordingIO(AtomicCheckpointIO):
     """Per save: the epoch of the checkpoint and the bytes of tensor files written for it."""
 
     saves: list[tuple[int, int]] = []
+    files: list[tuple[int, str]] = []  # (epoch, file name) of every save
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         before = self.bytes_written
         super().save_checkpoint(checkpoint, path, storage_options)
         tensor_bytes = self.bytes_written - before - Path(path).stat().st_size
         RecordingIO.saves.append((int(checkpoint["epoch"]), tensor_bytes))
+        RecordingIO.files.append((int(checkpoint["epoch"]), Path(path).name))
 
 
 def recorded_run(tmp_path: Path, freeze: str, monkeypatch) -> dict[int, list[int]]:
     """Tensor-file bytes written by each save of a 3-epoch tiny run, by epoch."""
-    RecordingIO.saves = []
+    RecordingIO.saves, RecordingIO.files = [], []
     monkeypatch.setattr("mtst.training.pipeline.AtomicCheckpointIO", RecordingIO)
     train(compose_config(tmp_path, TINY_TRAIN + [f"freeze={freeze}", "trainer.max_epochs=3",
                                                  "run_test=false"]))
@@ -226,6 +228,11 @@ def test_frozen_backbone_epochs_write_only_what_trains_and_none_collects(tmp_pat
     folder = tmp_path / "backbone" / "checkpoints"
     refs = [referenced_digests(folder / n) for n in ("best.ckpt", "last.ckpt")]
     assert refs[0] == refs[1] and tensor_files(folder) == {f"{d}.safetensors" for d in refs[0]}
+
+    # an epoch end writes last.ckpt once (step_checkpoint's), best.ckpt when the score improves
+    for epoch in range(3):
+        names = [name for e, name in RecordingIO.files if e == epoch]
+        assert names.count("last.ckpt") == 1 and set(names) <= {"best.ckpt", "last.ckpt"}, names
 
     trained = recorded_run(tmp_path / "none", "none", monkeypatch)
     assert all(written[0] > embedding for written in trained.values())  # everything changed
