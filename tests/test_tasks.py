@@ -143,6 +143,11 @@ def test_task_settings_are_checked_with_one_line_errors() -> None:
         build_tasks({"x": {"type": "sentence_regression"}})
     with pytest.raises(MtstError, match=r"tasks\.sts\.dropout: no such setting for a sentence_similarity"):
         build_tasks({"sts": {"type": "sentence_similarity", "dropout": 0.1}})
+    for rate in (1.0, -0.1, "0.1", True):
+        with pytest.raises(MtstError, match=rf"tasks\.ner\.dropout={rate!r}: expected a probability "
+                                            r"in \[0, 1\)"):
+            build_tasks({"ner": {"type": "token_classification", "dropout": rate}})
+    assert build_tasks({"ner": {"type": "token_classification", "dropout": 0}})["ner"]
     with pytest.raises(MtstError, match=r"tasks\.ner\.main_metric='acc': a token_classification task "
                                         r"reports f1, precision, recall"):
         build_tasks({"ner": {"type": "token_classification", "main_metric": "acc"}})

@@ -51,6 +51,10 @@ class Task:
         self.in_score = bool(self.settings["in_score"])
         self.baseline = self._baseline(self.settings["baseline"])
         self.data = TaskData.parse(name, self.data_kind, self.settings)
+        if "dropout" in self.options:
+            rate = self.settings["dropout"]
+            if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate < 1:
+                raise MtstError(f"tasks.{name}.dropout={rate!r}: expected a probability in [0, 1)")
         self.check_options()
 
     def _baseline(self, value: Any) -> float | None:
