@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mtst.tasks.losses import IGNORE
 from mtst.training.feature_cache import FeatureCache
 from mtst.training.freezing import build_freeze_strategy
 from tests.test_freezing import (
@@ -21,28 +22,36 @@ def dm():
     return make_datamodule(train_stop=24, val_stop=16)  # 3 train batches, 2 val batches of 8
 
 
-def head_grads(model, strategy, batch, seed: int = 7) -> dict[str, torch.Tensor]:
-    """Gradients of the heads for one batch, with the encoder outputs from `strategy`."""
+def head_grads(model, strategy, batch, seed: int = 7, token_rows: bool = False
+               ) -> dict[str, torch.Tensor]:
+    """Gradients of the heads for one batch, with the encoder outputs from `strategy` (the token
+    head at the labelled sub-tokens only with `token_rows`)."""
     model.zero_grad(set_to_none=True)
     torch.manual_seed(seed)  # same dropout masks in the heads every time
-    model.compute_loss(batch, strategy.forward(model, batch))[0].backward()
+    rows = labelled_rows(batch) if token_rows else None
+    model.compute_loss(batch, strategy.forward(model, batch, rows))[0].backward()
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
+def labelled_rows(batch) -> torch.Tensor:
+    return (batch["ner.labels"] != IGNORE).flatten().nonzero().flatten()
+
+
+@pytest.mark.parametrize("token_rows", [False, True])
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_cached_features_give_the_gradients_of_recomputation(dm, dtype: str) -> None:
+def test_cached_features_give_the_gradients_of_recomputation(dm, dtype: str, token_rows: bool) -> None:
     model = make_model(dm, {"name": "backbone"})
     recompute = build_freeze_strategy({"name": "backbone", "cache_features": False})
     cached = build_freeze_strategy({"name": "backbone", "cache_features": True, "cache_dtype": dtype})
     recompute.apply(model, 0)
     cached.apply(model, 0)
     for batch in dm.train_dataloader():
-        expected = head_grads(model, recompute, batch)
+        expected = head_grads(model, recompute, batch, token_rows=token_rows)
         assert expected and all(not n.startswith("net.encoder.") for n in expected)
         assert {n.split(".")[2] for n in expected} == {"topic", "ner", "mood"}, "every head learns"
-        head_grads(model, cached, batch)  # fills the cache
+        head_grads(model, cached, batch, token_rows=token_rows)  # fills the cache
         misses = cached.cache.misses
-        served = head_grads(model, cached, batch)
+        served = head_grads(model, cached, batch, token_rows=token_rows)
         assert cached.cache.misses == misses, "the second visit is served from the cache"
         assert served.keys() == expected.keys()
         for name, grad in expected.items():
@@ -65,6 +74,40 @@ def test_epochs_after_the_first_are_served_from_the_cache(dm) -> None:
     tokens = sum(int(b["attention_mask"].sum()) + len(b["attention_mask"])
                  for loader in (dm.train_dataloader(), dm.val_dataloader()) for b in loader)
     assert cache.nbytes == tokens * hidden * 2
+
+
+def test_a_frozen_encoder_runs_the_token_head_at_the_labelled_subtokens_only(dm) -> None:
+    model = make_model(dm, {"name": "backbone", "cache_features": True}, dropout=0.0)
+    model.freezer.apply(model, 0)
+    for visit in range(2):  # computed (the full pass; the packed one is then served), then served
+        for batch in dm.train_dataloader():
+            rows = model.loss_rows(batch)
+            assert torch.equal(rows, labelled_rows(batch))
+            assert 0 < len(rows) < batch["ner.labels"].numel()
+            full, packed = model.encode_batch(batch), model.encode_batch(batch, for_loss=True)
+            assert packed["ner"].shape == (len(rows), full["ner"].size(-1))
+            torch.testing.assert_close(packed["ner"], full["ner"].flatten(0, 1)[rows])
+            for task in ("topic", "mood"):
+                assert torch.equal(packed[task], full[task])
+            grads = []
+            for outputs in (full, packed):
+                model.zero_grad(set_to_none=True)
+                total, terms = model.compute_loss(batch, outputs)
+                total.backward()
+                grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+                grads[-1]["loss"] = terms["ner"]
+            assert grads[0].keys() == grads[1].keys()
+            for name, grad in grads[0].items():  # the same sums, in another order
+                torch.testing.assert_close(grads[1][name], grad, rtol=1e-5, atol=1e-7)
+        assert model.freezer.cache.hits == 3 + 6 * visit
+
+
+def test_the_token_head_runs_on_every_position_while_the_encoder_trains(dm) -> None:
+    model = make_model(dm, {"name": "none"})
+    model.freezer.apply(model, 0)
+    batch = next(iter(dm.train_dataloader()))
+    assert model.loss_rows(batch) is None
+    assert model.encode_batch(batch, for_loss=True)["ner"].shape[:2] == batch["ner.labels"].shape
 
 
 def test_cache_is_dropped_when_the_encoder_starts_training(dm) -> None:
@@ -180,3 +223,21 @@ def test_replaced_entries_are_dropped_once_they_outweigh_the_live_ones() -> None
     assert table.states.size - 1 < 12 * rows * width
     served = cache.features("val", batch, lambda: outputs)
     assert cache.hits == 1 and torch.equal(served[0], outputs[0]) and torch.equal(served[1], outputs[1])
+
+
+def test_a_truncated_or_left_padded_batch_of_stored_examples_is_recomputed() -> None:
+    def batch(ids: list[int], width: int, left: bool = False) -> dict[str, torch.Tensor]:
+        pad, real = [0] * (width - len(ids)), [1] * len(ids)
+        return {"input_ids": torch.tensor([pad + ids if left else ids + pad]),
+                "attention_mask": torch.tensor([[0] * len(pad) + real if left else real + [0] * len(pad)]),
+                "example_index": torch.tensor([0])}
+
+    def features(width: int, fill: float):
+        return lambda: (torch.full((1, width, 4), fill), torch.full((1, 4), fill))
+
+    cache = FeatureCache("float32")
+    cache.features("val", batch([5, 6, 7, 8], 6), features(6, 1.0))
+    assert cache.features("val", batch([5, 6, 7, 8], 4), features(4, 9.0))[1][0, 0] == 1.0  # served
+    assert cache.features("val", batch([5, 6, 7], 3), features(3, 2.0))[1][0, 0] == 2.0  # truncated
+    assert cache.features("val", batch([5, 6, 7], 5, left=True), features(5, 3.0))[1][0, 0] == 3.0
+    assert (cache.hits, cache.misses) == (1, 3)

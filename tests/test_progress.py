@@ -55,3 +55,12 @@ def test_rate_zero_updates_after_every_batch_as_lightning_does(monkeypatch) -> N
 def test_a_negative_rate_is_refused() -> None:
     with pytest.raises(ValueError, match=r"updates_per_second=-1: expected a rate >= 0"):
         ProgressBar(updates_per_second=-1)
+
+
+def test_the_bar_shows_the_latest_step_loss_the_module_keeps() -> None:
+    bar, module = ProgressBar(), Tiny()
+    trainer = L.Trainer(callbacks=[bar], logger=False, accelerator="cpu")
+    assert "train/loss" not in bar.get_metrics(trainer, module)
+    module.step_values = {"train/loss": torch.tensor(0.25), "train/ner/loss": torch.tensor(0.5)}
+    metrics = bar.get_metrics(trainer, module)
+    assert metrics["train/loss"] == 0.25 and "train/ner/loss" not in metrics

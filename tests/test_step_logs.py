@@ -7,7 +7,7 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import Logger
 
-from mtst.training.step_logs import EpochMeans, step_logs_needed
+from mtst.training.step_logs import EpochMeans, log_step_values, step_logs_needed
 
 
 class StepsSeen(Logger):
@@ -16,6 +16,7 @@ class StepsSeen(Logger):
     def __init__(self) -> None:
         super().__init__()
         self.steps: list[int] = []
+        self.metrics: list[dict[str, float]] = []
 
     @property
     def name(self) -> str:
@@ -31,6 +32,7 @@ class StepsSeen(Logger):
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         if "train/x" in metrics:
             self.steps.append(int(step))
+            self.metrics.append(dict(metrics))
 
 
 class Tiny(L.LightningModule):
@@ -74,3 +76,36 @@ def test_epoch_means_are_batch_size_weighted_and_start_over() -> None:
     got = means.pop()
     assert torch.allclose(got["a"], torch.tensor(2.0)) and torch.allclose(got["b"], torch.tensor(4.0))
     assert means.pop() == {}
+
+
+class Direct(Tiny):
+    """Logs its step loss with `log_step_values`, as `MultiTaskModule` does."""
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if step_logs_needed(self.trainer):
+            self.needed.append(self.global_step - 1)
+            log_step_values(self.trainer, {"train/x": outputs["loss"].detach()})
+
+
+def test_step_values_reach_every_logger_at_lightnings_step_numbers(tmp_path) -> None:
+    loggers = [StepsSeen(), StepsSeen()]
+    module = Direct()
+    trainer = L.Trainer(max_epochs=2, log_every_n_steps=4, logger=loggers, accelerator="cpu",
+                        default_root_dir=tmp_path, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module)
+    # 12 steps an epoch, every 4th logged, under the step numbers `self.log` gets (the test above)
+    assert module.needed == [3, 7, 11, 15, 19, 23]
+    for logger in loggers:
+        assert logger.steps == module.needed
+        assert [m["epoch"] for m in logger.metrics] == [0, 0, 0, 1, 1, 1]
+        assert all(isinstance(m["train/x"], float) and m["train/x"] > 0 for m in logger.metrics)
+
+
+def test_nothing_is_written_without_values_or_loggers(tmp_path) -> None:
+    logger = StepsSeen()
+    trainer = L.Trainer(logger=logger, accelerator="cpu", default_root_dir=tmp_path)
+    log_step_values(trainer, {})
+    assert logger.steps == []
+    log_step_values(L.Trainer(logger=False, accelerator="cpu", default_root_dir=tmp_path),
+                    {"train/x": 1.0})  # no logger: no error

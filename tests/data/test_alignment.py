@@ -224,3 +224,66 @@ def test_batch_without_pairs_or_words(any_tokenizer):
     _, pairs = encode_batch(any_tokenizer, [pair("a b", "c d", 2.0)], tasks=tasks, spaces=spaces)
     assert pairs["ner.word_labels"].shape == (1, 1) and pairs["ner.word_labels"].eq(IGNORE).all()
     assert pairs["topic.labels"].tolist() == [IGNORE] and pairs["pair_rows"].tolist() == [0]
+
+
+def reference_batch(items, tasks, pad):
+    """The batch padded example by example: what the column-wise collate must equal."""
+    def padded(rows, width, fill):
+        out = torch.full((len(rows), width), fill, dtype=torch.long)
+        for i, row in enumerate(rows):
+            if row is not None:
+                out[i, : len(row)] = torch.as_tensor(row.astype("int64"))
+        return out
+
+    t = max(len(it) for it in items)
+    w = max(1, max(it.num_words for it in items))
+    pairs = [i for i, it in enumerate(items) if it.is_pair]
+    tb = max([1, *(len(items[i].input_ids_b) for i in pairs)])
+    batch = {"input_ids": padded([it.input_ids for it in items], t, pad),
+             "attention_mask": padded([it.input_ids * 0 + 1 for it in items], t, 0),
+             "word_ids": padded([it.word_ids for it in items], t, -1),
+             "num_words": torch.tensor([it.num_words for it in items]),
+             "example_index": torch.tensor([it.example_index for it in items]),
+             "pair_rows": torch.tensor(pairs, dtype=torch.long),
+             "input_ids_b": padded([items[i].input_ids_b for i in pairs], tb, pad),
+             "attention_mask_b": padded([items[i].input_ids_b * 0 + 1 for i in pairs], tb, 0)}
+    for task, kind in tasks.items():
+        batch[f"{task}.has"] = torch.tensor([it.supervises(task) for it in items])
+        if kind == "label":
+            batch[f"{task}.labels"] = torch.tensor([it.labels.get(task, IGNORE) for it in items])
+        elif kind == "tags":
+            batch[f"{task}.labels"] = padded([it.tags.get(task) for it in items], t, IGNORE)
+            batch[f"{task}.word_labels"] = padded([it.word_labels.get(task) for it in items], w, IGNORE)
+        else:
+            batch[f"{task}.scores"] = torch.tensor([it.scores.get(task, float("nan")) for it in items],
+                                                   dtype=torch.float32)
+    return batch
+
+
+def test_the_column_wise_collate_equals_padding_example_by_example(any_tokenizer):
+    tasks = {**TASKS, "sts": "pair"}
+    spaces = {**SPACES, "sts": LabelSpace("pair")}
+    examples = [ex(WORDS, TAGS, "travel"), pair(*PAIR_TEXTS[0], score=4.0), ex(["Rome"], None, "travel"),
+                ex(["Ann", "flew"], ["B-PERSON", "O"]), pair(*PAIR_TEXTS[2], score=1.0)]
+    store = encode_examples(examples, any_tokenizer, tasks, spaces, 24)
+    collate = Collator(any_tokenizer.pad_token_id, tasks)
+    for order in ([0, 1, 2, 3, 4], [4, 2, 2, 0], [1], [2, 3]):
+        items = [store[i] for i in order]
+        expected = reference_batch(items, tasks, any_tokenizer.pad_token_id)
+        for got in (collate(items), collate(store.__getitems__(order))):
+            assert got.keys() == expected.keys()
+            for key, value in expected.items():
+                assert got[key].dtype == value.dtype, (order, key)
+                torch.testing.assert_close(got[key], value, rtol=0, atol=0, equal_nan=True)
+    loader = torch.utils.data.DataLoader(store, batch_size=3, collate_fn=collate)  # __getitems__
+    first = next(iter(loader))
+    assert torch.equal(first["input_ids"], collate([store[0], store[1], store[2]])["input_ids"])
+
+
+def test_collating_examples_of_two_stores_is_refused(any_tokenizer):
+    one = encode_examples([ex(["a"], ["O"])], any_tokenizer, TASKS, SPACES, 8)
+    two = encode_examples([ex(["b"], ["O"])], any_tokenizer, TASKS, SPACES, 8)
+    with pytest.raises(ValueError, match="one EncodedStore"):
+        Collator(any_tokenizer.pad_token_id, TASKS)([one[0], two[0]])
+    with pytest.raises(IndexError):
+        one.__getitems__([0, 1])

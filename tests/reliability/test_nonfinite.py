@@ -83,3 +83,22 @@ def test_a_checkpoint_with_non_finite_weights_is_never_written() -> None:
     broken = {"state_dict": {"w": torch.tensor([1.0, float("inf")]), "b": torch.zeros(2)}}
     with pytest.raises(NonFiniteLossError, match="step 7: non-finite weights in 1 tensors"):
         guard.on_save_checkpoint(trainer, None, broken)
+
+
+def test_weights_a_fused_optimizer_wrote_are_checked_at_every_save() -> None:
+    guard = NonFiniteGuard()
+    module, trainer = torch.nn.Linear(2, 1), SimpleNamespace(global_step=3, world_size=1)
+    frozen = torch.nn.Linear(2, 1).requires_grad_(False)
+    model = torch.nn.ModuleDict({"head": module, "frozen": frozen})
+    guard.on_save_checkpoint(trainer, model, {"state_dict": model.state_dict()})
+    module.weight.grad = torch.full_like(module.weight, float("nan"))
+    module.bias.grad = torch.zeros_like(module.bias)
+    torch.optim.AdamW(module.parameters(), fused=True).step()  # on CPU: no version-counter bump
+    assert module.weight.isnan().all()
+    with pytest.raises(NonFiniteLossError, match=r"non-finite weights in 1 tensors \(first: head.weight\)"):
+        guard.on_save_checkpoint(trainer, model, {"state_dict": model.state_dict()})
+    checked = []
+    guard._finite = lambda name, tensor, reuse=True: checked.append((name, reuse)) or True
+    guard.on_save_checkpoint(trainer, model, {"state_dict": model.state_dict()})
+    assert dict(checked) == {"head.weight#0": False, "head.bias#0": False,
+                             "frozen.weight#0": True, "frozen.bias#0": True}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,24 @@ def _with_offsets(schema: dict[str, tuple[str, str]]) -> dict[str, tuple[str, st
     return {**schema, **{name: ("int64", "offset") for name, _ in OFFSETS.values()}}
 
 
+@dataclass(frozen=True)
+class StoreRows:
+    """Rows ``indices`` of ``store``: what a DataLoader fetches for one batch (it calls the
+    dataset's ``__getitems__``), so the collate builds the batch from the columns at once
+    instead of from one ``Encoded`` per example."""
+
+    store: EncodedStore
+    indices: np.ndarray
+
+    @classmethod
+    def of(cls, items: Sequence[Encoded]) -> StoreRows:
+        """The rows behind examples read from one store (``store[i]``)."""
+        stores = {id(it.store) for it in items}
+        if not items or len(stores) != 1 or items[0].store is None:
+            raise ValueError("collate: expected examples read from one EncodedStore")
+        return cls(items[0].store, np.array([it.example_index for it in items], dtype=np.int64))
+
+
 @dataclass
 class Encoded:
     """One tokenised example (views into the store's columns); the collate pads them. The
@@ -70,6 +88,7 @@ class Encoded:
     tags: dict[str, np.ndarray] = field(default_factory=dict)
     word_labels: dict[str, np.ndarray] = field(default_factory=dict)
     scores: dict[str, float] = field(default_factory=dict)
+    store: EncodedStore | None = field(default=None, repr=False, compare=False)  # its origin
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -120,7 +139,7 @@ class EncodedStore:
         w0, w1 = self.word_offsets[index], self.word_offsets[index + 1]
         item = Encoded(input_ids=c["input_ids"][t0:t1], word_ids=c["word_ids"][t0:t1],
                        num_words=int(w1 - w0), example_index=index,
-                       source=int(c["sources"][index]))
+                       source=int(c["sources"][index]), store=self)
         for task, kind in self.tasks.items():
             if not c[f"has.{task}"][index]:
                 continue
@@ -134,6 +153,12 @@ class EncodedStore:
                 b0, b1 = self.token_b_offsets[index], self.token_b_offsets[index + 1]
                 item.input_ids_b = c["input_ids_b"][b0:b1]
         return item
+
+    def __getitems__(self, indices: Sequence[int]) -> StoreRows:
+        index = np.asarray(indices, dtype=np.int64)
+        if len(index) and not (-len(self) <= int(index.min()) and int(index.max()) < len(self)):
+            raise IndexError(f"indices outside 0..{len(self) - 1}")
+        return StoreRows(self, index % max(1, len(self)))
 
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self.columns.values())

@@ -65,6 +65,9 @@ class TokenClassificationHead(ClassificationHead):
     """Tag logits for every sub-token state."""
 
     reads = "token_states"
+    # a position's logits depend on its own state alone: the head also takes [N, H] rows (the
+    # positions a training step's loss reads) in place of [B, T, H]
+    pointwise = True
 
 
 HEADS: dict[str, type[ClassificationHead]] = {

@@ -20,6 +20,8 @@ from mtst.data.tasks import TaskData
 from mtst.errors import MtstError, choices_text
 
 # settings every task takes (the type adds its own in `options`)
+# outputs[TOKEN_ROWS]: the flattened [B * T] positions token heads ran at (see `token_positions`)
+TOKEN_ROWS = "token_rows"
 COMMON = {"type": None, "train_files": [], "val_files": [], "test_files": [], "labels": None,
           "field": None, "weight": 1.0, "main_metric": None, "in_score": True, "baseline": None}
 
@@ -82,6 +84,14 @@ class Task:
         return batch[f"{self.name}.has"]
 
     # ---- training --------------------------------------------------------------------------
+    def token_positions(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+        """[B, T] bool: the sub-token positions whose head outputs this task's loss reads; None
+        when it reads none. With the encoder frozen, the training step runs the (position-wise)
+        token heads at these positions only, so their work follows the labelled sub-tokens, not
+        the padded batch; the loss then gets outputs of shape [N, ...] and
+        `outputs[TOKEN_ROWS]`, the N flattened positions."""
+        return None
+
     def loss(self, batch: Mapping[str, torch.Tensor], outputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The task's mean loss over its rows; exactly 0 (still in the graph) when it has none,
         so every head gets a gradient each step and DDP never sees unused parameters."""

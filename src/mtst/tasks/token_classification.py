@@ -11,8 +11,8 @@ from torch import nn
 
 from mtst.data.alignment import word_predictions
 from mtst.data.labels import OUTSIDE, LabelSpace
-from mtst.tasks.base import Task
-from mtst.tasks.losses import masked_cross_entropy
+from mtst.tasks.base import TOKEN_ROWS, Task
+from mtst.tasks.losses import IGNORE, masked_cross_entropy
 from mtst.tasks.metrics import EntityF1
 
 DIGITS = 4
@@ -28,8 +28,15 @@ class TokenClassification(Task):
     metric_names = ("f1", "precision", "recall")
     options = {"dropout": 0.1}
 
+    def token_positions(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return batch[f"{self.name}.labels"] != IGNORE
+
     def loss(self, batch: Mapping[str, torch.Tensor], outputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return masked_cross_entropy(outputs[self.name], batch[f"{self.name}.labels"])
+        labels = batch[f"{self.name}.labels"]
+        rows = outputs.get(TOKEN_ROWS)
+        if rows is not None:  # the head ran at these positions only
+            labels = labels.reshape(-1).index_select(0, rows)
+        return masked_cross_entropy(outputs[self.name], labels)
 
     def new_metrics(self, space: LabelSpace) -> nn.ModuleDict:
         return nn.ModuleDict({"entities": EntityF1(space.ids)})

@@ -44,8 +44,10 @@ class NonFiniteGuard(Callback):
     and refuses to write any checkpoint holding non-finite weights (best and last stay intact).
 
     Both checks stay off the per-step path: the loss check reads one number, and a checkpoint
-    re-checks only tensors written since the last check (a frozen backbone is checked once:
-    in-place updates bump a tensor's version counter, which its `state_dict` view shares).
+    re-checks the parameters that train now and any other tensor written since the last check
+    (a frozen backbone is checked once: in-place updates bump a tensor's version counter, which
+    its `state_dict` view shares). Trained parameters are checked at every save because a fused
+    optimizer (AdamW's default here) writes them without bumping the counter.
     """
 
     def __init__(self) -> None:
@@ -74,8 +76,10 @@ class NonFiniteGuard(Callback):
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("state_dict", {})
+        trained = _trained_names(pl_module)
         bad = [name for name, t in state.items()
-               if not all(self._finite(f"{name}#{i}", x) for i, x in enumerate(_local_float_tensors(t)))]
+               if not all(self._finite(f"{name}#{i}", x, trained is not None and name not in trained)
+                          for i, x in enumerate(_local_float_tensors(t)))]
         # sharded weights (FSDP): each rank sees its own slices, so the ranks decide together
         # (a sharded save is collective anyway); replicated weights decide alike on every rank
         # without one, which a rank-0 save after SIGTERM relies on
@@ -88,8 +92,8 @@ class NonFiniteGuard(Callback):
                 f"weights in {len(bad)} tensors (first: {bad[0]}); earlier checkpoints are kept"
             )
 
-    def _finite(self, name: str, tensor: torch.Tensor) -> bool:
-        seen = self._checked.get(name)
+    def _finite(self, name: str, tensor: torch.Tensor, reuse: bool = True) -> bool:
+        seen = self._checked.get(name) if reuse else None
         # the kept reference holds the storage, so its address cannot come back as another tensor's
         if (seen is not None and seen[1] == tensor._version and seen[0].data_ptr() == tensor.data_ptr()
                 and seen[0].shape == tensor.shape and seen[0].stride() == tensor.stride()
@@ -99,6 +103,15 @@ class NonFiniteGuard(Callback):
         if finite:
             self._checked[name] = (tensor, tensor._version)
         return finite
+
+
+def _trained_names(pl_module: Any) -> set[str] | None:
+    """State-dict names of the parameters that train now (None without a module to ask: then
+    every tensor is checked at every save)."""
+    named = getattr(pl_module, "named_parameters", None)
+    if named is None:
+        return None
+    return {name for name, param in named() if param.requires_grad}
 
 
 def _is_sharded(value: Any) -> bool:

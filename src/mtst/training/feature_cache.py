@@ -30,6 +30,15 @@ DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch
 Features = tuple[torch.Tensor, torch.Tensor]
 
 
+def select_rows(features: Features, token_rows: torch.Tensor | None) -> Features:
+    """(token states at the flattened positions `token_rows` [N, H], embeddings); both as they
+    are when `token_rows` is None."""
+    states, embeddings = features
+    if token_rows is None:
+        return features
+    return states.reshape(-1, states.size(-1)).index_select(0, token_rows), embeddings
+
+
 def real_lengths(mask: torch.Tensor) -> torch.Tensor | None:
     """Real tokens per row [B] when every row of `mask` is right-padded (ones, then zeros);
     None otherwise (such a batch is never cached: its real tokens are not a prefix)."""
@@ -76,6 +85,7 @@ class SplitTable:
         self.row_bytes = hidden * self.states.data.element_size()
         self.nbytes = 0  # live entries' token states and embeddings
         self.dead_bytes = 0
+        self._arange = torch.arange(64)
 
     def __len__(self) -> int:
         return int((self.slot_of > 0).sum())
@@ -103,11 +113,42 @@ class SplitTable:
         same &= (stored == torch.where(real, ids, 0).to(torch.int32)).all(1)
         return same, index
 
-    def serve(self, slots: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(token states [B, T, H], embeddings [B, H]) of matched rows, zeros on padding
-        (`index_select`: several times faster than advanced indexing on the CPU)."""
-        states = self.states.view().index_select(0, index.flatten())
-        return states.view(*index.shape, -1), self.emb.view().index_select(0, slots)
+    def lookup(self, keys: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
+               token_rows: torch.Tensor | None = None) -> Features | None:
+        """The stored (token states [B, T, H] zero-padded, or [N, H] at the flattened positions
+        `token_rows`; embeddings [B, H]) when every row of the batch is stored with exactly its
+        token ids and right-padded mask; None otherwise. The hit path of every cached step, so
+        it checks with few tensor operations (each costs microseconds on the CPU whatever its
+        size): the mask must equal the stored lengths' right padding, and the ids the stored ids
+        (both zeroed on padding)."""
+        width = ids.size(1)
+        low, high = torch.aminmax(keys)
+        if int(low) < 0 or int(high) >= len(self.slot_of):
+            return None
+        slots = self.slot_of.index_select(0, keys)
+        if not bool(slots.all()):
+            return None
+        lengths = self.length.data.index_select(0, slots)
+        if int(lengths.max()) > width:
+            return None
+        positions = self._positions(width)
+        real = positions < lengths[:, None]
+        if not torch.equal(real, mask != 0):
+            return None
+        index = torch.where(real, self.start.data.index_select(0, slots)[:, None] + positions, 0)
+        stored = self.ids.data.index_select(0, index.view(-1)).view_as(index)
+        if not torch.equal(stored, torch.where(real, ids, 0).to(torch.int32)):
+            return None
+        rows = index.view(-1) if token_rows is None else index.view(-1).index_select(0, token_rows)
+        states = self.states.data.index_select(0, rows)  # `index_select`: several times faster
+        if token_rows is None:                            # than advanced indexing on the CPU
+            states = states.view(*index.shape, -1)
+        return states, self.emb.data.index_select(0, slots)
+
+    def _positions(self, width: int) -> torch.Tensor:
+        if len(self._arange) < width:
+            self._arange = torch.arange(max(width, 2 * len(self._arange)))
+        return self._arange[:width]
 
     def add(self, keys: torch.Tensor, lengths: torch.Tensor, states: torch.Tensor,
             ids: torch.Tensor, emb: torch.Tensor) -> None:
@@ -189,31 +230,31 @@ class FeatureCache:
         return len(self.tables[split]) if split in self.tables else 0
 
     def features(
-        self, split: str, batch: dict[str, torch.Tensor], compute: Callable[[], Features]
+        self, split: str, batch: dict[str, torch.Tensor], compute: Callable[[], Features],
+        token_rows: torch.Tensor | None = None,
     ) -> Features:
-        """Cached features of the batch when every example is cached, else `compute()` (stored)."""
+        """Cached features of the batch when every example is cached, else `compute()` (stored);
+        the token states at the flattened positions `token_rows` only when given."""
         mask = batch["attention_mask"]
-        keys = batch["example_index"].detach().cpu()
-        ids = batch["input_ids"].detach().cpu()
-        lengths = real_lengths(mask.detach().cpu())
+        keys, ids = batch["example_index"].cpu(), batch["input_ids"].cpu()
         table = self.tables.get(split)
-        if table is not None and lengths is not None and len(keys):
-            slots = table.slots(keys)
-            if bool((slots > 0).all()):
-                same, index = table.matches(slots, ids, lengths)
-                if bool(same.all()):
-                    self.hits += 1
-                    return tuple(t.to(mask.device).float() for t in table.serve(slots, index))
+        if table is not None and len(keys):
+            rows = None if token_rows is None else token_rows.cpu()
+            served = table.lookup(keys, ids, mask.cpu(), rows)
+            if served is not None:
+                self.hits += 1
+                return tuple(t.to(mask.device).float() for t in served)
+        lengths = real_lengths(mask.detach().cpu())
         self.misses += 1
         states, embeddings = compute()
         rounded = states.to(self.dtype), embeddings.to(self.dtype)
         if not all(bool(torch.isfinite(r).all()) for r in rounded):
             self._warn_once("overflow", f"feature cache: values overflow {self.dtype}; this batch "
                             "is not cached (set freeze.cache_dtype=float32 or bfloat16)")
-            return states, embeddings
+            return select_rows((states, embeddings), token_rows)
         if lengths is not None and len(keys):
             self._store(split, keys, ids, lengths, *rounded)
-        return rounded[0].to(states.dtype), rounded[1].to(embeddings.dtype)
+        return select_rows((rounded[0].to(states.dtype), rounded[1].to(embeddings.dtype)), token_rows)
 
     def _store(self, split: str, keys: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor,
                states: torch.Tensor, emb: torch.Tensor) -> None:

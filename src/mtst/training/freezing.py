@@ -16,8 +16,9 @@ from typing import Any
 import torch
 
 from mtst.errors import MtstError, choices_text
+from mtst.tasks.base import TOKEN_ROWS
 from mtst.training.blocks import encoder_units
-from mtst.training.feature_cache import FeatureCache
+from mtst.training.feature_cache import FeatureCache, select_rows
 from mtst.training.optim import head_and_backbone_groups, head_parameters, named_groups
 
 ENCODER = "encoder."
@@ -77,12 +78,17 @@ class FreezeStrategy:
             net.encoder.eval()
 
     # ---- forward -------------------------------------------------------------------------
-    def forward(self, module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Network outputs of the batch, with `embeddings_b` ([P, H]) for its pair rows."""
+    def forward(self, module, batch: dict[str, torch.Tensor], token_rows: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor]:
+        """Network outputs of the batch, with `embeddings_b` ([P, H]) for its pair rows.
+        `token_rows` (flattened [B * T] positions): token heads run at those rows only, their
+        outputs are [N, ...], and `outputs[TOKEN_ROWS]` says which rows they are."""
         net = module.net
         states, embeddings = self.encoder_states(module, batch["input_ids"], batch["attention_mask"],
-                                          batch["example_index"], "")
+                                                 batch["example_index"], "", token_rows)
         outputs = net.run_heads(states, embeddings)
+        if token_rows is not None:
+            outputs[TOKEN_ROWS] = token_rows
         rows = batch["pair_rows"]
         if rows.numel():
             _, outputs["embeddings_b"] = self.encoder_states(
@@ -93,12 +99,14 @@ class FreezeStrategy:
         return outputs
 
     def encoder_states(self, module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                example_index: torch.Tensor, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+                       example_index: torch.Tensor, side: str, token_rows: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """(token states, pooled embeddings) of one side of the batch (`side` "" or "/b"):
-        computed, or served from the feature cache when the encoder is frozen."""
+        computed, or served from the feature cache when the encoder is frozen; the token states
+        at `token_rows` only ([N, H]) when given."""
         encoder = module.net.encoder
         if not self.encoder_frozen:
-            return encoder(input_ids, attention_mask)
+            return select_rows(encoder(input_ids, attention_mask), token_rows)
 
         def compute() -> tuple[torch.Tensor, torch.Tensor]:
             encoder.eval()  # Lightning may have switched modes around validation
@@ -107,10 +115,10 @@ class FreezeStrategy:
 
         split = _cache_split(module)
         if self.cache is None or split is None:
-            return compute()
+            return select_rows(compute(), token_rows)
         rows = {"input_ids": input_ids, "attention_mask": attention_mask,
                 "example_index": example_index}
-        return self.cache.features(split + side, rows, compute)
+        return self.cache.features(split + side, rows, compute, token_rows)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint.setdefault("mtst", {})["freeze"] = {"name": self.name, **self.settings}

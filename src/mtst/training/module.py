@@ -19,6 +19,7 @@ from mtst.errors import MtstError, choices_text
 from mtst.model.network import MultiTaskNetwork
 from mtst.tasks import build_tasks
 from mtst.tasks.base import Task
+from mtst.training.clipping import clip_grad_norm, clips_directly
 from mtst.training.distributed import any_rank
 from mtst.training.freezing import build_freeze_strategy
 from mtst.training.gradients import (
@@ -31,7 +32,7 @@ from mtst.training.loggers import log_task_layout
 from mtst.training.optim import build_optimizer
 from mtst.training.report_delta import delta_m
 from mtst.training.sharding import clip_sharded_grad_norm
-from mtst.training.step_logs import EpochMeans, step_logs_needed
+from mtst.training.step_logs import EpochMeans, log_step_values, step_logs_needed
 from mtst.training.weighting import GRAD_ON, Weighting, build_weighting
 
 log = logging.getLogger("mtst")
@@ -65,6 +66,8 @@ class MultiTaskModule(L.LightningModule):
             raise MtstError(f"tasks.{missing[0]}: the network has no such task (it has "
                             f"{choices_text(net.label_spaces)})")
         self.freezer = build_freeze_strategy(freeze or {"name": "none"}, self.tasks)
+        token_heads = [h for h in net.heads.values() if h.reads == "token_states"]
+        self._pointwise_token_heads = all(getattr(h, "pointwise", False) for h in token_heads)
         self.freezer.prepare(net)
         weights = self.freezer.task_weights({n: t.weight for n, t in self.tasks.items()})
         self.loss_fn = build_weighting(loss, [weights[n] for n in self.tasks])
@@ -86,9 +89,9 @@ class MultiTaskModule(L.LightningModule):
             stage: nn.ModuleDict({n: t.new_metrics(net.label_spaces[n]) for n, t in self.tasks.items()})
             for stage in STAGES})
         self.reports: dict[str, dict[str, dict[str, float]]] = {}  # per-type test reports
-        # the last training step's loss terms (what the non-finite guard names) and batch size
+        # the last training step's loss terms (logged on logging steps, shown by the progress bar,
+        # named by the non-finite guard)
         self.step_values: dict[str, torch.Tensor] = {}
-        self.step_size = 0
         self._epoch_means = EpochMeans()
         self._encoder_files: dict[str, bytes] | None = None
         self.run_config: dict[str, Any] | None = None  # set by the training pipeline
@@ -97,10 +100,24 @@ class MultiTaskModule(L.LightningModule):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.net(input_ids, attention_mask)
 
-    def encode_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def encode_batch(self, batch: dict[str, torch.Tensor], for_loss: bool = False) -> dict[str, torch.Tensor]:
         """Network outputs for a collated batch, plus `embeddings_b` for its sentence pairs; the
-        freeze strategy may serve cached encoder outputs."""
-        return self.freezer.forward(self, batch)
+        freeze strategy may serve cached encoder outputs. `for_loss` (a training step's
+        losses): with the encoder frozen, token heads run at the sub-tokens some loss reads
+        (`Task.token_positions`) only, a third of a padded CoNLL batch."""
+        return self.freezer.forward(self, batch, self.loss_rows(batch) if for_loss else None)
+
+    def loss_rows(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """The flattened positions some token task's loss reads, when the other positions need
+        no head output: the encoder is frozen (no gradient flows past the heads) and every token
+        head is position-wise. None otherwise: the heads run on the whole batch."""
+        if not (self.freezer.encoder_frozen and self._pointwise_token_heads):
+            return None
+        wanted = [m for t in self.tasks.values() if (m := t.token_positions(batch)) is not None]
+        if not wanted:
+            return None
+        union = wanted[0] if len(wanted) == 1 else torch.stack(wanted).any(0)
+        return union.reshape(-1).nonzero().squeeze(1)
 
     def task_losses(self, batch: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor]
                     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,7 +170,7 @@ class MultiTaskModule(L.LightningModule):
             self._check_batches_mix_tasks(batch)
             total, logged, per_task = combined_loss(self, batch)
         else:
-            losses, present = self.task_losses(batch, self.encode_batch(batch))
+            losses, present = self.task_losses(batch, self.encode_batch(batch, for_loss=True))
             if self._keeps_loss_state:  # (dwa, famo) a rank-averaged loss per task, for its state
                 mean_losses, seen = rank_mean_losses(losses, present)
             if self.loss_fn.needs_rank_mean_losses:
@@ -168,18 +185,15 @@ class MultiTaskModule(L.LightningModule):
                     self._losses_before = (mean_losses, seen, self.global_step)
         self.step_values = {"train/loss": logged.detach(),
                             **{f"train/{n}/loss": v for n, v in per_task.items()}}
-        self.step_size = batch["input_ids"].size(0)
-        self._epoch_means.add(self.step_values, self.step_size)
+        self._epoch_means.add(self.step_values, batch["input_ids"].size(0))
         return total
 
     def _log_conflict(self, report: dict[str, float]) -> None:
         """Straight to the loggers at this step: through `self.log` a value logged every N steps
         is written again at every logging step until the next one, under later step numbers."""
         trainer = getattr(self, "_trainer", None)
-        if not report or trainer is None or not trainer.is_global_zero:
-            return
-        for logger in trainer.loggers:
-            logger.log_metrics(report, step=self.global_step)
+        if trainer is not None:
+            log_step_values(trainer, report)
 
     def _check_batches_mix_tasks(self, batch: dict[str, torch.Tensor]) -> None:
         """Warn once when the first steps gave a gradient method nothing to combine: no batch
@@ -221,16 +235,14 @@ class MultiTaskModule(L.LightningModule):
 
     def on_train_batch_end(self, outputs: Any, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         if self.step_values and step_logs_needed(self.trainer):
-            for name, value in self.step_values.items():
-                self.log(name, value, on_step=True, on_epoch=False, batch_size=self.step_size,
-                         prog_bar=name == "train/loss")
+            log_step_values(self.trainer, self.step_values)
         # FAMO-like methods compare the batch's losses before and after the update: one extra
         # forward without gradients (after accumulation, only once the optimizer has stepped)
         if self._losses_before is None or self.global_step == self._losses_before[2]:
             return
         before, self._losses_before = self._losses_before, None
         with torch.no_grad():
-            losses, present = self.task_losses(batch, self.encode_batch(batch))
+            losses, present = self.task_losses(batch, self.encode_batch(batch, for_loss=True))
         after, seen = rank_mean_losses(losses, present)
         self.loss_fn.after_update(before[0], after, before[1] & seen)
 
@@ -296,9 +308,12 @@ class MultiTaskModule(L.LightningModule):
                                     gradient_clip_algorithm: str | None = None) -> None:
         # under FSDP each rank holds a slice of every gradient: only the wrapped root can clip
         # by the global norm (Lightning's FSDP precision refuses norm clipping otherwise)
-        if (gradient_clip_val and gradient_clip_algorithm in (None, "norm")
-                and clip_sharded_grad_norm(self.trainer.strategy, gradient_clip_val)):
-            return
+        if gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
+            if clip_sharded_grad_norm(self.trainer.strategy, gradient_clip_val):
+                return
+            if clips_directly(self.trainer):  # fp32: the same clipping, without Lightning's layers
+                clip_grad_norm(optimizer, gradient_clip_val)
+                return
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     # ---- checkpoints ---------------------------------------------------------------------

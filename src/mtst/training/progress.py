@@ -1,4 +1,5 @@
-"""The progress bar, redrawn at a rate a reader can follow rather than once per batch."""
+"""The progress bar, redrawn at a rate a reader can follow rather than once per batch, showing
+the training step's loss."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ class ProgressBar(RichProgressBar):
     `freeze=backbone` epoch served from the feature cache runs some 200 batches a second, where
     it is a tenth of the step. Rich repaints on its own schedule anyway, so updates beyond a few
     a second are never seen. `updates_per_second: 0` updates after every batch, as Lightning does.
+
+    `train/loss` is the latest step's loss (`MultiTaskModule.step_values`): step values reach
+    the loggers directly, not through `self.log(prog_bar=True)` (see `step_logs.log_step_values`).
     """
 
     def __init__(self, *args: Any, updates_per_second: float = 10.0, **kwargs: Any) -> None:
@@ -37,3 +41,10 @@ class ProgressBar(RichProgressBar):
             return
         self._updated_at = now
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def get_metrics(self, trainer, pl_module) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        loss = (getattr(pl_module, "step_values", None) or {}).get("train/loss")
+        if loss is not None:
+            metrics["train/loss"] = float(loss)
+        return metrics
