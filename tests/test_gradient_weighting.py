@@ -238,7 +238,8 @@ def test_every_method_steps_under_bf16_autocast_without_nan(dm, name: str) -> No
 
 
 def test_a_gradient_method_warns_when_its_tasks_never_meet(dm, caplog, monkeypatch) -> None:
-    from mtst.training.module import MIX_CHECK_STEPS, MultiTaskModule
+    from mtst.training.gradients import MIX_CHECK_STEPS, check_batches_mix_tasks
+    from mtst.training.module import MultiTaskModule
 
     batch = next(iter(dm.train_dataloader()))
     rows = batch["topic.has"].size(0)
@@ -257,7 +258,7 @@ def test_a_gradient_method_warns_when_its_tasks_never_meet(dm, caplog, monkeypat
                              dropout=0.0)
         caplog.clear()
         for step["now"], b in enumerate(batches):
-            module._check_batches_mix_tasks(b)
+            check_batches_mix_tasks(module, b)
         warned = [r.getMessage() for r in caplog.records if "model.loss.weighting=pcgrad" in r.getMessage()]
         assert len(warned) == (warning is not None), (grad_on, warned)
         assert warning is None or warning in warned[0]

@@ -196,6 +196,7 @@ class RecordingIO(AtomicCheckpointIO):
 
     saves: list[tuple[int, int]] = []
     files: list[tuple[int, str]] = []  # (epoch, file name) of every save
+    copies: list[int] = []  # bytes of tensor copies the digest memo holds after each save
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         before = self.bytes_written
@@ -203,11 +204,12 @@ class RecordingIO(AtomicCheckpointIO):
         tensor_bytes = self.bytes_written - before - Path(path).stat().st_size
         RecordingIO.saves.append((int(checkpoint["epoch"]), tensor_bytes))
         RecordingIO.files.append((int(checkpoint["epoch"]), Path(path).name))
+        RecordingIO.copies.append(self.memo._bytes)
 
 
 def recorded_run(tmp_path: Path, freeze: str, monkeypatch) -> dict[int, list[int]]:
     """Tensor-file bytes written by each save of a 3-epoch tiny run, by epoch."""
-    RecordingIO.saves, RecordingIO.files = [], []
+    RecordingIO.saves, RecordingIO.files, RecordingIO.copies = [], [], []
     monkeypatch.setattr("mtst.training.pipeline.AtomicCheckpointIO", RecordingIO)
     train(compose_config(tmp_path, TINY_TRAIN + [f"freeze={freeze}", "trainer.max_epochs=3",
                                                  "run_test=false"]))
@@ -225,6 +227,8 @@ def test_frozen_backbone_epochs_write_only_what_trains_and_none_collects(tmp_pat
     first, *rest = frozen[0]
     assert first > embedding and rest == [0] * len(rest)  # the frozen weights, once
     assert frozen[1] == [0] * len(frozen[1]) and frozen[2] == [0] * len(frozen[2])
+    # the frozen backbone's digests are kept by version counter: no copy of its weights
+    assert max(RecordingIO.copies) < embedding
     folder = tmp_path / "backbone" / "checkpoints"
     refs = [referenced_digests(folder / n) for n in ("best.ckpt", "last.ckpt")]
     assert refs[0] == refs[1] and tensor_files(folder) == {f"{d}.safetensors" for d in refs[0]}
@@ -236,6 +240,7 @@ def test_frozen_backbone_epochs_write_only_what_trains_and_none_collects(tmp_pat
 
     trained = recorded_run(tmp_path / "none", "none", monkeypatch)
     assert all(written[0] > embedding for written in trained.values())  # everything changed
+    assert min(RecordingIO.copies) > embedding  # trained tensors are compared with copies
     folder = tmp_path / "none" / "checkpoints"
     referenced = set().union(*(referenced_digests(folder / n) for n in ("best.ckpt", "last.ckpt")))
     assert tensor_files(folder) == {f"{d}.safetensors" for d in referenced}  # no growth
@@ -265,13 +270,13 @@ def test_export_is_self_contained_and_a_lone_checkpoint_is_one_cli_line(tmp_path
 
 
 def test_the_digest_memo_hashes_an_unchanged_tensor_once_and_sees_every_change(monkeypatch) -> None:
-    from mtst.training import tensor_store
+    from mtst.training import digests
 
     hashed: list[tuple[int, ...]] = []
-    real_hash = tensor_store.content_hash
-    monkeypatch.setattr(tensor_store, "content_hash",
+    real_hash = digests.content_hash
+    monkeypatch.setattr(digests, "content_hash",
                         lambda t: hashed.append(tuple(t.shape)) or real_hash(t))
-    memo = tensor_store.DigestMemo()
+    memo = digests.DigestMemo()
     param = torch.nn.Parameter(torch.randn(64, 32))
     first = memo.digest("w", param)
     assert memo.digest("w", param.detach().clone()) == first and len(hashed) == 1
@@ -285,10 +290,45 @@ def test_the_digest_memo_hashes_an_unchanged_tensor_once_and_sees_every_change(m
     # the same bytes under another dtype or shape are another tensor
     assert memo.digest("w", param.detach().view(torch.int32)) == real_hash(param.detach().view(torch.int32))
     assert memo.digest("w", param.detach().reshape(32, 64)) == real_hash(param.detach().reshape(32, 64))
-    small = tensor_store.DigestMemo(max_bytes=64 * 32 * 4 - 1)  # too small to remember
+    small = digests.DigestMemo(max_bytes=64 * 32 * 4 - 1)  # too small to remember
     for _ in range(2):
         assert small.digest("w", param) == real_hash(param)
     assert len(hashed) == 7
+
+
+def test_a_frozen_tensor_is_hashed_once_without_a_copy_and_every_write_is_seen(monkeypatch) -> None:
+    from mtst.training import digests
+
+    hashed: list[tuple[int, ...]] = []
+    real_hash = digests.content_hash
+    monkeypatch.setattr(digests, "content_hash",
+                        lambda t: hashed.append(tuple(t.shape)) or real_hash(t))
+    memo = digests.DigestMemo()
+    weight = torch.nn.Parameter(torch.randn(64, 32), requires_grad=False)
+    first = memo.digest("w", weight, frozen=True)
+    for _ in range(3):  # a state dict hands out a fresh detached view at every save
+        assert memo.digest("w", weight.detach(), frozen=True) == first
+    assert len(hashed) == 1 and memo._bytes == 0  # no copy of a frozen tensor is kept
+    with torch.no_grad():
+        weight.copy_(torch.randn(64, 32))  # as load_state_dict does
+    assert memo.digest("w", weight, frozen=True) == real_hash(weight) != first and len(hashed) == 2
+    with torch.no_grad():  # one element, through a view
+        weight.view(-1)[7] = -0.0 if float(weight.view(-1)[7]) == 0.0 else 0.0
+    assert memo.digest("w", weight, frozen=True) == real_hash(weight) and len(hashed) == 3
+    assert memo.digest("w", weight.detach().clone(), frozen=True) == real_hash(weight)  # another
+    assert len(hashed) == 4                                                          # tensor
+
+
+def test_a_tensor_trained_before_its_freeze_is_compared_not_trusted(monkeypatch) -> None:
+    from mtst.training import digests
+
+    memo = digests.DigestMemo()
+    param = torch.nn.Parameter(torch.randn(64, 32))
+    memo.digest("w", param, frozen=False)
+    param.grad = torch.randn_like(param)
+    torch.optim.AdamW([param], lr=0.1, fused=True).step()  # writes without a version bump
+    # frozen from now on: its first frozen save compares the bytes with those last hashed
+    assert memo.digest("w", param, frozen=True) == digests.content_hash(param)
 
 
 def test_collecting_reads_only_checkpoints_it_did_not_write_itself(tmp_path, monkeypatch) -> None:

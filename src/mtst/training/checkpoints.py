@@ -17,10 +17,10 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from mtst.errors import MtstError
 from mtst.files import atomic_file
+from mtst.training.digests import DigestMemo
 from mtst.training.tensor_store import (
     MIN_BYTES,
     TENSOR_FOLDER,
-    DigestMemo,
     MissingTensorFile,
     ReferenceCache,
     collect_garbage,

@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 
 log = logging.getLogger("mtst")
+MIX_CHECK_STEPS = 10  # steps without a batch of two tasks before a gradient method warns
 
 
 def _world() -> int:
@@ -185,3 +186,30 @@ def conflict_report(module, batch: dict[str, torch.Tensor]) -> dict[str, float]:
             if present[j] and norms[i] > 0 and norms[j] > 0:
                 out[f"train/grad_cos/{a}__{names[j]}"] = float(matrix[i, j] / (norms[i] * norms[j]))
     return out
+
+
+def check_batches_mix_tasks(module, batch: dict[str, torch.Tensor]) -> None:
+    """Warn once when the first steps gave a gradient method nothing to combine: no batch
+    held two tasks (one corpus per batch under round_robin or temperature sampling), or,
+    with `grad_on=representation`, no example held two (disjoint corpora: each task's
+    gradient lives on its own rows' token states, so the gradients are orthogonal)."""
+    if module._mix_checked or len(module.tasks) < 2:
+        return
+    has = torch.stack([batch[f"{n}.has"] for n in module.tasks])  # [tasks, rows]
+    if module.grad_on == "representation" and bool((has.sum(0) > 1).any()):
+        module._mix_checked = True  # a row with two tasks: their gradients can meet there
+    elif module.grad_on == "parameters" and int(has.any(1).sum()) > 1:
+        module._mix_checked = True
+    elif module.global_step + 1 >= MIX_CHECK_STEPS:
+        module._mix_checked = True
+        if module.grad_on == "representation" and int(has.any(1).sum()) > 1:
+            log.warning("model.loss.weighting=%s with grad_on=representation: in the first %d "
+                        "batches no example carries two tasks, so the tasks' gradients on the "
+                        "token states never overlap (their cosine is 0, their Gram diagonal) "
+                        "and the method only rescales them; for tasks from different corpora "
+                        "use model.loss.grad_on=parameters", module.loss_fn.name, MIX_CHECK_STEPS)
+        else:
+            log.warning("model.loss.weighting=%s: none of the first %d training batches held "
+                        "two tasks, so there were no gradients to combine; when tasks come "
+                        "from different corpora use data.sampling=balanced (or proportional)",
+                        module.loss_fn.name, MIX_CHECK_STEPS)

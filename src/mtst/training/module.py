@@ -23,6 +23,7 @@ from mtst.training.clipping import clip_grad_norm, clips_directly
 from mtst.training.distributed import any_rank
 from mtst.training.freezing import build_freeze_strategy
 from mtst.training.gradients import (
+    check_batches_mix_tasks,
     combined_loss,
     conflict_report,
     rank_mean_losses,
@@ -36,7 +37,6 @@ from mtst.training.step_logs import EpochMeans, log_step_values, step_logs_neede
 from mtst.training.weighting import GRAD_ON, Weighting, build_weighting
 
 log = logging.getLogger("mtst")
-MIX_CHECK_STEPS = 10  # steps without a batch of two tasks before a gradient method warns
 STAGES = ("val", "test")
 CHECKPOINT_VERSION = 2  # what `checkpoint["mtst"]` holds; 0.1 checkpoints have no "version"
 
@@ -167,7 +167,7 @@ class MultiTaskModule(L.LightningModule):
             self._log_conflict(conflict_report(self, batch))
         self.loss_fn.set_step(self.global_step)  # per-step draws (rlw) are the same on every rank
         if self.loss_fn.level == "gradient" and self._shares_parameters():
-            self._check_batches_mix_tasks(batch)
+            check_batches_mix_tasks(self, batch)
             total, logged, per_task = combined_loss(self, batch)
         else:
             losses, present = self.task_losses(batch, self.encode_batch(batch, for_loss=True))
@@ -194,32 +194,6 @@ class MultiTaskModule(L.LightningModule):
         trainer = getattr(self, "_trainer", None)
         if trainer is not None:
             log_step_values(trainer, report)
-
-    def _check_batches_mix_tasks(self, batch: dict[str, torch.Tensor]) -> None:
-        """Warn once when the first steps gave a gradient method nothing to combine: no batch
-        held two tasks (one corpus per batch under round_robin or temperature sampling), or,
-        with `grad_on=representation`, no example held two (disjoint corpora: each task's
-        gradient lives on its own rows' token states, so the gradients are orthogonal)."""
-        if self._mix_checked or len(self.tasks) < 2:
-            return
-        has = torch.stack([batch[f"{n}.has"] for n in self.tasks])  # [tasks, rows]
-        if self.grad_on == "representation" and bool((has.sum(0) > 1).any()):
-            self._mix_checked = True  # a row with two tasks: their gradients can meet there
-        elif self.grad_on == "parameters" and int(has.any(1).sum()) > 1:
-            self._mix_checked = True
-        elif self.global_step + 1 >= MIX_CHECK_STEPS:
-            self._mix_checked = True
-            if self.grad_on == "representation" and int(has.any(1).sum()) > 1:
-                log.warning("model.loss.weighting=%s with grad_on=representation: in the first %d "
-                            "batches no example carries two tasks, so the tasks' gradients on the "
-                            "token states never overlap (their cosine is 0, their Gram diagonal) "
-                            "and the method only rescales them; for tasks from different corpora "
-                            "use model.loss.grad_on=parameters", self.loss_fn.name, MIX_CHECK_STEPS)
-            else:
-                log.warning("model.loss.weighting=%s: none of the first %d training batches held "
-                            "two tasks, so there were no gradients to combine; when tasks come "
-                            "from different corpora use data.sampling=balanced (or proportional)",
-                            self.loss_fn.name, MIX_CHECK_STEPS)
 
     def _shares_parameters(self) -> bool:
         """Whether any encoder parameter trains now: a gradient-level method has nothing to
@@ -325,5 +299,7 @@ class MultiTaskModule(L.LightningModule):
             "network": self.net.config(),
             "files": self._encoder_files,
             "config": self.run_config,
+            # what trains now: the checkpoint store skips reading the others (a frozen backbone)
+            "trained": [n for n, p in self.named_parameters() if p.requires_grad],
         }
         self.freezer.on_save_checkpoint(checkpoint)

@@ -15,7 +15,6 @@ tensor files are safetensors (no pickle), checked against their name when read.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -25,6 +24,7 @@ from typing import Any
 import torch
 
 from mtst.errors import MtstError, first_line
+from mtst.training.digests import DigestMemo, content_hash
 
 log = logging.getLogger("mtst")
 
@@ -38,58 +38,6 @@ DIGEST = re.compile(r"[0-9a-f]{64}")
 
 class MissingTensorFile(MtstError):
     """A checkpoint refers to a tensor file that is not next to it (copied alone, or collected)."""
-
-
-def content_hash(tensor: torch.Tensor) -> str:
-    """sha256 of dtype, shape and the raw bytes: equal names mean bitwise-equal tensors."""
-    tensor = tensor.detach().cpu().contiguous()
-    digest = hashlib.sha256(f"{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-    digest.update(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))
-    return digest.hexdigest()
-
-
-class DigestMemo:
-    """The digests of one run's earlier saves, so a frozen backbone is hashed once rather than
-    at every save (sha256 over MiniLM's 90 MB takes ~0.08 s; a run saves several times an
-    epoch). A digest is reused only when the tensor's bytes equal, bitwise, the bytes it was
-    computed from: comparing is one memory pass, ~10x cheaper than hashing, and assumes
-    nothing about who wrote to the tensor since. The memo keeps a copy of what it remembers,
-    up to `max_bytes` in all; past that, tensors are hashed every time."""
-
-    def __init__(self, max_bytes: int = 1 << 30) -> None:
-        self.max_bytes = max_bytes
-        self._entries: dict[str, tuple[torch.Tensor, torch.dtype, tuple[int, ...], str]] = {}
-        self._bytes = 0
-
-    def digest(self, name: str, tensor: torch.Tensor) -> str:
-        """`content_hash(tensor)`; `name` (the state-dict key) finds the remembered copy."""
-        tensor = tensor.detach().cpu().contiguous()
-        raw = _words(tensor)
-        entry = self._entries.pop(name, None)
-        if entry is not None:
-            self._bytes -= entry[0].numel() * entry[0].element_size()
-            copy, dtype, shape, digest = entry
-            if not (dtype == tensor.dtype and shape == tuple(tensor.shape)
-                    and torch.equal(copy, raw)):
-                copy, digest = None, content_hash(tensor)
-        else:
-            copy, digest = None, content_hash(tensor)
-        size = raw.numel() * raw.element_size()
-        if self._bytes + size <= self.max_bytes:
-            self._entries[name] = (raw.clone() if copy is None else copy, tensor.dtype,
-                                   tuple(tensor.shape), digest)
-            self._bytes += size
-        return digest
-
-
-def _words(tensor: torch.Tensor) -> torch.Tensor:
-    """The bytes of a contiguous tensor as the widest integers that tile them: `torch.equal`
-    over int64 is ~5x faster than over uint8, and integers compare bitwise (NaN, -0.0)."""
-    raw = tensor.reshape(-1).view(torch.uint8)
-    for dtype in (torch.int64, torch.int32, torch.int16):
-        if raw.numel() % dtype.itemsize == 0:
-            return raw.view(dtype)
-    return raw
 
 
 def _storable(value: Any, min_bytes: int) -> bool:
@@ -109,15 +57,17 @@ def store_tensors(checkpoint: dict[str, Any], folder: Path, write: Callable[[Pat
 
     The backbone's config and tokenizer files (`checkpoint["mtst"]["files"]`, the same bytes in
     every checkpoint of a run) are stored the same way, as uint8 tensors. `memo` (one per run)
-    spares hashing tensors unchanged since an earlier save."""
+    spares hashing tensors unchanged since an earlier save; `checkpoint["mtst"]["trained"]`
+    (the parameters training when it was saved) tells it which tensors no optimizer writes."""
     from safetensors.torch import save
 
     written = 0
+    trained = _trained_names(checkpoint)
 
-    def store(name: str, tensor: torch.Tensor) -> str:
+    def store(name: str, tensor: torch.Tensor, frozen: bool = False) -> str:
         nonlocal written
+        digest = memo.digest(name, tensor, frozen) if memo is not None else content_hash(tensor)
         tensor = tensor.detach().cpu().contiguous()
-        digest = memo.digest(name, tensor) if memo is not None else content_hash(tensor)
         file = folder / f"{digest}.safetensors"
         if not file.is_file():
             folder.mkdir(parents=True, exist_ok=True)
@@ -131,8 +81,8 @@ def store_tensors(checkpoint: dict[str, Any], folder: Path, write: Callable[[Pat
     state = checkpoint.get("state_dict")
     if isinstance(state, Mapping):
         refs["keys"] = list(state)
-        refs["tensors"] = {key: store(key, value) for key, value in state.items()
-                           if _storable(value, min_bytes)}
+        refs["tensors"] = {key: store(key, value, trained is not None and key not in trained)
+                           for key, value in state.items() if _storable(value, min_bytes)}
         saved["state_dict"] = {k: v for k, v in state.items() if k not in refs["tensors"]}
     files = _backbone_files(checkpoint)
     if files:
@@ -146,6 +96,14 @@ def store_tensors(checkpoint: dict[str, Any], folder: Path, write: Callable[[Pat
         return checkpoint, 0
     saved[REFS_KEY] = refs
     return saved, written
+
+
+def _trained_names(checkpoint: Mapping[str, Any]) -> set[str] | None:
+    """State-dict names of the parameters that were training at the save; None when the
+    checkpoint does not say (then every tensor may have changed)."""
+    saved = checkpoint.get("mtst")
+    names = saved.get("trained") if isinstance(saved, Mapping) else None
+    return set(names) if isinstance(names, list | tuple) else None
 
 
 def _backbone_files(checkpoint: Mapping[str, Any]) -> Mapping[str, Any] | None:
