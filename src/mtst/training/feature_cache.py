@@ -118,9 +118,9 @@ class SplitTable:
         """The stored (token states [B, T, H] zero-padded, or [N, H] at the flattened positions
         `token_rows`; embeddings [B, H]) when every row of the batch is stored with exactly its
         token ids and right-padded mask; None otherwise. The hit path of every cached step, so
-        it checks with few tensor operations (each costs microseconds on the CPU whatever its
-        size): the mask must equal the stored lengths' right padding, and the ids the stored ids
-        (both zeroed on padding)."""
+        it checks with few tensor operations (each costs microseconds on the CPU, however small
+        its tensor): the mask must equal the stored lengths' right padding, and the ids the
+        stored ids (both zeroed on padding)."""
         width = ids.size(1)
         low, high = torch.aminmax(keys)
         if int(low) < 0 or int(high) >= len(self.slot_of):

@@ -104,7 +104,7 @@ class MultiTaskModule(L.LightningModule):
         """Network outputs for a collated batch, plus `embeddings_b` for its sentence pairs; the
         freeze strategy may serve cached encoder outputs. `for_loss` (a training step's
         losses): with the encoder frozen, token heads run at the sub-tokens some loss reads
-        (`Task.token_positions`) only, a third of a padded CoNLL batch."""
+        (`Task.token_positions`) only (69% of a padded CoNLL-2003 batch for NER)."""
         return self.freezer.forward(self, batch, self.loss_rows(batch) if for_loss else None)
 
     def loss_rows(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
