@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -269,13 +270,21 @@ def test_export_is_self_contained_and_a_lone_checkpoint_is_one_cli_line(tmp_path
                                                          f"{tmp_path / TENSOR_FOLDER}"), err
 
 
-def test_the_digest_memo_hashes_an_unchanged_tensor_once_and_sees_every_change(monkeypatch) -> None:
+def counted_hashes(monkeypatch) -> tuple[list[tuple[int, ...]], Any]:
+    """(the shapes the digest memo hashes, as it hashes them; the real hash function)."""
     from mtst.training import digests
 
     hashed: list[tuple[int, ...]] = []
     real_hash = digests.content_hash
     monkeypatch.setattr(digests, "content_hash",
                         lambda t: hashed.append(tuple(t.shape)) or real_hash(t))
+    return hashed, real_hash
+
+
+def test_the_digest_memo_hashes_an_unchanged_tensor_once_and_sees_every_change(monkeypatch) -> None:
+    from mtst.training import digests
+
+    hashed, real_hash = counted_hashes(monkeypatch)
     memo = digests.DigestMemo()
     param = torch.nn.Parameter(torch.randn(64, 32))
     first = memo.digest("w", param)
@@ -299,10 +308,7 @@ def test_the_digest_memo_hashes_an_unchanged_tensor_once_and_sees_every_change(m
 def test_a_frozen_tensor_is_hashed_once_without_a_copy_and_every_write_is_seen(monkeypatch) -> None:
     from mtst.training import digests
 
-    hashed: list[tuple[int, ...]] = []
-    real_hash = digests.content_hash
-    monkeypatch.setattr(digests, "content_hash",
-                        lambda t: hashed.append(tuple(t.shape)) or real_hash(t))
+    hashed, real_hash = counted_hashes(monkeypatch)
     memo = digests.DigestMemo()
     weight = torch.nn.Parameter(torch.randn(64, 32), requires_grad=False)
     first = memo.digest("w", weight, frozen=True)

@@ -23,6 +23,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mtst.errors import MtstError
 from mtst.training.distributed import any_rank
+from mtst.training.freezing import trainable_names
 
 log = logging.getLogger("mtst")
 
@@ -108,10 +109,9 @@ class NonFiniteGuard(Callback):
 def _trained_names(pl_module: Any) -> set[str] | None:
     """State-dict names of the parameters that train now (None without a module to ask: then
     every tensor is checked at every save)."""
-    named = getattr(pl_module, "named_parameters", None)
-    if named is None:
+    if getattr(pl_module, "named_parameters", None) is None:
         return None
-    return {name for name, param in named() if param.requires_grad}
+    return set(trainable_names(pl_module))
 
 
 def _is_sharded(value: Any) -> bool:

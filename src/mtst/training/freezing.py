@@ -275,6 +275,12 @@ def trainable_params(module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
+def trainable_names(module) -> list[str]:
+    """Names (as in `module.state_dict()`) of the parameters that receive updates now: the
+    tensors an optimizer may write, fused ones without bumping their version counter."""
+    return [name for name, param in module.named_parameters() if param.requires_grad]
+
+
 def run_record(module, train_seconds: float) -> dict[str, Any]:
     """What `mtst report` compares across runs, merged into each run's metrics.json."""
     return {"freeze": module.freezer.name, "trainable_params": trainable_params(module),

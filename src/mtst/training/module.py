@@ -21,7 +21,7 @@ from mtst.tasks import build_tasks
 from mtst.tasks.base import Task
 from mtst.training.clipping import clip_grad_norm, clips_directly
 from mtst.training.distributed import any_rank
-from mtst.training.freezing import build_freeze_strategy
+from mtst.training.freezing import build_freeze_strategy, trainable_names
 from mtst.training.gradients import (
     check_batches_mix_tasks,
     combined_loss,
@@ -300,6 +300,6 @@ class MultiTaskModule(L.LightningModule):
             "files": self._encoder_files,
             "config": self.run_config,
             # what trains now: the checkpoint store skips reading the others (a frozen backbone)
-            "trained": [n for n, p in self.named_parameters() if p.requires_grad],
+            "trained": trainable_names(self),
         }
         self.freezer.on_save_checkpoint(checkpoint)

@@ -62,7 +62,7 @@ def store_tensors(checkpoint: dict[str, Any], folder: Path, write: Callable[[Pat
     from safetensors.torch import save
 
     written = 0
-    trained = _trained_names(checkpoint)
+    trained = _saved_trainable_names(checkpoint)
 
     def store(name: str, tensor: torch.Tensor, frozen: bool = False) -> str:
         nonlocal written
@@ -98,7 +98,7 @@ def store_tensors(checkpoint: dict[str, Any], folder: Path, write: Callable[[Pat
     return saved, written
 
 
-def _trained_names(checkpoint: Mapping[str, Any]) -> set[str] | None:
+def _saved_trainable_names(checkpoint: Mapping[str, Any]) -> set[str] | None:
     """State-dict names of the parameters that were training at the save; None when the
     checkpoint does not say (then every tensor may have changed)."""
     saved = checkpoint.get("mtst")
