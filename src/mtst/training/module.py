@@ -29,6 +29,7 @@ from mtst.training.gradients import (
     rank_mean_losses,
     shared_parameters,
 )
+from mtst.training.lean_loop import CheapHookNames, zero_grads
 from mtst.training.loggers import log_task_layout
 from mtst.training.optim import build_optimizer
 from mtst.training.report_delta import delta_m
@@ -41,7 +42,7 @@ STAGES = ("val", "test")
 CHECKPOINT_VERSION = 2  # what `checkpoint["mtst"]` holds; 0.1 checkpoints have no "version"
 
 
-class MultiTaskModule(L.LightningModule):
+class MultiTaskModule(CheapHookNames, L.LightningModule):
     """Checkpoint keys read `net.encoder.*`, `net.heads.<task>.*`; `checkpoint["mtst"]` holds the
     network's config and backbone files, so the network reloads from the checkpoint alone.
 
@@ -289,6 +290,9 @@ class MultiTaskModule(L.LightningModule):
                 clip_grad_norm(optimizer, gradient_clip_val)
                 return
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer) -> None:
+        zero_grads(optimizer)
 
     # ---- checkpoints ---------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

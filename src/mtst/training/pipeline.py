@@ -23,6 +23,7 @@ from mtst.training.callbacks import reliability_callbacks, stop_signals_as_error
 from mtst.training.checkpoints import AtomicCheckpointIO, resolve_ckpt_path
 from mtst.training.compiling import compile_encoder, compile_errors
 from mtst.training.freezing import run_record
+from mtst.training.lean_loop import QuietProfiler
 from mtst.training.loggers import close_loggers, log_hp_metric
 from mtst.training.module import MultiTaskModule
 from mtst.training.runs import to_float_dict, write_json
@@ -108,8 +109,11 @@ def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
     callbacks += reliability_callbacks()
     loggers = [instantiated(f"logger.{name}", lambda lg=lg: instantiate(lg))
                for name, lg in (cfg.get("logger") or {}).items() if lg]
+    arguments = trainer_arguments(cfg)
+    if arguments.get("profiler") is None:  # no profiler asked for: Lightning's records nothing either
+        overrides.setdefault("profiler", QuietProfiler())
     return instantiated("trainer", lambda: instantiate(
-        trainer_arguments(cfg),
+        arguments,
         callbacks=callbacks,
         logger=loggers or False,
         plugins=[AtomicCheckpointIO()],
