@@ -151,7 +151,7 @@ def test_a_budget_below_max_length_is_a_one_line_config_error(tmp_path, value, c
 
 
 RUN = TINY_TRAIN + ["data.max_tokens=256", "trainer.limit_train_batches=4", "run_test=false",
-                    "callbacks.step_checkpoint.every_n_train_steps=1", "~callbacks.lr_monitor",
+                    "callbacks.step_checkpoint.every_n_train_steps=1", "callbacks.step_checkpoint.min_interval_s=0", "~callbacks.lr_monitor",
                     "trainer.limit_val_batches=1"]
 
 

@@ -37,7 +37,7 @@ def test_nan_loss_stops_with_step_and_terms_and_keeps_checkpoints_finite(tmp_pat
     monkeypatch.setattr(MultiTaskModule, "task_losses", poisoned)
     cfg = compose_config(tmp_path, TINY_TRAIN + MOOD_TASK + [
         "trainer.max_epochs=2", "trainer.limit_train_batches=3",
-        "callbacks.step_checkpoint.every_n_train_steps=1", "~callbacks.lr_monitor"])
+        "callbacks.step_checkpoint.every_n_train_steps=1", "callbacks.step_checkpoint.min_interval_s=0", "~callbacks.lr_monitor"])
     with pytest.raises(NonFiniteLossError) as err:
         train(cfg)
     message = str(err.value)
@@ -57,7 +57,7 @@ def test_a_non_finite_weight_stops_the_run_and_last_ckpt_keeps_the_previous_step
     poison_at = 5  # epoch 1, batch 1: StepCheckpoint writes last.ckpt at this batch's end
     cfg = compose_config(tmp_path, TINY_TRAIN + [
         "trainer.max_epochs=2", "trainer.limit_train_batches=3",
-        "callbacks.step_checkpoint.every_n_train_steps=1", "~callbacks.lr_monitor",
+        "callbacks.step_checkpoint.every_n_train_steps=1", "callbacks.step_checkpoint.min_interval_s=0", "~callbacks.lr_monitor",
         "+callbacks.poison._target_=tests.reliability.helpers.PoisonWeightAtStep",
         f"+callbacks.poison.step={poison_at}"])
     with pytest.raises(NonFiniteLossError) as err:
