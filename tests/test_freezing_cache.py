@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mtst.tasks.losses import IGNORE
+from mtst.data.store import IGNORE
 from mtst.training.feature_cache import FeatureCache
 from mtst.training.freezing import build_freeze_strategy
 from tests.test_freezing import (

@@ -10,7 +10,7 @@ import pytest
 import torch
 from lightning.pytorch.profilers import SimpleProfiler
 
-from mtst.training.lean_loop import CheapHookNames, QuietProfiler, zero_grads
+from mtst.training.lean_loop import LeanHooks, QuietProfiler, zero_grads
 from mtst.training.pipeline import build_trainer
 from tests.conftest import TINY_TRAIN, compose_config
 
@@ -30,7 +30,7 @@ def test_the_quiet_profiler_nests_and_lets_errors_through() -> None:
         raise KeyError("x")
 
 
-class HookNames(CheapHookNames, L.LightningModule):
+class HookNames(LeanHooks, L.LightningModule):
     """Records the hook name Lightning has set when its hooks run, and logs through it."""
 
     def __init__(self) -> None:

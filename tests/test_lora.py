@@ -69,6 +69,7 @@ def test_bert_defaults_leave_the_unused_pooler_alone() -> None:
     ({"rank": 4}, "freeze.lora.rank: no such setting; LoRA takes r, alpha, dropout"),
     ({"alpha": -1}, "freeze.lora.alpha=-1"),
     ({"dropout": 1.0}, r"freeze.lora.dropout=1.0: expected a probability in \[0, 1\)"),
+    ({"dropout": False}, r"freeze.lora.dropout=False: expected a probability in \[0, 1\)"),
     ({"layers": 0}, "freeze.lora.layers=0"),
     ({"target_modules": "q_proj"}, "freeze.lora.target_modules='q_proj': expected a list"),
 ])

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mtst.tasks.losses import IGNORE, masked_cross_entropy
+from mtst.data.store import IGNORE
+from mtst.tasks.losses import masked_cross_entropy
 from mtst.training.weighting import build_weighting
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-IGNORE = -100
+IGNORE = -100  # a label id that is absent (padding, later sub-tokens, unlabelled rows): what the losses skip
 FORMAT_VERSION = 2
 # Columns hold one value per "token" (sub-token of the example, or of a pair's first sentence),
 # "token_b" (sub-token of a pair's second sentence), "word" or "example". Each of the first

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-IGNORE = -100
+from mtst.data.store import IGNORE  # the id collated batches hold where a label is absent
 
 
 def zero_loss(*tensors: torch.Tensor) -> torch.Tensor:

@@ -11,8 +11,9 @@ from torch import nn
 
 from mtst.data.alignment import word_predictions
 from mtst.data.labels import OUTSIDE, LabelSpace
+from mtst.data.store import IGNORE
 from mtst.tasks.base import TOKEN_ROWS, Task
-from mtst.tasks.losses import IGNORE, masked_cross_entropy
+from mtst.tasks.losses import masked_cross_entropy
 from mtst.tasks.metrics import EntityF1
 
 DIGITS = 4

@@ -59,7 +59,7 @@ class Lora(FreezeStrategy):
         if not isinstance(self.alpha, (int, float)) or not self.alpha > 0:
             raise MtstError(f"freeze.lora.alpha={self.alpha!r}: expected a number > 0")
         self.dropout = lora.get("dropout", 0.0)
-        if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             raise MtstError(f"freeze.lora.dropout={self.dropout!r}: expected a probability in [0, 1)")
         self.targets = lora.get("target_modules")
         if self.targets is not None and (isinstance(self.targets, str) or not all(

@@ -29,7 +29,7 @@ from mtst.training.gradients import (
     rank_mean_losses,
     shared_parameters,
 )
-from mtst.training.lean_loop import CheapHookNames, zero_grads
+from mtst.training.lean_loop import LeanHooks
 from mtst.training.loggers import log_task_layout
 from mtst.training.optim import build_optimizer
 from mtst.training.report_delta import delta_m
@@ -42,7 +42,7 @@ STAGES = ("val", "test")
 CHECKPOINT_VERSION = 2  # what `checkpoint["mtst"]` holds; 0.1 checkpoints have no "version"
 
 
-class MultiTaskModule(CheapHookNames, L.LightningModule):
+class MultiTaskModule(LeanHooks, L.LightningModule):
     """Checkpoint keys read `net.encoder.*`, `net.heads.<task>.*`; `checkpoint["mtst"]` holds the
     network's config and backbone files, so the network reloads from the checkpoint alone.
 
@@ -140,16 +140,6 @@ class MultiTaskModule(CheapHookNames, L.LightningModule):
         self.train()
         if self.trainer.is_global_zero:
             log_task_layout(self.trainer, self.tasks)
-
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        """A flat dict of tensors (every collated batch) moves without Lightning's recursive walk
-        over collections, and stays as it is where it already sits on `device`."""
-        if not isinstance(batch, dict) or not all(isinstance(v, torch.Tensor) for v in batch.values()):
-            return super().transfer_batch_to_device(batch, device, dataloader_idx)
-        if all(v.device == device for v in batch.values()):
-            return batch
-        non_blocking = device.type not in ("cpu", "mps")  # as Lightning's move_data_to_device
-        return {k: v.to(device, non_blocking=non_blocking) for k, v in batch.items()}
 
     def on_train_start(self) -> None:
         # after Lightning restored the loops: on a resume `current_epoch` is the checkpoint's
@@ -290,9 +280,6 @@ class MultiTaskModule(CheapHookNames, L.LightningModule):
                 clip_grad_norm(optimizer, gradient_clip_val)
                 return
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
-
-    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer) -> None:
-        zero_grads(optimizer)
 
     # ---- checkpoints ---------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

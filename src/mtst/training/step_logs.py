@@ -21,8 +21,11 @@ class EpochMeans:
 
     def add(self, values: dict[str, torch.Tensor], size: int) -> None:
         for name, value in values.items():
-            weighted = value.float() * size
-            self.sums[name] = self.sums[name] + weighted if name in self.sums else weighted
+            total = self.sums.get(name)
+            if total is None:
+                self.sums[name] = value.float() * size  # a tensor of its own, added to in place
+            else:
+                total.add_(value, alpha=size)  # one tensor operation a step
             self.sizes[name] = self.sizes.get(name, 0) + size
 
     def pop(self) -> dict[str, torch.Tensor]:
