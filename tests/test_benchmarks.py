@@ -188,29 +188,31 @@ def test_frozen_epochs_row_from_run_times(tmp_path) -> None:
     from benchmarks import frozen_epochs
 
     assert "skipped" in frozen_epochs.run(QUICK, {})  # no CoNLL-2003: nothing runs
-    assert frozen_epochs.EPOCHS == (0, 1, 7)
-    # paired within each repeat: firsts 16.0, 16.0, 15.1; laters 0.5, 0.516, 0.567
-    times = {0: [10.0, 10.4, 9.9], 1: [26.0, 26.4, 25.0], 7: [29.0, 29.5, 28.4]}
+    assert frozen_epochs.EPOCHS == (0, 1, 13)
+    # paired within each repeat: firsts 16.0, 16.0, 15.1; laters 0.5, 0.525, 0.55
+    times = {0: [10.0, 10.4, 9.9], 1: [26.0, 26.4, 25.0], 13: [32.0, 32.7, 31.6]}
     box = frozen_epochs.black_box(times)
     assert box["first_epoch_s"] == pytest.approx(16.0)
-    assert box["later_epoch_s"] == pytest.approx(3.1 / 6)
+    assert box["later_epoch_s"] == pytest.approx(6.3 / 12)
+    assert box["repeat_ratios"] == pytest.approx([32.0, 16.0 / 0.525, 15.1 / 0.55])
     clocks = [[20.0, 1.0, 3.0, 1.2], [22.0, 0.9, 1.1, 1.0], [18.0, 2.0, 2.0, 2.0]]
     clock = frozen_epochs.in_run(clocks)  # run medians of epochs 2..: 1.2, 1.0, 2.0
     assert clock["first_epoch_s"] == 20.0 and clock["later_epoch_s"] == pytest.approx(1.2)
     assert clock["ratio"] == pytest.approx(20.0 / 1.2)
     fast = frozen_epochs.in_run([[26.0, 1.0, 1.0]])
     section = {"command": "python train.py ...", "examples": 3250, "repeats": 3, "cpu": "AMD EPYC",
-               "load_1min": [0.5, 1.0], "target": 25.0, "last_epochs": 7,
+               "load_1min": [0.5, 1.0], "target": 25.0, "last_epochs": 13,
                "black_box": {**box, "runs_s": {"0": [10.0]}},
                "in_run": {"default": fast, "no_checkpoints": clock, "bare": fast}}
     (row,) = frozen_epochs.summary_rows(section)
-    assert row[0] == "16" and row[2].startswith("black-box 31.0× (16.0 s / 0.52 s); in-run 26.0×")
+    assert row[0] == "16" and row[2].startswith("black-box 30.5× (16.0 s / 0.53 s); in-run 26.0×")
     assert row[3:] == ["≥ 25×", "yes"]
     slow = {**section, "in_run": {**section["in_run"], "default": clock}}
     assert frozen_epochs.summary_rows(slow)[0][3:] == ["≥ 25×", "**no**"]  # the worse of the two
     text = frozen_epochs.render(slow)
     assert "| default callbacks | 20.00 | 1.200 | 16.7× | 1.00 3.00 1.20; 0.90 1.10 1.00; 2.00 2.00 2.00 |" in text
-    assert "later epoch = (t7 − t1) / 6" in text and "16.00 s / 0.517 s = 31.0×" in text
+    assert "later epoch = (t13 − t1) / 12" in text and "16.00 s / 0.525 s = 30.5×" in text
+    assert "First / later of each repeat: 32.0×, 30.5×, 27.5×." in text
     assert "AMD EPYC" in text
     # the 0-epoch run lifts Lightning's min_epochs=1, the others run as a user types them
     zero = frozen_epochs.command(tmp_path, 0, tmp_path, [])
