@@ -9,7 +9,8 @@ import torch
 
 from mtst.cli._hydra import report_user_errors
 from mtst.cli.train import train_task
-from mtst.data.batching import CHUNK_BATCHES, MultiTaskBatchSampler, ResumableDataLoader
+from mtst.data.batching import CHUNK_BATCHES, MultiTaskBatchSampler
+from mtst.data.loaders import ResumableDataLoader
 from mtst.training.checkpoints import load_checkpoint
 from mtst.training.pipeline import train
 from tests.conftest import TINY_TRAIN, compose_config

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from mtst.training.report import SPLITS, report_text, write_report
+from mtst.training.report import SPLITS, write_report
+from mtst.training.report_table import report_text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

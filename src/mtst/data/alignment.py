@@ -7,8 +7,10 @@ truncation (or that the tokenizer turns into nothing) is simply predicted ``O``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from itertools import chain, repeat
+import gc
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from itertools import chain, islice, repeat
 from typing import Any
 
 import numpy as np
@@ -22,9 +24,30 @@ from mtst.data.tasks import as_tasks, task_kinds
 from mtst.data.validation import Example
 from mtst.errors import MtstError
 
-__all__ = ["CHUNK", "IGNORE", "AlignmentStats", "SubwordCache", "encode_chunk", "encode_examples",
-           "tokenize_texts", "word_predictions"]
+__all__ = ["CHUNK", "IGNORE", "AlignmentStats", "SubwordCache", "chunked", "encode_chunk",
+           "encode_examples", "gc_paused", "tokenize_texts", "word_predictions"]
 CHUNK = 4096
+
+
+def chunked(items: Iterable[Example], size: int = CHUNK) -> Iterator[list[Example]]:
+    """Examples in lists of ``size``: a split is validated and encoded a chunk at a time, so a
+    file of millions of sentences never sits in memory as Python objects all at once."""
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Loading builds millions of small objects and no cycles: the cyclic collector only rescans
+    them, over and over (3x CoNLL-2003 train: setup 5.0 s -> 4.4 s; more at larger scale)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def tokenize_texts(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:

@@ -18,12 +18,19 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import Sampler
 
 from mtst.data.store import offsets
 from mtst.data.token_budget import token_batches
+
+
+def world_and_rank() -> tuple[int, int]:
+    """The process group's size and this process's rank; (1, 0) outside distributed runs."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
 
 SAMPLING_MODES = ("proportional", "round_robin", "temperature", "balanced")
 CHUNK_BATCHES = 50
@@ -231,9 +238,7 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
     def _world(self) -> tuple[int, int]:
         if self.num_replicas is not None:
             return self.num_replicas, self.rank or 0
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_world_size(), dist.get_rank()
-        return 1, 0
+        return world_and_rank()
 
     def _shard(self, batches: EpochBatches) -> EpochBatches:
         world, rank = self._world()
@@ -263,54 +268,3 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         epoch = self.epoch if self._active is None else self._active
         return len(self._shard(self._epoch(epoch)))
-
-
-class ResumableDataLoader(DataLoader):
-    """The training loader, stateful in Lightning's sense (``state_dict``/``load_state_dict``):
-    checkpoints record the epoch and how many batches the loop has taken, so a run resumed
-    mid-epoch continues with the next batch instead of replaying the epoch from its start.
-
-    It draws worker seeds from its own generator, not the global RNG, so creating an iterator
-    does not shift the random stream (dropout) that a resumed run must reproduce.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        sampler = kwargs.get("batch_sampler")
-        seed = getattr(sampler, "seed", 0)
-        kwargs.setdefault("generator", torch.Generator().manual_seed(int(seed)))
-        super().__init__(*args, **kwargs)
-        self._live_iterator: Any = None
-
-    def __iter__(self) -> Any:
-        self._live_iterator = super().__iter__()
-        return self._live_iterator
-
-    def state_dict(self) -> dict[str, Any]:
-        sampler = self.batch_sampler
-        taken = getattr(self._live_iterator, "_num_yielded", 0) if self._live_iterator else 0
-        return {"epoch": sampler.current_epoch(), "batches": sampler.skipped + int(taken)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.batch_sampler.resume(int(state["epoch"]), int(state["batches"]))
-
-
-class ShardedEvalSampler(Sampler[int]):
-    """Evaluation order 0..n-1; under DDP rank r takes examples r, r+world, ... with no padding,
-    so metrics summed across ranks count every example exactly once."""
-
-    def __init__(self, size: int) -> None:
-        self.size = int(size)
-
-    @staticmethod
-    def _world() -> tuple[int, int]:
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_world_size(), dist.get_rank()
-        return 1, 0
-
-    def __iter__(self) -> Iterator[int]:
-        world, rank = self._world()
-        return iter(range(rank, self.size, world))
-
-    def __len__(self) -> int:
-        world, rank = self._world()
-        return len(range(rank, self.size, world))

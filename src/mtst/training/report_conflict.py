@@ -67,7 +67,7 @@ def pair_rows(scalars: dict[str, list[tuple[int, float]]]
 
 def conflict_table(sweep: Sweep, jobs: dict[str, dict[str, list[tuple[int, float]]]]) -> str:
     """The Markdown section: one row per job and task pair."""
-    from mtst.training.report import cell
+    from mtst.training.report_table import cell
 
     varying = list(sweep.varying)
     header = ["job", *varying, "tasks", "mean cosine", "negative steps", "gradient norm ratio",

@@ -1,0 +1,57 @@
+"""The data module's loaders: a training loader that resumes mid-epoch, and an evaluation
+sampler that shards examples across DDP ranks without repeating any."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from mtst.data.batching import world_and_rank
+
+
+class ResumableDataLoader(DataLoader):
+    """The training loader, stateful in Lightning's sense (``state_dict``/``load_state_dict``):
+    checkpoints record the epoch and how many batches the loop has taken, so a run resumed
+    mid-epoch continues with the next batch instead of replaying the epoch from its start.
+
+    It draws worker seeds from its own generator, not the global RNG, so creating an iterator
+    does not shift the random stream (dropout) that a resumed run must reproduce.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        sampler = kwargs.get("batch_sampler")
+        seed = getattr(sampler, "seed", 0)
+        kwargs.setdefault("generator", torch.Generator().manual_seed(int(seed)))
+        super().__init__(*args, **kwargs)
+        self._live_iterator: Any = None
+
+    def __iter__(self) -> Any:
+        self._live_iterator = super().__iter__()
+        return self._live_iterator
+
+    def state_dict(self) -> dict[str, Any]:
+        sampler = self.batch_sampler
+        taken = getattr(self._live_iterator, "_num_yielded", 0) if self._live_iterator else 0
+        return {"epoch": sampler.current_epoch(), "batches": sampler.skipped + int(taken)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.batch_sampler.resume(int(state["epoch"]), int(state["batches"]))
+
+
+class ShardedEvalSampler(Sampler[int]):
+    """Evaluation order 0..n-1; under DDP rank r takes examples r, r+world, ... with no padding,
+    so metrics summed across ranks count every example exactly once."""
+
+    def __init__(self, size: int) -> None:
+        self.size = int(size)
+
+    def __iter__(self) -> Iterator[int]:
+        world, rank = world_and_rank()
+        return iter(range(rank, self.size, world))
+
+    def __len__(self) -> int:
+        world, rank = world_and_rank()
+        return len(range(rank, self.size, world))
