@@ -137,10 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     command = ("python -m benchmarks" + (" --quick" if args.quick else "")
                + (f" --st-onnx-python {args.st_onnx_python}" if args.st_onnx_python else ""))
+    environment = describe()
     results: dict[str, Any] = {
         "mode": budget.name, "budget": budget_dict(budget), "data_dir": str(data_dir),
         "json_path": _shown(out_json), "corpora": sorted(paths), "command": command,
-        "environment": describe(), "sections": {}, "section_seconds": {}, "section_meta": {},
+        "generated_at": time.strftime("%Y-%m-%d %H:%M"),
+        "environment": environment, "sections": {}, "section_seconds": {}, "section_meta": {},
     }
     if args.update:
         if not out_json.is_file():
@@ -154,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         results = {**previous, "section_meta": previous.get("section_meta", {})}
         results.setdefault("updates", []).append(
             {"command": f"{command} --update --only {','.join(chosen)}",
-             "at": time.strftime("%Y-%m-%d %H:%M"), "load_average_start": list(os.getloadavg())})
+             "at": time.strftime("%Y-%m-%d %H:%M"), "commit": environment["mtst_commit"],
+             "load_average_start": list(os.getloadavg())})
     for name in chosen:
         lacking = [c for c in NEEDS[name] if c not in paths]
         if lacking:

@@ -177,6 +177,13 @@ def test_report_flags_missed_targets() -> None:
                                                              "lightning", "tokenizers",
                                                              "sentence-transformers", "mtst")}}}
     text = render(results)
+    assert "on an unrecorded date; the whole run took 0.2 min" in text  # never the render's own time
+    results["generated_at"] = "2026-01-01 09:00"
+    results["updates"] = [{"command": "python -m benchmarks --update --only encode",
+                           "at": "2026-01-02 08:00", "commit": "def", "seconds": 60}]
+    text = render(results)
+    assert "on 2026-01-01 09:00; the whole run took 0.2 min" in text
+    assert "Re-measured on 2026-01-02 08:00 at commit def with `python -m benchmarks --update" in text
     assert "| 5 | encode: mtst / sentence-transformers sentences/s; min cosine | 0.900; 0.999990 |" in text
     assert "**no**" in text
     assert "Not measured: RuntimeError: boom" in text
