@@ -311,3 +311,39 @@ def test_the_config_carries_each_method_with_its_defaults(tmp_path) -> None:
         assert all(loss[name][k] == METHODS[name].options[k] for k in loss[name])
         fn = build_weighting({**loss, "weighting": name}, [1.0, 2.0])
         assert type(fn) is METHODS[name]
+
+
+@pytest.mark.parametrize("name", ["fixed", "uncertainty", "dwa", "rlw", "famo"])
+def test_train_loss_is_the_weighted_sum_under_every_method(tmp_path, name) -> None:
+    """`train/loss` compares across methods; what a method back-propagates when it is something
+    else (learned log-variances, drawn weights, FAMO's log objective) is `train/objective`."""
+    from tests.conftest import make_datamodule, make_module, sample_tasks
+
+    tasks = sample_tasks()
+    tasks["topic"]["weight"] = 2.0
+    dm = make_datamodule(tasks, batch_size=6)
+    batch = next(iter(dm.train_dataloader()))
+    module = make_module(dm, tasks=tasks, loss={"weighting": name}, dropout=0.0)
+    if name == "uncertainty":
+        module.loss_fn.log_vars.data = torch.tensor([0.5, -0.3])  # away from the fixed sum
+    for step in range(2):
+        total = module.training_step(batch, step)
+        values = {k: float(v) for k, v in module.step_values.items()}
+        expected = sum(float(module.loss_fn.weights[i]) * values[f"train/{n}/loss"]
+                       for i, n in enumerate(module.tasks) if f"train/{n}/loss" in values)
+        assert values["train/loss"] == pytest.approx(expected, rel=1e-5)
+        if name == "fixed":
+            assert "train/objective" not in values and float(total.detach()) == pytest.approx(expected, rel=1e-5)
+        else:
+            assert values["train/objective"] == pytest.approx(float(total.detach()), rel=1e-6)
+    if name in ("uncertainty", "famo"):
+        assert values["train/objective"] != pytest.approx(values["train/loss"], rel=1e-3)
+    logged = {}  # val/loss is the same quantity as train/loss
+    module.log = lambda key, value, **kwargs: logged.__setitem__(key, float(value))
+    module.eval()
+    with torch.no_grad():
+        module._eval_step("val", batch)
+        losses, present = module.task_losses(batch, module.encode_batch(batch))
+    weights = module.loss_fn.weights
+    expected = sum(float(w) * float(v) for w, v, p in zip(weights, losses, present, strict=True) if p)
+    assert logged["val/loss"] == pytest.approx(expected, rel=1e-5)

@@ -157,6 +157,7 @@ class MultiTaskModule(LeanHooks, L.LightningModule):
         if self.monitor_every and self.global_step % self.monitor_every == 0 and shared_parameters(self):
             self._log_conflict(conflict_report(self, batch))
         self.loss_fn.set_step(self.global_step)  # per-step draws (rlw) are the same on every rank
+        objective: dict[str, torch.Tensor] = {}
         if self.loss_fn.level == "gradient" and self._shares_parameters():
             check_batches_mix_tasks(self, batch)
             total, logged, per_task = combined_loss(self, batch)
@@ -170,11 +171,14 @@ class MultiTaskModule(LeanHooks, L.LightningModule):
                 total = self.loss_fn(losses, present)
             per_task = {n: v.detach() for n, v, p in zip(self.tasks, losses, present, strict=True) if p}
             logged = total
+            if not self.loss_fn.total_is_weighted_sum:  # comparable across methods
+                logged = self.loss_fn.weighted_sum(losses.detach(), present)
+                objective = {"train/objective": total.detach()}
             if self._keeps_loss_state:
                 self.loss_fn.after_step(mean_losses, seen, self.global_step)
                 if self.loss_fn.needs_losses_after_update:
                     self._losses_before = (mean_losses, seen, self.global_step)
-        self.step_values = {"train/loss": logged.detach(),
+        self.step_values = {"train/loss": logged.detach(), **objective,
                             **{f"train/{n}/loss": v for n, v in per_task.items()}}
         self._epoch_means.add(self.step_values, batch["input_ids"].size(0))
         return total
@@ -224,7 +228,7 @@ class MultiTaskModule(LeanHooks, L.LightningModule):
 
     def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
         outputs = self.encode_batch(batch)
-        total, _ = self.compute_loss(batch, outputs)
+        total = self.loss_fn.weighted_sum(*self.task_losses(batch, outputs))  # as train/loss
         self.log(f"{stage}/loss", total, batch_size=batch["input_ids"].size(0), sync_dist=True)
         for name, task in self.tasks.items():
             task.update(self.metrics[stage][name], batch, outputs)

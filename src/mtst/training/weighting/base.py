@@ -48,11 +48,22 @@ class Weighting(nn.Module):
     def forward(self, losses: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         """`losses` [N] (an exact 0 where a task is absent), `present` [N] bool -> the total.
 
-        For a gradient-level method this is the weighted sum the heads train on (and what is
-        logged as `train/loss`); the shared part's gradient comes from `coefficients`.
+        Here the weighted sum; for a gradient-level method it is what the heads train on, and
+        the shared part's gradient comes from `coefficients`.
         """
+        return self.weighted_sum(losses, present)
+
+    def weighted_sum(self, losses: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """sum_i w_i·L_i over the present tasks with the configured weights: `train/loss` under
+        every method, so that runs with different methods log figures that compare."""
         weighted = losses * self.weights.to(losses.dtype)
         return torch.where(present, weighted, torch.zeros_like(weighted)).sum()
+
+    @property
+    def total_is_weighted_sum(self) -> bool:
+        """Whether the total back-propagated is `weighted_sum`. Where it is not (learned or
+        varying weights, FAMO's log objective) it is logged apart as `train/objective`."""
+        return type(self).forward is Weighting.forward
 
     def coefficients(self, gram: torch.Tensor, losses: torch.Tensor, present: torch.Tensor,
                      step: int) -> torch.Tensor:
