@@ -69,6 +69,10 @@ TINY_TRAIN = [
     "~callbacks.model_summary",
     "data.batch_size=8",
 ]
+# last.ckpt after every optimizer step, however short the step (reliability tests kill, poison
+# and resume at a chosen step)
+SAVE_EVERY_STEP = ["callbacks.step_checkpoint.every_n_train_steps=1",
+                   "callbacks.step_checkpoint.min_interval_s=0"]
 
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from mtst.errors import MtstError
 from mtst.training.weighting import METHODS, build_weighting
-from tests.conftest import compose_config
+from tests.conftest import compose_config, make_datamodule, make_module, sample_tasks
 
 ALL = torch.tensor([True, True, True])
 TOL = {"rtol": 1e-6, "atol": 1e-6}  # fp32 state and arithmetic against float64 references
@@ -317,8 +317,6 @@ def test_the_config_carries_each_method_with_its_defaults(tmp_path) -> None:
 def test_train_loss_is_the_weighted_sum_under_every_method(tmp_path, name) -> None:
     """`train/loss` compares across methods; what a method back-propagates when it is something
     else (learned log-variances, drawn weights, FAMO's log objective) is `train/objective`."""
-    from tests.conftest import make_datamodule, make_module, sample_tasks
-
     tasks = sample_tasks()
     tasks["topic"]["weight"] = 2.0
     dm = make_datamodule(tasks, batch_size=6)

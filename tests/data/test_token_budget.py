@@ -13,7 +13,7 @@ from mtst.data.batching import CHUNK_BATCHES, MultiTaskBatchSampler
 from mtst.data.loaders import ResumableDataLoader
 from mtst.training.checkpoints import load_checkpoint
 from mtst.training.pipeline import train
-from tests.conftest import TINY_TRAIN, compose_config
+from tests.conftest import SAVE_EVERY_STEP, TINY_TRAIN, compose_config
 from tests.reliability.helpers import Crash
 
 N = 2000
@@ -152,7 +152,7 @@ def test_a_budget_below_max_length_is_a_one_line_config_error(tmp_path, value, c
 
 
 RUN = TINY_TRAIN + ["data.max_tokens=256", "trainer.limit_train_batches=4", "run_test=false",
-                    "callbacks.step_checkpoint.every_n_train_steps=1", "callbacks.step_checkpoint.min_interval_s=0", "~callbacks.lr_monitor",
+                    *SAVE_EVERY_STEP, "~callbacks.lr_monitor",
                     "trainer.limit_val_batches=1"]
 
 

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 from mtst.training.pipeline import train
-from tests.conftest import TINY_TRAIN, compose_config
+from tests.conftest import SAVE_EVERY_STEP, TINY_TRAIN, compose_config
 
 TOTAL_STEPS = 6
 RESUME_RUN = TINY_TRAIN + [
     "trainer.max_epochs=2",
     "trainer.limit_train_batches=3",
-    "callbacks.step_checkpoint.every_n_train_steps=1", "callbacks.step_checkpoint.min_interval_s=0",
+    *SAVE_EVERY_STEP,
     "~callbacks.lr_monitor",
     "trainer.limit_val_batches=1",
     "run_test=false",  # the slow CLI tests cover test metrics; weights are compared exactly

@@ -11,6 +11,7 @@ import textwrap
 
 import pytest
 
+from tests.conftest import SAVE_EVERY_STEP
 from tests.reliability.conftest import TOTAL_STEPS
 from tests.reliability.helpers import (
     CLI_RESUME,
@@ -45,7 +46,7 @@ def assert_same_metrics(got: dict[str, float], want: dict[str, float]) -> None:
 
 def test_sigkill_at_a_random_step_then_resume_with_ckpt_path_last(uninterrupted, tmp_path) -> None:
     step = random.Random(KILL_SEED).randrange(1, TOTAL_STEPS)
-    args = CLI_RESUME + ["callbacks.step_checkpoint.every_n_train_steps=1", "callbacks.step_checkpoint.min_interval_s=0", f"paths.log_dir={tmp_path}"]
+    args = CLI_RESUME + SAVE_EVERY_STEP + [f"paths.log_dir={tmp_path}"]
     killed = run_cli("train.py", args + [FAULT, f"+callbacks.fault.step={step}"])
     assert killed.returncode == -signal.SIGKILL, f"step {step}: {killed.stderr[-2000:]}"
     (run,) = run_folders(tmp_path)

@@ -13,7 +13,7 @@ from mtst.training.callbacks import NonFiniteGuard, NonFiniteLossError
 from mtst.training.checkpoints import load_checkpoint
 from mtst.training.module import MultiTaskModule
 from mtst.training.pipeline import train
-from tests.conftest import TINY_TRAIN, compose_config
+from tests.conftest import SAVE_EVERY_STEP, TINY_TRAIN, compose_config
 from tests.reliability.helpers import MOOD_TASK, checkpoint_step
 
 NAN_AT_STEP = 4  # epoch 2, after best.ckpt (epoch 1) and several last.ckpt writes
@@ -37,7 +37,7 @@ def test_nan_loss_stops_with_step_and_terms_and_keeps_checkpoints_finite(tmp_pat
     monkeypatch.setattr(MultiTaskModule, "task_losses", poisoned)
     cfg = compose_config(tmp_path, TINY_TRAIN + MOOD_TASK + [
         "trainer.max_epochs=2", "trainer.limit_train_batches=3",
-        "callbacks.step_checkpoint.every_n_train_steps=1", "callbacks.step_checkpoint.min_interval_s=0", "~callbacks.lr_monitor"])
+        *SAVE_EVERY_STEP, "~callbacks.lr_monitor"])
     with pytest.raises(NonFiniteLossError) as err:
         train(cfg)
     message = str(err.value)
@@ -57,7 +57,7 @@ def test_a_non_finite_weight_stops_the_run_and_last_ckpt_keeps_the_previous_step
     poison_at = 5  # epoch 1, batch 1: StepCheckpoint writes last.ckpt at this batch's end
     cfg = compose_config(tmp_path, TINY_TRAIN + [
         "trainer.max_epochs=2", "trainer.limit_train_batches=3",
-        "callbacks.step_checkpoint.every_n_train_steps=1", "callbacks.step_checkpoint.min_interval_s=0", "~callbacks.lr_monitor",
+        *SAVE_EVERY_STEP, "~callbacks.lr_monitor",
         "+callbacks.poison._target_=tests.reliability.helpers.PoisonWeightAtStep",
         f"+callbacks.poison.step={poison_at}"])
     with pytest.raises(NonFiniteLossError) as err:

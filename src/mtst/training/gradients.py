@@ -24,12 +24,14 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from mtst.data.batching import world_and_rank
+
 log = logging.getLogger("mtst")
 MIX_CHECK_STEPS = 10  # steps without a batch of two tasks before a gradient method warns
 
 
 def _world() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    return world_and_rank()[0]
 
 
 def reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
