@@ -2,7 +2,7 @@
 
 Every import in every module counts, also the ones inside functions (a lazy import is still a
 dependency): each layer may import only the layers before it, and the shared utilities
-(`mtst.errors`, `mtst.files`, the package root) from anywhere.
+(`mtst.errors`, `mtst.console`, `mtst.files`, the package root) from anywhere.
 """
 
 from __future__ import annotations

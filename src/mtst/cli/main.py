@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 
+from mtst.console import quiet_console
 from mtst.errors import MtstError
 
 COMMANDS = {
@@ -38,6 +39,7 @@ def _load(module: str):
 def main(argv: list[str] | None = None) -> int:
     """User mistakes end with one `error:` line and exit code 2 (MTST_TRACEBACK=1 shows more)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    quiet_console()
     args = build_parser().parse_args(argv)
     try:
         return int(_load(args._module).run(args) or 0)
