@@ -71,3 +71,19 @@ def test_a_crash_inside_a_checkpoint_write_leaves_the_previous_file_intact(tmp_p
     assert path.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["last.ckpt"]  # no temporary file left behind
     assert int(io.load_checkpoint(path)["step"]) == 1
+
+
+@pytest.mark.parametrize("change, names", [
+    ("tasks_only=topic", "it was trained with tasks ner, topic, this run has topic"),
+    ("model.loss.weighting=uncertainty", "weight 'loss_fn.log_vars' is absent there"),
+])
+def test_resuming_into_another_model_is_one_line(reference_run, tmp_path, change, names) -> None:
+    import shutil
+
+    from mtst.errors import MtstError
+
+    shutil.copytree(reference_run[0] / "checkpoints", tmp_path / "saved")  # its tensor files too
+    last = tmp_path / "saved" / "last.ckpt"
+    cfg = compose_config(tmp_path / "run", RESUME_RUN + [f"ckpt_path={last}", change])
+    with pytest.raises(MtstError, match=f"^ckpt_path={last}: {names}.*start a new run"):
+        train(cfg)

@@ -244,3 +244,27 @@ def resolve_ckpt_path(ckpt_path: str | None, log_dir: str | Path) -> str | None:
     if not Path(ckpt_path).is_file():
         raise MtstError(f"checkpoint '{ckpt_path}' does not exist")
     return str(ckpt_path)
+
+
+def check_same_model(state_dict: dict[str, Any], expected: dict[str, torch.Tensor],
+                     ckpt_path: str | None) -> None:
+    """A resumed run must build the model its checkpoint saved (same tasks, label counts,
+    weighting parameters): otherwise one line naming what differs, where torch's strict
+    `load_state_dict` would end the run in a traceback listing every key."""
+    saved_tasks, run_tasks = _head_tasks(state_dict), _head_tasks(expected)
+    where = f"ckpt_path={ckpt_path}" if ckpt_path else "the checkpoint"
+    advice = "resume with the settings it was trained with, or start a new run without ckpt_path"
+    if saved_tasks != run_tasks:
+        raise MtstError(f"{where}: it was trained with tasks {', '.join(saved_tasks) or 'none'}, "
+                        f"this run has {', '.join(run_tasks) or 'none'}; {advice}")
+    for name in sorted(state_dict.keys() | expected.keys()):
+        saved, here = state_dict.get(name), expected.get(name)
+        if saved is None or here is None or tuple(saved.shape) != tuple(here.shape):
+            shapes = [("absent" if t is None else f"shape {tuple(t.shape)}") for t in (saved, here)]
+            raise MtstError(f"{where}: weight '{name}' is {shapes[0]} there and {shapes[1]} in "
+                            f"this run's model; {advice}")
+
+
+def _head_tasks(state: dict[str, Any]) -> list[str]:
+    """The task names of the heads in a module's state dict (`net.heads.<task>.…`)."""
+    return sorted({key.split(".")[2] for key in state if key.startswith("net.heads.")})

@@ -19,6 +19,7 @@ from mtst.errors import MtstError, choices_text
 from mtst.model.network import MultiTaskNetwork
 from mtst.tasks import build_tasks
 from mtst.tasks.base import Task
+from mtst.training.checkpoints import check_same_model
 from mtst.training.clipping import clip_grad_norm, clips_directly
 from mtst.training.distributed import any_rank
 from mtst.training.freezing import build_freeze_strategy, trainable_names
@@ -286,6 +287,11 @@ class MultiTaskModule(LeanHooks, L.LightningModule):
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     # ---- checkpoints ---------------------------------------------------------------------
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Called before the weights load: a resumed run with other tasks is one line."""
+        if "state_dict" in checkpoint:  # a sharded (FSDP) checkpoint loads its weights apart
+            check_same_model(checkpoint["state_dict"], self.state_dict(), self.trainer.ckpt_path)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self._encoder_files is None:
             self._encoder_files = self.net.encoder.to_files()
