@@ -1,12 +1,16 @@
 """Run the mtst benchmarks on real data and write BENCHMARKS.md and the raw figures.
 
     python -m benchmarks [--quick] [--data-dir PATH] [--out BENCHMARKS.md] [--only ROWS]
-                         [--update] [--st-onnx-python PYTHON]
+                         [--update] [--st-onnx-python PYTHON] [--render]
 
 Runs every benchmark row on the real corpora and writes BENCHMARKS.md plus the raw figures
 (benchmarks/results.json). `--quick` shrinks every budget (a few minutes; the figures only
 exercise the code) and writes under logs/benchmarks/ so the published tables stay untouched.
-Exits 0 with a message when the data folder or the offline MiniLM package is missing.
+`--render` writes the Markdown again from the stored JSON and measures nothing, so a change to
+the report's layout needs no new measurement. Each section records its own date, commit, CPU and
+command (an `--update` re-measures on whatever machine it runs on), and paths are stored relative
+or as placeholders, never as this machine's absolute paths. Exits 0 with a message when the data
+folder or the offline MiniLM package is missing.
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--st-onnx-python", default=None, metavar="PYTHON",
                         help="row 10: measure in this interpreter, whose environment has "
                              "sentence-transformers' ONNX backend (scripts/st_onnx_env.sh)")
+    parser.add_argument("--render", action="store_true",
+                        help="measure nothing: write --out again from the existing --json")
     return parser.parse_args(argv)
 
 
@@ -108,18 +114,31 @@ def section_runner(name: str, st_onnx_python: str | None = None) -> Callable[...
             "defaults_vs_loop": lambda b, d, p: defaults_vs_loop.run(b, p)}[name]
 
 
+def rerender(out_json: Path, out_md: Path) -> int:
+    from benchmarks.report import render
+
+    if not out_json.is_file():
+        print(f"benchmarks: --render needs an existing {_shown(out_json)}", file=sys.stderr)
+        return 2
+    _write(out_md, render(json.loads(out_json.read_text(encoding="utf-8"))))
+    print(f"wrote {_shown(out_md)} from {_shown(out_json)}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    data_dir = args.data_dir.resolve()
-    problem = missing_prerequisite(data_dir)
-    if problem:
-        print(f"benchmarks: {problem}", file=sys.stderr)
-        return 0
     budget = QUICK if args.quick else FULL
     out_dir = ROOT / "logs" / "benchmarks" if args.quick else ROOT
     out_md = args.out or out_dir / ("BENCHMARKS.quick.md" if args.quick else "BENCHMARKS.md")
     out_json = args.json or (out_dir / "results.quick.json" if args.quick
                              else ROOT / "benchmarks" / "results.json")
+    if args.render:
+        return rerender(out_json, out_md)
+    data_dir = args.data_dir.resolve()
+    problem = missing_prerequisite(data_dir)
+    if problem:
+        print(f"benchmarks: {problem}", file=sys.stderr)
+        return 0
     chosen = args.only.split(",") if args.only else list(SECTIONS)
     unknown = sorted(set(chosen) - set(SECTIONS))
     if unknown:
@@ -129,17 +148,19 @@ def main(argv: list[str] | None = None) -> int:
 
     from benchmarks.common import quiet_environment, use_data_dir
     from benchmarks.environment import describe
-    from benchmarks.report import render
+    from benchmarks.report import render, scrub, shown_path
 
     quiet_environment()
     use_data_dir(data_dir)
     paths = data_paths(data_dir)
     started = time.time()
     command = ("python -m benchmarks" + (" --quick" if args.quick else "")
-               + (f" --st-onnx-python {args.st_onnx_python}" if args.st_onnx_python else ""))
+               + (f" --st-onnx-python {shown_path(args.st_onnx_python)}" if args.st_onnx_python
+                  else ""))
     environment = describe()
     results: dict[str, Any] = {
-        "mode": budget.name, "budget": budget_dict(budget), "data_dir": str(data_dir),
+        "mode": budget.name, "budget": budget_dict(budget),
+        "data_dir": shown_path(data_dir, "<data dir>"),
         "json_path": _shown(out_json), "corpora": sorted(paths), "command": command,
         "generated_at": time.strftime("%Y-%m-%d %H:%M"),
         "environment": environment, "sections": {}, "section_seconds": {}, "section_meta": {},
@@ -154,8 +175,9 @@ def main(argv: list[str] | None = None) -> int:
                   "one mode per file", file=sys.stderr)
             return 2
         results = {**previous, "section_meta": previous.get("section_meta", {})}
+        command = f"{command} --update --only {','.join(chosen)}"
         results.setdefault("updates", []).append(
-            {"command": f"{command} --update --only {','.join(chosen)}",
+            {"command": command,
              "at": time.strftime("%Y-%m-%d %H:%M"), "commit": environment["mtst_commit"],
              "load_average_start": list(os.getloadavg())})
     for name in chosen:
@@ -165,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"[{time.strftime('%H:%M:%S')}] {name} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
-        meta = {"measured": time.strftime("%Y-%m-%d %H:%M"), "load_start": list(os.getloadavg())}
+        meta = {"measured": time.strftime("%Y-%m-%d %H:%M"), "commit": environment["mtst_commit"],
+                "cpu": f"{environment['cpu']}, {environment['logical_cpus']} logical CPUs",
+                "command": command, "load_start": list(os.getloadavg())}
         try:
             results["sections"][name] = section_runner(name, args.st_onnx_python)(budget, data_dir, paths)
         except Exception as err:  # one broken row must not lose the others' figures
@@ -175,13 +199,13 @@ def main(argv: list[str] | None = None) -> int:
                                          "seconds": results["section_seconds"][name]}
         print(f"[{time.strftime('%H:%M:%S')}] {name} done in "
               f"{results['section_seconds'][name]:.0f} s", file=sys.stderr, flush=True)
-        _write(out_json, json.dumps(results, indent=1, default=_plain) + "\n")
+        _write(out_json, json.dumps(scrub(results, str(data_dir)), indent=1, default=_plain) + "\n")
     if args.update:
         results["updates"][-1]["seconds"] = time.time() - started
     else:
         results["total_seconds"] = time.time() - started
         results["load_average_end"] = list(os.getloadavg())
-    _write(out_json, json.dumps(results, indent=1, default=_plain) + "\n")
+    _write(out_json, json.dumps(scrub(results, str(data_dir)), indent=1, default=_plain) + "\n")
     _write(out_md, render(results))
     print(f"wrote {out_md} and {out_json} in {(time.time() - started) / 60:.1f} min",
           file=sys.stderr)

@@ -177,18 +177,69 @@ def test_report_flags_missed_targets() -> None:
                                                              "lightning", "tokenizers",
                                                              "sentence-transformers", "mtst")}}}
     text = render(results)
-    assert "on an unrecorded date; the whole run took 0.2 min" in text  # never the render's own time
+    assert "made on an unrecorded date and took 0.2 min" in text  # never the render's own time
     results["generated_at"] = "2026-01-01 09:00"
-    results["updates"] = [{"command": "python -m benchmarks --update --only encode",
-                           "at": "2026-01-02 08:00", "commit": "def", "seconds": 60}]
     text = render(results)
-    assert "on 2026-01-01 09:00; the whole run took 0.2 min" in text
-    assert "Re-measured on 2026-01-02 08:00 at commit def with `python -m benchmarks --update" in text
+    assert "made on 2026-01-01 09:00 and took 0.2 min" in text
     assert "| 5 | encode: mtst / sentence-transformers sentences/s; min cosine | 0.900; 0.999990 |" in text
     assert "**no**" in text
     assert "Not measured: RuntimeError: boom" in text
     assert "Quick mode" in text
     assert "_Measured 2026-01-01 10:00 in 3 s; load average (1 min) 0.50 at the start, 1.50" in text
+
+
+def test_report_opens_with_one_provenance_table_and_keeps_no_absolute_path(tmp_path) -> None:
+    """The page shows the current figures: each section's date, commit, CPU and command in one
+    table before anything else, no paragraph per past --update, and no path of the machine that
+    measured (the data folder, a side environment's python under /tmp or a home)."""
+    import json
+
+    from benchmarks.__main__ import main
+    from benchmarks.report import scrub
+
+    encode = {"sentences": 10, "batch_size": 32, "threads": 2, "repeats": 2, "mtst_per_s": 90.0,
+              "st_per_s": 100.0, "ratio": 0.9, "ratio_per_round": [0.9, 0.9], "min_cosine": 0.99999,
+              "note": "read /home/someone/corpora/x.csv and /work/shared/data/ag_news/test.csv"}
+    side = "python -m benchmarks --update --only encode --st-onnx-python /tmp/stvenv/bin/python"
+    results = {"mode": "full", "command": "python -m benchmarks", "corpora": ["ag_news"],
+               "data_dir": str(ROOT.parent / "shared" / "data"), "budget": {"name": "full"},
+               "generated_at": "2026-01-01", "total_seconds": 60,
+               "sections": {"encode": encode, "freeze": {"skipped": "missing corpora: conll2003"}},
+               "section_seconds": {"encode": 3.0},
+               "section_meta": {"encode": {"measured": "2026-01-02 10:00", "seconds": 3.0,
+                                           "commit": "def", "cpu": "AMD EPYC, 2 logical CPUs",
+                                           "command": side, "load_start": [0.5, 0, 0],
+                                           "load_end": [1.5, 0, 0]}},
+               "updates": [{"command": side, "at": "2026-01-02 10:00", "commit": "def"}],
+               "environment": {"cpu": "Intel(R) Xeon(R) Processor", "logical_cpus": 2,
+                               "torch_threads": 2, "ram_gib": 1.0, "platform": "linux",
+                               "mtst_commit": "abc",
+                               "versions": {k: "1" for k in ("python", "torch", "transformers",
+                                                             "lightning", "tokenizers",
+                                                             "sentence-transformers", "mtst")}}}
+    text = render(results)
+    assert "Re-measured" not in text
+    first_table = text.index("| figure | measured | commit | machine (CPU) | command |")
+    assert first_table < text.index("## ") and first_table < text.index("| # | measure |")
+    assert ("| 5. Encoding against sentence-transformers | 2026-01-02 10:00 | def | AMD EPYC, 2 "
+            "logical CPUs | `python -m benchmarks --update --only encode --st-onnx-python "
+            "<python of a side environment>` |") in text
+    assert "| 4. Frozen backbone: feature cache | skipped | — |" in text
+    assert "| 6. Memory | not run | — |" in text
+    # the whole run's Xeon is not claimed for a section measured on another CPU
+    assert "Intel(R) Xeon(R) Processor, 2 logical CPUs, torch threads" not in text
+    assert "from `../shared/data`" in text
+    for absolute in ("/tmp/", "/home/", "/work/", str(ROOT)):
+        assert absolute not in text
+    stored = json.dumps(scrub(results, results["data_dir"]))
+    assert "/tmp/" not in stored and "/home/" not in stored and str(ROOT.parent) not in stored
+    assert "../shared/data/ag_news/test.csv" in stored and "<local path>" in stored
+
+    # --render writes the page from the JSON alone: no data folder, nothing measured
+    (tmp_path / "r.json").write_text(json.dumps(results))
+    assert main(["--render", "--json", str(tmp_path / "r.json"), "--out", str(tmp_path / "r.md"),
+                 "--data-dir", str(tmp_path / "absent")]) == 0
+    assert (tmp_path / "r.md").read_text() == text
 
 
 def test_frozen_epochs_row_from_run_times(tmp_path) -> None:
