@@ -14,7 +14,7 @@ from mtst.cli._hydra import CONF_DIR, report_user_errors
 from mtst.cli.overrides import check_command_line, group_options
 from mtst.cli.train import train_task
 from mtst.errors import MtstError
-from mtst.training.settings import CHOICES
+from mtst.training.settings import CHOICES, NON_NEGATIVE
 from tests.conftest import TINY_TRAIN, compose_config
 from tests.reliability.helpers import run_cli
 
@@ -122,6 +122,13 @@ def test_a_value_outside_the_choices_is_one_line_naming_key_and_choices(key, tmp
     shown = ", ".join("null" if c is None else str(c) for c in CHOICES[key])
     assert err == f"error: {key}='bogus': unknown; choose one of {shown}"
     assert (tmp_path / "error.txt").is_file()  # the failed run's folder says why
+
+
+@pytest.mark.parametrize("key", NON_NEGATIVE)
+@pytest.mark.parametrize("value", ["-1", "abc", "true"])
+def test_a_negative_or_non_numeric_rate_is_one_line(key, value, tmp_path, capsys) -> None:
+    err = run_task(tmp_path, [f"{key}={value}"], capsys)
+    assert err.startswith(f"error: {key}=") and err.endswith(": expected a number >= 0"), err
 
 
 @pytest.mark.parametrize("key", sorted(TASK_CHOICES))

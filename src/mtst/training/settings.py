@@ -44,6 +44,10 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "trainer.strategy.sharding_strategy": ("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD"),
     "trainer.strategy.state_dict_type": ("full", "sharded"),
 }
+# numbers whose sign torch's optimizers check only at their first step, or not at all: a
+# negative learning rate trains away from the data without a word
+NON_NEGATIVE = ("model.optimizer.lr_head", "model.optimizer.lr_backbone",
+                "model.optimizer.weight_decay", "model.optimizer.eps")
 # dictionaries whose keys the code reads one by one: any other key would be ignored silently
 KNOWN_KEYS: dict[str, tuple[str, ...]] = {
     "model.optimizer": OPTIMIZER_KEYS,
@@ -58,6 +62,11 @@ def check_settings(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, default="__absent__")
         if value != "__absent__" and value not in choices:
             raise MtstError(f"{key}={value!r}: unknown; choose one of {choices_text(choices)}")
+    for key in NON_NEGATIVE:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                  or value < 0):
+            raise MtstError(f"{key}={value!r}: expected a number >= 0")
     for key, known in KNOWN_KEYS.items():
         node = OmegaConf.select(cfg, key)
         for name in node or {}:
