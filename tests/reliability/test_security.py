@@ -22,11 +22,19 @@ from mtst.training.pipeline import backbone_settings, build_model, configured_ta
 from tests.conftest import TINY_TRAIN, compose_config
 from tests.reliability.helpers import default_task_files, run_python, sample_records
 
-ONE_STEP = TINY_TRAIN + ["trainer.max_epochs=1", "trainer.limit_train_batches=1",
-                         "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
-                         "~callbacks.lr_monitor"]
-HOSTILE = ["${oc.env:HOME}", "__import__('os').system('touch PWNED')",
-           "!!python/object/apply:os.system ['touch PWNED']", "${mtst_root:}"]
+ONE_STEP = TINY_TRAIN + [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=1",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "~callbacks.lr_monitor",
+]
+HOSTILE = [
+    "${oc.env:HOME}",
+    "__import__('os').system('touch PWNED')",
+    "!!python/object/apply:os.system ['touch PWNED']",
+    "${mtst_root:}",
+]
 
 
 class Payload:
@@ -62,8 +70,14 @@ def test_the_pipeline_hands_trust_remote_code_false_to_transformers(tmp_path, mo
         monkeypatch.setattr(cls, "from_pretrained", spy)
     cfg = compose_config(tmp_path, ONE_STEP)
     load_tokenizer(**backbone_settings(cfg))
-    build_model(cfg, configured_tasks(cfg), {"topic": LabelSpace("label", ["a", "b"], "topic"),
-                                             "ner": LabelSpace("tags", ["LOC"], "ner")})
+    build_model(
+        cfg,
+        configured_tasks(cfg),
+        {
+            "topic": LabelSpace("label", ["a", "b"], "topic"),
+            "ner": LabelSpace("tags", ["LOC"], "ner"),
+        },
+    )
     assert seen and all(flag is False for flag in seen), seen
     cfg = compose_config(tmp_path, ONE_STEP + ["backbone.trust_remote_code=true"])
     assert backbone_settings(cfg)["trust_remote_code"] is True  # only when configured
@@ -86,7 +100,9 @@ def test_a_checkpoint_carrying_code_is_refused_on_resume_and_load(tmp_path, monk
     assert not (out / "metrics.json").exists()
 
 
-def test_dataset_strings_are_plain_text_never_interpolated_or_evaluated(tmp_path, monkeypatch) -> None:
+def test_dataset_strings_are_plain_text_never_interpolated_or_evaluated(
+    tmp_path, monkeypatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     records = []
     for i, r in enumerate(sample_records("train", 24)):
@@ -98,22 +114,33 @@ def test_dataset_strings_are_plain_text_never_interpolated_or_evaluated(tmp_path
     data.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     out = tmp_path / "run"
     out.mkdir()
-    train(compose_config(out, ONE_STEP + default_task_files(data, data, data) + [
-        "tasks.topic.labels=null"]))
+    train(
+        compose_config(
+            out, ONE_STEP + default_task_files(data, data, data) + ["tasks.topic.labels=null"]
+        )
+    )
 
     ckpt = out / "checkpoints" / "last.ckpt"
     assert set(load_checkpoint_network(ckpt).label_spaces["topic"].names) == set(HOSTILE)
     network = torch.load(ckpt, weights_only=True)["mtst"]["network"]
     assert set(network["tasks"]["topic"]["labels"]["names"]) == set(HOSTILE)
-    # hparams.yaml holds the tasks config as given (classes inferred: null), plain YAML data
-    saved = yaml.safe_load((out / "tensorboard" / "hparams.yaml").read_text())
+    # the checkpoint's hyper-parameters hold the tasks config as given (classes inferred: null);
+    # hparams.yaml (the loggers' flat run settings) is plain YAML data with no dataset string
+    saved = torch.load(ckpt, weights_only=True)["hyper_parameters"]
     assert saved["tasks"]["topic"]["labels"] is None
     assert saved["tasks"]["topic"]["train_files"] == [str(data)]
+    logged = yaml.safe_load((out / "tensorboard" / "hparams.yaml").read_text())
+    assert logged["tasks"] == "topic,ner" and not set(map(str, logged.values())) & set(HOSTILE)
     # the evaluate path passes checkpoint labels to the data module: still literal
     eval_out = tmp_path / "eval"
     eval_out.mkdir()
-    metrics = evaluate(compose_config(eval_out, [f"ckpt_path={ckpt}", "trainer.accelerator=cpu",
-                                                 *default_task_files(test=data)], config_name="eval"))
+    metrics = evaluate(
+        compose_config(
+            eval_out,
+            [f"ckpt_path={ckpt}", "trainer.accelerator=cpu", *default_task_files(test=data)],
+            config_name="eval",
+        )
+    )
     assert "test/topic/acc" in metrics and "test/ner/f1" in metrics
     assert not (tmp_path / "PWNED").exists() and not Path("PWNED").exists()
     assert str(Path.home()) not in json.dumps(network["tasks"])
@@ -136,14 +163,17 @@ print(json.dumps(results))
 """
 
 
-def test_refused_checkpoints_and_exports_get_one_line_and_run_nothing(reference_run,
-                                                                      tmp_path) -> None:
+def test_refused_checkpoints_and_exports_get_one_line_and_run_nothing(
+    reference_run, tmp_path
+) -> None:
     from mtst.inference.export import export
 
     marker = tmp_path / "PWNED"
     real = reference_run[0] / "checkpoints" / "last.ckpt"
-    files = {name: tmp_path / name for name in
-             ("payload.ckpt", "payload.pkl", "truncated.ckpt", "notes.ckpt", "foreign.ckpt")}
+    files = {
+        name: tmp_path / name
+        for name in ("payload.ckpt", "payload.pkl", "truncated.ckpt", "notes.ckpt", "foreign.ckpt")
+    }
     torch.save({"state_dict": {}, "payload": Payload(str(marker))}, files["payload.ckpt"])
     files["payload.pkl"].write_bytes(pickle.dumps(Payload(str(marker)), protocol=4))
     files["truncated.ckpt"].write_bytes(real.read_bytes()[: real.stat().st_size // 2])
@@ -196,10 +226,17 @@ def test_an_exported_model_loads_without_unpickling_anything(tmp_path, monkeypat
     def refuse(*args, **kwargs):
         raise AssertionError("an exported model must load without pickle")
 
-    for module, name in ((pickle, "load"), (pickle, "loads"), (pickle, "Unpickler"),
-                         (torch, "load")):
+    for module, name in (
+        (pickle, "load"),
+        (pickle, "loads"),
+        (pickle, "Unpickler"),
+        (torch, "load"),
+    ):
         monkeypatch.setattr(module, name, refuse)
     model = mtst.load(folder)
     state = model.state_dict()
     assert [k for k, v in expected.state_dict().items() if not torch.equal(state[k], v)] == []
-    assert model.predict(["Ada flew to Paris"])[0]["topic"]["label"] in model.label_spaces["topic"].names
+    assert (
+        model.predict(["Ada flew to Paris"])[0]["topic"]["label"]
+        in model.label_spaces["topic"].names
+    )

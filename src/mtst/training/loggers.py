@@ -4,14 +4,22 @@ Lightning closes a logger at the end of every `fit`, `validate` and `test` call 
 opens a new event file, so a run that fits, tests and then adds its reports would leave three;
 its `default_hp_metric` also logs a placeholder `hp_metric = -1` at step 0 of every call.
 `RunTensorBoardLogger` only flushes at those points, and the pipeline closes it at the end.
+
+Every logger gets `run_hparams` as its hyper-parameters: the settings that make runs differ, as
+one flat dict with short keys (the module's own constructor arguments, Lightning's default, are
+the tasks' file lists and every weighting method's settings, whichever method runs).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+from mtst.training.weighting import METHODS
 
 
 class RunTensorBoardLogger(TensorBoardLogger):
@@ -32,6 +40,66 @@ class RunTensorBoardLogger(TensorBoardLogger):
         super().finalize("success")
 
 
+def _flat(prefix: str, value: Any) -> dict[str, Any]:
+    """`{prefix/key: value}` for a nested setting; lists joined by commas, nulls left out."""
+    if isinstance(value, Mapping):
+        return {
+            k: v for key, item in value.items() for k, v in _flat(f"{prefix}/{key}", item).items()
+        }
+    if value is None:
+        return {}
+    if isinstance(value, list | tuple):
+        return {prefix: ",".join(str(v) for v in value)}
+    return {prefix: value}
+
+
+def run_hparams(cfg: DictConfig, tasks: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings that shape a run (composed config `cfg`, its built `tasks`), flat and in the
+    order of the HPARAMS tab's columns: what a sweep varies, so its runs compare side by side.
+    Only the active weighting method's settings (`<method>/<key>`) and the active freeze
+    strategy's (`freeze/<key>`) are named; the values are the config's, nothing defaulted here."""
+    c = OmegaConf.to_container(
+        OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True
+    )
+    data, trainer, loss, opt = c["data"], c["trainer"], c["model"]["loss"], c["model"]["optimizer"]
+    freeze = dict(c["freeze"])
+    method = loss["weighting"]
+    out: dict[str, Any] = {
+        "backbone": c["backbone"]["name_or_path"],
+        "pretrained": c["backbone"]["pretrained"],
+        "pooling": c["model"]["net"]["pooling"],
+        "max_length": c["model"]["net"]["max_length"],
+    }
+    budget = data["max_tokens"]
+    out.update({"max_tokens": budget} if budget is not None else {"batch_size": data["batch_size"]})
+    out["accumulate_grad_batches"] = trainer["accumulate_grad_batches"]
+    out["sampling"] = data["sampling"]
+    if data["sampling"] == "temperature":
+        out["sampling/temperature"] = data["temperature"]
+    out["max_epochs"] = trainer["max_epochs"]
+    if trainer["max_steps"] != -1:
+        out["max_steps"] = trainer["max_steps"]
+    out.update({"precision": trainer["precision"], "seed": c["seed"], "freeze": freeze.pop("name")})
+    out.update(_flat("freeze", freeze))
+    out["weighting"] = method
+    out.update(_flat(method, loss.get(method)))  # a method without settings has no node
+    if METHODS[method].level == "gradient":
+        out["grad_on"] = loss["grad_on"]
+    out.update({k: opt[k] for k in ("lr_head", "lr_backbone", "weight_decay")})
+    warmup = "warmup_steps" if opt.get("warmup_steps") else "warmup_ratio"  # as build_optimizer
+    out[warmup] = opt[warmup]
+    out["tasks"] = ",".join(tasks)
+    out.update({f"weight/{name}": task.weight for name, task in tasks.items()})
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def log_run_hparams(trainer: L.Trainer, hparams: dict[str, Any]) -> None:
+    """Hand `hparams` to every logger (TensorBoard writes the HPARAMS entry with `hp_metric`,
+    at the end: `log_hp_metric`; `hparams.yaml` holds the same dict)."""
+    for logger in trainer.loggers:
+        logger.log_hyperparams(hparams)
+
+
 def log_hp_metric(trainer: L.Trainer, score: Any) -> None:
     """TensorBoard's HPARAMS tab compares runs by `hp_metric`: log the run's best score once,
     with the hyper-parameters, so every run in the tab has its real value and nothing else."""
@@ -40,8 +108,9 @@ def log_hp_metric(trainer: L.Trainer, score: Any) -> None:
     value = float(score)
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
-            logger.log_hyperparams(logger.hparams, metrics={"hp_metric": value},
-                                   step=trainer.global_step)
+            logger.log_hyperparams(
+                logger.hparams, metrics={"hp_metric": value}, step=trainer.global_step
+            )
         else:
             logger.log_metrics({"hp_metric": value}, step=trainer.global_step)
 
@@ -50,11 +119,16 @@ def task_layout(tasks: dict[str, Any]) -> dict[str, dict[str, list[Any]]]:
     """TensorBoard's CUSTOM SCALARS tab: one section per task, one chart per metric with its
     val and test curves, and the train loss; plus the run's score and total loss."""
     layout: dict[str, dict[str, list[Any]]] = {
-        "run": {"score": ["Multiline", ["val/score", "test/score"]],
-                "loss": ["Multiline", ["train/loss", "val/loss"]]}}
+        "run": {
+            "score": ["Multiline", ["val/score", "test/score"]],
+            "loss": ["Multiline", ["train/loss", "val/loss"]],
+        }
+    }
     for name, task in tasks.items():
-        charts = {metric: ["Multiline", [f"val/{name}/{metric}", f"test/{name}/{metric}"]]
-                  for metric in task.metric_names}
+        charts = {
+            metric: ["Multiline", [f"val/{name}/{metric}", f"test/{name}/{metric}"]]
+            for metric in task.metric_names
+        }
         charts["train loss"] = ["Multiline", [f"train/{name}/loss", f"train/{name}/loss_epoch"]]
         layout[name] = charts
     return layout

@@ -47,8 +47,8 @@ class MultiTaskModule(LeanHooks, L.LightningModule):
     """Checkpoint keys read `net.encoder.*`, `net.heads.<task>.*`; `checkpoint["mtst"]` holds the
     network's config and backbone files, so the network reloads from the checkpoint alone.
 
-    Hyper-parameters are plain dicts and lists (the network is excluded), so `hparams.yaml`
-    stays readable and checkpoints load with `weights_only=True`.
+    Hyper-parameters are plain dicts and lists (the network is excluded), so checkpoints load
+    with `weights_only=True`; the loggers get the pipeline's flat `run_hparams` instead.
     """
 
     def __init__(
@@ -60,7 +60,7 @@ class MultiTaskModule(LeanHooks, L.LightningModule):
         freeze: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net"])
+        self.save_hyperparameters(ignore=["net"], logger=False)
         self.net = net
         self.tasks: dict[str, Task] = build_tasks(tasks)
         missing = [t for t in self.tasks if t not in net.label_spaces]

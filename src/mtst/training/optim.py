@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -11,9 +11,24 @@ from torch import nn
 from mtst.errors import MtstError
 
 # the keys of model.optimizer read here and by the freeze strategies' param_groups
-OPTIMIZER_KEYS = ("lr_head", "lr_backbone", "weight_decay", "warmup_ratio", "warmup_steps",
-                  "betas", "eps", "fused")
-NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "ln_1.weight", "ln_2.weight", "ln_f.weight")
+OPTIMIZER_KEYS = (
+    "lr_head",
+    "lr_backbone",
+    "weight_decay",
+    "warmup_ratio",
+    "warmup_steps",
+    "betas",
+    "eps",
+    "fused",
+)
+NO_DECAY = (
+    "bias",
+    "LayerNorm.weight",
+    "layer_norm.weight",
+    "ln_1.weight",
+    "ln_2.weight",
+    "ln_f.weight",
+)
 
 
 def _decays(name: str, param: nn.Parameter) -> bool:
@@ -21,7 +36,10 @@ def _decays(name: str, param: nn.Parameter) -> bool:
 
 
 def named_groups(
-    group_name: str, named_params: Iterable[tuple[str, nn.Parameter]], lr: float, weight_decay: float
+    group_name: str,
+    named_params: Iterable[tuple[str, nn.Parameter]],
+    lr: float,
+    weight_decay: float,
 ) -> list[dict[str, Any]]:
     """One group with weight decay and one without (biases, norms), both at `lr`."""
     decay, no_decay = [], []
@@ -34,18 +52,30 @@ def named_groups(
     return [g for g in groups if g["params"]]
 
 
+def evaluation_only(tasks: Mapping[str, Any]) -> list[str]:
+    """The tasks without `train_files`: scored on val/test, never trained on."""
+    return [name for name, task in tasks.items() if not task.data.split_files("train")]
+
+
 def head_parameters(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
     """Everything of the LightningModule outside the shared encoder: the task heads and the
-    loss weighting's own parameters (uncertainty weighting's log-variances)."""
-    return [(n, p) for n, p in module.named_parameters() if not n.startswith("net.encoder.")]
+    loss weighting's own parameters (uncertainty weighting's log-variances). The heads of
+    evaluation-only tasks are left out: their loss is an in-graph zero, so in AdamW only the
+    weight decay would move them, shrinking heads that never train."""
+    untrained = tuple(f"net.heads.{name}." for name in evaluation_only(module.tasks))
+    return [
+        (n, p)
+        for n, p in module.named_parameters()
+        if not n.startswith("net.encoder.") and not n.startswith(untrained)
+    ]
 
 
 def head_and_backbone_groups(module: nn.Module, cfg: dict[str, Any]) -> list[dict[str, Any]]:
     """Heads (and learned loss weights) at `lr_head`; the whole encoder at `lr_backbone`."""
     wd = cfg.get("weight_decay", 0.01)
-    return named_groups("heads", head_parameters(module), cfg.get("lr_head", 1e-3), wd) + named_groups(
-        "backbone", module.net.encoder.named_parameters(), cfg.get("lr_backbone", 5e-5), wd
-    )
+    heads = named_groups("heads", head_parameters(module), cfg.get("lr_head", 1e-3), wd)
+    encoder = module.net.encoder.named_parameters()
+    return heads + named_groups("backbone", encoder, cfg.get("lr_backbone", 5e-5), wd)
 
 
 def warmup_linear_decay(total_steps: int, warmup_steps: int):
@@ -70,15 +100,18 @@ def use_fused(fused: bool | None, trainer: Any) -> bool:
     if fused is None:
         return not clash
     if fused and clash:
-        raise MtstError(f"model.optimizer.fused=true: Lightning cannot clip the gradients of a "
-                        f"fused optimizer under trainer.precision={precision}; set "
-                        "model.optimizer.fused=null (or false), or trainer.gradient_clip_val=null")
+        raise MtstError(
+            f"model.optimizer.fused=true: Lightning cannot clip the gradients of a "
+            f"fused optimizer under trainer.precision={precision}; set "
+            "model.optimizer.fused=null (or false), or trainer.gradient_clip_val=null"
+        )
     return bool(fused)
 
 
 def build_optimizer(model, cfg: dict[str, Any]) -> dict[str, Any]:
-    """AdamW + per-step scheduler. Every parameter is in a group from the start (frozen ones
-    just get no gradient), so strategies that unfreeze later never add groups mid-run."""
+    """AdamW + per-step scheduler. Every parameter that may train is in a group from the start
+    (frozen ones just get no gradient), so strategies that unfreeze later never add groups
+    mid-run; the heads of evaluation-only tasks are in none (`head_parameters`)."""
     groups = model.freezer.param_groups(model, cfg)
     optimizer = torch.optim.AdamW(
         groups,

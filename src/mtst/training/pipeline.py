@@ -24,7 +24,7 @@ from mtst.training.checkpoints import AtomicCheckpointIO, resolve_ckpt_path
 from mtst.training.compiling import compile_encoder, compile_errors
 from mtst.training.freezing import run_record
 from mtst.training.lean_loop import QuietProfiler
-from mtst.training.loggers import close_loggers, log_hp_metric
+from mtst.training.loggers import close_loggers, log_hp_metric, log_run_hparams, run_hparams
 from mtst.training.module import MultiTaskModule
 from mtst.training.runs import to_float_dict, write_json
 from mtst.training.settings import check_settings, instantiated, lightning_setting_errors
@@ -35,7 +35,13 @@ log = logging.getLogger("mtst")
 # trainer settings mtst reads itself (not Lightning Trainer arguments): removed before the Trainer
 # is built. compile: torch.compile the encoder (the backbone and pooling) before fitting
 MTST_TRAINER_KEYS = ("compile",)
-BACKBONE_KEYS = ("name_or_path", "pretrained", "trust_remote_code", "revision", "attn_implementation")
+BACKBONE_KEYS = (
+    "name_or_path",
+    "pretrained",
+    "trust_remote_code",
+    "revision",
+    "attn_implementation",
+)
 
 
 def backbone_settings(cfg: DictConfig) -> dict[str, Any]:
@@ -44,7 +50,9 @@ def backbone_settings(cfg: DictConfig) -> dict[str, Any]:
 
 def configured_tasks(cfg: DictConfig) -> dict[str, Task]:
     """The `tasks` mapping of the config, resolved to plain data and checked."""
-    return build_tasks(OmegaConf.to_container(cfg.tasks, resolve=True) if cfg.get("tasks") else None)
+    return build_tasks(
+        OmegaConf.to_container(cfg.tasks, resolve=True) if cfg.get("tasks") else None
+    )
 
 
 def drop_unselected_tasks(cfg: DictConfig) -> None:
@@ -58,29 +66,39 @@ def drop_unselected_tasks(cfg: DictConfig) -> None:
             del cfg.tasks[name]
 
 
-def build_datamodule(cfg: DictConfig, tokenizer, tasks: dict[str, Task],
-                     label_spaces: dict[str, LabelSpace] | None = None,
-                     stage: str = "fit") -> L.LightningDataModule:
+def build_datamodule(
+    cfg: DictConfig,
+    tokenizer,
+    tasks: dict[str, Task],
+    label_spaces: dict[str, LabelSpace] | None = None,
+    stage: str = "fit",
+) -> L.LightningDataModule:
     # tasks and label spaces are objects built here: handed over after Hydra's config merge
     datamodule = instantiate(cfg.data, _partial_=True, _convert_="all")(
-        tasks={n: t.data for n, t in tasks.items()}, label_spaces=label_spaces)
+        tasks={n: t.data for n, t in tasks.items()}, label_spaces=label_spaces
+    )
     datamodule.set_tokenizer(tokenizer)
     datamodule.setup(stage)
     return datamodule
 
 
-def build_network(cfg: DictConfig, tasks: dict[str, Task],
-                  label_spaces: dict[str, LabelSpace]) -> MultiTaskNetwork:
+def build_network(
+    cfg: DictConfig, tasks: dict[str, Task], label_spaces: dict[str, LabelSpace]
+) -> MultiTaskNetwork:
     """The backbone with `model.net`'s pooling and one head per task, sized by its labels."""
     settings = OmegaConf.to_container(cfg.model.net, resolve=True) if cfg.model.get("net") else {}
     encoder = SentenceEncoder.from_pretrained(**backbone_settings(cfg), **settings)
     # the configured name (`package:...`, a hub id), not the folder it resolved to here
-    return MultiTaskNetwork(encoder, {n: t.network_spec(label_spaces[n]) for n, t in tasks.items()},
-                            backbone=str(cfg.backbone.name_or_path))
+    return MultiTaskNetwork(
+        encoder,
+        {n: t.network_spec(label_spaces[n]) for n, t in tasks.items()},
+        backbone=str(cfg.backbone.name_or_path),
+    )
 
 
-def build_model(cfg: DictConfig, tasks: dict[str, Task],
-                label_spaces: dict[str, LabelSpace]) -> MultiTaskModule:
+def build_model(
+    cfg: DictConfig, tasks: dict[str, Task], label_spaces: dict[str, LabelSpace]
+) -> MultiTaskModule:
     # labels come from the data: handed to the network, never merged into OmegaConf, which
     # would resolve a label named "${oc.env:...}"
     node = OmegaConf.masked_copy(cfg.model, [k for k in cfg.model if k != "net"])
@@ -104,21 +122,31 @@ def trainer_arguments(cfg: DictConfig) -> dict[str, Any]:
 def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
     """The Trainer with the configured callbacks and loggers; a setting Lightning rejects is a
     one-line error naming its key (`trainer`, `callbacks.<name>`, `logger.<name>`)."""
-    callbacks = [instantiated(f"callbacks.{name}", lambda c=c: instantiate(c))
-                 for name, c in (cfg.get("callbacks") or {}).items() if c]
+    callbacks = [
+        instantiated(f"callbacks.{name}", lambda c=c: instantiate(c))
+        for name, c in (cfg.get("callbacks") or {}).items()
+        if c
+    ]
     callbacks += reliability_callbacks()
-    loggers = [instantiated(f"logger.{name}", lambda lg=lg: instantiate(lg))
-               for name, lg in (cfg.get("logger") or {}).items() if lg]
+    loggers = [
+        instantiated(f"logger.{name}", lambda lg=lg: instantiate(lg))
+        for name, lg in (cfg.get("logger") or {}).items()
+        if lg
+    ]
     arguments = trainer_arguments(cfg)
-    if arguments.get("profiler") is None:  # no profiler asked for: Lightning's records nothing either
+    # no profiler asked for: Lightning's records nothing either
+    if arguments.get("profiler") is None:
         overrides.setdefault("profiler", QuietProfiler())
-    return instantiated("trainer", lambda: instantiate(
-        arguments,
-        callbacks=callbacks,
-        logger=loggers or False,
-        plugins=[AtomicCheckpointIO()],
-        **overrides,
-    ))
+    return instantiated(
+        "trainer",
+        lambda: instantiate(
+            arguments,
+            callbacks=callbacks,
+            logger=loggers or False,
+            plugins=[AtomicCheckpointIO()],
+            **overrides,
+        ),
+    )
 
 
 def route_lightning_logs() -> None:
@@ -141,6 +169,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     tokenizer = load_tokenizer(**backbone_settings(cfg))
     datamodule = build_datamodule(cfg, tokenizer, tasks)
     model = build_model(cfg, tasks, datamodule.label_spaces)
+    log_run_hparams(trainer, run_hparams(cfg, tasks))
     if model.freezer.trains_nothing:  # freeze=all: evaluate as is, then linear probes
         from mtst.training.probes import probe_train
 
@@ -160,7 +189,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics = {k: v for k, v in metrics.items() if k.startswith(("val/", "test/"))}
     close_loggers(trainer)
     if trainer.is_global_zero:  # under DDP only rank 0 writes files
-        write_json(output_dir / "metrics.json", {"metrics": metrics, "best_checkpoint": best, **record})
+        write_json(
+            output_dir / "metrics.json", {"metrics": metrics, "best_checkpoint": best, **record}
+        )
         _print_summary(output_dir, best, metrics)
     return metrics
 
@@ -173,9 +204,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     check_settings(cfg)
     route_lightning_logs()
     if is_sharded_checkpoint(cfg.ckpt_path):
-        raise MtstError(f"ckpt_path={cfg.ckpt_path} is a sharded checkpoint folder (trainer=fsdp); "
-                        "make one file first: python -m lightning.pytorch.utilities."
-                        f"consolidate_checkpoint {cfg.ckpt_path}")
+        raise MtstError(
+            f"ckpt_path={cfg.ckpt_path} is a sharded checkpoint folder (trainer=fsdp); "
+            "make one file first: python -m lightning.pytorch.utilities."
+            f"consolidate_checkpoint {cfg.ckpt_path}"
+        )
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.log_dir)
     from mtst.training.checkpoints import load_checkpoint
     from mtst.training.evaluation import TopicConfusion, write_topic_report
@@ -184,18 +217,26 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     tasks = configured_tasks(cfg)
     unknown = [n for n in tasks if n not in net.label_spaces]
     if unknown:
-        raise MtstError(f"tasks.{unknown[0]}: the checkpoint has no such task (it has "
-                        f"{', '.join(net.label_spaces)}); remove it with ~tasks.{unknown[0]}")
+        raise MtstError(
+            f"tasks.{unknown[0]}: the checkpoint has no such task (it has "
+            f"{', '.join(net.label_spaces)}); remove it with ~tasks.{unknown[0]}"
+        )
     model = MultiTaskModule(net, OmegaConf.to_container(cfg.tasks, resolve=True))
-    datamodule = build_datamodule(cfg, net.encoder.tokenizer, tasks,
-                                  label_spaces=dict(net.label_spaces), stage="test")
+    datamodule = build_datamodule(
+        cfg, net.encoder.tokenizer, tasks, label_spaces=dict(net.label_spaces), stage="test"
+    )
     trainer = build_trainer(cfg)
-    confusions = {n: TopicConfusion(n, net.label_spaces[n].ids) for n, t in tasks.items()
-                  if t.data_kind == "label"}
+    confusions = {
+        n: TopicConfusion(n, net.label_spaces[n].ids)
+        for n, t in tasks.items()
+        if t.data_kind == "label"
+    }
     trainer.callbacks.extend(confusions.values())
     trainer.test(model, datamodule=datamodule, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
-    metrics = {k: v for k, v in to_float_dict(trainer.callback_metrics).items() if k.startswith("test/")}
+    metrics = {
+        k: v for k, v in to_float_dict(trainer.callback_metrics).items() if k.startswith("test/")
+    }
     _write_entity_reports(model, output_dir)
     for confusion in confusions.values():  # confusion matrices (.png/.txt) + TensorBoard
         write_topic_report(model, confusion, output_dir)
@@ -220,8 +261,10 @@ def _write_entity_reports(model: MultiTaskModule, output_dir: Path) -> None:
     from mtst.training.evaluation import write_ner_figure
 
     for name, report in model.reports.items():
-        overall = {key: float(model.trainer.callback_metrics[f"test/{name}/{key}"])
-                   for key in ("precision", "recall", "f1")}
+        overall = {
+            key: float(model.trainer.callback_metrics[f"test/{name}/{key}"])
+            for key in ("precision", "recall", "f1")
+        }
         text = format_report(report, overall)
         (output_dir / f"{name}_report.txt").write_text(text + "\n", encoding="utf-8")
         write_ner_figure(name, report, overall, output_dir, model.loggers, model.global_step)
