@@ -135,3 +135,20 @@ def test_optuna_study_goes_on_after_a_failed_trial(tmp_path, monkeypatch, capsys
     assert rows[0]["best"] == "1" and float(rows[0]["val/score"]) >= float(rows[1]["val/score"])
     out = capsys.readouterr().out
     assert "Sorted by val/score (higher is better)" in out and "`freeze=none`" in out
+
+
+@pytest.mark.slow
+def test_a_submitit_local_sweep_runs_each_job_in_its_own_process_and_reports(tmp_path) -> None:
+    """Hydra's submitit launcher with the local executor: the job pickling, folders and result
+    collection of `hydra/launcher=slurm`, without a scheduler."""
+    result = run_cli("train.py", ["-m", "hydra/launcher=submitit_local", *QUICK,
+                                  f"paths.log_dir={tmp_path}", "model.optimizer.lr_head=1e-3,3e-3"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (tmp_path / "multiruns").iterdir()
+    assert len(list((sweep / ".submitit").glob("*/*_result.pkl"))) == 2  # submitit ran both
+    for job in ("0", "1"):
+        assert "val/score" in json.loads((sweep / job / "metrics.json").read_text())["metrics"]
+    assert cli.main(["report", str(sweep)]) == 0
+    rows = list(csv.DictReader((sweep / "report.csv").read_text().splitlines()))
+    assert sorted(r["model.optimizer.lr_head"] for r in rows) == ["0.001", "0.003"]
+    assert all(r["val/score"] and not r.get("error") for r in rows)
