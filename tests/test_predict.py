@@ -31,12 +31,23 @@ TRICKY = [
 @pytest.fixture(scope="module")
 def model(tiny_model_dir) -> MultiTaskModel:
     torch.manual_seed(0)
-    encoder = SentenceEncoder.from_pretrained(str(tiny_model_dir), pooling="weighted_mean",
-                                              max_length=24)
-    tasks = {"topic": {"type": "sentence_classification", "head": "sentence", "dropout": 0.1,
-                       "labels": {"kind": "label", "names": ["travel", "other"]}},
-             "ner": {"type": "token_classification", "head": "token", "dropout": 0.1,
-                     "labels": {"kind": "tags", "names": ["PER", "LOC"]}}}
+    encoder = SentenceEncoder.from_pretrained(
+        str(tiny_model_dir), pooling="weighted_mean", max_length=24
+    )
+    tasks = {
+        "topic": {
+            "type": "sentence_classification",
+            "head": "sentence",
+            "dropout": 0.1,
+            "labels": {"kind": "label", "names": ["travel", "other"]},
+        },
+        "ner": {
+            "type": "token_classification",
+            "head": "token",
+            "dropout": 0.1,
+            "labels": {"kind": "tags", "names": ["PER", "LOC"]},
+        },
+    }
     return MultiTaskModel(encoder, tasks).eval()
 
 
@@ -106,9 +117,11 @@ def test_batch_and_single_predictions_agree(model) -> None:
         assert a["topic"]["label"] == b["topic"]["label"]
         assert a["topic"]["score"] == pytest.approx(b["topic"]["score"], abs=2e-4)
         assert [(e["start"], e["end"], e["type"]) for e in a["ner"]] == [
-            (e["start"], e["end"], e["type"]) for e in b["ner"]]
+            (e["start"], e["end"], e["type"]) for e in b["ner"]
+        ]
         assert [e["score"] for e in a["ner"]] == pytest.approx(
-            [e["score"] for e in b["ner"]], abs=2e-4)
+            [e["score"] for e in b["ner"]], abs=2e-4
+        )
 
 
 def test_decode_entities_bio_rules() -> None:
@@ -117,7 +130,11 @@ def test_decode_entities_bio_rules() -> None:
     tags = ["B-PER", "I-PER", "O", "I-PER", "O", "B-LOC", "I-PER"]
     entities = decode_entities(text, spans, tags, [0.9, 0.7, 1.0, 0.5, 1.0, 0.8, 0.6])
     assert [(e["text"], e["type"], e["score"]) for e in entities] == [
-        ("Ada Lovelace", "PER", 0.8), ("Bob", "PER", 0.5), ("Paris", "LOC", 0.8), ("London", "PER", 0.6)]
+        ("Ada Lovelace", "PER", 0.8),
+        ("Bob", "PER", 0.5),
+        ("Paris", "LOC", 0.8),
+        ("London", "PER", 0.6),
+    ]
 
 
 def test_word_spans_cover_all_words_within_budget() -> None:
@@ -131,3 +148,44 @@ def test_word_spans_cover_all_words_within_budget() -> None:
     assert all(b[0] > a[0] for a, b in zip(spans, spans[1:], strict=False))  # always progresses
     assert word_spans([2, 2], budget=10) == [(0, 2)]
     assert word_spans([30, 1], budget=10) == [(0, 1), (1, 2)]  # an over-long word alone
+
+
+HOSTILE_LINES = [
+    # (the bad JSONL line, what the one-line error says about it)
+    (b'{"text": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "not valid JSON (nested too deeply)"),
+    (b'{"text": "fine", "n": ' + b"7" * 5000 + b"}", "not valid JSON (a number of 5000 digits"),
+    (b'{"text": "ab\\ud800cd"}', "text: character 3 is a lone surrogate (U+D800)"),
+    (b'{"text": "ok", "label": "\\udfff"}', "label: character 1 is a lone surrogate (U+DFFF)"),
+]
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"), HOSTILE_LINES, ids=["deep", "digits", "text", "label"]
+)
+def test_hostile_predict_input_is_one_line_naming_file_and_line(
+    tmp_path, capsys, line, expected
+) -> None:
+    """Before: a RecursionError, ValueError or (from the tokenizer) TypeError traceback, exit 1."""
+    from mtst.cli.main import main
+    from mtst.errors import DataError
+    from mtst.inference.inputs import read_labelled
+
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b'{"text": "fine"}\n\n' + line + b"\n")
+    assert main(["predict", "--untrained", "gpt_neo_tiny", "--input", str(source)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {source}:line 3: {expected}"), err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    with pytest.raises(
+        DataError, match=r"^.*:line 3: "
+    ) as caught:  # plot-embeddings reads the same way
+        read_labelled(source)
+    assert expected in str(caught.value)
+
+
+def test_an_escaped_surrogate_pair_is_one_character(tmp_path) -> None:
+    from mtst.inference.inputs import read_texts
+
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "smile \\ud83d\\ude00", "note": "caf\\u00e9"}\n', encoding="utf-8")
+    assert read_texts(source) == ["smile 😀"]

@@ -7,6 +7,7 @@ results, and SIGTERM with requests in flight (all answered, exit code 0).
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -28,8 +29,14 @@ from mtst.inference.loading import untrained
 ROOT = Path(__file__).resolve().parents[1]
 STARTUP_S = 120  # upper bound on a server start (imports and model load) on a loaded machine
 LONG = " ".join(f"Paris{i} and Lyon" for i in range(60))  # ~180 words: several windows
-TEXTS = ["Ada Lovelace flew from London to Paris on Monday.", "x", "", "Zoë  found São Paulo 🙂 hot!",
-         LONG, "The senate will vote on the budget in March."]
+TEXTS = [
+    "Ada Lovelace flew from London to Paris on Monday.",
+    "x",
+    "",
+    "Zoë  found São Paulo 🙂 hot!",
+    LONG,
+    "The senate will vote on the budget in March.",
+]
 
 
 class Server:
@@ -37,10 +44,21 @@ class Server:
 
     def __init__(self, model_dir: Path, *extra: str) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1"}
-        command = [sys.executable, "-m", "mtst.cli.main", "serve", str(model_dir), "--port", "0",
-                   "--threads", "1", *extra]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True, env=env, cwd=ROOT)
+        command = [
+            sys.executable,
+            "-m",
+            "mtst.cli.main",
+            "serve",
+            str(model_dir),
+            "--port",
+            "0",
+            "--threads",
+            "1",
+            *extra,
+        ]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT
+        )
         self.url = self._read_url()
         self.client = httpx.Client(base_url=self.url, timeout=60, trust_env=False)
         deadline = time.monotonic() + STARTUP_S
@@ -55,7 +73,9 @@ class Server:
 
     def _read_url(self) -> str:
         line: list[str] = []
-        reader = threading.Thread(target=lambda: line.append(self.process.stdout.readline()), daemon=True)
+        reader = threading.Thread(
+            target=lambda: line.append(self.process.stdout.readline()), daemon=True
+        )
         reader.start()
         reader.join(STARTUP_S)
         assert line and line[0].startswith("mtst serve: http://127.0.0.1:"), self.stderr()
@@ -94,8 +114,17 @@ def model(model_dir):
 
 @pytest.fixture(scope="module")
 def server(model_dir):
-    running = Server(model_dir, "--max-texts", "8", "--max-chars", "3000", "--max-body-bytes",
-                     "40000", "--max-wait-ms", "30")
+    running = Server(
+        model_dir,
+        "--max-texts",
+        "8",
+        "--max-chars",
+        "3000",
+        "--max-body-bytes",
+        "40000",
+        "--max-wait-ms",
+        "30",
+    )
     yield running
     running.stop()
 
@@ -104,7 +133,11 @@ def assert_same(got: object, expected: object, path: str = "") -> None:
     """Equal, except that scores may differ by one unit of their 4th decimal: a text batched
     with other texts is padded differently, which moves fp32 sums by ~1e-7."""
     if isinstance(expected, float) and not isinstance(got, bool):
-        assert isinstance(got, float | int) and abs(got - expected) <= 1.01e-4, (path, got, expected)
+        assert isinstance(got, float | int) and abs(got - expected) <= 1.01e-4, (
+            path,
+            got,
+            expected,
+        )
     elif isinstance(expected, dict):
         assert isinstance(got, dict) and list(got) == list(expected), (path, got, expected)
         for key in expected:
@@ -123,8 +156,10 @@ def test_health_and_metadata(server, model) -> None:
     meta = server.client.get("/metadata").json()
     spaces = model.label_spaces
     assert list(meta["tasks"]) == ["topic", "ner"]  # the keys of each prediction
-    assert meta["tasks"]["topic"] == {"type": "sentence_classification",
-                                      "labels": spaces["topic"].names}
+    assert meta["tasks"]["topic"] == {
+        "type": "sentence_classification",
+        "labels": spaces["topic"].names,
+    }
     assert meta["tasks"]["ner"]["labels"] == spaces["ner"].entity_types
     assert meta["tasks"]["ner"]["tags"] == spaces["ner"].ids
     assert meta["max_length"] == model.encoder.max_length == 128
@@ -142,7 +177,9 @@ def test_predict_returns_what_model_predict_returns(server, model) -> None:
     assert_same(got, expected)
     assert set(got[0]) == set(expected[0]) == {"text", "topic", "ner"}
     long_entities = got[TEXTS.index(LONG)]["ner"]
-    assert long_entities and long_entities[-1]["end"] > len(LONG) - 10  # sliding window: the end is read
+    assert (
+        long_entities and long_entities[-1]["end"] > len(LONG) - 10
+    )  # sliding window: the end is read
     for text, result in zip(TEXTS, got, strict=True):
         assert result["text"] == text
         assert all(text[e["start"] : e["end"]] == e["text"] for e in result["ner"])
@@ -157,11 +194,14 @@ def test_embed_and_similarity_match_encode(server, model) -> None:
     np.testing.assert_allclose(unit, model.encode(TEXTS, normalize=True), rtol=1e-4, atol=1e-5)
     a, b = TEXTS[:2], TEXTS[2:]
     matrix = np.array(server.post("/similarity", {"a": a, "b": b}).json()["similarity"])
-    cos = model.encode(a, normalize=True) @ model.encode(b, normalize=True).T  # "" embeds to 0: cos 0
+    cos = (
+        model.encode(a, normalize=True) @ model.encode(b, normalize=True).T
+    )  # "" embeds to 0: cos 0
     assert matrix.shape == (2, 4)
     np.testing.assert_allclose(matrix, cos, atol=1e-5)
     assert server.post("/similarity", {"a": ["same words"], "b": ["same words"]}).json()[
-        "similarity"][0][0] == pytest.approx(1.0, abs=1e-6)
+        "similarity"
+    ][0][0] == pytest.approx(1.0, abs=1e-6)
 
 
 def test_empty_lists_give_empty_results(server) -> None:
@@ -176,24 +216,87 @@ BAD = [
     ("POST", "/predict", b'{"texts": ["a", }', 400, "not valid JSON"),
     ("POST", "/predict", b'{"texts": ["caf\xe9"]}', 400, "not valid UTF-8"),
     ("POST", "/predict", ["a", "b"], 422, "must be a JSON object, got array"),
-    ("POST", "/predict", {"texts": "one text"}, 422, "'texts' must be a list of strings, got string"),
+    (
+        "POST",
+        "/predict",
+        {"texts": "one text"},
+        422,
+        "'texts' must be a list of strings, got string",
+    ),
     ("POST", "/predict", {"texts": ["ok", 3]}, 422, "texts[1] must be a string, got number"),
     ("POST", "/predict", {"text": ["ok"]}, 422, "unknown field 'text'; expected texts"),
     ("POST", "/predict", {}, 422, "field 'texts' is missing"),
-    ("POST", "/embed", {"texts": ["ok"], "normalize": "yes"}, 422, "'normalize' must be true or false"),
+    (
+        "POST",
+        "/embed",
+        {"texts": ["ok"], "normalize": "yes"},
+        422,
+        "'normalize' must be true or false",
+    ),
     ("POST", "/similarity", {"a": ["ok"]}, 422, "field 'b' is missing"),
-    ("POST", "/similarity", {"a": ["ok"], "b": None}, 422, "'b' must be a list of strings, got null"),
-    ("POST", "/predict", {"texts": ["t"] * 9}, 413, "holds 9 texts, over the limit of 8 (--max-texts)"),
-    ("POST", "/embed", {"texts": ["ok", "y" * 3001]}, 413, "texts[1] has 3001 characters, over the limit"),
+    (
+        "POST",
+        "/similarity",
+        {"a": ["ok"], "b": None},
+        422,
+        "'b' must be a list of strings, got null",
+    ),
+    (
+        "POST",
+        "/predict",
+        {"texts": ["t"] * 9},
+        413,
+        "holds 9 texts, over the limit of 8 (--max-texts)",
+    ),
+    (
+        "POST",
+        "/embed",
+        {"texts": ["ok", "y" * 3001]},
+        413,
+        "texts[1] has 3001 characters, over the limit",
+    ),
     ("POST", "/predict", {"texts": ["z" * 2999] * 14}, 413, "over the limit of 40000 bytes"),
+    # each of these five was a 500 before (TypeError, RecursionError, ValueError)
+    (
+        "POST",
+        "/predict",
+        {"texts": ["ok", "ab\ud800cd"]},
+        422,
+        "texts[1]: character 3 is a lone surrogate (U+D800)",
+    ),
+    (
+        "POST",
+        "/similarity",
+        {"a": ["ok"], "b": ["\udfff"]},
+        422,
+        "b[0]: character 1 is a lone surrogate",
+    ),
+    ("POST", "/predict", b'{"t\\ud800": 1}', 422, "unknown field 't\\ud800'; expected texts"),
+    (
+        "POST",
+        "/predict",
+        b'{"texts": ' + b"[" * 2000 + b"]" * 2000 + b"}",
+        400,
+        "request body is not valid JSON: nested too deeply",
+    ),
+    (
+        "POST",
+        "/predict",
+        b'{"texts": [' + b"1" * 5000 + b"]}",
+        400,
+        "request body is not valid JSON: a number of 5000 digits",
+    ),
     ("GET", "/nowhere", None, 404, "GET /nowhere: Not Found"),
     ("GET", "/predict", None, 405, "Method Not Allowed"),
 ]
 
 
-@pytest.mark.parametrize(("method", "path", "body", "status", "words"), BAD,
-                         ids=[f"{b[3]}-{b[4][:24]}" for b in BAD])
-def test_bad_input_gets_its_status_and_a_one_line_error(server, method, path, body, status, words) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "words"), BAD, ids=[f"{b[3]}-{b[4][:24]}" for b in BAD]
+)
+def test_bad_input_gets_its_status_and_a_one_line_error(
+    server, method, path, body, status, words
+) -> None:
     content = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
     response = server.client.request(method, path, content=content)
     assert response.status_code == status, response.text
@@ -207,8 +310,9 @@ def test_a_body_over_the_limit_is_refused_while_it_streams(server) -> None:
     body (spaces) is not JSON, so a 413 rather than a 400 shows it was refused before parsing."""
     response = server.client.post("/predict", content=(b" " * 1000 for _ in range(100)))
     assert response.status_code == 413, response.text
-    assert response.json()["error"] == ("request body is over the limit of 40000 bytes "
-                                        "(--max-body-bytes)")
+    assert response.json()["error"] == (
+        "request body is over the limit of 40000 bytes (--max-body-bytes)"
+    )
     assert server.client.get("/health").status_code == 200
 
 
@@ -219,8 +323,10 @@ def test_concurrent_requests_each_get_their_own_results_in_order(server, model) 
     before = server.client.get("/health").json()["batches"]
     with ThreadPoolExecutor(8) as executor:
         clients = [httpx.Client(base_url=server.url, timeout=60, trust_env=False) for _ in range(8)]
-        futures = [executor.submit(clients[r % 8].post, "/predict", json={"texts": texts})
-                   for r, texts in enumerate(requests)]
+        futures = [
+            executor.submit(clients[r % 8].post, "/predict", json={"texts": texts})
+            for r, texts in enumerate(requests)
+        ]
         responses = [f.result() for f in futures]
         for client in clients:
             client.close()
@@ -231,13 +337,65 @@ def test_concurrent_requests_each_get_their_own_results_in_order(server, model) 
     assert 1 <= batches < len(requests)  # texts of different requests shared batches
 
 
+def test_a_bad_request_never_fails_the_good_one_sent_with_it(server, model) -> None:
+    """Each round sends a good request and one holding a lone surrogate at the same moment (the
+    server waits 30 ms for company, so the two would share a batch): before, the good one got the
+    bad one's 500 in every round."""
+    good, expected = ["Ada flew to Paris."], model.predict(["Ada flew to Paris."])
+    bodies = [
+        json.dumps({"texts": texts}).encode() for texts in (good, ["ab\ud800cd"])
+    ]  # \u escapes
+    clients = [httpx.Client(base_url=server.url, timeout=60, trust_env=False) for _ in bodies]
+    with ThreadPoolExecutor(2) as executor:
+        for _ in range(12):
+            barrier = threading.Barrier(2)
+
+            def send(i: int, barrier=barrier) -> httpx.Response:
+                barrier.wait()
+                return clients[i].post("/predict", content=bodies[i])
+
+            ok, bad = executor.map(send, range(2))
+            assert ok.status_code == 200, ok.text
+            assert_same(ok.json()["predictions"], expected)
+            assert bad.status_code == 422 and bad.json()["error"].startswith("texts[0]: "), bad.text
+    for client in clients:
+        client.close()
+
+
+def test_bad_input_keeps_the_connection_open(server) -> None:
+    """Every 500 closed the keep-alive connection. The bodies that were 500s are answered on
+    one connection now (auto_open off: http.client may not quietly open another)."""
+    host, port = server.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    connection.auto_open = 0
+    connection.connect()
+    sock, statuses = connection.sock, []
+    for body in (
+        b'{"texts": ["\\ud800"]}',
+        b"[" * 2000,
+        b"[" + b"2" * 5000 + b"]",
+        b'{"texts": ["ok"]}',
+    ):
+        connection.request(
+            "POST", "/predict", body=body, headers={"Content-Type": "application/json"}
+        )
+        response = connection.getresponse()
+        response.read()
+        statuses.append(response.status)
+    assert statuses == [422, 400, 400, 200] and connection.sock is sock
+    connection.close()
+
+
 def test_sigterm_answers_the_requests_in_flight_then_exits_0(model_dir, model) -> None:
     # texts wait up to 3 s for company, so the requests are still in the server at SIGTERM
     server = Server(model_dir, "--max-wait-ms", "3000", "--max-batch-size", "64")
     requests = [[f"Sentence {i} about Rome."] * (1 + i % 2) for i in range(6)]
     executor = ThreadPoolExecutor(6)
     clients = [httpx.Client(base_url=server.url, timeout=60, trust_env=False) for _ in requests]
-    futures = [executor.submit(c.post, "/predict", json={"texts": t}) for c, t in zip(clients, requests, strict=True)]
+    futures = [
+        executor.submit(c.post, "/predict", json={"texts": t})
+        for c, t in zip(clients, requests, strict=True)
+    ]
     deadline = time.monotonic() + 30
     while server.client.get("/health").json()["pending_texts"] < sum(map(len, requests)):
         assert time.monotonic() < deadline, "the requests never reached the server"
@@ -290,7 +448,9 @@ def test_default_threads_share_the_usable_cores_among_workers(monkeypatch) -> No
     from mtst.cli.serve import default_threads
 
     for cores, workers, expected in ((2, 1, 2), (1, 1, 1), (16, 1, 16), (16, 2, 8), (4, 8, 1)):
-        monkeypatch.setattr("os.sched_getaffinity", lambda pid, n=cores: set(range(n)), raising=False)
+        monkeypatch.setattr(
+            "os.sched_getaffinity", lambda pid, n=cores: set(range(n)), raising=False
+        )
         assert default_threads(workers) == expected, (cores, workers)
 
 
@@ -302,9 +462,15 @@ def test_a_model_with_a_third_task_is_served_with_one_key_per_task() -> None:
     from mtst.inference.server import ServeSettings, create_app
 
     base = untrained("gpt_neo_tiny", seed=3)
-    tasks = {**base.tasks, "mood": {"type": "sentence_classification", "head": "sentence",
-                                    "dropout": 0.1, "labels": {"kind": "label",
-                                                               "names": ["calm", "tense"]}}}
+    tasks = {
+        **base.tasks,
+        "mood": {
+            "type": "sentence_classification",
+            "head": "sentence",
+            "dropout": 0.1,
+            "labels": {"kind": "label", "names": ["calm", "tense"]},
+        },
+    }
     three = untrained("gpt_neo_tiny", seed=3, tasks=tasks)
     with TestClient(create_app(three, ServeSettings(max_wait_ms=1))) as client:
         meta = client.get("/metadata").json()

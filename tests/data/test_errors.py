@@ -13,8 +13,10 @@ from mtst.errors import DataError
 from tests.data.conftest import two_tasks
 
 GOOD = {"tokens": ["Ann", "flew"], "ner_tags": ["B-PERSON", "O"], "label": "travel"}
-SPACES = {"topic": LabelSpace("label", DEFAULT_CLASSES, "topic"),
-          "ner": LabelSpace("tags", DEFAULT_ENTITY_TYPES, "ner")}
+SPACES = {
+    "topic": LabelSpace("label", DEFAULT_CLASSES, "topic"),
+    "ner": LabelSpace("tags", DEFAULT_ENTITY_TYPES, "ner"),
+}
 
 
 def load(path: str, strict_bio: bool = False, **opts) -> list:
@@ -45,10 +47,13 @@ def test_empty_file(write, content):
     assert "empty" in error_of(write("e.jsonl", content))
 
 
-@pytest.mark.parametrize(("name", "content"), [
-    ("a.json", "[]"),
-    ("c.conll", "-DOCSTART- -X- -X- O\n\n"),
-])
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("a.json", "[]"),
+        ("c.conll", "-DOCSTART- -X- -X- O\n\n"),
+    ],
+)
 def test_file_without_examples(write, name, content):
     assert "no examples" in error_of(write(name, content))
 
@@ -65,7 +70,9 @@ def test_invalid_jsonl_line(write):
 
 
 def test_invalid_json_array_names_line(write):
-    path = write("bad.json", '[\n {"label": "travel", "text": "a"},\n {"label": "travel" "text": "b"}\n]')
+    path = write(
+        "bad.json", '[\n {"label": "travel", "text": "a"},\n {"label": "travel" "text": "b"}\n]'
+    )
     msg = error_of(path)
     assert ":line 3:" in msg and "invalid JSON" in msg
 
@@ -84,22 +91,27 @@ def test_record_not_object_json_array_uses_index(write):
     assert ":record 2:" in msg and "str" in msg
 
 
-@pytest.mark.parametrize(("bad", "field", "expect"), [
-    ({"tokens": "Ann flew", "label": "travel"}, "tokens", "list of strings"),
-    ({"tokens": ["Ann", 3], "label": "travel"}, "tokens[1]", "expected a string"),
-    ({"tokens": ["Ann"], "ner_tags": "O", "label": "travel"}, "ner_tags", "list of strings"),
-    ({"tokens": ["Ann"], "ner_tags": [None]}, "ner_tags[0]", "expected a string"),
-    ({"tokens": ["Ann"], "label": 3}, "label", "string or null"),
-    ({"text": 5, "label": "travel"}, "text", "string or null"),
-    ({"text": "Ann", "label": "travel", "id": [1]}, "id", "string or null"),
-])
+@pytest.mark.parametrize(
+    ("bad", "field", "expect"),
+    [
+        ({"tokens": "Ann flew", "label": "travel"}, "tokens", "list of strings"),
+        ({"tokens": ["Ann", 3], "label": "travel"}, "tokens[1]", "expected a string"),
+        ({"tokens": ["Ann"], "ner_tags": "O", "label": "travel"}, "ner_tags", "list of strings"),
+        ({"tokens": ["Ann"], "ner_tags": [None]}, "ner_tags[0]", "expected a string"),
+        ({"tokens": ["Ann"], "label": 3}, "label", "string or null"),
+        ({"text": 5, "label": "travel"}, "text", "string or null"),
+        ({"text": "Ann", "label": "travel", "id": [1]}, "id", "string or null"),
+    ],
+)
 def test_wrong_field_types(write, bad, field, expect):
     msg = error_of(jsonl_with_bad_second(write, bad))
     assert ":line 2:" in msg and f" {field}:" in msg and expect in msg
 
 
 def test_length_mismatch(write):
-    msg = error_of(jsonl_with_bad_second(write, {"tokens": ["a", "b", "c"], "ner_tags": ["O", "O"]}))
+    msg = error_of(
+        jsonl_with_bad_second(write, {"tokens": ["a", "b", "c"], "ner_tags": ["O", "O"]})
+    )
     assert ":line 2:" in msg and "ner_tags" in msg and "2 tags for 3 tokens" in msg
 
 
@@ -109,11 +121,14 @@ def test_length_mismatch_against_text_words(write):
     assert "4 tags for 5 words of text" in msg
 
 
-@pytest.mark.parametrize("bad", [
-    {"tokens": [], "label": "travel"},
-    {"tokens": ["a", "  "], "label": "travel"},
-    {"text": "   ", "label": "travel"},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"tokens": [], "label": "travel"},
+        {"tokens": ["a", "  "], "label": "travel"},
+        {"text": "   ", "label": "travel"},
+    ],
+)
 def test_empty_tokens(write, bad):
     msg = error_of(jsonl_with_bad_second(write, bad))
     assert ":line 2:" in msg and ("tokens" in msg or "text" in msg)
@@ -148,7 +163,10 @@ def test_dangling_inside_repaired_with_one_counted_warning(write, caplog):
     with caplog.at_level(logging.WARNING, logger="mtst.data"):
         examples = load(path)
     assert [ex.tags["ner"] for ex in examples[:3]] == [
-        ["O", "B-LOC"], ["B-ORG", "I-ORG", "O"], ["B-LOC", "B-ORG"]]
+        ["O", "B-LOC"],
+        ["B-ORG", "I-ORG", "O"],
+        ["B-LOC", "B-ORG"],
+    ]
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "repaired 3" in warnings[0].getMessage() and "line 1" in warnings[0].getMessage()
@@ -160,11 +178,14 @@ def test_dangling_inside_rejected_when_strict(write):
     assert ":line 2:" in msg and "ner_tags[1]" in msg and "'I-ORG' follows 'B-LOC'" in msg
 
 
-@pytest.mark.parametrize("bad", [
-    {"tokens": ["a", "b"]},
-    {"text": "just text"},
-    {"tokens": ["a"], "ner_tags": None, "label": None},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"tokens": ["a", "b"]},
+        {"text": "just text"},
+        {"tokens": ["a"], "ner_tags": None, "label": None},
+    ],
+)
 def test_record_without_supervision_is_skipped_and_counted(write, caplog, bad):
     path = write("d.jsonl", [GOOD, bad, GOOD, bad, bad])
     with caplog.at_level(logging.WARNING, logger="mtst.data"):
@@ -211,8 +232,13 @@ def test_csv_errors(write):
     assert ":line 3:" in msg and "columns" in msg
     msg = error_of(write("u.csv", "label,text\ntravel,a trip\n"), text_column="body")
     assert "text_column 'body'" in msg and "['label', 'text']" in msg
-    msg = error_of(write("v.csv", "1,a\n5,b\n"), header=False, text_column=1, label_column=0,
-                   label_map={"1": "travel"})
+    msg = error_of(
+        write("v.csv", "1,a\n5,b\n"),
+        header=False,
+        text_column=1,
+        label_column=0,
+        label_map={"1": "travel"},
+    )
     assert ":line 2:" in msg and "column 0" in msg and "'5'" in msg and "label_map" in msg
     msg = error_of(write("w.csv", "1,a\n"), header=False)
     assert "header" in msg and "text_column" in msg
@@ -237,3 +263,43 @@ def test_file_kinds_a_task_cannot_read(write):
     both = {name: TaskData(name, "label", files={"val": (csv,)}) for name in ("a", "b")}
     with pytest.raises(DataError, match="x.csv: listed under tasks a, b: a CSV file has one label"):
         split_sources(both, "val")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        (
+            "s.jsonl",
+            '{"text": "ok", "label": "travel"}\n{"text": "ab\\ud800cd", "label": "travel"}\n',
+            ":line 2: text: character 3 is a lone surrogate (U+D800)",
+        ),
+        (
+            "s.jsonl",
+            '{"tokens": ["Ann", "\\uDFFFx"], "ner_tags": ["B-PERSON", "O"]}\n',
+            ":line 1: tokens[1]: character 1 is a lone surrogate (U+DFFF)",
+        ),
+        (
+            "s.json",
+            '[{"text": "ok", "label": "travel"}, {"text": "x", "label": "trav\\udbffel"}]',
+            ":record 1: label: character 5 is a lone surrogate (U+DBFF)",
+        ),
+    ],
+)
+def test_a_lone_surrogate_names_line_and_field(write, name, content, expected):
+    """Before: a TypeError traceback from the tokenizer, long after the file was read."""
+    path = write(name, content)
+    assert error_of(path).startswith(path + expected)
+
+
+def test_an_escaped_surrogate_pair_is_read_as_one_character(write):
+    path = write("pair.jsonl", '{"text": "smile \\ud83d\\ude00", "label": "travel"}\n')
+    (example,) = load(path)
+    assert example.text == "smile \U0001f600"
+
+
+@pytest.mark.parametrize("name", ["n.jsonl", "n.json"])
+def test_a_number_over_the_parsers_digit_limit_is_invalid_json(write, name):
+    record = '{"text": "ok", "label": "travel", "n": ' + "9" * 5000 + "}"
+    path = write(name, record + "\n" if name.endswith("jsonl") else f"[\n{record}\n]")
+    where = ":line 1:" if name.endswith("jsonl") else ":"
+    assert error_of(path).startswith(f"{path}{where} invalid JSON: a number of 5000 digits")

@@ -1,7 +1,8 @@
 """Read training files (JSON array, JSONL, CoNLL columns, CSV/TSV) into raw records.
 
-Readers only check structure (encoding, syntax, columns); field meaning is checked in
-``validation`` so every format gets the same rules and the same one-line errors.
+Readers only check structure (encoding, syntax, columns, and in JSON a lone surrogate, which no
+tokenizer takes); field meaning is checked in ``validation`` so every format gets the same rules
+and the same one-line errors. Lines are decoded by ``textfiles``, JSON parsed by ``jsontext``.
 """
 
 from __future__ import annotations
@@ -13,13 +14,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mtst.data.jsontext import JSONLimitError, find_lone_surrogate, may_hold_surrogate, parse_json
+from mtst.data.textfiles import iter_lines, read_text
 from mtst.errors import DataError
 
 FORMATS = ("json", "jsonl", "conll", "csv", "tsv")
 EXTENSIONS = {
-    ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl",
-    ".conll": "conll", ".txt": "conll", ".iob": "conll", ".bio": "conll",
-    ".csv": "csv", ".tsv": "tsv",
+    ".json": "json",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".conll": "conll",
+    ".txt": "conll",
+    ".iob": "conll",
+    ".bio": "conll",
+    ".csv": "csv",
+    ".tsv": "tsv",
 }
 
 
@@ -45,17 +54,27 @@ class SourceSpec:
         if isinstance(entry, (str, Path)):
             entry = {"path": str(entry)}
         if not isinstance(entry, Mapping) or "path" not in entry:
-            raise DataError("<config>", None, f"file entry {entry!r}: expected a path or a dict with 'path'")
+            raise DataError(
+                "<config>", None, f"file entry {entry!r}: expected a path or a dict with 'path'"
+            )
         opts = dict(entry)
         path = str(opts.pop("path"))
         unknown = sorted(set(opts) - set(cls.__dataclass_fields__))
         if unknown:
-            raise DataError(path, None, f"unknown file option(s) {unknown}; allowed: "
-                            f"{sorted(set(cls.__dataclass_fields__) - {'path'})}")
+            raise DataError(
+                path,
+                None,
+                f"unknown file option(s) {unknown}; allowed: "
+                f"{sorted(set(cls.__dataclass_fields__) - {'path'})}",
+            )
         fmt = opts.pop("format", None) or EXTENSIONS.get(Path(path).suffix.lower())
         if fmt not in FORMATS:
-            raise DataError(path, None, f"format: cannot tell the format (got {fmt!r}); set format to "
-                            f"one of {', '.join(FORMATS)}")
+            raise DataError(
+                path,
+                None,
+                f"format: cannot tell the format (got {fmt!r}); set format to "
+                f"one of {', '.join(FORMATS)}",
+            )
         if opts.get("label_map") is not None:
             opts["label_map"] = {str(k): str(v) for k, v in dict(opts["label_map"]).items()}
         for key in ("header", "quoting"):
@@ -63,7 +82,9 @@ class SourceSpec:
                 raise DataError(path, None, f"{key}: expected true or false, got {opts[key]!r}")
         for key in ("start", "stop"):
             value = opts.get(key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 0
+            ):
                 raise DataError(path, None, f"{key}: expected a record count >= 0, got {value!r}")
         if not opts.get("header", True):  # "1" from an env var or CLI override means column 1
             for key in ("text_column", "text_pair_column", "label_column"):
@@ -85,58 +106,6 @@ class RawRecord:
     token_lines: list[int] | None = None
 
 
-def check_file(path: str) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise DataError(path, None, "file not found")
-    if not p.is_file():
-        raise DataError(path, None, "not a file")
-    return p
-
-
-def utf8_error(path: str) -> DataError:
-    """The error naming the line and column of the first byte that is not UTF-8 (read again
-    line by line only on this error path: reading itself decodes in bulk)."""
-    with open(path, "rb") as handle:
-        for n, raw in enumerate(handle, 1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                return DataError(path, f"line {n}", f"byte 0x{raw[e.start]:02x} at column "
-                                 f"{e.start + 1} is not valid UTF-8; re-save the file as UTF-8")
-    return DataError(path, None, "is not valid UTF-8; re-save the file as UTF-8")
-
-
-def iter_lines(path: str, keep_ends: bool = False) -> Iterator[tuple[int, str]]:
-    """(line number, text) one line at a time, so a file of any size streams in constant memory.
-
-    Splits on ``\n`` only (JSON strings may hold U+2028); strips the BOM and ``\r``.
-    """
-    visible = False
-    try:
-        with check_file(path).open("r", encoding="utf-8", newline="\n") as handle:
-            for n, line in enumerate(handle, 1):
-                if n == 1:
-                    line = line.removeprefix("\ufeff")
-                if not keep_ends:
-                    line = line.removesuffix("\n").removesuffix("\r")
-                if not visible and line.strip():
-                    visible = True
-                yield n, line
-    except UnicodeDecodeError:
-        raise utf8_error(path) from None
-    if not visible:
-        raise DataError(path, None, "file is empty")
-
-
-def read_text(path: str) -> str:
-    """The whole file, decoded and checked like ``iter_lines``."""
-    return "".join(line for _, line in iter_lines(path, keep_ends=True))
-
-
-_TOO_DEEP = "invalid JSON: nested too deeply (a record is a flat object of tokens/tags/text/label)"
-
-
 def _json_error(path: str, e: json.JSONDecodeError, line: int | None = None) -> DataError:
     return DataError(path, f"line {line or e.lineno}", f"invalid JSON: {e.msg} (column {e.colno})")
 
@@ -145,16 +114,21 @@ def read_json(path: str) -> Iterator[RawRecord]:
     """A JSON array is parsed whole (use JSONL for files that should stream)."""
     text = read_text(path)
     try:
-        data = json.loads(text)
+        data = parse_json(text)
     except json.JSONDecodeError as e:
         raise _json_error(path, e) from None
-    except RecursionError:
-        raise DataError(path, None, _TOO_DEEP) from None
+    except JSONLimitError as e:
+        raise DataError(path, None, f"invalid JSON: {e}") from None
     if not isinstance(data, list):
-        raise DataError(path, None, f"expected a JSON array of records, got {type(data).__name__}"
-                        " (use a .jsonl file for one record per line)")
+        raise DataError(
+            path,
+            None,
+            f"expected a JSON array of records, got {type(data).__name__}"
+            " (use a .jsonl file for one record per line)",
+        )
+    escaped = may_hold_surrogate(text)
     for i, obj in enumerate(data):
-        yield _as_record(path, f"record {i}", obj)
+        yield _as_record(path, f"record {i}", obj, escaped)
 
 
 def read_jsonl(path: str) -> Iterator[RawRecord]:
@@ -162,18 +136,25 @@ def read_jsonl(path: str) -> Iterator[RawRecord]:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = parse_json(line)
         except json.JSONDecodeError as e:
             raise _json_error(path, e, n) from None
-        except RecursionError:
-            raise DataError(path, f"line {n}", _TOO_DEEP) from None
-        yield _as_record(path, f"line {n}", obj)
+        except JSONLimitError as e:
+            raise DataError(path, f"line {n}", f"invalid JSON: {e}") from None
+        yield _as_record(path, f"line {n}", obj, may_hold_surrogate(line))
 
 
-def _as_record(path: str, where: str, obj: Any) -> RawRecord:
+def _as_record(path: str, where: str, obj: Any, escaped: bool) -> RawRecord:
+    """`escaped`: the JSON text holds a \\u escape, so a string may hold a lone surrogate."""
     if not isinstance(obj, dict):
-        raise DataError(path, where, f"expected a record object {{\"tokens\": ..., \"label\": ...}}, "
-                        f"got {type(obj).__name__}")
+        raise DataError(
+            path,
+            where,
+            f'expected a record object {{"tokens": ..., "label": ...}}, got {type(obj).__name__}',
+        )
+    problem = find_lone_surrogate(obj) if escaped else None
+    if problem:
+        raise DataError(path, where, problem)
     return RawRecord(path, where, obj)
 
 
@@ -190,25 +171,35 @@ def read_conll(path: str, label_key: str = "ner_tags") -> Iterator[RawRecord]:
             cols = [c for c in (c.strip().strip("\ufeff") for c in cols) if c]
         if cols and cols[0] != "-DOCSTART-":
             if len(cols) < 2:
-                raise DataError(path, f"line {n}", "expected a token and a tag separated by a tab "
-                                f"or spaces, got {len(cols)} column")
+                raise DataError(
+                    path,
+                    f"line {n}",
+                    "expected a token and a tag separated by a tab "
+                    f"or spaces, got {len(cols)} column",
+                )
             tokens.append(cols[0])
             tags.append(cols[-1])
             lines.append(n)
         elif tokens:  # a blank line or a document marker ends the sentence
-            yield RawRecord(path, f"line {lines[0]}", {"tokens": tokens, label_key: tags},
-                            fields, lines)
+            yield RawRecord(
+                path, f"line {lines[0]}", {"tokens": tokens, label_key: tags}, fields, lines
+            )
             tokens, tags, lines = [], [], []
     if tokens:
-        yield RawRecord(path, f"line {lines[0]}", {"tokens": tokens, label_key: tags}, fields, lines)
+        yield RawRecord(
+            path, f"line {lines[0]}", {"tokens": tokens, label_key: tags}, fields, lines
+        )
 
 
 def _column(spec: SourceSpec, header: list[str] | None, col: str | int, what: str) -> int:
     if isinstance(col, int) and not isinstance(col, bool):
         return col
     if header is None:
-        raise DataError(spec.path, None, f"{what} {col!r}: a column name needs header: true; "
-                        "use a 0-based column index")
+        raise DataError(
+            spec.path,
+            None,
+            f"{what} {col!r}: a column name needs header: true; use a 0-based column index",
+        )
     if col not in header:
         raise DataError(spec.path, "line 1", f"{what} {col!r}: no such column; header has {header}")
     return header.index(col)
@@ -222,16 +213,22 @@ def read_csv(spec: SourceSpec, label_key: str = "label", pair: bool = False) -> 
     read are ignored."""
     delimiter = spec.delimiter or ("\t" if spec.format == "tsv" else ",")
     quoting = csv.QUOTE_MINIMAL if spec.quoting else csv.QUOTE_NONE
-    reader = csv.reader((line for _, line in iter_lines(spec.path, keep_ends=True)),
-                        delimiter=delimiter, quoting=quoting)
+    reader = csv.reader(
+        (line for _, line in iter_lines(spec.path, keep_ends=True)),
+        delimiter=delimiter,
+        quoting=quoting,
+    )
     header = [h.strip() for h in next(reader)] if spec.header else None
     scored = spec.label_column is not None
     first, second = ("sentence1", "sentence2") if scored else ("anchor", "positive")
     columns = {first if pair else "text": _column(spec, header, spec.text_column, "text_column")}
     if pair:
         if spec.text_pair_column is None:
-            raise DataError(spec.path, None, "text_pair_column: a pair task needs the column of "
-                            "the second sentence")
+            raise DataError(
+                spec.path,
+                None,
+                "text_pair_column: a pair task needs the column of the second sentence",
+            )
         columns[second] = _column(spec, header, spec.text_pair_column, "text_pair_column")
     if scored:
         columns[label_key] = _column(spec, header, spec.label_column, "label_column")
@@ -244,21 +241,30 @@ def read_csv(spec: SourceSpec, label_key: str = "label", pair: bool = False) -> 
         if not any(c.strip() for c in row):
             continue
         if len(row) <= need:
-            raise DataError(spec.path, where, f"expected at least {need + 1} columns "
-                            f"(delimiter {delimiter!r}), got {len(row)}")
+            raise DataError(
+                spec.path,
+                where,
+                f"expected at least {need + 1} columns (delimiter {delimiter!r}), got {len(row)}",
+            )
         data: dict[str, Any] = {key: row[i] for key, i in columns.items()}
         if label_key in data:
             value = data[label_key].strip()
             if spec.label_map is not None and value:
                 if value not in spec.label_map:
-                    raise DataError(spec.path, where, f"{fields[label_key]}: {value!r} is not in "
-                                    f"label_map (keys: {', '.join(spec.label_map)})")
+                    raise DataError(
+                        spec.path,
+                        where,
+                        f"{fields[label_key]}: {value!r} is not in "
+                        f"label_map (keys: {', '.join(spec.label_map)})",
+                    )
                 value = spec.label_map[value]
             data[label_key] = value or None
         yield RawRecord(spec.path, where, data, fields)
 
 
-def iter_source(spec: SourceSpec, label_key: str = "label", pair: bool = False) -> Iterator[RawRecord]:
+def iter_source(
+    spec: SourceSpec, label_key: str = "label", pair: bool = False
+) -> Iterator[RawRecord]:
     """Records of one file, streamed, after its ``start``/``stop`` slice; none at all is an error.
 
     ``label_key`` is the field a CoNLL tag column or a CSV label column is stored under (JSON
@@ -280,7 +286,9 @@ def iter_source(spec: SourceSpec, label_key: str = "label", pair: bool = False) 
     if count == 0:
         raise DataError(spec.path, None, "holds no examples")
     if count <= spec.start or (spec.stop is not None and spec.stop <= spec.start):
-        raise DataError(spec.path, None, f"start/stop ({spec.start}:{spec.stop}) select no examples")
+        raise DataError(
+            spec.path, None, f"start/stop ({spec.start}:{spec.stop}) select no examples"
+        )
 
 
 def read_source(spec: SourceSpec, label_key: str = "label", pair: bool = False) -> list[RawRecord]:

@@ -7,6 +7,11 @@ texts, runs them as one call, and hands every request back exactly its own resul
 order. The call itself sorts by length (`predict` sorts its windows, `encode` its sentences), so
 a batch pads to little.
 
+A batch whose call fails is run again one request at a time, and only the requests that fail
+alone get the error: one text the model cannot take (or a bug it triggers) must not fail the
+requests that happened to arrive with it. The requests are checked before they are queued, so
+this is the exception; a request that fails alone pays for one wasted batch.
+
 Calls run one at a time on a single worker thread: the model's own intra-op threads already use
 the cores, two batches at once would only fight over them, and the event loop stays free to
 accept and parse the next requests meanwhile.
@@ -101,25 +106,45 @@ class DynamicBatcher:
             size += len(job.texts)
         return jobs
 
+    async def _call(self, kind: str, texts: list[str]) -> Sequence[Any]:
+        results = await asyncio.get_running_loop().run_in_executor(
+            self._executor, self.run, kind, texts
+        )
+        if len(results) != len(texts):
+            raise RuntimeError(f"{kind} returned {len(results)} results for {len(texts)} texts")
+        self.batches += 1
+        return results
+
     async def _collect(self, kind: str) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             jobs = [job for job in await self._next_batch(kind) if not job.future.done()]
             if not jobs:
                 continue  # every client of this batch went away
             texts = [text for job in jobs for text in job.texts]
             try:
-                results = await loop.run_in_executor(self._executor, self.run, kind, texts)
-                if len(results) != len(texts):
-                    raise RuntimeError(f"{kind} returned {len(results)} results for {len(texts)} texts")
-            except Exception as err:  # the requests answer 500; the batcher keeps serving
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(err)
+                results = await self._call(kind, texts)
+            except Exception as err:
+                if len(jobs) > 1:
+                    await self._one_by_one(kind, jobs)
+                elif not jobs[0].future.done():
+                    jobs[0].future.set_exception(err)  # the request answers 500; serving goes on
                 continue
-            self.batches += 1
             start = 0
             for job in jobs:
                 if not job.future.done():  # a cancelled request simply drops its share
                     job.future.set_result(list(results[start : start + len(job.texts)]))
                 start += len(job.texts)
+
+    async def _one_by_one(self, kind: str, jobs: list[_Job]) -> None:
+        """After a failed batch: each request alone, so that only the ones that fail get the error."""
+        for job in jobs:
+            if job.future.done():
+                continue
+            try:
+                results = list(await self._call(kind, job.texts))
+            except Exception as err:
+                if not job.future.done():
+                    job.future.set_exception(err)
+                continue
+            if not job.future.done():  # its client may have gone away meanwhile
+                job.future.set_result(results)

@@ -2,7 +2,9 @@
 
 `.txt`: one text per line (for plots, an optional `label<TAB>text` as in data/showcase.txt).
 `.jsonl` / `.ndjson`: one JSON object per line with a string `text` field (and `label` for plots).
-Every problem is one `DataError` line naming the file, the line and the field.
+Every problem is one `DataError` line naming the file, the line and the field: also JSON the
+parser refuses for its limits (nesting, digits) and a lone surrogate (`\\ud800`) anywhere in a
+record, checked as for training files (`mtst.data.jsontext`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mtst.data.readers import check_file, utf8_error
+from mtst.data.jsontext import JSONLimitError, find_lone_surrogate, may_hold_surrogate, parse_json
+from mtst.data.textfiles import check_file, utf8_error
 from mtst.errors import DataError
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -46,11 +49,20 @@ def _records(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = parse_json(line)
         except json.JSONDecodeError as err:
-            raise DataError(path, f"line {number}", f"not valid JSON ({err.msg}, column {err.colno})") from None
+            raise DataError(
+                path, f"line {number}", f"not valid JSON ({err.msg}, column {err.colno})"
+            ) from None
+        except JSONLimitError as err:
+            raise DataError(path, f"line {number}", f"not valid JSON ({err})") from None
         if not isinstance(record, dict):
-            raise DataError(path, f"line {number}", f"expected a JSON object, got {type(record).__name__}")
+            raise DataError(
+                path, f"line {number}", f"expected a JSON object, got {type(record).__name__}"
+            )
+        problem = find_lone_surrogate(record) if may_hold_surrogate(line) else None
+        if problem:  # the tokenizer would fail on it with a TypeError, and printing it too
+            raise DataError(path, f"line {number}", problem)
         records.append((number, record))
     return records
 
