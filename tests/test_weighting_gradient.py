@@ -194,16 +194,16 @@ def test_gradnorm_updates_its_weights_as_computed_by_hand() -> None:
     g = vectors([3.0, 0.0], [0.0, 1.0])  # |g| = 3, 1
     c = combine(fn, g, losses=[2.0, 4.0])  # the first step: these become L(0)
     assert torch.equal(c, torch.ones(2, dtype=F64))  # this step uses the weights before the update
-    # G = (3, 1), r = (1, 1), target 2 each: w -= 0.1·sign(G - 2)·|g| = (1 - 0.3, 1 + 0.1)
-    torch.testing.assert_close(fn.task_weights, torch.tensor([0.7, 1.1], dtype=F64) * 2 / 1.8,
+    # G = (3, 1), r = (1, 1), target 2 each: w -= 0.1·sign(G - 2)·|g| / mean|g| (mean|g| = 2)
+    torch.testing.assert_close(fn.task_weights, torch.tensor([0.85, 1.05], dtype=F64) * 2 / 1.9,
                                rtol=1e-12, atol=0)
     w = fn.task_weights.clone()
-    c = combine(fn, g, losses=[1.0, 4.0])
+    c = combine(fn, g, losses=[1.0, 4.0], step=1)
     torch.testing.assert_close(c, w, rtol=0, atol=0)
     # L~ = (0.5, 1), r = (2/3, 4/3), G = w·(3, 1), targets mean(G)·r^1.5
     grad_norms = w * torch.tensor([3.0, 1.0], dtype=F64)
     targets = grad_norms.mean() * torch.tensor([2 / 3, 4 / 3], dtype=F64) ** 1.5
-    step = torch.sign(grad_norms - targets) * torch.tensor([3.0, 1.0], dtype=F64)
+    step = torch.sign(grad_norms - targets) * torch.tensor([3.0, 1.0], dtype=F64) / 2.0
     expected = (w - 0.1 * step) * (w.sum() / (w - 0.1 * step).sum())
     torch.testing.assert_close(fn.task_weights, expected, rtol=1e-12, atol=0)
     assert math.isclose(float(fn.task_weights.sum()), 2.0, rel_tol=1e-12)
@@ -227,11 +227,37 @@ def test_gradnorm_state_resumes_exactly() -> None:
         combine(fn, g, losses=losses, step=step)
     resumed = method("gradnorm", 3)
     resumed.load_state_dict(fn.state_dict())
-    assert set(fn.state_dict()) == {"task_weights", "initial_losses", "has_initial"}
+    assert set(fn.state_dict()) == {"task_weights", "initial_losses", "has_initial", "updated_at"}
     later = [0.5, 1.0, 2.0]
     torch.testing.assert_close(combine(resumed, g, losses=later, step=2),
                                combine(fn, g, losses=later, step=2), rtol=0, atol=0)
     torch.testing.assert_close(resumed.task_weights, fn.task_weights, rtol=0, atol=0)
+
+
+def test_gradnorm_weights_do_not_depend_on_the_scale_of_the_gradients() -> None:
+    """Every task gradient times 100 (the Gram times 100²): the same weights, step by step; the
+    raw-gradient update moved them 100 times as far."""
+    torch.manual_seed(0)
+    plain, scaled = method("gradnorm", 3, lr=0.05), method("gradnorm", 3, lr=0.05)
+    for step in range(6):
+        g = torch.randn(3, 8, dtype=F64) * torch.tensor([[0.05], [0.2], [0.01]], dtype=F64)
+        losses = (torch.rand(3, dtype=F64) + 0.5).tolist()
+        combine(plain, g, losses=losses, step=step)
+        combine(scaled, 100 * g, losses=losses, step=step)
+        torch.testing.assert_close(scaled.task_weights, plain.task_weights, rtol=1e-9, atol=0)
+    assert (plain.task_weights - 1).abs().max() > 0.05  # they did move, at tiny norms too
+
+
+def test_gradnorm_moves_once_per_optimizer_step_under_accumulation() -> None:
+    """Accumulated micro-batches share the optimizer step: only the first one updates."""
+    g = vectors([3.0, 0.0], [0.0, 1.0])
+    once, twice = method("gradnorm", 2), method("gradnorm", 2)
+    for step in range(3):
+        combine(once, g, losses=[1.0 + step, 2.0], step=step)
+        for _ in range(2):  # accumulate_grad_batches=2: two micro-batches, one global step
+            combine(twice, g, losses=[1.0 + step, 2.0], step=step)
+    torch.testing.assert_close(twice.task_weights, once.task_weights, rtol=0, atol=0)
+    assert int(twice.updated_at) == 2
 
 
 def test_gradnorm_skips_a_step_with_a_nonfinite_loss() -> None:

@@ -25,11 +25,18 @@ class GradNorm(GradientWeighting):
 
     Per call, over the present tasks: L~_i = L_i(t)/L_i(0) (L_i(0): the first finite, positive
     loss of task i, a buffer; 1 until then), r_i = L~_i / mean L~, G_i* = mean(G)·r_i^alpha held
-    constant, and w_i <- w_i - lr·d/dw_i sum_j |G_j - G_j*| = w_i - lr·sign(G_i - G_i*)·|g_i|,
+    constant, and w_i <- w_i - lr·sign(G_i - G_i*)·|g_i| / mean_j |g_j|: the gradient of the
+    GradNorm loss sum_j |G_j - G_j*| with respect to w_i, divided by the tasks' mean gradient
+    norm. The division makes the step scale-free, as the paper's optimizer on the weights is: the
+    raw gradient moved the weights by lr·|g_i|, hardly at all on a representation's gradients
+    (norms ~0.05) and by swings past the other task on a parameter gradient (norms 15–30).
+    Multiplying every task gradient by a constant leaves the trajectory unchanged. The weights are
     kept >= MIN_WEIGHT and renormalised so the present tasks' weights keep their sum (the
     weights start at 1 and so always sum to N; an absent task's weight is left alone). The
     update is for the next step: this step's combination uses the weights before it, as in the
-    paper. A step with a non-finite loss leaves the weights as they are.
+    paper. A step with a non-finite loss leaves the weights as they are. Under gradient
+    accumulation the weights move once per optimizer step (on its first micro-batch), not once
+    per micro-batch: `step` repeats within an accumulation window.
     """
 
     name = "gradnorm"
@@ -43,12 +50,14 @@ class GradNorm(GradientWeighting):
         self.register_buffer("task_weights", torch.ones(n, dtype=torch.float64))
         self.register_buffer("initial_losses", torch.zeros(n, dtype=torch.float64))
         self.register_buffer("has_initial", torch.zeros(n, dtype=torch.bool))
+        # the optimizer step of the last update (-1: none yet)
+        self.register_buffer("updated_at", torch.tensor(-1, dtype=torch.long))
 
     def combine(self, gram: torch.Tensor, losses: torch.Tensor, index: torch.Tensor,
                 step: int) -> torch.Tensor:
         at = index.to(self.task_weights.device)
         weights = self.task_weights.detach().cpu().to(torch.float64)[index]
-        if not torch.isfinite(losses).all():
+        if not torch.isfinite(losses).all() or int(self.updated_at) == step:
             return weights
         initial = self.initial_losses.detach().cpu().to(torch.float64)[index]
         known = self.has_initial.detach().cpu()[index]
@@ -64,8 +73,11 @@ class GradNorm(GradientWeighting):
         mean_rate = rates.mean()
         relative = rates / mean_rate if mean_rate > 0 else torch.ones_like(rates)
         targets = grad_norms.mean() * relative ** self.alpha
-        updated = (weights - self.lr * torch.sign(grad_norms - targets) * norms).clamp(
-            min=MIN_WEIGHT)
-        updated = updated * (weights.sum() / updated.sum())
-        self.task_weights[at] = updated.to(self.task_weights)
+        scale = norms.mean()
+        if scale > 0:
+            step_sizes = self.lr * torch.sign(grad_norms - targets) * norms / scale
+            updated = (weights - step_sizes).clamp(min=MIN_WEIGHT)
+            updated = updated * (weights.sum() / updated.sum())
+            self.task_weights[at] = updated.to(self.task_weights)
+        self.updated_at.fill_(step)
         return weights
