@@ -34,12 +34,13 @@ def shown_path(path: str | Path, placeholder: str = "<local path>") -> str:
     text = str(path)
     if not os.path.isabs(text):
         return text
-    for base in (ROOT, ROOT.parent) if ROOT.parent != Path(ROOT.anchor) else (ROOT,):
+    # the checkout, and the shared folder beside it; not the whole parent, which may be /tmp
+    for base, prefix in ((ROOT, ""), (ROOT.parent / "shared", "../shared/")):
         try:
             rel = Path(text).relative_to(base)
         except ValueError:
             continue
-        return rel.as_posix() if base == ROOT else f"../{rel.as_posix()}"
+        return f"{prefix}{rel.as_posix()}" if rel.parts else prefix.rstrip("/") or "."
     return SIDE_PYTHON if Path(text).name.startswith("python") else placeholder
 
 
