@@ -4,6 +4,7 @@ return combine the task gradients g_i as the papers prescribe, seen only through
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -307,3 +308,35 @@ def test_bad_settings_are_one_line_errors(name: str, settings: dict, message: st
         method(name, 2, **settings)
     text = str(error.value)
     assert text.startswith(message) and "\n" not in text
+
+
+# --- Nash-MTL without a solution -----------------------------------------------------------
+
+@pytest.mark.parametrize("rows", [
+    ([1.0, 2.0], [-1.0, -2.0]),  # two opposite gradients
+    ([1.0, 0.0], [0.3, 1.0], [-1.3, -1.0]),  # three tasks in 2-D, g3 = -(g1 + g2)
+])
+def test_nash_mtl_falls_back_to_unit_gradients_where_no_solution_exists(rows) -> None:
+    from mtst.training.weighting.nash_mtl import nash_alpha, nash_residual
+
+    g = vectors(*rows)
+    gram = g @ g.T
+    assert nash_residual(gram, nash_alpha(gram, 100)) > 0.5  # the solver's non-solution
+    fn = method("nash_mtl", len(rows), max_norm=0)
+    with pytest.warns(RuntimeWarning, match="no solution"):
+        c = combine(fn, g)
+    torch.testing.assert_close(c, 1 / g.norm(dim=1), rtol=1e-12, atol=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per run
+        combine(fn, g, step=1)
+
+
+def test_nash_mtl_keeps_its_solution_where_one_exists() -> None:
+    from mtst.training.weighting.nash_mtl import nash_residual
+
+    g = random_gradients(3, 6, 5)
+    fn = method("nash_mtl", 3, max_norm=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        c = combine(fn, g)
+    assert nash_residual(g @ g.T, c) < 1e-9

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,6 +14,18 @@ from mtst.training.weighting.gradient import GradientWeighting
 RIDGE = 1e-12  # on the unit-diagonal Gram matrix: keeps a solution when gradients are dependent
 TOLERANCE = 1e-13  # stop when every alpha_i (G alpha)_i is within this of 1
 CONVERGED = 1e-10  # or after a Newton step with a decrement below this (ill-conditioned G)
+# a solution whose max_i |alpha_i (G alpha)_i - 1| is above this is no solution: G alpha = 1/alpha
+# has none when the gradients cancel (g and -g; three tasks with g3 = -(g1 + g2)), and the solver
+# then returns alpha ~ 1e6 with a residual of 1
+RESIDUAL = 1e-6
+
+
+def nash_residual(gram: torch.Tensor, alpha: torch.Tensor) -> float:
+    """max_i |alpha_i (G alpha)_i - 1| over the tasks with a gradient (0 when none has one)."""
+    alive = gram.diagonal() > 0
+    if not alive.any():
+        return 0.0
+    return float((alpha * (gram @ alpha) - 1.0)[alive].abs().max())
 
 
 def nash_alpha(gram: torch.Tensor, iterations: int) -> torch.Tensor:
@@ -68,7 +81,10 @@ class NashMTL(GradientWeighting):
     methods/weight_methods.py, approaches it by a sequence of convex problems with cvxpy; here
     Newton on the equivalent convex problem, up to `optim_iters` steps). alpha is recomputed
     every `update_every` steps (and whenever the set of present tasks changed); in between the
-    last alpha, a persistent buffer, is reused. As the official code clips the shared gradient
+    last alpha, a persistent buffer, is reused. Where the system has no solution (the gradients
+    cancel: residual above `RESIDUAL`), a warning is given once and alpha_i = 1/|g_i| is used,
+    each task's unit gradient: Nash-MTL's own answer for orthogonal gradients, and a defined,
+    finite one where the bargaining problem has none. As the official code clips the shared gradient
     to `max_norm` (0: off), the combination is scaled by min(1, max_norm / |sum_i alpha_i g_i|),
     the norm taken from the Gram matrix every step; note that at the exact solution
     |sum_i alpha_i g_i|^2 = alpha·G·alpha = n, so with the default 1.0 every update has norm 1.
@@ -88,6 +104,7 @@ class NashMTL(GradientWeighting):
         self.register_buffer("alpha", torch.zeros(n, dtype=torch.float64))
         # which tasks were present when `alpha` was solved (none yet: solve at the first call)
         self.register_buffer("alpha_present", torch.zeros(n, dtype=torch.bool))
+        self._warned = False  # the no-solution warning, once per run
 
     def combine(self, gram: torch.Tensor, losses: torch.Tensor, index: torch.Tensor,
                 step: int) -> torch.Tensor:
@@ -96,6 +113,8 @@ class NashMTL(GradientWeighting):
         if step % self.update_every == 0 or not torch.equal(
                 self.alpha_present.cpu(), present):
             alpha = nash_alpha(gram, self.optim_iters)
+            if nash_residual(gram, alpha) > RESIDUAL:
+                alpha = self._fallback(gram)
             self.alpha.zero_()
             self.alpha[index.to(self.alpha.device)] = alpha.to(self.alpha)
             self.alpha_present.copy_(present)
@@ -104,3 +123,12 @@ class NashMTL(GradientWeighting):
         if self.max_norm > 0 and norm > self.max_norm:
             alpha = alpha * (self.max_norm / norm)
         return alpha
+
+    def _fallback(self, gram: torch.Tensor) -> torch.Tensor:
+        if not self._warned:
+            warnings.warn("nash_mtl: the task gradients cancel, so the bargaining problem has no "
+                          "solution; using each task's unit gradient (alpha_i = 1/|g_i|) at "
+                          "such steps", RuntimeWarning, stacklevel=2)
+            self._warned = True
+        norms = gram.diagonal().clamp(min=0.0).sqrt()
+        return torch.where(norms > 0, 1.0 / norms.clamp(min=1e-300), torch.zeros_like(norms))
