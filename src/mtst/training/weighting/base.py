@@ -73,8 +73,11 @@ class Weighting(nn.Module):
         raise NotImplementedError
 
     def after_step(self, losses: torch.Tensor, present: torch.Tensor, step: int) -> None:
-        """Once per optimizer step, with the rank-averaged losses of the step's batch: update
-        the method's state (a loss history, learned weights)."""
+        """Once per training micro-batch, with its rank-averaged losses: update the method's
+        state. Under `accumulate_grad_batches=k` that is k calls with the same `step`: a state
+        that averages losses (DWA's epoch means) takes each micro-batch, the same mean as
+        without accumulation; a state that moves once per optimizer step keys on `step`
+        (GradNorm's weights; FAMO updates in `after_update`, once per optimizer step)."""
 
     def after_update(self, losses_before: torch.Tensor, losses_after: torch.Tensor,
                      present: torch.Tensor) -> None:
