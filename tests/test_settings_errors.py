@@ -49,7 +49,12 @@ FREE_FORM = ["*._target_", "paths.*", "*.dirpath", "*.save_dir", "logger.*.name"
              "trainer.enable_model_summary", "trainer.min_steps", "data.max_tokens",
              "model.optimizer.fused", "data.pin_memory",
              "freeze.lora.target_modules", "freeze.lora.layers",  # null: defaults (test_lora.py)
-             "trainer.strategy.block_classes"]  # auto, or dotted class paths
+             "trainer.strategy.block_classes",  # auto, or dotted class paths
+             # logger=mlflow / logger=wandb: names, URIs, tags; wandb's own settings are checked
+             # when the logger is built (tests/test_trackers.py)
+             "logger.*.project", "logger.*.experiment_name", "logger.*.run_name",
+             "logger.*.tracking_uri", "logger.*.artifact_location", "logger.*.tags.*",
+             "logger.wandb.settings.*"]
 
 
 def string_settings(node, prefix: str = "") -> set[str]:

@@ -78,6 +78,8 @@ def _values(override: Any) -> list[str]:
             return [str(v) for v in override.sweep_string_iterator()]
         return []
     value = override.value()
+    if isinstance(value, list):  # several options of one group: logger=[tensorboard,mlflow]
+        return [str(v) for v in value]
     return [] if value is None else [str(value)]
 
 

@@ -8,17 +8,24 @@ its `default_hp_metric` also logs a placeholder `hp_metric = -1` at step 0 of ev
 Every logger gets `run_hparams` as its hyper-parameters: the settings that make runs differ, as
 one flat dict with short keys (the module's own constructor arguments, Lightning's default, are
 the tasks' file lists and every weighting method's settings, whichever method runs).
+
+MLflow and W&B (`logger=mlflow`, `logger=wandb`) keep their runs outside the run folder (one
+database, a project): each run there also gets its best checkpoint's path (`log_best_checkpoint`),
+the way back to the weights; Lightning's `log_model`, which would copy the `.ckpt` files into the
+tracker without the `checkpoints/tensors/` files they refer to, is off (conf/logger/).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from mtst.errors import MtstError
 from mtst.training.weighting import METHODS
 
 
@@ -38,6 +45,78 @@ class RunTensorBoardLogger(TensorBoardLogger):
 
     def close(self) -> None:
         super().finalize("success")
+
+
+class RunMLFlowLogger(MLFlowLogger):
+    """Lightning's MLFlowLogger, whose MLflow lines go where the run's other records go.
+
+    MLflow gives its loggers their own stderr handler when imported, and building the client
+    creates the SQLite store's tables, saying so there: past the console filter
+    (`mtst.console`), before any run line. Handed to the application's handlers first, they
+    reach `train.log`, and the console shows MLflow's errors only."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        import logging
+
+        import mlflow  # noqa: F401  (configures its loggers)
+
+        for name in ("mlflow", "alembic"):  # their levels stay MLflow's (INFO, WARNING)
+            logging.getLogger(name).handlers.clear()
+            logging.getLogger(name).propagate = True
+        super().__init__(*args, **kwargs)
+
+
+class RunWandbLogger(WandbLogger):
+    """Lightning's WandbLogger with one W&B run per mtst run, finished by `close()`.
+
+    Lightning's `finalize` (end of every `fit`/`test` call) leaves the run open, which is what a
+    fit-then-test run needs, but nothing finishes it before the process exits: the next job of
+    an in-process sweep would log into it (Lightning reuses an open `wandb.run`). A failed call
+    (`finalize("failed")`) finishes it as failed. Lightning also always passes `anonymous` to
+    `wandb.init`, which wandb reports on stderr as a setting without effect, even when None."""
+
+    def __init__(
+        self, *args: Any, settings: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        if settings is not None:  # checked now: a wrong value fails before the data is read
+            kwargs["settings"] = wandb_settings(settings)
+        super().__init__(*args, **kwargs)
+        # private: `_wandb_init` is the only route to what Lightning hands `wandb.init` (it has
+        # no option to leave `anonymous` out); pinned by tests/test_trackers.py's console check
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)
+
+    def finalize(self, status: str) -> None:
+        super().finalize(status)
+        if status != "success":
+            self._finish(exit_code=1)
+
+    def close(self) -> None:
+        super().finalize("success")
+        self._finish(exit_code=0)
+
+    @staticmethod
+    def _finish(exit_code: int) -> None:
+        # `wandb.run`: the run this process started, if any (the logger's `experiment` property
+        # would start one); Lightning's logger holds the same run
+        import wandb
+
+        if wandb.run is not None:
+            wandb.run.finish(exit_code=exit_code)
+
+
+def wandb_settings(values: Mapping[str, Any]) -> Any:
+    """`wandb.Settings(**values)`; a value wandb rejects is one line naming its key (pydantic's
+    message spans several)."""
+    import pydantic
+    import wandb
+
+    try:
+        return wandb.Settings(**values)
+    except pydantic.ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        raise MtstError(f"settings.{key}={first['input']!r}: {first['msg']}") from None
 
 
 def _flat(prefix: str, value: Any) -> dict[str, Any]:
@@ -115,6 +194,45 @@ def log_hp_metric(trainer: L.Trainer, score: Any) -> None:
             logger.log_metrics({"hp_metric": value}, step=trainer.global_step)
 
 
+def log_best_checkpoint(trainer: L.Trainer, path: str | None) -> None:
+    """Where the run's best weights are, in the trackers that keep runs away from the run
+    folder: MLflow's run tag `best_checkpoint` (a tag: a resumed run may change it), W&B's
+    run summary `best_checkpoint`. TensorBoard and CSV live in the run folder beside
+    `checkpoints/` (and `metrics.json` names it)."""
+    if path is None or not trainer.is_global_zero:
+        return
+    for logger in trainer.loggers:
+        if isinstance(logger, MLFlowLogger):
+            logger.experiment.set_tag(logger.run_id, "best_checkpoint", path)
+        elif isinstance(logger, WandbLogger):
+            logger.experiment.summary["best_checkpoint"] = path
+
+
+def tracker_hints(trainer: L.Trainer) -> list[tuple[str, str]]:
+    """(tracker, the command that shows this run) for each logger with one: printed at the end
+    of a run. Read before `close_loggers` (a finished W&B run is let go)."""
+    hints = []
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            hints.append(
+                ("TensorBoard", f"tensorboard --logdir {os.path.normpath(logger.log_dir)}")
+            )
+        elif isinstance(logger, MLFlowLogger):
+            uri = logger.experiment.tracking_uri
+            hints.append(("MLflow", f"mlflow ui --backend-store-uri {uri}"))
+        elif isinstance(logger, WandbLogger):
+            import wandb
+
+            run = wandb.run  # the logger's run, when one was started
+            if run is None:
+                continue
+            if run.settings.mode in ("offline", "dryrun"):
+                hints.append(("W&B (offline)", f"wandb sync {run.settings.sync_dir}"))
+            elif run.url:
+                hints.append(("W&B", run.url))
+    return hints
+
+
 def task_layout(tasks: dict[str, Any]) -> dict[str, dict[str, list[Any]]]:
     """TensorBoard's CUSTOM SCALARS tab: one section per task, one chart per metric with its
     val and test curves, and the train loss; plus the run's score and total loss."""
@@ -143,7 +261,7 @@ def log_task_layout(trainer: L.Trainer, tasks: dict[str, Any]) -> None:
 def close_loggers(trainer: L.Trainer) -> None:
     """End of the run: everything reaches the disk, and writers kept open are closed."""
     for logger in trainer.loggers:
-        if isinstance(logger, RunTensorBoardLogger):
+        if isinstance(logger, RunTensorBoardLogger | RunWandbLogger):
             logger.close()
         else:
             logger.finalize("success")

@@ -24,7 +24,14 @@ from mtst.training.checkpoints import AtomicCheckpointIO, resolve_ckpt_path
 from mtst.training.compiling import compile_encoder, compile_errors
 from mtst.training.freezing import run_record
 from mtst.training.lean_loop import QuietProfiler
-from mtst.training.loggers import close_loggers, log_hp_metric, log_run_hparams, run_hparams
+from mtst.training.loggers import (
+    close_loggers,
+    log_best_checkpoint,
+    log_hp_metric,
+    log_run_hparams,
+    run_hparams,
+    tracker_hints,
+)
 from mtst.training.module import MultiTaskModule
 from mtst.training.runs import to_float_dict, write_json
 from mtst.training.settings import check_settings, instantiated, lightning_setting_errors
@@ -182,17 +189,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics = to_float_dict(trainer.callback_metrics)
     best = _best_checkpoint(trainer)
     log_hp_metric(trainer, getattr(trainer.checkpoint_callback, "best_model_score", None))
+    log_best_checkpoint(trainer, best)
     if cfg.get("run_test", True) and datamodule.has_split("test"):
         trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
         metrics.update(to_float_dict(trainer.callback_metrics))
         _write_entity_reports(model, output_dir)
     metrics = {k: v for k, v in metrics.items() if k.startswith(("val/", "test/"))}
+    hints = tracker_hints(trainer)
     close_loggers(trainer)
     if trainer.is_global_zero:  # under DDP only rank 0 writes files
         write_json(
             output_dir / "metrics.json", {"metrics": metrics, "best_checkpoint": best, **record}
         )
-        _print_summary(output_dir, best, metrics)
+        _print_summary(output_dir, best, metrics, hints)
     return metrics
 
 
@@ -275,9 +284,12 @@ def _write_entity_reports(model: MultiTaskModule, output_dir: Path) -> None:
                 experiment.add_text(f"test/{name}/report", f"```\n{text}\n```", model.global_step)
 
 
-def _print_summary(output_dir: Path, best: str | None, metrics: dict[str, float]) -> None:
+def _print_summary(
+    output_dir: Path, best: str | None, metrics: dict[str, float], hints: list[tuple[str, str]]
+) -> None:
     shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if v is not None)
     log.info("metrics: %s", shown)
     log.info("run folder:   %s", output_dir)
     log.info("checkpoint:   %s", best)
-    log.info("TensorBoard:  tensorboard --logdir %s", output_dir / "tensorboard")
+    for tracker, command in hints:  # how to open this run in each configured logger
+        log.info("%-13s %s", tracker + ":", command)

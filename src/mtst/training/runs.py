@@ -78,6 +78,17 @@ def _exit_on_user_error(resolver: Callable[..., str]) -> Callable[..., str]:
     return wrapped
 
 
+def run_name(output_dir: str, log_dir: str) -> str:
+    """A tracker's name for a run (`conf/logger/mlflow.yaml`, `wandb.yaml`): its folder
+    relative to `log_dir`, without `runs/` (`<stamp>_<6 hex>`, `multiruns/<stamp>/<job>`), so
+    a run listed in MLflow's or W&B's UI leads to its folder; a folder elsewhere: its name."""
+    folder, logs = Path(output_dir).resolve(), Path(log_dir).resolve()
+    if not folder.is_relative_to(logs) or folder == logs:
+        return folder.name
+    parts = folder.relative_to(logs).parts
+    return "/".join(parts[1:] if parts[0] == "runs" and len(parts) > 1 else parts)
+
+
 def register_resolvers(project_root: Path = CONF_DIR.parent) -> None:
     """Resolvers used by conf/: cached, so every access within a run sees the same value (and
     a folder is created once). Anything that loads a run's saved config calls this first."""
@@ -85,6 +96,7 @@ def register_resolvers(project_root: Path = CONF_DIR.parent) -> None:
         "mtst_root": lambda: str(project_root),
         "mtst_run_dir": _exit_on_user_error(run_dir),
         "mtst_new_dir": _exit_on_user_error(new_run_folder),
+        "mtst_run_name": run_name,
     }
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
