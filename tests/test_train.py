@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from lightning.pytorch.callbacks import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -184,6 +185,10 @@ def test_evaluate_reports_test_metrics_of_a_checkpoint(tiny_run, tmp_path) -> No
     assert result["test/topic/acc"] == pytest.approx(metrics["test/topic/acc"])
     assert "micro avg" in (tmp_path / "ner_report.txt").read_text()
     assert (tmp_path / "topic_confusion_matrix.txt").is_file()
+    # the loggers get the evaluation's settings: the checkpoint tested, tasks, batching
+    hparams = yaml.safe_load(next((tmp_path / "tensorboard").rglob("hparams.yaml")).read_text())
+    assert hparams == {"checkpoint": str(ckpt), "tasks": "topic,ner", "batch_size": 8,
+                       "precision": "32-true", "seed": 42}
 
 
 def test_tasks_with_a_baseline_log_delta_m_for_selection_and_optuna(tmp_path) -> None:

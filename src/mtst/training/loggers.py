@@ -172,6 +172,19 @@ def run_hparams(cfg: DictConfig, tasks: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None}
 
 
+def evaluation_hparams(cfg: DictConfig, tasks: Mapping[str, Any], checkpoint: str) -> dict[str, Any]:
+    """An evaluation run's settings (conf/eval.yaml has no model, optimizer or freeze: those are
+    the checkpoint's): which checkpoint, on which tasks, batched how, in which precision."""
+    data = cfg.data
+    out: dict[str, Any] = {"checkpoint": checkpoint, "tasks": ",".join(tasks)}
+    if data.max_tokens is not None:
+        out["max_tokens"] = data.max_tokens
+    else:
+        out["batch_size"] = data.batch_size
+    out.update({"precision": cfg.trainer.precision, "seed": cfg.seed})
+    return out
+
+
 def log_run_hparams(trainer: L.Trainer, hparams: dict[str, Any]) -> None:
     """Hand `hparams` to every logger (TensorBoard writes the HPARAMS entry with `hp_metric`,
     at the end: `log_hp_metric`; `hparams.yaml` holds the same dict)."""

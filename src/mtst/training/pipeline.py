@@ -26,6 +26,7 @@ from mtst.training.freezing import run_record
 from mtst.training.lean_loop import QuietProfiler
 from mtst.training.loggers import (
     close_loggers,
+    evaluation_hparams,
     log_best_checkpoint,
     log_hp_metric,
     log_run_hparams,
@@ -235,6 +236,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         cfg, net.encoder.tokenizer, tasks, label_spaces=dict(net.label_spaces), stage="test"
     )
     trainer = build_trainer(cfg)
+    log_run_hparams(trainer, evaluation_hparams(cfg, tasks, str(ckpt_path)))
     confusions = {
         n: TopicConfusion(n, net.label_spaces[n].ids)
         for n, t in tasks.items()
