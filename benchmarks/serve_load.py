@@ -90,7 +90,8 @@ class Connection:
 
 async def load(url: str, texts: list[str], clients: int, duration: float, endpoint: str) -> dict[str, Any]:
     host, port = url.removeprefix("http://").rsplit(":", 1)
-    bodies = [json.dumps({"texts": [text]}).encode() for text in texts]
+    field = "inputs" if endpoint == "embed" else "texts"  # /embed takes TEI's request
+    bodies = [json.dumps({field: [text]}).encode() for text in texts]
     latencies: list[float] = []
     errors = 0
     stop_at = time.perf_counter() + duration
@@ -104,7 +105,7 @@ async def load(url: str, texts: list[str], clients: int, duration: float, endpoi
                 started = time.perf_counter()
                 try:
                     status, body = await connection.post(f"/{endpoint}", rng.choice(bodies))
-                    ok = status == 200 and body.startswith(b"{")
+                    ok = status == 200 and body[:1] in (b"{", b"[")  # /embed: a bare array
                 except (OSError, asyncio.IncompleteReadError, ValueError, StopIteration):
                     ok = False
                     connection.close()

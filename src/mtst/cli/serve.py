@@ -82,9 +82,10 @@ def load_model(spec: dict[str, Any]) -> Any:
 def app_from_env():
     """uvicorn's app factory in each worker process of `--workers N`."""
     from mtst.inference.server import ServeSettings, create_app
+    from mtst.inference.service import model_id_for
 
     spec = json.loads(os.environ[ENV_CONFIG])
-    return create_app(load_model(spec), ServeSettings(**spec["settings"]))
+    return create_app(load_model(spec), ServeSettings(**spec["settings"]), model_id_for(spec["path"]))
 
 
 def default_threads(workers: int) -> int:
@@ -123,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as err:
         raise MtstError(f"mtst serve needs {err.name}: pip install 'mtst[serve]'") from None
     from mtst.inference.server import create_app
+    from mtst.inference.service import model_id_for
 
     threads = args.threads or default_threads(args.workers)
     spec = {"path": args.path, "backend": args.backend, "quantized": args.quantized,
@@ -141,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
     if args.workers == 1:
-        server = uvicorn.Server(uvicorn.Config(create_app(model, settings), **common))
+        server = uvicorn.Server(uvicorn.Config(create_app(model, settings, model_id_for(args.path)), **common))
         _announce(host, port, args)
         server.run(sockets=[sock])
         return 0
