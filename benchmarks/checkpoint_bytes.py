@@ -1,5 +1,5 @@
 """Row 16: bytes a training run writes to its checkpoints per epoch, before and after the
-content-addressed tensor files (`mtst.training.tensor_store`).
+content-addressed tensor files (`mtst.checkpoints.tensor_store`).
 
 Whole `train` runs of MiniLM (`ner` alone on the first CoNLL-2003 train sentences, the default
 callbacks: `best.ckpt`, `last.ckpt` and the step checkpoint) under `freeze=backbone`, `bitfit`
@@ -28,7 +28,7 @@ MB = 1e6
 
 
 def recording_io() -> type:
-    from mtst.training.checkpoints import AtomicCheckpointIO
+    from mtst.checkpoints.file_io import AtomicCheckpointIO
 
     class RecordingIO(AtomicCheckpointIO):
         saves: list[dict[str, Any]] = []

@@ -112,7 +112,8 @@ def train_row(backbone: str, sizes: Sizes, device: Any, peak: float | None,
     import torch
 
     from benchmarks.training import flop_model, step_flops
-    from mtst.training.optim import head_and_backbone_groups, use_fused
+    from mtst.freezing.param_groups import head_and_backbone_groups
+    from mtst.training.optim import use_fused
 
     torch.manual_seed(0)
     model = build_model(backbone, device).train()

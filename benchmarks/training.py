@@ -29,7 +29,8 @@ from benchmarks.common import (
     torch_profile,
 )
 from benchmarks.hotspots import adamw_step_ms, phase_breakdown
-from mtst.training.optim import head_and_backbone_groups, use_fused, warmup_linear_decay
+from mtst.freezing.param_groups import head_and_backbone_groups
+from mtst.training.optim import use_fused, warmup_linear_decay
 
 IGNORE = -100
 FIT_KWARGS = {"enable_checkpointing": False, "enable_model_summary": False, "limit_val_batches": 0,

@@ -28,7 +28,7 @@ def configurations() -> list[tuple[str, str]]:
 
 def run(budget: Budget, steps: int = 4, repeats: int = 3) -> dict[str, Any]:
     from benchmarks.training import build, optimizer_cfg
-    from mtst.training.weighting import build_weighting
+    from mtst.weighting import build_weighting
 
     if budget.name == "quick":
         steps, repeats = 1, 1

@@ -8,9 +8,9 @@ import pytest
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
 
+from mtst.checkpoints.file_io import load_checkpoint
 from mtst.cli._hydra import report_user_errors
 from mtst.cli.train import train_task
-from mtst.training.checkpoints import load_checkpoint
 from mtst.training.pipeline import build_trainer, train
 from tests.conftest import TINY_TRAIN, compose_config, sample_tasks
 

@@ -10,11 +10,11 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from mtst.cli._hydra import CONF_DIR
+from mtst.config import runs
+from mtst.config.runs import new_run_folder, run_dir
 from mtst.errors import MtstError
 from mtst.tasks import build_tasks
-from mtst.training import runs
 from mtst.training.pipeline import MTST_TRAINER_KEYS, trainer_arguments
-from mtst.training.runs import new_run_folder, run_dir
 from tests.conftest import compose_config
 
 
@@ -153,3 +153,21 @@ def test_tasks_are_added_and_removed_on_the_command_line(tmp_path) -> None:
     assert list(cfg.tasks) == ["ner", "sts"]
     built = build_tasks(OmegaConf.to_container(cfg.tasks, resolve=True))
     assert built["sts"].data.split_files("train") == () and built["sts"].weight == 1.0
+
+
+def test_every_target_in_conf_names_an_object_that_exists() -> None:
+    """A module moved to another room takes its `_target_:` lines along (a group that no test
+    composes, `trainer=fsdp` or `logger=wandb`, would otherwise fail only when someone picks it)."""
+    from hydra.utils import get_object
+
+    targets = set()
+    for path in CONF_DIR.rglob("*.yaml"):
+        targets |= set(re.findall(r"^\s*_target_:\s*([\w.]+)", path.read_text("utf-8"), re.M))
+    assert any(t.startswith("mtst.") for t in targets)
+    missing = []
+    for target in sorted(targets):
+        try:
+            get_object(target)
+        except Exception as err:  # ImportError, or hydra's wrapping of it
+            missing.append(f"{target}: {type(err).__name__}")
+    assert not missing, "\n".join(missing)

@@ -13,9 +13,9 @@ import yaml
 from hydra_plugins.mtst_sweepers.baselines import sweeper_jobs
 from mtst.cli import main as cli
 from mtst.errors import MtstError
+from mtst.reports.delta_m import delta_m
 from mtst.tasks import select_tasks
 from mtst.training.pipeline import configured_tasks, drop_unselected_tasks
-from mtst.training.report_delta import delta_m
 from tests.conftest import compose_config
 
 pytestmark = pytest.mark.filterwarnings("error")
@@ -129,7 +129,7 @@ def test_the_formula_flips_the_sign_of_lower_is_better_metrics() -> None:
 
 def test_the_weighting_preset_runs_a_baseline_per_task_then_every_method(tmp_path) -> None:
     cfg = compose_config(tmp_path, ["hparams_search=weighting"])
-    from mtst.training.weighting import METHODS
+    from mtst.weighting import METHODS
 
     assert cfg.hydra.sweeper.params["model.loss.weighting"].split(",") == list(METHODS)
     from omegaconf import OmegaConf

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from mtst.errors import MtstError
+from mtst.freezing.strategies import build_freeze_strategy
 from mtst.tasks import build_tasks
-from mtst.training.freezing import build_freeze_strategy
 from mtst.training.module import MultiTaskModule
 from tests.conftest import make_datamodule as _make_datamodule
 from tests.conftest import make_module, sample_tasks

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from mtst.data.store import IGNORE
-from mtst.training.feature_cache import FeatureCache
-from mtst.training.freezing import build_freeze_strategy
+from mtst.freezing.feature_cache import FeatureCache
+from mtst.freezing.strategies import build_freeze_strategy
 from tests.test_freezing import (
     make_datamodule,
     make_model,

@@ -13,11 +13,11 @@ from torch import nn
 from transformers import BertConfig, BertModel
 
 from mtst.errors import MtstError
+from mtst.freezing.blocks import encoder_units
+from mtst.freezing.strategies import build_freeze_strategy
 from mtst.model.encoder import SentenceEncoder
 from mtst.model.network import MultiTaskNetwork
 from mtst.tasks import build_tasks
-from mtst.training.blocks import encoder_units
-from mtst.training.freezing import build_freeze_strategy
 from mtst.training.module import MultiTaskModule
 from tests.test_freezing import (
     make_datamodule,

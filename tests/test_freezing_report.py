@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from mtst.cli import main as cli
 from mtst.training.pipeline import train
-from mtst.training.probes import probe_train
+from mtst.training.probe_run import probe_train
 from tests.conftest import TINY_TRAIN, compose_config
 from tests.test_freezing import (
     make_datamodule,

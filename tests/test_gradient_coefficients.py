@@ -1,5 +1,5 @@
 """A gradient method's coefficients reach the gradients: after the training step's combination
-(`training.gradients.combined_loss`) the shared parameters hold sum_i c_i g_i with the
+(`mtst.weighting.combination.combined_loss`) the shared parameters hold sum_i c_i g_i with the
 coefficients c the method returned, not the plain sum that fixed weighting would give.
 
 Two levels: hand-made task gradients through `combined_loss` (a one-embedding encoder whose
@@ -16,8 +16,8 @@ import pytest
 import torch
 from torch import nn
 
-from mtst.training.gradients import combined_loss
-from mtst.training.weighting import build_weighting
+from mtst.weighting import build_weighting
+from mtst.weighting.combination import combined_loss
 from tests.conftest import make_datamodule, make_module, sample_tasks
 
 # ---- hand-made gradients -------------------------------------------------------------------

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mtst.training.weighting import METHODS, build_weighting
-from mtst.training.weighting.base import Weighting
+from mtst.weighting import METHODS, build_weighting
+from mtst.weighting.base import Weighting
 from tests.conftest import make_datamodule, make_module, sample_tasks
 
 
@@ -88,7 +88,7 @@ def test_an_absent_task_is_not_combined(dm, tmp_path) -> None:
 
 
 def test_the_conflict_monitor_logs_cosines_and_norms(dm) -> None:
-    from mtst.training.gradients import conflict_report
+    from mtst.weighting.combination import conflict_report
 
     batch = next(iter(dm.train_dataloader()))
     module = make_module(dm, tasks=three_tasks(), dropout=0.0).double()
@@ -238,8 +238,8 @@ def test_every_method_steps_under_bf16_autocast_without_nan(dm, name: str) -> No
 
 
 def test_a_gradient_method_warns_when_its_tasks_never_meet(dm, caplog, monkeypatch) -> None:
-    from mtst.training.gradients import MIX_CHECK_STEPS, check_batches_mix_tasks
     from mtst.training.module import MultiTaskModule
+    from mtst.weighting.combination import MIX_CHECK_STEPS, check_batches_mix_tasks
 
     batch = next(iter(dm.train_dataloader()))
     rows = batch["topic.has"].size(0)

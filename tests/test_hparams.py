@@ -13,7 +13,7 @@ from tensorboard.plugins.hparams import metadata, plugin_data_pb2
 
 from mtst.training.loggers import run_hparams
 from mtst.training.pipeline import configured_tasks, train
-from mtst.training.weighting import METHODS
+from mtst.weighting import METHODS
 from tests.conftest import TINY_TRAIN, compose_config
 
 # what every run logs (the first: the HPARAMS tab's first column)

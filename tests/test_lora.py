@@ -14,10 +14,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mtst.checkpoints.file_io import load_checkpoint
 from mtst.errors import MtstError
+from mtst.freezing.strategies import build_freeze_strategy
 from mtst.model.adapters import merge_lora
-from mtst.training.checkpoints import load_checkpoint
-from mtst.training.freezing import build_freeze_strategy
 from mtst.training.pipeline import train
 from tests.conftest import TINY_TRAIN, compose_config, make_datamodule, make_module
 

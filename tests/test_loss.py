@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from mtst.data.store import IGNORE
 from mtst.tasks.losses import masked_cross_entropy
-from mtst.training.weighting import build_weighting
+from mtst.weighting import build_weighting
 
 
 def test_masked_cross_entropy_matches_plain_ce_on_labelled_positions() -> None:

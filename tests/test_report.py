@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from mtst.cli import main as cli
-from mtst.training.report import collect_sweep
-from mtst.training.report_chart import LABEL_WIDTH, chart_figure
+from mtst.reports.chart import LABEL_WIDTH, chart_figure
+from mtst.reports.sweep import collect_sweep
 from tests.reliability.helpers import CLI_TINY, run_cli
 
 pytestmark = pytest.mark.filterwarnings("error")  # the report (chart included) warns about nothing

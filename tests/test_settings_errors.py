@@ -11,10 +11,10 @@ import pytest
 from omegaconf import DictConfig, ListConfig
 
 from mtst.cli._hydra import CONF_DIR, report_user_errors
-from mtst.cli.overrides import check_command_line, group_options
 from mtst.cli.train import train_task
+from mtst.config.overrides import check_command_line, group_options
+from mtst.config.settings import CHOICES, NON_NEGATIVE
 from mtst.errors import MtstError
-from mtst.training.settings import CHOICES, NON_NEGATIVE
 from tests.conftest import TINY_TRAIN, compose_config
 from tests.reliability.helpers import run_cli
 

@@ -12,11 +12,11 @@ import pytest
 import torch
 from scipy.stats import pearsonr, spearmanr
 
+from mtst.checkpoints.file_io import load_checkpoint
 from mtst.errors import MtstError
 from mtst.inference.loading import load_checkpoint_network
 from mtst.tasks import build_tasks
 from mtst.tasks.metrics import Correlation
-from mtst.training.checkpoints import load_checkpoint
 from mtst.training.pipeline import train
 from tests.conftest import SAMPLE, TINY_TRAIN, compose_config
 from tests.test_train import event_file

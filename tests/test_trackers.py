@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from mtst.config.runs import run_name
 from mtst.training.loggers import run_hparams
 from mtst.training.pipeline import configured_tasks, train
-from mtst.training.runs import run_name
 from tests.conftest import TINY_TRAIN, compose_config
 
 FAST = TINY_TRAIN + [
@@ -159,7 +159,7 @@ def test_every_tracker_gets_tensorboards_metric_names(tmp_path, wandb_sandbox) -
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from mtst.cli._hydra import CONF_DIR
-    from mtst.cli.overrides import check_command_line
+    from mtst.config.overrides import check_command_line
 
     chosen = "logger=[tensorboard,mlflow,wandb]"
     check_command_line([chosen], CONF_DIR, "train")

@@ -12,11 +12,11 @@ import yaml
 from lightning.pytorch.callbacks import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from mtst.checkpoints.file_io import load_checkpoint
 from mtst.cli._hydra import report_user_errors
 from mtst.errors import MtstError
 from mtst.inference.loading import load_checkpoint_network
 from mtst.inference.model import MultiTaskModel
-from mtst.training.checkpoints import load_checkpoint
 from mtst.training.pipeline import train
 from tests.conftest import TINY_TRAIN, compose_config
 from tests.reliability.helpers import CLI_TINY, run_cli, run_folders

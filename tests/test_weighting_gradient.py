@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mtst.errors import MtstError
-from mtst.training.weighting import METHODS, build_weighting
+from mtst.weighting import METHODS, build_weighting
 
 F64 = torch.float64
 GRADIENT_METHODS = ("pcgrad", "cagrad", "nash_mtl", "gradnorm")
@@ -317,7 +317,7 @@ def test_bad_settings_are_one_line_errors(name: str, settings: dict, message: st
     ([1.0, 0.0], [0.3, 1.0], [-1.3, -1.0]),  # three tasks in 2-D, g3 = -(g1 + g2)
 ])
 def test_nash_mtl_falls_back_to_unit_gradients_where_no_solution_exists(rows) -> None:
-    from mtst.training.weighting.nash_mtl import nash_alpha, nash_residual
+    from mtst.weighting.nash_mtl import nash_alpha, nash_residual
 
     g = vectors(*rows)
     gram = g @ g.T
@@ -332,7 +332,7 @@ def test_nash_mtl_falls_back_to_unit_gradients_where_no_solution_exists(rows) ->
 
 
 def test_nash_mtl_keeps_its_solution_where_one_exists() -> None:
-    from mtst.training.weighting.nash_mtl import nash_residual
+    from mtst.weighting.nash_mtl import nash_residual
 
     g = random_gradients(3, 6, 5)
     fn = method("nash_mtl", 3, max_norm=0)

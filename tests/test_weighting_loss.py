@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from mtst.errors import MtstError
-from mtst.training.weighting import METHODS, build_weighting
+from mtst.weighting import METHODS, build_weighting
 from tests.conftest import compose_config, make_datamodule, make_module, sample_tasks
 
 ALL = torch.tensor([True, True, True])

@@ -14,12 +14,12 @@ import pytest
 import torch
 
 import mtst
+from mtst.checkpoints import file_io as checkpoints_module
+from mtst.checkpoints.file_io import AtomicCheckpointIO, load_checkpoint
+from mtst.checkpoints.tensor_store import REFS_KEY, TENSOR_FOLDER, content_hash, referenced_digests
 from mtst.cli.main import main
 from mtst.errors import MtstError
-from mtst.training import checkpoints as checkpoints_module
-from mtst.training.checkpoints import AtomicCheckpointIO, load_checkpoint
 from mtst.training.pipeline import train
-from mtst.training.tensor_store import REFS_KEY, TENSOR_FOLDER, content_hash, referenced_digests
 from tests.conftest import TINY_TRAIN, compose_config
 
 SMALL = 1024  # bytes: tensors from this size on go to tensor files in the unit tests
@@ -272,7 +272,7 @@ def test_export_is_self_contained_and_a_lone_checkpoint_is_one_cli_line(tmp_path
 
 def counted_hashes(monkeypatch) -> tuple[list[tuple[int, ...]], Any]:
     """(the shapes the digest memo hashes, as it hashes them; the real hash function)."""
-    from mtst.training import digests
+    from mtst.checkpoints import digests
 
     hashed: list[tuple[int, ...]] = []
     real_hash = digests.content_hash
@@ -282,7 +282,7 @@ def counted_hashes(monkeypatch) -> tuple[list[tuple[int, ...]], Any]:
 
 
 def test_the_digest_memo_hashes_an_unchanged_tensor_once_and_sees_every_change(monkeypatch) -> None:
-    from mtst.training import digests
+    from mtst.checkpoints import digests
 
     hashed, real_hash = counted_hashes(monkeypatch)
     memo = digests.DigestMemo()
@@ -306,7 +306,7 @@ def test_the_digest_memo_hashes_an_unchanged_tensor_once_and_sees_every_change(m
 
 
 def test_a_frozen_tensor_is_hashed_once_without_a_copy_and_every_write_is_seen(monkeypatch) -> None:
-    from mtst.training import digests
+    from mtst.checkpoints import digests
 
     hashed, real_hash = counted_hashes(monkeypatch)
     memo = digests.DigestMemo()
@@ -326,7 +326,7 @@ def test_a_frozen_tensor_is_hashed_once_without_a_copy_and_every_write_is_seen(m
 
 
 def test_a_tensor_trained_before_its_freeze_is_compared_not_trusted(monkeypatch) -> None:
-    from mtst.training import digests
+    from mtst.checkpoints import digests
 
     memo = digests.DigestMemo()
     param = torch.nn.Parameter(torch.randn(64, 32))
@@ -338,7 +338,7 @@ def test_a_tensor_trained_before_its_freeze_is_compared_not_trusted(monkeypatch)
 
 
 def test_collecting_reads_only_checkpoints_it_did_not_write_itself(tmp_path, monkeypatch) -> None:
-    from mtst.training import tensor_store
+    from mtst.checkpoints import tensor_store
 
     reads: list[str] = []
     real_read = tensor_store.referenced_digests

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from mtst.training.checkpoints import load_checkpoint
+from mtst.checkpoints.file_io import load_checkpoint
 from tests.reliability.helpers import CLI_RESUME, MOOD_TASK, run_cli, run_folders
 
 

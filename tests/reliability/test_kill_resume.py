@@ -96,7 +96,7 @@ def test_sigkill_inside_a_checkpoint_write_keeps_the_previous_last_ckpt(tmp_path
     path = tmp_path / "last.ckpt"
     code = textwrap.dedent(f"""
         import os, signal, torch
-        from mtst.training.checkpoints import AtomicCheckpointIO
+        from mtst.checkpoints.file_io import AtomicCheckpointIO
         io = AtomicCheckpointIO()
         io.save_checkpoint({{"step": torch.tensor(1), "w": torch.ones(4096)}}, {str(path)!r})
         def dying_save(obj, handle, *args, **kwargs):
@@ -108,7 +108,7 @@ def test_sigkill_inside_a_checkpoint_write_keeps_the_previous_last_ckpt(tmp_path
     """)
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, timeout=120)
     assert result.returncode == -signal.SIGKILL
-    from mtst.training.checkpoints import AtomicCheckpointIO, load_checkpoint
+    from mtst.checkpoints.file_io import AtomicCheckpointIO, load_checkpoint
 
     assert int(load_checkpoint(path)["step"]) == 1  # intact, loads with weights_only=True
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "last.ckpt"]

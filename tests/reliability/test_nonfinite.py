@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from mtst.checkpoints.file_io import load_checkpoint
 from mtst.errors import MtstError
 from mtst.training.callbacks import NonFiniteGuard, NonFiniteLossError
-from mtst.training.checkpoints import load_checkpoint
 from mtst.training.module import MultiTaskModule
 from mtst.training.pipeline import train
 from tests.conftest import SAVE_EVERY_STEP, TINY_TRAIN, compose_config

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from mtst.training.checkpoints import AtomicCheckpointIO, load_checkpoint
+from mtst.checkpoints.file_io import AtomicCheckpointIO, load_checkpoint
+from mtst.checkpoints.tensor_store import referenced_digests
+from mtst.config.runs import run_dir
 from mtst.training.pipeline import train
-from mtst.training.runs import run_dir
-from mtst.training.tensor_store import referenced_digests
 from tests.conftest import compose_config
 from tests.reliability.conftest import RESUME_RUN, TOTAL_STEPS
 from tests.reliability.helpers import Crash, checkpoint_step

@@ -10,9 +10,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from mtst.checkpoints.file_io import load_checkpoint
+from mtst.freezing.strategies import STRATEGIES, build_freeze_strategy
 from mtst.model.backbone import load_tokenizer
-from mtst.training.checkpoints import load_checkpoint
-from mtst.training.freezing import STRATEGIES, build_freeze_strategy
 from mtst.training.pipeline import build_datamodule, build_model, configured_tasks, train
 from tests.conftest import compose_config
 from tests.reliability.conftest import RESUME_RUN, TOTAL_STEPS

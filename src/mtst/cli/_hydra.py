@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mtst.config.runs import CONF_DIR, ERROR_FILE, record_failure, register_resolvers
 from mtst.errors import MtstError, exit_with, first_line
-from mtst.training.runs import CONF_DIR, ERROR_FILE, record_failure, register_resolvers
 
 register_resolvers()
 
@@ -21,7 +21,7 @@ def hydra_entry(config_name: str, task: Callable[[Any], Any]) -> Callable[[], An
     group options and keys are one-line errors, exit 2), then Hydra composes and runs `task`."""
     import hydra
 
-    from mtst.cli.overrides import check_command_line
+    from mtst.config.overrides import check_command_line
 
     app = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(
         report_user_errors(task)

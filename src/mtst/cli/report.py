@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from mtst.training.report import SPLITS, write_report
-from mtst.training.report_table import report_text
+from mtst.reports.sweep import SPLITS, write_report
+from mtst.reports.table import report_text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

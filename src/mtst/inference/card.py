@@ -51,7 +51,7 @@ def run_config(run: Path | None) -> dict[str, Any]:
         return {}
     from omegaconf import OmegaConf
 
-    from mtst.training.runs import register_resolvers
+    from mtst.config.runs import register_resolvers
 
     register_resolvers()  # the resolvers conf/ uses
     config = OmegaConf.load(run / ".hydra" / "config.yaml")
@@ -165,7 +165,7 @@ def model_card(model: Any, run: Path | None = None) -> str:
                      "accuracy than a bidirectional encoder; sentence embeddings use "
                      f"`{info['pooling']}` pooling to make up for early tokens knowing little.")
     lines += [f"- Texts longer than {info['max_length']} sub-tokens are read by `predict` in "
-              "overlapping windows; `encode` and `/embed` truncate them.",
+              "overlapping windows; `encode` truncates them (`mtst serve`'s /embed asks for `truncate`).",
               "- Label spaces are fixed at training time; unseen topics fall into the nearest class.",
               "- Only what the training data covers: other languages and domains were not evaluated.",
               "", "## How to load it", "", "```python", "import mtst",

@@ -51,7 +51,7 @@ def load(path: str | Path, device: str | torch.device = "cpu", backend: str = "t
 def load_checkpoint_network(path: str | Path, map_location: str = "cpu") -> MultiTaskModel:
     """The network of a training checkpoint, from the checkpoint alone (no hub, no Hydra, no
     original folder); the run's config travels along for the model card."""
-    from mtst.training.checkpoints import load_checkpoint
+    from mtst.checkpoints.file_io import load_checkpoint
 
     checkpoint = load_checkpoint(path, map_location)
     model = MultiTaskModel.from_checkpoint(checkpoint, str(path))
@@ -80,7 +80,7 @@ def backbone_settings(name: str) -> dict[str, Any]:
     Hugging Face model name or folder (`package:pkg/sub` folders included)."""
     from omegaconf import OmegaConf
 
-    from mtst.training.runs import CONF_DIR
+    from mtst.config.runs import CONF_DIR
 
     config_file = CONF_DIR / "backbone" / f"{name}.yaml"
     if "/" not in name and ":" not in name and config_file.is_file():

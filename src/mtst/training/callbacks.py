@@ -23,8 +23,8 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mtst.errors import MtstError
+from mtst.freezing.strategies import trainable_names
 from mtst.training.distributed import any_rank
-from mtst.training.freezing import trainable_names
 
 log = logging.getLogger("mtst")
 

@@ -26,7 +26,7 @@ from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogg
 from omegaconf import DictConfig, OmegaConf
 
 from mtst.errors import MtstError
-from mtst.training.weighting import METHODS
+from mtst.weighting import METHODS
 
 
 class RunTensorBoardLogger(TensorBoardLogger):

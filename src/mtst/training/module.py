@@ -15,28 +15,28 @@ import lightning as L
 import torch
 from torch import nn
 
+from mtst.checkpoints.file_io import check_same_model
 from mtst.errors import MtstError, choices_text
+from mtst.freezing.strategies import build_freeze_strategy, trainable_names
 from mtst.model.network import MultiTaskNetwork
+from mtst.reports.delta_m import delta_m
 from mtst.tasks import build_tasks
 from mtst.tasks.base import Task
-from mtst.training.checkpoints import check_same_model
 from mtst.training.clipping import clip_grad_norm, clips_directly
 from mtst.training.distributed import any_rank
-from mtst.training.freezing import build_freeze_strategy, trainable_names
-from mtst.training.gradients import (
+from mtst.training.lean_loop import LeanHooks
+from mtst.training.loggers import log_task_layout
+from mtst.training.optim import build_optimizer
+from mtst.training.sharding import clip_sharded_grad_norm
+from mtst.training.step_logs import EpochMeans, log_step_values, step_logs_needed
+from mtst.weighting import GRAD_ON, Weighting, build_weighting
+from mtst.weighting.combination import (
     check_batches_mix_tasks,
     combined_loss,
     conflict_report,
     rank_mean_losses,
     shared_parameters,
 )
-from mtst.training.lean_loop import LeanHooks
-from mtst.training.loggers import log_task_layout
-from mtst.training.optim import build_optimizer
-from mtst.training.report_delta import delta_m
-from mtst.training.sharding import clip_sharded_grad_norm
-from mtst.training.step_logs import EpochMeans, log_step_values, step_logs_needed
-from mtst.training.weighting import GRAD_ON, Weighting, build_weighting
 
 log = logging.getLogger("mtst")
 STAGES = ("val", "test")

@@ -11,8 +11,12 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from mtst.checkpoints.file_io import AtomicCheckpointIO, resolve_ckpt_path
+from mtst.config.runs import to_float_dict, write_json
+from mtst.config.settings import check_settings, instantiated, lightning_setting_errors
 from mtst.data.labels import LabelSpace
 from mtst.errors import MtstError
+from mtst.freezing.strategies import run_record
 from mtst.model.backbone import load_tokenizer
 from mtst.model.encoder import SentenceEncoder
 from mtst.model.network import MultiTaskNetwork
@@ -20,9 +24,7 @@ from mtst.tasks import build_tasks, select_tasks
 from mtst.tasks.base import Task
 from mtst.tasks.metrics import format_report
 from mtst.training.callbacks import reliability_callbacks, stop_signals_as_errors
-from mtst.training.checkpoints import AtomicCheckpointIO, resolve_ckpt_path
 from mtst.training.compiling import compile_encoder, compile_errors
-from mtst.training.freezing import run_record
 from mtst.training.lean_loop import QuietProfiler
 from mtst.training.loggers import (
     close_loggers,
@@ -34,8 +36,6 @@ from mtst.training.loggers import (
     tracker_hints,
 )
 from mtst.training.module import MultiTaskModule
-from mtst.training.runs import to_float_dict, write_json
-from mtst.training.settings import check_settings, instantiated, lightning_setting_errors
 from mtst.training.sharding import is_sharded_checkpoint, resolve_resume_path
 
 log = logging.getLogger("mtst")
@@ -179,7 +179,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     model = build_model(cfg, tasks, datamodule.label_spaces)
     log_run_hparams(trainer, run_hparams(cfg, tasks))
     if model.freezer.trains_nothing:  # freeze=all: evaluate as is, then linear probes
-        from mtst.training.probes import probe_train
+        from mtst.training.probe_run import probe_train
 
         return probe_train(cfg, model, datamodule, trainer)
     compiling = compile_encoder(model, cfg.trainer.get("compile", False))
@@ -220,7 +220,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             f"consolidate_checkpoint {cfg.ckpt_path}"
         )
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.log_dir)
-    from mtst.training.checkpoints import load_checkpoint
+    from mtst.checkpoints.file_io import load_checkpoint
     from mtst.training.evaluation import TopicConfusion, write_topic_report
 
     net = MultiTaskNetwork.from_checkpoint(load_checkpoint(ckpt_path), str(ckpt_path))

@@ -28,9 +28,9 @@ from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 from torch import nn
 
+from mtst.checkpoints.file_io import resolve_ckpt_path
 from mtst.errors import MtstError
-from mtst.training.blocks import block_classes
-from mtst.training.checkpoints import resolve_ckpt_path
+from mtst.freezing.blocks import block_classes
 from mtst.training.distributed import _HydraJobLauncher
 
 log = logging.getLogger("mtst")

@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
+from mtst.checkpoints.digests import DigestMemo, content_hash
 from mtst.errors import MtstError, first_line
-from mtst.training.digests import DigestMemo, content_hash
 
 log = logging.getLogger("mtst")
 

@@ -1,8 +1,8 @@
 """Freeze strategies: which parameters train, at which learning rate, epoch by epoch.
 
-Every parameter sits in an optimizer group from the start (see `optim.build_optimizer`); a
-strategy freezes by `requires_grad` only (AdamW skips parameters without a gradient, Lightning
-zeroes gradients to None). Unfreezing later therefore never adds groups, the warm-up/decay
+Every parameter sits in an optimizer group from the start (see
+`mtst.training.optim.build_optimizer`); a strategy freezes by `requires_grad` only (AdamW skips
+parameters without a gradient, Lightning zeroes gradients to None). Unfreezing later therefore never adds groups, the warm-up/decay
 schedule covers every group, and a resumed run rebuilds the same optimizer layout. `apply`
 depends on the epoch alone and the model calls it at `on_train_start` (after Lightning restored
 the loops, so a resumed run sees its checkpoint's epoch, also mid-epoch) and at every epoch start.
@@ -16,10 +16,10 @@ from typing import Any
 import torch
 
 from mtst.errors import MtstError, choices_text
+from mtst.freezing.blocks import encoder_units
+from mtst.freezing.feature_cache import FeatureCache, select_rows
+from mtst.freezing.param_groups import head_and_backbone_groups, head_parameters, named_groups
 from mtst.tasks.base import TOKEN_ROWS
-from mtst.training.blocks import encoder_units
-from mtst.training.feature_cache import FeatureCache, select_rows
-from mtst.training.optim import head_and_backbone_groups, head_parameters, named_groups
 
 ENCODER = "encoder."
 
@@ -254,7 +254,7 @@ class Gradual(FreezeStrategy):
 STRATEGIES: dict[str, type[FreezeStrategy] | None] = {
     cls.name: cls for cls in (FreezeStrategy, FreezeAll, FreezeBackbone, FreezeHead, BitFit, Gradual)
 }
-STRATEGIES["lora"] = None  # `mtst.training.lora` subclasses FreezeStrategy: imported when named
+STRATEGIES["lora"] = None  # `mtst.freezing.lora` subclasses FreezeStrategy: imported when named
 
 
 def build_freeze_strategy(cfg: dict[str, Any], tasks: Mapping[str, Any] | None = None) -> FreezeStrategy:
@@ -266,7 +266,7 @@ def build_freeze_strategy(cfg: dict[str, Any], tasks: Mapping[str, Any] | None =
                         f"{choices_text(STRATEGIES)}")
     strategy = STRATEGIES[name]
     if strategy is None:
-        from mtst.training.lora import Lora as strategy
+        from mtst.freezing.lora import Lora as strategy
     return strategy(tasks, **settings)
 
 

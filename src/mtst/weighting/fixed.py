@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mtst.training.weighting.base import Weighting
+from mtst.weighting.base import Weighting
 
 
 class Fixed(Weighting):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import csv
 import io
 
-from mtst.training.report import HEADERS, Job, Sweep
-from mtst.training.report_delta import DELTA_M, HEADER
+from mtst.reports.delta_m import DELTA_M, HEADER
+from mtst.reports.sweep import HEADERS, Job, Sweep
 
 
 def cell(sweep: Sweep, job: Job, column: str, markdown: bool = True) -> str:

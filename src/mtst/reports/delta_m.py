@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from mtst.errors import MtstError, first_line
 
 if TYPE_CHECKING:
-    from mtst.training.report import Job
+    from mtst.reports.sweep import Job
 
 DELTA_M = "delta_m"
 HEADER = "Δm%"

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from mtst.errors import MtstError
-from mtst.training.weighting.base import Weighting, present_softmax
+from mtst.weighting.base import Weighting, present_softmax
 
 SEED_LIMIT = 2**32
 SPREAD = 0x9E3779B9  # odd, so seed -> seed·SPREAD mod 2**32 is one-to-one

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from scipy.optimize import minimize
 
-from mtst.training.weighting.base import check_number
-from mtst.training.weighting.gradient import GradientWeighting
+from mtst.weighting.base import check_number
+from mtst.weighting.gradient import GradientWeighting
 
 
 def polish(gram: np.ndarray, linear: np.ndarray, radius: float, w: np.ndarray,

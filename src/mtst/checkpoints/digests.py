@@ -1,5 +1,5 @@
 """Content digests of state-dict tensors, and the memo that spares recomputing them at every
-checkpoint save of a run (see `mtst.training.tensor_store`)."""
+checkpoint save of a run (see `mtst.checkpoints.tensor_store`)."""
 
 from __future__ import annotations
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from mtst.training.weighting.base import check_number
-from mtst.training.weighting.gradient import GradientWeighting
+from mtst.weighting.base import check_number
+from mtst.weighting.gradient import GradientWeighting
 
 MIN_WEIGHT = 1e-4  # a weight the update would push to or below zero stops here
 

@@ -19,10 +19,10 @@ from typing import Any
 from torch import nn
 
 from mtst.errors import MtstError
+from mtst.freezing.blocks import block_regex
+from mtst.freezing.param_groups import head_and_backbone_groups
+from mtst.freezing.strategies import ENCODER, FreezeStrategy
 from mtst.model.adapters import ADAPTER_NAME, LORA_MARK
-from mtst.training.blocks import block_regex
-from mtst.training.freezing import ENCODER, FreezeStrategy
-from mtst.training.optim import head_and_backbone_groups
 
 # the linear layers adapted by default, by `config.model_type`: attention and MLP projections
 DEFAULT_TARGETS: dict[str, tuple[str, ...]] = {

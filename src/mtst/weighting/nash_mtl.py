@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from mtst.training.weighting.base import check_integer, check_number
-from mtst.training.weighting.gradient import GradientWeighting
+from mtst.weighting.base import check_integer, check_number
+from mtst.weighting.gradient import GradientWeighting
 
 RIDGE = 1e-12  # on the unit-diagonal Gram matrix: keeps a solution when gradients are dependent
 TOLERANCE = 1e-13  # stop when every alpha_i (G alpha)_i is within this of 1

@@ -11,7 +11,7 @@ untrained heads' figures are meaningless.
 Metrics are named `<split>/<task>/<metric>` (`val/topic/f1`, `test/sts/spearman`) plus the run's
 own `<split>/score` and `<split>/loss`; every task a job logged gets its columns, whatever its
 name, so a sweep over different task sets shows each job's tasks. Single-task jobs beside
-multi-task ones (`hparams_search=weighting`) add a Δm% column (`report_delta`).
+multi-task ones (`hparams_search=weighting`) add a Δm% column (`mtst.reports.delta_m`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from mtst.errors import MtstError
-from mtst.training.report_delta import DELTA_M, HEADER, DeltaM, add_delta_m, job_tasks
+from mtst.reports.delta_m import DELTA_M, HEADER, DeltaM, add_delta_m, job_tasks
 
 SPLITS = ("val", "test")
 # within a task (and then the run's own figures): the order columns appear in
@@ -203,9 +203,9 @@ def write_report(folder: str | Path, out_dir: str | Path | None = None, split: s
                  metric: str | None = None) -> tuple[Sweep, dict[str, Path]]:
     """Write report.md, report.csv and report.png (and conflict.png with its section when jobs
     ran the gradient-conflict monitor); every file appears whole or not at all."""
-    from mtst.training.report_chart import bar_chart
-    from mtst.training.report_conflict import conflict_figure, conflict_table, monitored
-    from mtst.training.report_table import csv_text, report_text
+    from mtst.reports.chart import bar_chart
+    from mtst.reports.conflict import conflict_figure, conflict_table, monitored
+    from mtst.reports.table import csv_text, report_text
 
     if split not in SPLITS:
         raise MtstError(f"--split {split!r}: expected one of {', '.join(SPLITS)}")

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from mtst.errors import MtstError
-from mtst.training.weighting.base import Weighting, check_number, present_softmax
+from mtst.weighting.base import Weighting, check_number, present_softmax
 
 # FAMO's offset inside the logarithms, and its logits' optimizer: torch.optim.Adam defaults
 EPS = 1e-8

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from mtst.training.weighting.base import Weighting, check_number, present_softmax
+from mtst.weighting.base import Weighting, check_number, present_softmax
 
 
 class DWA(Weighting):

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtst.training.weighting.base import check_integer
-from mtst.training.weighting.gradient import GradientWeighting
+from mtst.weighting.base import check_integer
+from mtst.weighting.gradient import GradientWeighting
 
 
 class PCGrad(GradientWeighting):

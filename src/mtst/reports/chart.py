@@ -11,8 +11,8 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from mtst.training.report import Job, Sweep, split_task_metric
-from mtst.training.report_table import cell
+from mtst.reports.sweep import Job, Sweep, split_task_metric
+from mtst.reports.table import cell
 
 LABEL_WIDTH = 36  # characters per label line
 # per task, the first of these it logged is its bar (F1 for classification, Spearman for

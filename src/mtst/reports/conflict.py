@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from statistics import mean
 
-from mtst.training.report import Sweep
+from mtst.reports.sweep import Sweep
 
 COSINE, NORM = "train/grad_cos/", "train/grad_norm/"
 
@@ -67,7 +67,7 @@ def pair_rows(scalars: dict[str, list[tuple[int, float]]]
 
 def conflict_table(sweep: Sweep, jobs: dict[str, dict[str, list[tuple[int, float]]]]) -> str:
     """The Markdown section: one row per job and task pair."""
-    from mtst.training.report_table import cell
+    from mtst.reports.table import cell
 
     varying = list(sweep.varying)
     header = ["job", *varying, "tasks", "mean cosine", "negative steps", "gradient norm ratio",
@@ -96,7 +96,7 @@ def conflict_figure(sweep: Sweep, jobs: dict[str, dict[str, list[tuple[int, floa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mtst.training.report_chart import job_label
+    from mtst.reports.chart import job_label
 
     by_name = {job.name: job for job in sweep.jobs}
     fig, ax = plt.subplots(figsize=(8, 4.5))

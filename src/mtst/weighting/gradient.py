@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from mtst.errors import MtstError
-from mtst.training.weighting.base import Weighting, present_mask
+from mtst.weighting.base import Weighting, present_mask
 
 
 class GradientWeighting(Weighting):

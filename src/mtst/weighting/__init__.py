@@ -10,15 +10,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mtst.errors import MtstError, choices_text
-from mtst.training.weighting.base import Weighting
-from mtst.training.weighting.cagrad import CAGrad
-from mtst.training.weighting.dwa import DWA
-from mtst.training.weighting.famo import FAMO
-from mtst.training.weighting.fixed import Fixed, Uncertainty
-from mtst.training.weighting.gradnorm import GradNorm
-from mtst.training.weighting.nash_mtl import NashMTL
-from mtst.training.weighting.pcgrad import PCGrad
-from mtst.training.weighting.rlw import RLW
+from mtst.weighting.base import Weighting
+from mtst.weighting.cagrad import CAGrad
+from mtst.weighting.dwa import DWA
+from mtst.weighting.famo import FAMO
+from mtst.weighting.fixed import Fixed, Uncertainty
+from mtst.weighting.gradnorm import GradNorm
+from mtst.weighting.nash_mtl import NashMTL
+from mtst.weighting.pcgrad import PCGrad
+from mtst.weighting.rlw import RLW
 
 METHODS: dict[str, type[Weighting]] = {cls.name: cls for cls in (
     Fixed, Uncertainty, DWA, RLW, FAMO,  # loss level

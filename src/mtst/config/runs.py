@@ -55,7 +55,7 @@ def run_dir(log_dir: str, ckpt_path: str | None) -> str:
     missing file) raises MtstError here, before Hydra makes a folder for a run that cannot start.
     """
     if ckpt_path:
-        from mtst.training.checkpoints import resolve_ckpt_path
+        from mtst.checkpoints.file_io import resolve_ckpt_path
 
         path = Path(resolve_ckpt_path(ckpt_path, log_dir)).resolve()
         if path.parent.name == "checkpoints" and (path.parent.parent / ".hydra").is_dir():

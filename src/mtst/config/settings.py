@@ -19,14 +19,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from mtst.data.batching import SAMPLING_MODES
 from mtst.errors import MtstError, choices_text, first_line, root_cause
+from mtst.freezing.feature_cache import DTYPES
+from mtst.freezing.param_groups import OPTIMIZER_KEYS
+from mtst.freezing.strategies import STRATEGIES
 from mtst.model.backbone import ATTN_IMPLEMENTATIONS
 from mtst.model.network import ENCODER_KEYS
 from mtst.model.pooling import POOLING_MODES
 from mtst.tasks import build_tasks
-from mtst.training.feature_cache import DTYPES
-from mtst.training.freezing import STRATEGIES
-from mtst.training.optim import OPTIMIZER_KEYS
-from mtst.training.weighting import GRAD_ON, LOSS_KEYS, WEIGHTINGS
+from mtst.weighting import GRAD_ON, LOSS_KEYS, WEIGHTINGS
 
 CHOICES: dict[str, tuple[Any, ...]] = {
     "backbone.pooling": POOLING_MODES,

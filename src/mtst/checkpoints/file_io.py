@@ -15,10 +15,8 @@ from typing import Any, BinaryIO
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from mtst.errors import MtstError
-from mtst.files import atomic_file
-from mtst.training.digests import DigestMemo
-from mtst.training.tensor_store import (
+from mtst.checkpoints.digests import DigestMemo
+from mtst.checkpoints.tensor_store import (
     MIN_BYTES,
     TENSOR_FOLDER,
     MissingTensorFile,
@@ -27,6 +25,8 @@ from mtst.training.tensor_store import (
     load_tensors,
     store_tensors,
 )
+from mtst.errors import MtstError
+from mtst.files import atomic_file
 
 # globals a PyTorch checkpoint pickles legitimately (torch.load's allowlist is a subset of these)
 SAFE_GLOBALS = ("torch.", "collections.OrderedDict")
@@ -39,7 +39,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     Every file is written to a temporary file in the same folder, fsynced and renamed: a kill
     mid-save never leaves a truncated checkpoint, and the previous one stays intact. Large
     state-dict tensors go to content-addressed files in `tensors/` next to the checkpoint
-    (see `mtst.training.tensor_store`), written before the checkpoint that refers to them and
+    (see `mtst.checkpoints.tensor_store`), written before the checkpoint that refers to them and
     only when not there yet; files no checkpoint refers to any more are then deleted.
     `bytes_written` counts every byte this instance wrote (checkpoints and tensor files).
     """
