@@ -1,7 +1,7 @@
 """Run the mtst benchmarks on real data and write BENCHMARKS.md and the raw figures.
 
     python -m benchmarks [--quick] [--data-dir PATH] [--out BENCHMARKS.md] [--only ROWS]
-                         [--update] [--st-onnx-python PYTHON] [--render]
+                         [--update] [--st-onnx-python PYTHON] [--infinity PATH] [--render]
 
 Runs every benchmark row on the real corpora and writes BENCHMARKS.md plus the raw figures
 (benchmarks/results.json). `--quick` shrinks every budget (a few minutes; the figures only
@@ -28,7 +28,7 @@ from benchmarks.common import DEFAULT_DATA, FULL, QUICK, ROOT, budget_dict, data
 
 SECTIONS = ("overhead", "padding", "freeze", "encode", "memory", "quality", "scale", "onnx",
             "onnx_speed", "serve", "similarity", "weighting_cost", "frozen_epochs",
-            "checkpoint_bytes", "gpt_neo", "token_budget", "defaults_vs_loop")
+            "checkpoint_bytes", "gpt_neo", "token_budget", "defaults_vs_loop", "serve_peer")
 NEEDS = {"overhead": ("conll2003", "ag_news"), "padding": ("conll2003",),
          "freeze": ("conll2003",), "encode": ("ag_news",), "memory": ("conll2003", "ag_news"),
          "quality": ("conll2003", "ag_news"), "scale": ("conll2003",),
@@ -36,7 +36,8 @@ NEEDS = {"overhead": ("conll2003", "ag_news"), "padding": ("conll2003",),
          "similarity": ("conll2003", "ag_news", "stsbenchmark"),
          "weighting_cost": ("conll2003", "ag_news"), "frozen_epochs": ("conll2003",),
          "checkpoint_bytes": ("conll2003",), "gpt_neo": ("conll2003", "ag_news"),
-         "token_budget": ("conll2003",), "defaults_vs_loop": ("conll2003", "ag_news")}
+         "token_budget": ("conll2003",), "defaults_vs_loop": ("conll2003", "ag_news"),
+         "serve_peer": ("ag_news",)}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -54,6 +55,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--st-onnx-python", default=None, metavar="PYTHON",
                         help="row 10: measure in this interpreter, whose environment has "
                              "sentence-transformers' ONNX backend (scripts/st_onnx_env.sh)")
+    parser.add_argument("--infinity", default=None, metavar="PATH",
+                        help="row 11 (b): the virtual environment (or python) where infinity-emb "
+                             "is installed, to serve the same export against mtst serve")
     parser.add_argument("--render", action="store_true",
                         help="measure nothing: write --out again from the existing --json")
     return parser.parse_args(argv)
@@ -74,7 +78,8 @@ def missing_prerequisite(data_dir: Path) -> str | None:
     return None
 
 
-def section_runner(name: str, st_onnx_python: str | None = None) -> Callable[..., dict[str, Any]]:
+def section_runner(name: str, st_onnx_python: str | None = None,
+                   infinity: str | None = None) -> Callable[..., dict[str, Any]]:
     from benchmarks import (
         checkpoint_bytes,
         defaults_vs_loop,
@@ -89,6 +94,7 @@ def section_runner(name: str, st_onnx_python: str | None = None) -> Callable[...
         quality,
         scale,
         serve_load,
+        serving_peer,
         similarity,
         token_budget,
         training,
@@ -111,7 +117,9 @@ def section_runner(name: str, st_onnx_python: str | None = None) -> Callable[...
             "checkpoint_bytes": lambda b, d, p: checkpoint_bytes.run(b, p),
             "gpt_neo": lambda b, d, p: gpt_neo.run(b, d),
             "token_budget": lambda b, d, p: token_budget.run(b),
-            "defaults_vs_loop": lambda b, d, p: defaults_vs_loop.run(b, p)}[name]
+            "defaults_vs_loop": lambda b, d, p: defaults_vs_loop.run(b, p),
+            "serve_peer": lambda b, d, p: serving_peer.run(infinity, b.peer_seconds,
+                                                           b.peer_rounds, d)}[name]
 
 
 def rerender(out_json: Path, out_md: Path) -> int:
@@ -156,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     command = ("python -m benchmarks" + (" --quick" if args.quick else "")
                + (f" --st-onnx-python {shown_path(args.st_onnx_python)}" if args.st_onnx_python
-                  else ""))
+                  else "")
+               + (f" --infinity {shown_path(args.infinity, '<infinity environment>')}"
+                  if args.infinity else ""))
     environment = describe()
     results: dict[str, Any] = {
         "mode": budget.name, "budget": budget_dict(budget),
@@ -191,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
                 "cpu": f"{environment['cpu']}, {environment['logical_cpus']} logical CPUs",
                 "command": command, "load_start": list(os.getloadavg())}
         try:
-            results["sections"][name] = section_runner(name, args.st_onnx_python)(budget, data_dir, paths)
+            results["sections"][name] = section_runner(name, args.st_onnx_python, args.infinity)(
+                budget, data_dir, paths)
         except Exception as err:  # one broken row must not lose the others' figures
             results["sections"][name] = {"error": f"{type(err).__name__}: {err}".splitlines()[0]}
         results["section_seconds"][name] = time.perf_counter() - t0

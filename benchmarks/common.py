@@ -55,6 +55,8 @@ class Budget:
     onnx_speed_repeats: int
     serve_clients: int       # row 11: concurrent loopback clients, for serve_seconds per setting
     serve_seconds: float
+    peer_seconds: float      # row 11 (b): seconds per concurrency and side, in peer_rounds rounds
+    peer_rounds: int
 
 
 FULL = Budget("full", overhead_steps=16, overhead_warmup=3, overhead_repeats=6, padding_batches=24,
@@ -62,13 +64,15 @@ FULL = Budget("full", overhead_steps=16, overhead_warmup=3, overhead_repeats=6, 
               memory_train_steps=60, memory_encode=(10_000, 100_000), quality_steps=200,
               quality_test_batches=0, scale_factors=(1, 10, 100),
               scale_store_factors=(10, 100, 1000), onnx_steps=300, onnx_sentences=0,
-              onnx_speed_sentences=0, onnx_speed_repeats=5, serve_clients=32, serve_seconds=60.0)
+              onnx_speed_sentences=0, onnx_speed_repeats=5, serve_clients=32, serve_seconds=60.0,
+              peer_seconds=10.0, peer_rounds=3)
 QUICK = Budget("quick", overhead_steps=4, overhead_warmup=1, overhead_repeats=2, padding_batches=3,
                freeze_examples=192, freeze_epochs=2, encode_sentences=300, encode_repeats=2,
                memory_train_steps=4, memory_encode=(1_000,), quality_steps=4,
                quality_test_batches=2, scale_factors=(1, 2, 3),
                scale_store_factors=(1, 2, 3), onnx_steps=4, onnx_sentences=64,
-               onnx_speed_sentences=256, onnx_speed_repeats=2, serve_clients=8, serve_seconds=3.0)
+               onnx_speed_sentences=256, onnx_speed_repeats=2, serve_clients=8, serve_seconds=3.0,
+               peer_seconds=2.0, peer_rounds=1)
 
 
 def data_paths(data_dir: Path) -> dict[str, Path]:

@@ -23,6 +23,8 @@ from benchmarks.frozen_epochs import render as render_frozen_epochs
 from benchmarks.frozen_epochs import summary_rows as frozen_epochs_rows
 from benchmarks.gpt_neo import render as render_gpt_neo
 from benchmarks.gpt_neo import summary_rows as gpt_neo_rows
+from benchmarks.serving_peer import render as render_serve_peer
+from benchmarks.serving_peer import summary_rows as serve_peer_rows
 from benchmarks.similarity import render as render_similarity
 from benchmarks.similarity import summary_rows as similarity_rows
 from benchmarks.token_budget import render as render_token_budget
@@ -46,7 +48,8 @@ def _ok(section: dict[str, Any] | None) -> bool:
 # sections whose module renders its own summary rows, in the table's order
 SECTION_ROWS = {"defaults_vs_loop": defaults_vs_loop_rows, "similarity": similarity_rows, "weighting_cost": weighting_cost_rows,
                 "frozen_epochs": frozen_epochs_rows, "checkpoint_bytes": checkpoint_bytes_rows,
-                "gpt_neo": gpt_neo_rows, "token_budget": token_budget_rows}
+                "gpt_neo": gpt_neo_rows, "token_budget": token_budget_rows,
+                "serve_peer": serve_peer_rows}
 
 
 def summary_rows(sections: dict[str, Any]) -> list[list[Any]]:
@@ -175,6 +178,8 @@ SECTION_RENDERERS = [
     ("onnx", "9. ONNX graphs against torch on CoNLL-2003", render_onnx),
     ("onnx_speed", "10. ONNX int8 encoding against sentence-transformers", render_onnx_speed),
     ("serve", "11. Serving: `mtst serve` under load (loopback)", render_serve),
+    ("serve_peer", "11 (b). Serving against a peer: `mtst serve` and Infinity, same export "
+     "(loopback)", render_serve_peer),
     ("similarity", "12. The embedding's yardstick: STS Benchmark", render_similarity),
     ("weighting_cost", "13. Gradient-level task weighting: cost per step", render_weighting_cost),
     ("frozen_epochs", "16. Frozen backbone: later epochs against the first, whole `train.py` runs",

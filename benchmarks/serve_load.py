@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,10 +89,15 @@ class Connection:
             self.writer.close()
 
 
-async def load(url: str, texts: list[str], clients: int, duration: float, endpoint: str) -> dict[str, Any]:
+async def load(url: str, texts: list[str], clients: int, duration: float, endpoint: str,
+               body: Callable[[str], Any] | None = None) -> dict[str, Any]:
+    """`clients` closed-loop clients for `duration` s, each posting a random text of `texts` to
+    `endpoint` (a name, or a path with its /) as the JSON `body(text)`."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
     field = "inputs" if endpoint == "embed" else "texts"  # /embed takes TEI's request
-    bodies = [json.dumps({field: [text]}).encode() for text in texts]
+    make = body or (lambda text: {field: [text]})
+    bodies = [json.dumps(make(text)).encode() for text in texts]
+    path = endpoint if endpoint.startswith("/") else f"/{endpoint}"
     latencies: list[float] = []
     errors = 0
     stop_at = time.perf_counter() + duration
@@ -104,8 +110,8 @@ async def load(url: str, texts: list[str], clients: int, duration: float, endpoi
             while time.perf_counter() < stop_at:  # bounded by the duration
                 started = time.perf_counter()
                 try:
-                    status, body = await connection.post(f"/{endpoint}", rng.choice(bodies))
-                    ok = status == 200 and body[:1] in (b"{", b"[")  # /embed: a bare array
+                    status, answer = await connection.post(path, rng.choice(bodies))
+                    ok = status == 200 and answer[:1] in (b"{", b"[")  # /embed: a bare array
                 except (OSError, asyncio.IncompleteReadError, ValueError, StopIteration):
                     ok = False
                     connection.close()

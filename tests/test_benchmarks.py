@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import subprocess
 import sys
 
@@ -370,3 +371,59 @@ def test_checkpoint_bytes_row_shows_before_and_after_per_epoch() -> None:
     assert summary[0] == "16" and summary[2] == "backbone 273.0 / 0.50 MB; none 273.0 / 91.5 MB"
     table = render_bytes(section)
     assert "| backbone | 3/3 | 273.0 → 91.5 | 273.0 → 0.50 | 546× | 1.00 → 0.10 | 183.0 (40) |" in table
+
+
+def _peer_rows(mtst_rps: list[float], infinity_rps: list[float]) -> dict:
+    def server(rps: float) -> dict:
+        run = {"requests": int(rps * 2), "errors": 0, "seconds": 2.0, "throughput_rps": rps,
+               "p50_ms": 1000 / rps, "p99_ms": 3000 / rps, "load_1min": [0.5, 0.6]}
+        return {"vectors": [[1.0, 0.0], [0.6, 0.8]],
+                "runs": {c: run for c in ("1", "16", "64")}, "startup_s": 4.0}
+
+    return {"mtst": [server(r) for r in mtst_rps], "infinity": [server(r) for r in infinity_rps]}
+
+
+def test_serving_peer_pairs_rounds_and_renders_ratios_and_p99() -> None:
+    from benchmarks import serving_peer
+
+    summary = serving_peer.summarize(_peer_rows([100.0, 90.0, 120.0], [50.0, 60.0, 40.0]))
+    # the median of the per-round ratios (2, 1.5, 3), not the ratio of medians (100 / 50)
+    assert summary["16"]["ratio"] == 2.0 and summary["16"]["ratio_per_round"] == [2.0, 1.5, 3.0]
+    assert summary["16"]["mtst"]["throughput_rps"] == 100.0 and summary["64"]["infinity"]["p99_ms"] == 60.0
+    assert summary["min_cosine"] == pytest.approx(1.0) and summary["1"]["mtst"]["startup_s"] == [4.0] * 3
+    section = {"duration_s": 2.0, "rounds": 3, "threads": 2, "concurrency": [1, 16, 64],
+               "cpu": "AMD EPYC, 2 logical CPUs", "command": "python -m benchmarks.serving_peer",
+               "versions": {"mtst": {"mtst": "0.1.0"}, "infinity": {"infinity_emb": "0.0.78"}},
+               "options": {b: {"mtst": ["--backend", b], "infinity": ["--engine", b]}
+                           for b in serving_peer.BACKENDS},
+               "torch": summary, "onnx": summary}
+    (row,) = serving_peer.summary_rows(section)
+    assert row[2] == "torch 2.00 / 2.00 / 2.00; onnx 2.00 / 2.00 / 2.00"
+    text = serving_peer.render(section)
+    assert "| torch | 16 | **2.00×** (2.00, 1.50, 3.00) | 100.0 | 50.0 | 10 / 30 ms | 20 / 60 ms | 0 / 0 |" in text
+    assert "infinity_emb 0.0.78" in text
+
+
+def test_serving_peer_skips_without_infinity(tmp_path) -> None:
+    from benchmarks import serving_peer
+
+    assert "--infinity" in serving_peer.run(None, 1.0, 1, tmp_path)["skipped"]
+    assert "AG News" in serving_peer.run(tmp_path / "venv", 1.0, 1, tmp_path)["skipped"]
+
+
+@pytest.mark.skipif(not os.environ.get("MTST_BENCH_INFINITY"),
+                    reason="MTST_BENCH_INFINITY names no environment with infinity-emb")
+def test_serving_peer_end_to_end_against_infinity() -> None:
+    """Both servers on both backends, one round of 1 s runs (about a minute on 2 cores)."""
+    from benchmarks import serving_peer
+    from benchmarks.common import DEFAULT_DATA
+
+    if not (DEFAULT_DATA / "ag_news" / "test.csv").is_file():
+        pytest.skip("no AG News data beside the checkout")
+    result = serving_peer.run(os.environ["MTST_BENCH_INFINITY"], 1.0, 1, DEFAULT_DATA)
+    for backend in serving_peer.BACKENDS:
+        assert result[backend]["min_cosine"] > 0.9999
+        for clients in ("1", "16", "64"):
+            for side in serving_peer.SIDES:
+                row = result[backend][clients][side]
+                assert row["errors"] == 0 and row["throughput_rps"] > 0
