@@ -142,9 +142,10 @@ def test_inference_client_token_classification_on_each_task_route(server, model,
 
 def test_inference_client_sentence_similarity(server, model, hub_online) -> None:  # noqa: F811
     client = InferenceClient(server.url + "/tasks/sentence-similarity", timeout=60)
-    got = client.sentence_similarity(TEXTS[0], other_sentences=TEXTS)
-    unit = model.encode(TEXTS, normalize=True)
-    np.testing.assert_allclose(got, unit @ unit[0], atol=1e-5)
+    source = "A ferry to the islands."
+    got = client.sentence_similarity(source, other_sentences=TEXTS)
+    unit = model.encode([source, *TEXTS], normalize=True)
+    np.testing.assert_allclose(got, unit[1:] @ unit[0], atol=1e-5)
 
 
 TASK_REFUSALS = [
