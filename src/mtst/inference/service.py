@@ -61,8 +61,9 @@ class ServeContext:
 
 def model_id_for(path: str | Path) -> str:
     """The id a served model answers with (`model` of OpenAI's answers, `model_id` of /info):
-    the name of the folder it was loaded from (a run's name for its `checkpoints/*.ckpt`), so
-    that no path of the serving machine leaks to clients."""
+    the name of the folder it was loaded from (a run's name for its `checkpoints/*.ckpt`, the
+    file's name for a `.ckpt` elsewhere), so that no path of the serving machine leaks to
+    clients."""
     resolved = Path(path).resolve()
     if resolved.is_file():
         resolved = resolved.parent.parent if resolved.parent.name == "checkpoints" else resolved
