@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,18 @@ def read_wandb_run(run_file: Path) -> dict[str, Any]:
     return out
 
 
+def finished_wandb_run(run_file: Path, seconds: float = 60.0) -> dict[str, Any]:
+    """`read_wandb_run` once the run's exit record is on disk: wandb's service process writes
+    the offline file on its own, and `finish()` can return before its writer has flushed the
+    last records (seen on a loaded machine)."""
+    deadline = time.monotonic() + seconds
+    run = read_wandb_run(run_file)
+    while run["exit"] is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        run = read_wandb_run(run_file)
+    return run
+
+
 @pytest.fixture
 def wandb_sandbox(tmp_path, monkeypatch) -> None:
     """No account, no user settings, no cache outside tmp_path, and WANDB_MODE unset: the
@@ -115,7 +128,7 @@ def test_wandb_run_is_written_offline_under_the_run_folder(tmp_path, wandb_sandb
     cfg = compose_config(tmp_path, FAST + ["logger=wandb"])
     metrics = train(cfg)
     (run_file,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
-    run = read_wandb_run(run_file)
+    run = finished_wandb_run(run_file)
     assert run["exit"] == 0 and run["name"] == tmp_path.name
     assert run["history"] >= METRICS, sorted(run["history"])
     assert run["summary"]["val/score"] == pytest.approx(metrics["val/score"])
@@ -175,4 +188,4 @@ def test_every_tracker_gets_tensorboards_metric_names(tmp_path, wandb_sandbox) -
     assert set(run.data.metrics) == names
     (run_file,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
     wandb_own = {"_step", "_runtime", "_timestamp", "trainer/global_step"}
-    assert read_wandb_run(run_file)["history"] - wandb_own == names
+    assert finished_wandb_run(run_file)["history"] - wandb_own == names
