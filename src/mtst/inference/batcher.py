@@ -39,10 +39,21 @@ class _Job:
 class DynamicBatcher:
     """One queue per kind of call; a batch only ever holds jobs of one kind."""
 
-    def __init__(self, run: RunFn, max_batch_size: int = 32, max_wait_s: float = 0.01) -> None:
+    def __init__(
+        self,
+        run: RunFn,
+        max_batch_size: int = 32,
+        max_wait_s: float = 0.01,
+        on_pending: Callable[[int], Any] | None = None,
+        on_batch: Callable[[int], Any] | None = None,
+    ) -> None:
+        """`on_pending(delta)` is told each change of `pending` (a gauge's `inc`), and
+        `on_batch(n)` the number of texts of each model call (a histogram's `observe`): a
+        multi-process metrics store cannot read `pending` at scrape time."""
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         self.run, self.max_batch_size, self.max_wait_s = run, max_batch_size, max(0.0, max_wait_s)
+        self.on_pending, self.on_batch = on_pending, on_batch
         self._queues: dict[str, asyncio.Queue[_Job]] = {}
         self._carry: dict[str, _Job | None] = {}
         self._tasks: list[asyncio.Task] = []
@@ -75,11 +86,15 @@ class DynamicBatcher:
             return []
         future = asyncio.get_running_loop().create_future()
         self.pending += len(texts)
+        if self.on_pending is not None:
+            self.on_pending(len(texts))
         try:
             await self._queues[kind].put(_Job(list(texts), future))
             return await future
         finally:
             self.pending -= len(texts)
+            if self.on_pending is not None:
+                self.on_pending(-len(texts))
 
     async def _next_batch(self, kind: str) -> list[_Job]:
         queue = self._queues[kind]
@@ -107,6 +122,8 @@ class DynamicBatcher:
         return jobs
 
     async def _call(self, kind: str, texts: list[str]) -> Sequence[Any]:
+        if self.on_batch is not None:
+            self.on_batch(len(texts))
         results = await asyncio.get_running_loop().run_in_executor(
             self._executor, self.run, kind, texts
         )

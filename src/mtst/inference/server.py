@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -41,7 +41,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mtst.inference import openai_routes, task_routes, tei_routes
+from mtst.inference import guards, openai_routes, task_routes, tei_routes
 from mtst.inference.batcher import DynamicBatcher
 from mtst.inference.metadata import describe
 from mtst.inference.requests import RequestError, check_fields, check_texts, read_json
@@ -55,6 +55,7 @@ from mtst.inference.service import (
     internal_error,
     make_runner,
 )
+from mtst.inference.telemetry import Telemetry
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,12 @@ class ServeSettings:
     max_texts: int = 256
     max_chars: int = 20_000
     max_body_bytes: int = 8 * 1024 * 1024
+    max_concurrent_requests: int = 512  # past it a request gets 429 (mtst.inference.guards)
+    api_key: str | None = field(default=None, repr=False)  # None: no key asked for
+
+    def limits(self) -> dict[str, Any]:
+        """Every setting but the API key: what /metadata shows and workers are passed."""
+        return {k: v for k, v in asdict(self).items() if k != "api_key"}
 
 
 def create_app(
@@ -80,12 +87,15 @@ def create_app(
         The FastAPI application: mtst's routes, then the OpenAI, TEI and task routes.
     """
     settings = settings or ServeSettings()
+    telemetry = Telemetry()
     batcher = DynamicBatcher(
         make_runner(model, settings.max_batch_size),
         settings.max_batch_size,
         settings.max_wait_ms / 1000,
+        on_pending=telemetry.queue_texts.inc,
+        on_batch=telemetry.batch_texts.observe,
     )
-    metadata = {**describe(model), "limits": asdict(settings)}
+    metadata = {**describe(model), "limits": settings.limits()}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -101,7 +111,7 @@ def create_app(
         redoc_url=None,
         openapi_url=None,
     )
-    app.state.batcher = batcher
+    app.state.batcher, app.state.telemetry = batcher, telemetry
     context = ServeContext(model, settings, batcher, metadata, model_id)
 
     @app.exception_handler(RequestError)
@@ -150,4 +160,11 @@ def create_app(
 
     for family in (openai_routes, tei_routes, task_routes):
         app.include_router(family.router(context))
+    guards.install(  # API key, --max-concurrent-requests, body size, metrics; and GET /metrics
+        app,
+        telemetry,
+        api_key=settings.api_key,
+        max_concurrent=settings.max_concurrent_requests,
+        max_body_bytes=settings.max_body_bytes,
+    )
     return app
