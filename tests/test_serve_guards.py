@@ -101,6 +101,33 @@ def test_the_right_key_opens_every_route_and_health_needs_none(keyed) -> None:
         assert health.status_code == 200 and health.json()["status"] == "ok"
 
 
+def test_the_openai_client_and_inference_client_pass_the_key(model, monkeypatch) -> None:
+    """How docs/serving.md says clients pass it: openai's `api_key=`, InferenceClient's `token=`
+    or `api_key=` (each sends `Authorization: Bearer <key>`)."""
+    import huggingface_hub.constants
+    import openai
+    from huggingface_hub import InferenceClient
+    from huggingface_hub.errors import HfHubHTTPError
+
+    # huggingface_hub refuses every request under HF_HUB_OFFLINE, even to a loopback URL
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    with serving(create_app(model, ServeSettings(max_wait_ms=1, api_key=KEY))) as url:
+
+        def embeddings(key: str) -> Any:
+            client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=60)
+            return client.embeddings.create(input=["A ferry."], model="mtst")
+
+        assert len(embeddings(KEY).data) == 1
+        with pytest.raises(openai.AuthenticationError, match="invalid API key"):
+            embeddings("wrong")
+        for auth in ({"token": KEY}, {"api_key": KEY}):
+            vector = InferenceClient(url, timeout=60, **auth).feature_extraction("A ferry.")
+            assert vector.shape[0] == 1
+        with pytest.raises(HfHubHTTPError) as caught:
+            InferenceClient(url, timeout=60, token="wrong").feature_extraction("A ferry.")
+        assert caught.value.response.status_code == 401
+
+
 def test_without_a_key_no_route_asks_for_one(model) -> None:
     with TestClient(create_app(model, ServeSettings(max_wait_ms=1))) as client:
         assert client.post("/predict", json={"texts": ["hi"]}).status_code == 200
