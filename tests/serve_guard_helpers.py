@@ -3,6 +3,7 @@ long as a test needs, with no timing race (tests/test_serve_guards.py, test_serv
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -35,3 +36,12 @@ def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 30) 
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.01)
+
+
+def status_line(url: str, request: bytes) -> bytes:
+    """Send raw bytes to the server at `url` (headers only: a declared body is never sent) and
+    read the status line of its answer."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        return sock.makefile("rb").readline()

@@ -2,31 +2,25 @@
 
 The API key (401 in each route family's error shape, /health open, the key compared in constant
 time and never shown), the concurrency bound (429 with Retry-After while a gated model holds
-requests in flight: no timing race), and a body over --max-body-bytes: the 413 reaches
-`urllib.request`, `requests` and `httpx` alike on a real uvicorn, which `urllib` did not get
-before (a reset connection).
+requests in flight: no timing race). The 413 for a body over the limit:
+tests/test_serve_body_limit.py.
 """
 
 from __future__ import annotations
 
-import json
-import socket
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
-import requests
 from fastapi.testclient import TestClient
 
 from mtst.errors import MtstError
 from mtst.inference import guards
 from mtst.inference.loading import untrained
 from mtst.inference.server import ServeSettings, create_app
-from tests.serve_guard_helpers import Gated, wait_until
+from tests.serve_guard_helpers import Gated, status_line, wait_until
 from tests.test_serve_failures import serving
 
 KEY = "s3cret-Key_42"
@@ -198,14 +192,6 @@ def test_serve_refuses_a_bad_concurrency_bound_or_key_with_one_line(tmp_path, ca
     assert err == "error: --api-key must be printable ASCII without spaces"
 
 
-def _first_line_of_answer(url: str, request: bytes) -> bytes:
-    """Send raw bytes (headers only: the body is never sent) and read the status line."""
-    host, port = url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(request)
-        return sock.makefile("rb").readline()
-
-
 def test_past_the_concurrency_bound_a_request_gets_429_at_once(model) -> None:
     gated = Gated(model)
     app = create_app(gated, ServeSettings(max_concurrent_requests=2, max_wait_ms=0))
@@ -228,7 +214,7 @@ def test_past_the_concurrency_bound_a_request_gets_429_at_once(model) -> None:
             assert openai.status_code == 429 and openai.headers["retry-after"] == "1"
             assert openai.json()["error"]["type"] == "rate_limit_error"
             # at once, without the body: only the headers of a 1 MB upload are ever sent
-            status = _first_line_of_answer(
+            status = status_line(
                 url,
                 b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
                 b"Content-Length: 1000000\r\n\r\n",
@@ -245,82 +231,3 @@ def test_past_the_concurrency_bound_a_request_gets_429_at_once(model) -> None:
         assert again.status_code == 200, again.text
         for client in clients:
             client.close()
-
-
-LIMIT = 1_000_000
-BIG = json.dumps({"texts": ["a" * 10_000_000]}).encode()  # 10 MB against a 1 MB limit
-CHUNK = 64 * 1024
-
-
-def _chunks() -> Iterator[bytes]:
-    for start in range(0, len(BIG), CHUNK):
-        yield BIG[start : start + CHUNK]
-
-
-def _urllib(url: str, chunked: bool) -> tuple[int, bytes]:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    data = _chunks() if chunked else BIG
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    try:
-        with opener.open(request, timeout=60) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
-
-
-def _requests(url: str, chunked: bool) -> tuple[int, bytes]:
-    with requests.Session() as session:
-        session.trust_env = False
-        response = session.post(url, data=_chunks() if chunked else BIG, timeout=60)
-        return response.status_code, response.content
-
-
-def _httpx(url: str, chunked: bool) -> tuple[int, bytes]:
-    with httpx.Client(timeout=60, trust_env=False) as client:
-        response = client.post(url, content=_chunks() if chunked else BIG)
-        return response.status_code, response.content
-
-
-CLIENTS = {"urllib": _urllib, "requests": _requests, "httpx": _httpx}
-
-
-@pytest.fixture(scope="module")
-def small_limit(model) -> Iterator[str]:
-    with serving(create_app(model, ServeSettings(max_body_bytes=LIMIT))) as url:
-        yield url
-
-
-@pytest.mark.parametrize("framing", ["content-length", "chunked"])
-@pytest.mark.parametrize("client", list(CLIENTS))
-def test_a_body_over_the_limit_gets_a_413_that_reaches_every_client(
-    small_limit, client, framing
-) -> None:
-    # chunked: the route refuses it while it streams; a Content-Length over the limit: the
-    # guard, before any route (so on /v1/embeddings too, in OpenAI's shape)
-    paths = ("/predict",) if framing == "chunked" else ("/predict", "/v1/embeddings")
-    for path in paths:
-        status, body = CLIENTS[client](small_limit + path, framing == "chunked")
-        assert status == 413, body[:200]
-        error = json.loads(body)["error"]
-        message = error["message"] if path.startswith("/v1/") else error
-        if framing == "chunked":  # refused while it streams, past the limit
-            assert message == f"request body is over the limit of {LIMIT} bytes (--max-body-bytes)"
-        else:  # refused from its Content-Length, before a byte of it is read
-            assert message == (
-                f"request body of {len(BIG)} bytes is over the limit of {LIMIT} bytes "
-                "(--max-body-bytes)"
-            )
-    assert httpx.get(small_limit + "/health", trust_env=False).status_code == 200
-
-
-@pytest.mark.parametrize("path", ["/predict", "/v1/embeddings", "/no-such-route"])
-def test_a_declared_length_over_the_limit_is_answered_before_the_body_is_sent(
-    small_limit, path
-) -> None:
-    """The guard refuses it on every path (no route, a 404 otherwise, ever sees it)."""
-    status = _first_line_of_answer(
-        small_limit,
-        f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-        "Content-Length: 10000000\r\n\r\n".encode(),
-    )
-    assert status.startswith(b"HTTP/1.1 413"), status
