@@ -185,6 +185,7 @@ def test_tei_embed_refusals_and_info(server, model, model_dir) -> None:  # noqa:
     assert info["model_id"] == model_dir.name and info["model_type"]["embedding"]["pooling"]
     assert info["max_input_length"] == model.encoder.max_length
     assert info["max_client_batch_size"] == 8 and info["model_dtype"] == "float32"
+    assert info["max_concurrent_requests"] == 512  # --max-concurrent-requests' default
     assert info["mtst"]["task_routes"]["ner"] == {
         "route": "/tasks/ner",
         "pipeline_tag": "token-classification",

@@ -86,7 +86,7 @@ def info(context: ServeContext) -> dict[str, Any]:
         "model_sha": None,
         "model_dtype": model_dtype(context.model),
         "model_type": {"embedding": {"pooling": metadata["pooling"]}},
-        "max_concurrent_requests": None,  # no limit of its own: requests queue in the batcher
+        "max_concurrent_requests": settings.max_concurrent_requests,  # per worker (guards.py)
         "max_input_length": context.max_length,
         "max_batch_tokens": settings.max_batch_size * context.max_length,
         "max_batch_requests": None,
