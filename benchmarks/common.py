@@ -1,18 +1,25 @@
-"""Shared pieces of the benchmarks: budgets, data paths, config composition, timing, processes."""
+"""Shared pieces of the benchmarks: budgets, data, config composition, timing, memory, processes,
+the machine's description."""
 
 from __future__ import annotations
 
+import csv
+import importlib.metadata
 import json
 import os
+import platform
 import resource
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
@@ -23,11 +30,9 @@ CORPORA = {
     "wnut17": ("wnut17train.conll", "emerging.dev.conll", "emerging.test.annotated"),
     "stsbenchmark": ("sts-train.csv", "sts-dev.csv", "sts-test.csv"),
 }
-# The fixed, documented split of the AG News test CSV (7,600 rows, by row index) used by
-# conf/data/conll_agnews.yaml: train = rows [0, 6000), val = [6000, 6800), test = [6800, 7600).
-AG_SPLIT = {"train": (0, 6000), "val": (6000, 6800), "test": (6800, 7600)}
-AG_CLASSES = ["World", "Sports", "Business", "Sci/Tech"]
 WNUT_TYPES = ["person", "location", "corporation", "product", "creative-work", "group"]
+PACKAGES = ("torch", "transformers", "lightning", "tokenizers", "sentence-transformers",
+            "hydra-core", "numpy", "mtst")
 
 
 @dataclass(frozen=True)
@@ -77,12 +82,8 @@ QUICK = Budget("quick", overhead_steps=4, overhead_warmup=1, overhead_repeats=2,
 
 def data_paths(data_dir: Path) -> dict[str, Path]:
     """corpus -> folder, for the corpora whose files are all present."""
-    found = {}
-    for corpus, files in CORPORA.items():
-        folder = data_dir / corpus
-        if all((folder / f).is_file() for f in files):
-            found[corpus] = folder
-    return found
+    return {corpus: data_dir / corpus for corpus, files in CORPORA.items()
+            if all((data_dir / corpus / f).is_file() for f in files)}
 
 
 def use_data_dir(data_dir: Path) -> None:
@@ -90,6 +91,13 @@ def use_data_dir(data_dir: Path) -> None:
     os.environ["MTST_CONLL_DIR"] = str(data_dir / "conll2003")
     os.environ["MTST_AGNEWS_DIR"] = str(data_dir / "ag_news")
     os.environ["MTST_STSB_DIR"] = str(data_dir / "stsbenchmark")
+
+
+def ag_titles(data_dir: Path, n: int = 0) -> list[str]:
+    """The AG News test titles (all 7,600, or the first `n`)."""
+    with (data_dir / "ag_news" / "test.csv").open(encoding="utf-8", newline="") as handle:
+        titles = [row[1] for row in csv.reader(handle) if len(row) > 1]
+    return titles[:n] if n else titles
 
 
 def quiet_environment() -> None:
@@ -102,25 +110,18 @@ def quiet_environment() -> None:
                  "sentence_transformers", "mtst", "lightning.pytorch.utilities.rank_zero",
                  "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging
 
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover
-        pass
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
-BENCH_OVERRIDES = [
-    "backbone=minilm",
-    "data=conll_agnews",
-    "trainer.accelerator=cpu",
-    "trainer.enable_progress_bar=false",
-    "++trainer.enable_model_summary=false",
-    "++trainer.enable_checkpointing=false",
-    "callbacks=none",
-    "~logger",
-]
+BENCH_OVERRIDES = ["backbone=minilm", "data=conll_agnews", "trainer.accelerator=cpu",
+                   "trainer.enable_progress_bar=false", "++trainer.enable_model_summary=false",
+                   "++trainer.enable_checkpointing=false", "callbacks=none", "~logger"]
+# what a whole `train` run of a benchmark drops from the default callbacks (no terminal output)
+QUIET_CALLBACKS = ["trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
+                   "~callbacks.rich_progress_bar", "~callbacks.model_summary"]
 
 
 def compose(out_dir: Path, overrides: Sequence[str] = ()) -> Any:
@@ -128,6 +129,13 @@ def compose(out_dir: Path, overrides: Sequence[str] = ()) -> Any:
     from mtst.cli._hydra import compose_in_process
 
     return compose_in_process(out_dir, list(overrides))
+
+
+def conll_subset(conll: Path, examples: int) -> list[str]:
+    """`ner` alone on the first `examples` CoNLL-2003 train sentences, validated on an eighth."""
+    return ["~tasks.topic", f"tasks.ner.train_files=[{{path:'{conll / 'train.txt'}',stop:{examples}}}]",
+            f"tasks.ner.val_files=[{{path:'{conll / 'valid.txt'}',stop:{max(1, examples // 8)}}}]",
+            "tasks.ner.test_files=null"]
 
 
 def keep_tasks(cfg: Any, names: Sequence[str]) -> None:
@@ -141,14 +149,13 @@ def keep_tasks(cfg: Any, names: Sequence[str]) -> None:
 
 
 def use_wnut(cfg: Any, folder: Path) -> None:
-    """WNUT-17 train/dev/test as the only task (`ner`, its six entity types) in place of the
-    two-corpus setup."""
+    """WNUT-17 train/dev/test as the only task (`ner`, its six entity types)."""
     from omegaconf import open_dict
 
-    names = CORPORA["wnut17"]
     keep_tasks(cfg, ["ner"])
     with open_dict(cfg):
-        for split, name in zip(("train_files", "val_files", "test_files"), names, strict=True):
+        for split, name in zip(("train_files", "val_files", "test_files"), CORPORA["wnut17"],
+                               strict=True):
             cfg.tasks.ner[split] = [{"path": str(folder / name), "format": "conll"}]
         cfg.tasks.ner.labels = list(WNUT_TYPES)
 
@@ -157,21 +164,44 @@ def median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
 
 
-def _status_mib(field: str) -> float | None:
+def alternate(sides: dict[str, Callable[..., Any]], repeats: int, *args: Any) -> dict[str, list[float]]:
+    """Seconds of each side's call per round, the sides taking turns in ABBA order (no side always
+    first, so a drifting load hits them alike)."""
+    seconds: dict[str, list[float]] = {name: [] for name in sides}
+    for r in range(repeats):
+        for name in list(sides) if r % 2 == 0 else list(reversed(sides)):
+            started = time.perf_counter()
+            sides[name](*args)
+            seconds[name].append(time.perf_counter() - started)
+    return seconds
+
+
+def token_shares(lengths: Sequence[int], batches: list[list[int]]) -> dict[str, Any]:
+    """Real tokens over padded tokens (longest x count per batch), whole epoch and per batch."""
+    lengths = np.asarray(lengths)
+    real = np.asarray([lengths[b].sum() for b in batches], dtype=np.float64)
+    padded = np.asarray([lengths[b].max() * len(b) for b in batches], dtype=np.float64)
+    per_batch = real / padded
+    return {"real_token_share": float(real.sum() / padded.sum()),
+            "median_batch_share": float(np.median(per_batch)),
+            "p10_batch_share": float(np.percentile(per_batch, 10)), "batches": len(batches),
+            "mean_sentences_per_batch": float(np.mean([len(b) for b in batches])),
+            "max_padded_tokens": int(padded.max()), "mean_padded_tokens": float(padded.mean())}
+
+
+def _proc_mib(path: str, field: str) -> float | None:
     try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024
+        with open(path) as handle:
+            return next((int(line.split()[1]) / 1024 for line in handle
+                         if line.startswith(field + ":")), None)
     except OSError:  # pragma: no cover - not Linux
-        pass
-    return None
+        return None
 
 
 def peak_rss_mib() -> float:
     """This process's peak resident memory. VmHWM, not ru_maxrss: Linux keeps ru_maxrss across
     exec, so a child started by a big parent would report the parent's peak."""
-    value = _status_mib("VmHWM")
+    value = _proc_mib("/proc/self/status", "VmHWM")
     return value if value is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -185,22 +215,20 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def rss_split_mib() -> dict[str, float]:
-    """Resident memory now by kind: anonymous (heap, arrays) and file-backed (memory-mapped files,
-    clean page-cache pages the kernel can drop and re-read)."""
-    return {kind: _status_mib(f"Rss{kind.capitalize()}") or float("nan") for kind in ("anon", "file")}
-
-
-def current_rss_mib() -> float:
-    value = _status_mib("VmRSS")
+def rss_mib(kind: str = "Vm") -> float:
+    """Resident memory now: all of it (`Vm`), anonymous (`Anon`: heap, arrays) or file-backed
+    (`File`: memory-mapped files, clean pages the kernel can drop and re-read)."""
+    value = _proc_mib("/proc/self/status", f"{kind}RSS" if kind == "Vm" else f"Rss{kind}")
     return value if value is not None else float("nan")
 
 
-def run_child(module: str, args: Sequence[str], timeout: float) -> dict[str, Any]:
-    """Run `python -m module args` in a fresh process (clean peak memory); it prints one JSON line last."""
-    cmd = [sys.executable, "-m", module, *args]
+def run_child(module: str, args: Sequence[str], timeout: float | None = None,
+              python: str = sys.executable, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """`python -m module args` in a fresh process (a clean peak memory); it prints one JSON line
+    last, which is returned."""
+    cmd = [python, "-m", module, *args]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                          env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
@@ -229,23 +257,67 @@ def torch_profile(fn: Callable[[], Any], rows: int = 10) -> list[dict[str, Any]]
              "share": e.self_cpu_time_total / total} for e in events[:rows]]
 
 
-def python_profile(fn: Callable[[], Any], rows: int = 12, sort: str = "tottime") -> list[dict[str, Any]]:
-    """Top Python functions (cProfile) while `fn` runs: where interpreter time goes."""
+def python_profile(fn: Callable[[], Any], rows: int = 12) -> list[dict[str, Any]]:
+    """Top Python functions by own time (cProfile) while `fn` runs."""
     import cProfile
     import pstats
 
     prof = cProfile.Profile()
     prof.runcall(fn)
-    stats = pstats.Stats(prof)
-    total = sum(v[2] for v in stats.stats.values()) or 1  # type: ignore[attr-defined]
-    entries = []
-    for (path, line, func), (_, ncalls, tottime, cumtime, _) in stats.stats.items():  # type: ignore[attr-defined]
-        short = path.split("site-packages/")[-1].split("/src/")[-1]
-        entries.append({"name": f"{short}:{line}({func})", "calls": ncalls, "self_s": tottime,
-                        "cum_s": cumtime, "share": tottime / total})
-    key = "self_s" if sort == "tottime" else "cum_s"
-    return sorted(entries, key=lambda e: e[key], reverse=True)[:rows]
+    stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
+    total = sum(v[2] for v in stats.values()) or 1
+    entries = [{"name": f"{path.split('site-packages/')[-1].split('/src/')[-1]}:{line}({func})",
+                "calls": ncalls, "self_s": tottime, "cum_s": cumtime, "share": tottime / total}
+               for (path, line, func), (_, ncalls, tottime, cumtime, _) in stats.items()]
+    return sorted(entries, key=lambda e: e["self_s"], reverse=True)[:rows]
 
 
-def budget_dict(budget: Budget) -> dict[str, Any]:
-    return asdict(budget)
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            return next(line.split(":", 1)[1].strip() for line in handle
+                        if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown"
+
+
+def mem_total_mib() -> tuple[float, float]:
+    """Total and available RAM (MiB)."""
+    total = _proc_mib("/proc/meminfo", "MemTotal") or float("nan")
+    return total, _proc_mib("/proc/meminfo", "MemAvailable") or float("nan")
+
+
+def git_commit() -> str:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                              timeout=30).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (no git)"
+    return commit + (" + uncommitted changes" if dirty else "")
+
+
+def package_versions(names: Sequence[str]) -> dict[str, str]:
+    """Installed version of each package, or "not installed"."""
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def describe() -> dict[str, Any]:
+    """What the figures were measured on: CPU, memory, load, library versions, mtst commit."""
+    import torch
+
+    total = _proc_mib("/proc/meminfo", "MemTotal")
+    return {"cpu": cpu_model(), "logical_cpus": os.cpu_count(),
+            "ram_gib": total / 1024 if total else None, "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(), "load_average_start": list(os.getloadavg()),
+            "versions": {"python": platform.python_version(), **package_versions(PACKAGES)},
+            "mtst_commit": git_commit()}

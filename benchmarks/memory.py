@@ -3,54 +3,34 @@
     python -m benchmarks.memory train --steps 60 --data-dir ../shared/data
     python -m benchmarks.memory encode --n 100000 --data-dir ../shared/data
 
-A fresh process per measurement gives a clean peak (ru_maxrss); the parent runs them one after
-another, so they never compete for memory. Each child prints its result as one JSON line.
+A fresh process per measurement gives a clean peak (VmHWM); the parent runs them one after
+another. Each child prints its result as one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import (
-    BENCH_OVERRIDES,
-    MINILM,
-    Budget,
-    current_rss_mib,
-    emit,
-    peak_rss_mib,
-    quiet_environment,
-    reset_peak_rss,
-    run_child,
-    scratch_dir,
-    use_data_dir,
-)
-
-
-def ag_titles(data_dir: Path) -> list[str]:
-    with (data_dir / "ag_news" / "test.csv").open(encoding="utf-8", newline="") as handle:
-        return [row[1] for row in csv.reader(handle) if len(row) > 1]
+from benchmarks import common
 
 
 def child_train(data_dir: Path, steps: int, test_batches: int) -> dict[str, Any]:
     """A real run through `mtst.training.pipeline.train` (fit, then test), MiniLM, CoNLL + AG News."""
-    from benchmarks.common import compose
     from mtst.training.pipeline import train
 
-    use_data_dir(data_dir)
-    base = current_rss_mib()
-    with scratch_dir("memtrain") as tmp:
-        cfg = compose(Path(tmp), [*BENCH_OVERRIDES, f"++trainer.max_steps={steps}",
-                                  "trainer.max_epochs=-1", "trainer.limit_val_batches=0",
-                                  f"trainer.limit_test_batches={test_batches}"])
+    common.use_data_dir(data_dir)
+    base = common.rss_mib()
+    with common.scratch_dir("memtrain") as tmp:
+        cfg = common.compose(Path(tmp), [*common.BENCH_OVERRIDES, f"++trainer.max_steps={steps}",
+                                         "trainer.max_epochs=-1", "trainer.limit_val_batches=0",
+                                         f"trainer.limit_test_batches={test_batches}"])
         start = time.perf_counter()
         train(cfg)
-        seconds = time.perf_counter() - start
-    return {"steps": steps, "test_batches": test_batches, "seconds": seconds, "rss_after_imports_mib": base,
-            "peak_rss_mib": peak_rss_mib()}
+    return {"steps": steps, "test_batches": test_batches, "seconds": time.perf_counter() - start,
+            "rss_after_imports_mib": base, "peak_rss_mib": common.peak_rss_mib()}
 
 
 def child_encode(data_dir: Path, n: int, batch_size: int = 32) -> dict[str, Any]:
@@ -59,36 +39,30 @@ def child_encode(data_dir: Path, n: int, batch_size: int = 32) -> dict[str, Any]
 
     from mtst.model.encoder import SentenceEncoder
 
-    titles = ag_titles(data_dir)
-    encoder = SentenceEncoder.from_pretrained(MINILM, pooling="mean", max_length=128)
+    titles = common.ag_titles(data_dir)
+    encoder = SentenceEncoder.from_pretrained(common.MINILM, pooling="mean", max_length=128)
     texts = [titles[i % len(titles)] for i in range(n)]
-    base, load_peak = current_rss_mib(), peak_rss_mib()
-    reset_peak_rss()
-    total = torch.zeros(encoder.hidden_size)
+    base, load_peak = common.rss_mib(), common.peak_rss_mib()
+    common.reset_peak_rss()
+    total, seen = torch.zeros(encoder.hidden_size), 0
     start = time.perf_counter()
-    seen = 0
     for index, emb in encoder.iter_encode(texts, batch_size=batch_size, show_progress_bar=False):
         total += emb.sum(0)
         seen += len(index)
     seconds = time.perf_counter() - start
     return {"sentences": seen, "seconds": seconds, "sentences_per_s": seen / seconds,
-            "rss_after_load_mib": base, "peak_rss_mib": max(load_peak, peak_rss_mib()),
-            "peak_rss_while_encoding_mib": peak_rss_mib(),
-            "checksum": float(total.norm())}
+            "rss_after_load_mib": base, "peak_rss_mib": max(load_peak, common.peak_rss_mib()),
+            "peak_rss_while_encoding_mib": common.peak_rss_mib(), "checksum": float(total.norm())}
 
 
-def run(budget: Budget, data_dir: Path) -> dict[str, Any]:
-    result: dict[str, Any] = {
-        "train": run_child("benchmarks.memory", [
-            "train", "--steps", str(budget.memory_train_steps), "--data-dir", str(data_dir),
-            "--test-batches", str(2 if budget.name == "quick" else 20)], timeout=1800),
-        "encode": [],
-    }
-    for n in budget.memory_encode:
-        result["encode"].append(run_child("benchmarks.memory", ["encode", "--n", str(n),
-                                                                "--data-dir", str(data_dir)],
-                                          timeout=3600))
-    return result
+def run(budget: common.Budget, data_dir: Path) -> dict[str, Any]:
+    test_batches = str(2 if budget.name == "quick" else 20)
+    return {"train": common.run_child("benchmarks.memory", [
+                "train", "--steps", str(budget.memory_train_steps), "--data-dir", str(data_dir),
+                "--test-batches", test_batches], timeout=1800),
+            "encode": [common.run_child("benchmarks.memory", [
+                "encode", "--n", str(n), "--data-dir", str(data_dir)], timeout=3600)
+                for n in budget.memory_encode]}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -99,11 +73,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--test-batches", type=int, default=20)
     parser.add_argument("--n", type=int, default=100_000)
     args = parser.parse_args(argv)
-    quiet_environment()
-    if args.what == "train":
-        emit(child_train(args.data_dir, args.steps, args.test_batches))
-    else:
-        emit(child_encode(args.data_dir, args.n))
+    common.quiet_environment()
+    common.emit(child_train(args.data_dir, args.steps, args.test_batches) if args.what == "train"
+                else child_encode(args.data_dir, args.n))
 
 
 if __name__ == "__main__":

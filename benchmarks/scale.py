@@ -2,12 +2,11 @@
 
     python -m benchmarks.scale --factor 10 --data-dir ../shared/data [--store] [--profile]
 
-The child writes k back-to-back copies of train.txt to a temporary file (not timed), then times
-`MultiTaskDataModule.dataset("train")` (stream, validate, tokenise, align: what `setup` does once
-per split) with the encoded split held in memory, or with `--store` written to a folder and
-memory-mapped (`data.store_dir`); then the first training batches through the DataLoader. It
-reports resident memory before, after and at the peak. The parent fits time and memory per copy
-on the largest two factors of each mode and projects the in-memory limit.
+The child writes k back-to-back copies of train.txt (not timed), times
+`MultiTaskDataModule.dataset("train")` with the encoded split in memory or, with `--store`,
+written to a folder and memory-mapped (`data.store_dir`), then the first training batches; it
+reports resident memory before, after and at the peak. The parent takes the marginal cost of a
+copy between consecutive factors of each mode and projects the in-memory limit.
 """
 
 from __future__ import annotations
@@ -18,33 +17,11 @@ from itertools import islice, pairwise
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import (
-    MINILM,
-    Budget,
-    current_rss_mib,
-    emit,
-    peak_rss_mib,
-    python_profile,
-    quiet_environment,
-    reset_peak_rss,
-    rss_split_mib,
-    run_child,
-    scratch_dir,
-)
+from benchmarks import common
 
 BIG = 1000
 FIRST_BATCHES = 50
 CONLL_TYPES = ["PER", "LOC", "ORG", "MISC"]  # the `ner` task of conf/data/conll_agnews.yaml
-
-
-def mem_total_mib() -> tuple[float, float]:
-    with open("/proc/meminfo") as handle:
-        info = {line.split(":")[0]: int(line.split()[1]) for line in handle}
-    return info["MemTotal"] / 1024, info.get("MemAvailable", info["MemFree"]) / 1024
-
-
-def _folder_mib(folder: Path) -> float:
-    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
 
 
 def child(data_dir: Path, factor: int, store: bool, profile: bool) -> dict[str, Any]:
@@ -52,13 +29,13 @@ def child(data_dir: Path, factor: int, store: bool, profile: bool) -> dict[str, 
     from mtst.data.tasks import TaskData
     from mtst.model.backbone import load_tokenizer
 
-    tokenizer = load_tokenizer(MINILM)
-    text = (data_dir / "conll2003" / "train.txt").read_text(encoding="utf-8")
-    with scratch_dir("scale") as tmp:
+    tokenizer = load_tokenizer(common.MINILM)
+    text = (data_dir / "conll2003" / "train.txt").read_text(encoding="utf-8").rstrip("\n") + "\n\n"
+    with common.scratch_dir("scale") as tmp:
         path = Path(tmp) / "train_x.txt"
         with path.open("w", encoding="utf-8") as handle:
             for _ in range(factor):
-                handle.write(text.rstrip("\n") + "\n\n")
+                handle.write(text)
         del text
 
         def datamodule(store_dir: Path | None) -> MultiTaskDataModule:
@@ -66,35 +43,32 @@ def child(data_dir: Path, factor: int, store: bool, profile: bool) -> dict[str, 
             return MultiTaskDataModule({"ner": ner}, max_length=128, batch_size=32,
                                        store_dir=store_dir, tokenizer=tokenizer)
 
-        store_dir = Path(tmp) / "store" if store else None
-        dm = datamodule(store_dir)
-        base, base_split = current_rss_mib(), rss_split_mib()
-        reset_peak_rss()
+        dm = datamodule(Path(tmp) / "store" if store else None)
+        base, split = common.rss_mib(), {k: common.rss_mib(k.capitalize()) for k in ("anon", "file")}
+        common.reset_peak_rss()
         start = time.perf_counter()
         ds = dm.dataset("train")
-        load_s = time.perf_counter() - start
-        after_load, load_peak = current_rss_mib(), peak_rss_mib()
-        reset_peak_rss()
+        load_s, after_load, load_peak = time.perf_counter() - start, common.rss_mib(), common.peak_rss_mib()
+        common.reset_peak_rss()
         start = time.perf_counter()
         loader = dm.train_dataloader()
         epoch_batches = len(loader)  # builds the epoch's order
-        order_s, order_peak = time.perf_counter() - start, peak_rss_mib()
+        order_s, order_peak = time.perf_counter() - start, common.peak_rss_mib()
         start = time.perf_counter()
         batches = sum(1 for _ in islice(loader, FIRST_BATCHES))
-        batches_s = time.perf_counter() - start
-        end_split = rss_split_mib()
+        folder = ds.folder and sum(f.stat().st_size for f in ds.folder.rglob("*") if f.is_file())
         result = {"factor": factor, "store": store, "sentences": len(ds),
                   "tokens": int(ds.token_offsets[-1]), "file_mb": path.stat().st_size / 2**20,
-                  "store_mib": _folder_mib(ds.folder) if ds.folder else ds.nbytes() / 2**20,
-                  "load_s": load_s, "rss_base_mib": base, "rss_after_load_mib": after_load,
+                  "store_mib": (folder or ds.nbytes()) / 2**20, "load_s": load_s,
+                  "rss_base_mib": base, "rss_after_load_mib": after_load,
                   "load_peak_rss_mib": load_peak, "epoch_batches": epoch_batches,
                   "order_s": order_s, "order_extra_mib": order_peak - after_load,
-                  "first_batches": batches, "first_batches_s": batches_s,
-                  "peak_rss_mib": max(load_peak, peak_rss_mib()),
-                  **{f"rss_{kind}_growth_mib": end_split[kind] - base_split[kind]
-                     for kind in base_split}}
+                  "first_batches": batches, "first_batches_s": time.perf_counter() - start,
+                  "peak_rss_mib": max(load_peak, common.peak_rss_mib()),
+                  **{f"rss_{k}_growth_mib": common.rss_mib(k.capitalize()) - v
+                     for k, v in split.items()}}
         if profile:
-            result["profile"] = python_profile(lambda: datamodule(None).dataset("train"))
+            result["profile"] = common.python_profile(lambda: datamodule(None).dataset("train"))
     return result
 
 
@@ -103,32 +77,29 @@ def marginal(points: list[dict[str, Any]], key: str) -> list[float]:
     return [(b[key] - a[key]) / (b["factor"] - a["factor"]) for a, b in pairwise(points)]
 
 
-def run(budget: Budget, data_dir: Path) -> dict[str, Any]:
+def run(budget: common.Budget, data_dir: Path) -> dict[str, Any]:
     def measure(factor: int, store: bool) -> dict[str, Any]:
         args = ["--factor", str(factor), "--data-dir", str(data_dir)]
-        args += ["--store"] if store else []
-        args += ["--profile"] if factor == 1 and not store else []
-        return run_child("benchmarks.scale", args, timeout=3600)
+        args += ["--store"] if store else (["--profile"] if factor == 1 else [])
+        return common.run_child("benchmarks.scale", args, timeout=3600)
 
     points = [measure(f, False) for f in budget.scale_factors]
     stored = [measure(f, True) for f in budget.scale_store_factors]
-    total, available = mem_total_mib()
+    total, available = common.mem_total_mib()
     result: dict[str, Any] = {"points": points, "stored": stored, "mem_total_mib": total,
                               "mem_available_mib": available, "first_batches": FIRST_BATCHES}
-    # Linear growth = constant marginal cost per copy: the last step's over the one before.
+    # linear growth = a constant marginal cost per copy: the last step's over the one before
     for name, series in (("memory", points), ("store", stored)):
         if len(series) >= 3:
-            time_steps = marginal(series, "load_s")
-            result[f"{name}_time_per_copy_s"] = time_steps
-            result[f"{name}_time_linearity"] = time_steps[-1] / time_steps[-2]
+            steps = marginal(series, "load_s")
+            result.update({f"{name}_time_per_copy_s": steps,
+                           f"{name}_time_linearity": steps[-1] / steps[-2]})
     if len(points) >= 3:
-        mem_steps = marginal(points, "peak_rss_mib")
-        result["memory_mib_per_copy"] = mem_steps
-        result["memory_memory_linearity"] = mem_steps[-1] / mem_steps[-2]
-        last = points[-1]
-        result["projected_1000x_peak_mib"] = last["peak_rss_mib"] + mem_steps[-1] * (BIG - last["factor"])
-        result["copies_fitting_80pct_ram"] = int(last["factor"] + (0.8 * total - last["peak_rss_mib"])
-                                                 / mem_steps[-1]) if mem_steps[-1] > 0 else None
+        mem, last = marginal(points, "peak_rss_mib"), points[-1]
+        result.update(memory_mib_per_copy=mem, memory_memory_linearity=mem[-1] / mem[-2],
+                      projected_1000x_peak_mib=last["peak_rss_mib"] + mem[-1] * (BIG - last["factor"]),
+                      copies_fitting_80pct_ram=int(last["factor"] + (0.8 * total - last["peak_rss_mib"])
+                                                   / mem[-1]) if mem[-1] > 0 else None)
     return result
 
 
@@ -139,8 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--store", action="store_true", help="write the split to disk, memory-mapped")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args(argv)
-    quiet_environment()
-    emit(child(args.data_dir, args.factor, args.store, args.profile))
+    common.quiet_environment()
+    common.emit(child(args.data_dir, args.factor, args.store, args.profile))
 
 
 if __name__ == "__main__":

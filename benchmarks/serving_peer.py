@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.serve_load import ROOT, load, start, titles
+from benchmarks.common import DEFAULT_DATA, ag_titles, cpu_model
+from benchmarks.serve_load import load, start
 
 CONCURRENCY, SIDES, MODEL, BATCH = (1, 16, 64), ("mtst", "infinity"), "minilm", "32"
 BACKENDS = {"torch": (["--backend", "torch"], ["--engine", "torch"]),
@@ -166,12 +167,11 @@ def run(infinity: str | Path | None, duration: float, rounds: int, data_dir: Pat
     if not (data_dir / "ag_news" / "test.csv").is_file():
         return {"skipped": f"no AG News test titles under {data_dir}"}
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from benchmarks.environment import cpu_model
     from mtst.inference.export import export_model
     from mtst.inference.loading import untrained
 
     python = str(Path(infinity) / "bin" / "python") if Path(infinity).is_dir() else str(infinity)
-    texts = titles(data_dir)
+    texts = ag_titles(data_dir, 2000)
     result: dict[str, Any] = {
         "backbone": backbone, "duration_s": duration, "rounds": rounds, "threads": threads,
         "concurrency": list(CONCURRENCY), "cpu": f"{cpu_model()}, {os.cpu_count()} logical CPUs",
@@ -214,59 +214,13 @@ def summarize(rows: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     return out
 
 
-def summary_rows(s: dict[str, Any]) -> list[list[Any]]:
-    shown = "; ".join(f"{b} " + " / ".join(f"{s[b][str(c)]['ratio']:.2f}"
-                                           for c in s["concurrency"]) for b in BACKENDS)
-    clients = " / ".join(map(str, s["concurrency"]))
-    return [["11 (b)", f"mtst serve / Infinity, embedding req/s at {clients} clients", shown,
-             "—", "—"]]
-
-
-def render(s: dict[str, Any], table: Any = None) -> str:
-    from benchmarks.report import table as markdown
-
-    rows = []
-    for b in BACKENDS:
-        for c in map(str, s["concurrency"]):
-            r = s[b][c]
-            rounds = ", ".join(f"{x:.2f}" for x in r["ratio_per_round"])
-            rows.append([b, c, f"**{r['ratio']:.2f}×** ({rounds})",
-                         *(f"{r[side]['throughput_rps']:.1f}" for side in SIDES),
-                         *(f"{r[x]['p50_ms']:.0f} / {r[x]['p99_ms']:.0f} ms" for x in SIDES),
-                         f"{r['mtst']['errors']} / {r['infinity']['errors']}"])
-    flags = "; ".join(f"{b}: mtst `{' '.join(o['mtst'])}`, Infinity `{' '.join(o['infinity'])}`"
-                      for b, o in s["options"].items())
-    loads = [x for b in BACKENDS for c in s["concurrency"] for side in SIDES
-             for r in s[b][str(c)][side]["rounds"] for x in r["load_1min"]]
-    cosines = ", ".join(f"{s[b]['min_cosine']:.6f} ({b})" for b in BACKENDS)
-    versions = "; ".join(f"{side}: " + ", ".join(f"{k} {v}" for k, v in s["versions"][side].items())
-                         for side in SIDES)
-    return "\n".join([
-        f"`{s['command']}` (PATH: Infinity's own environment). One MiniLM export behind `mtst "
-        "serve` and behind Infinity (`infinity_emb v2` on its sentence-transformers/ folder), one "
-        f"server at a time on a free 127.0.0.1 port; per backend {s['rounds']} round(s) of mtst "
-        f"then Infinity, each warmed up by 3 s of load, then {s['duration_s']:g} s per concurrency "
-        "of closed-loop clients (`benchmarks/serve_load.py`) on the same CPUs, one AG News title "
-        f"per request as `POST {ROUTE}` `{json.dumps(request(['<title>']))}` on both. Server "
-        f"options: {flags}. Smallest cosine between the two servers' embeddings of 8 titles: "
-        f"{cosines}.",
-        "",
-        (table or markdown)(["backend", "clients", "req/s mtst / Infinity: median (each round)",
-                             "mtst req/s", "Infinity req/s", "mtst p50 / p99",
-                             "Infinity p50 / p99", "errors mtst / Infinity"], rows),
-        "",
-        f"CPU: {s['cpu']}; {versions}. 1-minute load average before and after each run: "
-        f"{min(loads):.2f} to {max(loads):.2f} (each run's in results.json, `rounds`).",
-    ])
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--infinity", required=True, help="Infinity's environment or python")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
     args = parser.parse_args(argv)
     result = run(args.infinity, args.duration, args.rounds, args.data_dir, args.threads)
     print(json.dumps(result, indent=1))

@@ -1,14 +1,15 @@
-"""Rows 1-2: the Lightning training step against a hand-written PyTorch loop, and FLOP efficiency.
+"""Rows 1-2: the Lightning training step against a hand-written PyTorch loop, and FLOP efficiency;
+the plain loop, clocks and FLOP model the other rows reuse.
 
-Both sides train the same `MultiTaskModule` (reset to the same weights and RNG seed before each
-repeat), on the same batches from the same DataModule, with the same AdamW groups, schedule and
-gradient clipping. Repeats alternate sides (framework, plain, framework, plain, ...) so machine
-load hits both alike; the figures are medians of per-repeat samples/s.
+Both sides train the same `MultiTaskModule` (reset to the same weights and seed before each
+repeat) on the same DataModule batches with the same AdamW groups, schedule and clipping;
+repeats alternate sides in ABBA order and the figures are medians of per-repeat samples/s.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,24 +23,28 @@ from torch import nn
 from benchmarks.common import (
     BENCH_OVERRIDES,
     Budget,
+    alternate,
     compose,
     median,
     python_profile,
     scratch_dir,
     torch_profile,
 )
-from benchmarks.hotspots import adamw_step_ms, phase_breakdown
 from mtst.freezing.param_groups import head_and_backbone_groups
 from mtst.training.optim import use_fused, warmup_linear_decay
 
 IGNORE = -100
 FIT_KWARGS = {"enable_checkpointing": False, "enable_model_summary": False, "limit_val_batches": 0,
               "num_sanity_val_steps": 0, "min_epochs": 0, "max_epochs": -1}
+FLOP_FORMULA = ("FLOPs per step = 6·N·B·T + 12·L·d·B·T², with B·T the padded tokens of the batch "
+                "(the work the CPU actually does), N the per-token matmul parameters, L layers, "
+                "d hidden width (6·N: forward 2·N + backward 4·N per token; 12·L·d·T: QKᵀ and "
+                "attention·V, forward and backward)")
 
 
 class ReferenceLoop:
     """The loop a user writes by hand: forward, one masked cross-entropy per task with a head,
-    clip, AdamW, schedule."""
+    clip, AdamW (as `build_optimizer` sets it up), schedule."""
 
     def __init__(self, model: nn.Module, optimizer_cfg: dict[str, Any], total_steps: int,
                  clip: float | None = 1.0) -> None:
@@ -48,7 +53,6 @@ class ReferenceLoop:
         self.optimizer = torch.optim.AdamW(head_and_backbone_groups(model, cfg),
                                            betas=tuple(cfg.get("betas", (0.9, 0.999))),
                                            eps=cfg.get("eps", 1e-8),
-                                           # as build_optimizer (fp32: fused by default)
                                            fused=use_fused(cfg.get("fused"), None))
         warmup = int(cfg.get("warmup_steps") or round(cfg.get("warmup_ratio", 0.1) * total_steps))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -67,23 +71,23 @@ class ReferenceLoop:
                                             labels.reshape(-1), ignore_index=IGNORE)
         return total
 
-    def step(self, batch: dict[str, torch.Tensor]) -> float:
-        out = self.model(batch["input_ids"], batch["attention_mask"])
-        loss = self.loss(batch, out)
+    def step(self, batch: dict[str, torch.Tensor], phases: dict[str, float] | None = None) -> float:
+        """One training step; `phases` (when given) adds each phase's milliseconds to its entry."""
+        marks = [time.perf_counter()]
+        loss = self.loss(batch, self.model(batch["input_ids"], batch["attention_mask"]))
+        marks.append(time.perf_counter())
         loss.backward()
+        marks.append(time.perf_counter())
         if self.clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+        marks.append(time.perf_counter())
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        marks.append(time.perf_counter())
+        for key, a, b in zip(phases or (), marks, marks[1:], strict=False):
+            phases[key] += 1000 * (b - a)  # type: ignore[index]
         return float(loss.detach())
-
-    def run(self, batches: Iterable[dict[str, torch.Tensor]], steps: int, clock: StepClock) -> None:
-        self.model.train()
-        for i, batch in enumerate(batches):
-            if i >= steps:
-                break
-            clock.record(batch, self.step(batch))
 
 
 class StepClock(Callback):
@@ -105,12 +109,42 @@ class StepClock(Callback):
 
     def window(self, warmup: int) -> dict[str, Any]:
         """Samples/s and seconds over the steps after `warmup` (data loading included)."""
-        t0 = self.times[warmup - 1] if warmup else self.start
-        seconds = self.times[-1] - t0
+        seconds = self.times[-1] - (self.times[warmup - 1] if warmup else self.start)
         shapes = self.shapes[warmup:]
         samples = sum(b for b, _ in shapes)
         return {"seconds": seconds, "samples": samples, "samples_per_s": samples / seconds,
                 "shapes": shapes}
+
+
+class EpochClock(Callback):
+    """`epochs_s`: one epoch start to the next (to the end of training for the last), written to
+    `path` as JSON when training ends (a callback of whole `train.py` runs). `epoch_s` / `train_s`:
+    epoch start to `on_train_epoch_end` (its validation included) and to its last training batch,
+    for callers in the same process."""
+
+    def __init__(self, path: str | None = None) -> None:
+        self.path = Path(path) if path else None
+        self.starts: list[float] = []
+        self.epoch_s: list[float] = []
+        self.train_s: list[float] = []
+        self._train_end = 0.0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.starts.append(time.perf_counter())
+        self._train_end = self.starts[-1]
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._train_end = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.epoch_s.append(time.perf_counter() - self.starts[-1])
+        self.train_s.append(self._train_end - self.starts[-1])
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.path is not None:
+            ends = [*self.starts[1:], time.perf_counter()]
+            self.path.write_text(json.dumps({"epochs_s": [b - a for a, b in zip(self.starts, ends,
+                                                                                 strict=True)]}))
 
 
 def build(cfg: Any) -> tuple[Any, Any]:
@@ -118,17 +152,13 @@ def build(cfg: Any) -> tuple[Any, Any]:
     import lightning as L
 
     from mtst.model.backbone import load_tokenizer
-    from mtst.training.pipeline import (
-        backbone_settings,
-        build_datamodule,
-        build_model,
-        configured_tasks,
-    )
+    from mtst.training import pipeline
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    tasks = configured_tasks(cfg)
-    datamodule = build_datamodule(cfg, load_tokenizer(**backbone_settings(cfg)), tasks)
-    return datamodule, build_model(cfg, tasks, datamodule.label_spaces)
+    tasks = pipeline.configured_tasks(cfg)
+    datamodule = pipeline.build_datamodule(cfg, load_tokenizer(**pipeline.backbone_settings(cfg)),
+                                           tasks)
+    return datamodule, pipeline.build_model(cfg, tasks, datamodule.label_spaces)
 
 
 def optimizer_cfg(cfg: Any) -> dict[str, Any]:
@@ -150,8 +180,36 @@ def framework_run(cfg: Any, model: Any, datamodule: Any, steps: int) -> StepCloc
 def plain_run(cfg: Any, model: Any, datamodule: Any, steps: int) -> StepClock:
     loop = ReferenceLoop(model, optimizer_cfg(cfg), steps, cfg.trainer.get("gradient_clip_val"))
     clock = StepClock()
-    loop.run(datamodule.train_dataloader(), steps, clock)
+    model.train()
+    for _, batch in zip(range(steps), datamodule.train_dataloader(), strict=False):
+        clock.record(batch, loop.step(batch))
     return clock
+
+
+def time_orders(cfg: Any, model: Any, datamodule: Any, orders: dict[str, list[list[int]]],
+                count: int) -> dict[str, list[tuple[float, int, int]]]:
+    """The plain loop on `count` evenly spaced batches of each epoch order (orders taking turns
+    in ABBA order, after one untimed step), from the model's weights, which are restored after:
+    (seconds, sentences, padded tokens) of every timed step, per order."""
+    from mtst.data.collate import Collator
+
+    collate = Collator(datamodule.pad_token_id, datamodule.task_kinds)  # the loaders' own
+    ds = datamodule.dataset("train")
+    loop = ReferenceLoop(model, optimizer_cfg(cfg), total_steps=10 * count)
+    initial = copy.deepcopy(model.state_dict())
+    model.train()
+    loop.step(collate([ds[i] for i in next(iter(orders.values()))[0]]))
+    steps: dict[str, list[tuple[float, int, int]]] = {key: [] for key in orders}
+    for turn in range(count):
+        for key in list(orders) if turn % 2 == 0 else list(reversed(orders)):
+            picked = orders[key][round(turn * (len(orders[key]) - 1) / max(1, count - 1))]
+            batch = collate([ds[i] for i in picked])
+            start = time.perf_counter()
+            loop.step(batch)
+            steps[key].append((time.perf_counter() - start, len(picked), batch["input_ids"].numel()))
+    model.load_state_dict(initial)
+    torch.manual_seed(0)
+    return steps
 
 
 def flop_model(model: Any) -> dict[str, int]:
@@ -168,12 +226,6 @@ def flop_model(model: Any) -> dict[str, int]:
             "hidden": int(config.hidden_size)}
 
 
-FLOP_FORMULA = ("FLOPs per step = 6·N·B·T + 12·L·d·B·T², with B·T the padded tokens of the batch "
-                "(the work the CPU actually does), N the per-token matmul parameters, L layers, "
-                "d hidden width (6·N: forward 2·N + backward 4·N per token; 12·L·d·T: QKᵀ and "
-                "attention·V, forward and backward)")
-
-
 def step_flops(shapes: Iterable[tuple[int, int]], fm: dict[str, int]) -> float:
     n, layers, d = fm["matmul_params"], fm["layers"], fm["hidden"]
     return float(sum(6 * n * b * t + 12 * layers * d * b * t * t for b, t in shapes))
@@ -183,27 +235,39 @@ def matmul_rate(m: int, k: int, n: int, repeats: int = 5) -> float:
     """Median FLOP/s of an fp32 [m, k] @ [k, n] product."""
     a, b = torch.randn(m, k), torch.randn(k, n)
     torch.matmul(a, b)
-    rates = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        torch.matmul(a, b)
-        rates.append(2 * m * k * n / (time.perf_counter() - t))
-    return median(rates)
+    return median([2 * m * k * n / s for s in alternate({"mm": torch.matmul}, repeats, a, b)["mm"]])
 
 
-def matmul_peak(sizes: tuple[int, ...] = (1024, 2048)) -> dict[str, Any]:
+def matmul_peak(sizes: tuple[int, ...]) -> dict[str, Any]:
     """Measured fp32 peak: the best median FLOP/s of `torch.matmul` over large square matrices."""
     by_size = {n: matmul_rate(n, n, n) for n in sizes}
     return {"flops_per_s": max(by_size.values()), "by_size": by_size,
             "threads": torch.get_num_threads()}
 
 
-def model_shaped(tokens: int, config: Any) -> dict[str, float]:
-    """The same kernel on the shapes one batch really multiplies: the peak for those shapes."""
-    d = int(config.hidden_size)
-    ff = int(getattr(config, "intermediate_size", None) or 4 * d)
-    return {f"[{tokens},{d}]x[{d},{ff}]": matmul_rate(tokens, d, ff),
-            f"[{tokens},{d}]x[{d},{d}]": matmul_rate(tokens, d, d)}
+def adamw_step_ms(model: nn.Module, repeats: int = 5) -> dict[str, Any]:
+    """Median ms of one AdamW step over the model's parameters on random gradients, per
+    implementation (single-tensor, foreach, fused), the variants alternating."""
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = torch.randn_like(p) * 1e-3
+    flags = {"single_tensor": {"foreach": False, "fused": False},
+             "foreach": {"foreach": True, "fused": False}, "fused": {"fused": True}}
+    out: dict[str, Any] = {"parameters": sum(p.numel() for p in params)}
+    steps = {}
+    for variant, kw in flags.items():
+        try:
+            optimizer = torch.optim.AdamW(params, lr=1e-5, weight_decay=0.01, **kw)
+            optimizer.step()  # allocate state outside the timing
+            steps[variant] = optimizer.step
+        except (RuntimeError, ValueError) as err:  # a torch build without the fused CPU kernel
+            out[variant] = f"unavailable: {err}".splitlines()[0]
+    out.update({k: 1000 * median(v) for k, v in alternate(steps, repeats).items()})
+    for p in params:
+        p.grad = None
+    model.load_state_dict(state)
+    return out
 
 
 def run(budget: Budget, data: dict[str, Path], overrides: list[str] | None = None,
@@ -226,36 +290,42 @@ def run(budget: Budget, data: dict[str, Path], overrides: list[str] | None = Non
                 sides[side].append(clock.window(warm))
                 losses[side].append(clock.losses)
         peak_after = matmul_peak(peak_sizes)
-        fw = median([r["samples_per_s"] for r in sides["framework"]])
-        plain = median([r["samples_per_s"] for r in sides["plain"]])
-        per_repeat = [f["samples_per_s"] / p["samples_per_s"]
-                      for f, p in zip(sides["framework"], sides["plain"], strict=True)]
+        rates = {s: [r["samples_per_s"] for r in runs] for s, runs in sides.items()}
+        per_repeat = [f / p for f, p in zip(rates["framework"], rates["plain"], strict=True)]
         fm = flop_model(model)
         flops = {side: median([step_flops(r["shapes"], fm) / r["seconds"] for r in runs])
                  for side, runs in sides.items()}
         peak = max(peak_before["flops_per_s"], peak_after["flops_per_s"])
         shapes = sides["plain"][0]["shapes"]
         tokens = round(sum(b * t for b, t in shapes) / len(shapes))
+        config = model.net.encoder.backbone.config
+        d = int(config.hidden_size)
+        ff = int(getattr(config, "intermediate_size", None) or 4 * d)
         result: dict[str, Any] = {
             "batch_size": int(cfg.data.batch_size), "steps_timed": budget.overhead_steps,
-            "warmup_steps": warm, "repeats": budget.overhead_repeats,
-            "samples_per_s": {s: [r["samples_per_s"] for r in runs] for s, runs in sides.items()},
-            "framework_samples_per_s": fw, "plain_samples_per_s": plain,
-            "ratio_of_medians": fw / plain, "ratio": median(per_repeat), "ratio_per_repeat": per_repeat,
-            "target_ratio": 0.95,
+            "warmup_steps": warm, "repeats": budget.overhead_repeats, "samples_per_s": rates,
+            "framework_samples_per_s": median(rates["framework"]),
+            "plain_samples_per_s": median(rates["plain"]),
+            "ratio_of_medians": median(rates["framework"]) / median(rates["plain"]),
+            "ratio": median(per_repeat), "ratio_per_repeat": per_repeat, "target_ratio": 0.95,
             "losses_repeat1": {s: v[0] for s, v in losses.items()},
             "mean_padded_tokens": tokens, "mean_padded_len": sum(t for _, t in shapes) / len(shapes),
-            "flop_model": fm, "flop_formula": FLOP_FORMULA,
-            "achieved_flops_per_s": flops, "matmul_peak": {"before": peak_before, "after": peak_after},
-            "peak_flops_per_s": peak,
-            "model_shaped_matmul": model_shaped(tokens, model.net.encoder.backbone.config),
+            "flop_model": fm, "flop_formula": FLOP_FORMULA, "achieved_flops_per_s": flops,
+            "matmul_peak": {"before": peak_before, "after": peak_after}, "peak_flops_per_s": peak,
+            # the same kernel on the shapes one batch really multiplies
+            "model_shaped_matmul": {f"[{tokens},{d}]x[{d},{ff}]": matmul_rate(tokens, d, ff),
+                                    f"[{tokens},{d}]x[{d},{d}]": matmul_rate(tokens, d, d)},
             "efficiency": {side: value / peak for side, value in flops.items()},
             "target_efficiency": 0.5,
         }
         batches = [b for _, b in zip(range(4), datamodule.train_dataloader(), strict=False)]
         loop = ReferenceLoop(model, optimizer_cfg(cfg), 10)
         result["profile_ops"] = torch_profile(lambda: [loop.step(b) for b in batches])
-        result["phases_ms"] = phase_breakdown(loop, batches)
+        phases = dict.fromkeys(("forward+loss", "backward", "clip", "optimizer"), 0.0)
+        model.train()
+        for batch in batches:
+            loop.step(batch, phases)
+        result["phases_ms"] = {k: v / len(batches) for k, v in phases.items()}
         model.load_state_dict(initial)
         result["adamw_step_ms"] = adamw_step_ms(model)
         if result["ratio"] < 0.95:

@@ -7,7 +7,7 @@
 #
 #   scripts/device_check.sh                 # on a machine with an NVIDIA GPU
 #   scripts/device_check.sh --cpu           # dry run with tiny sizes (no GPU needed)
-#   scripts/device_check.sh --help          # every option (benchmarks/device_check.py)
+#   scripts/device_check.sh --help          # every option (scripts/device_check.py)
 #
 # PYTHON picks the interpreter (default: the project's .venv when there is one, else python3).
 set -euo pipefail
@@ -16,4 +16,4 @@ if [[ -z "${PYTHON:-}" ]]; then
     if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" TOKENIZERS_PARALLELISM=false
-exec "$PYTHON" -m benchmarks.device_check "$@"
+exec "$PYTHON" scripts/device_check.py "$@"

