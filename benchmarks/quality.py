@@ -40,7 +40,10 @@ def row_config(tmp: Path, name: str, budget: Budget, data: dict[str, Path]) -> A
     if budget.quality_test_batches:
         overrides.append(f"trainer.limit_test_batches={budget.quality_test_batches}")
     cfg = compose(tmp, overrides + (["data.sampling=round_robin"] if name == "joint" else []))
-    keep_tasks(cfg, keep) if keep is not None else use_wnut(cfg, data["wnut17"])
+    if keep is None:
+        use_wnut(cfg, data["wnut17"])
+    else:
+        keep_tasks(cfg, keep)
     return cfg
 
 
