@@ -122,7 +122,7 @@ def test_frozen_head_loss_still_reaches_the_encoder(dm, head: str) -> None:
         model = make_model(dm, {"name": "head", "heads": [head], "frozen_head_weight": weight},
                            dropout=0.0)
         model.double()  # float64 (GPT-Neo still takes attention scores in fp32)
-        assert float(model.loss_fn.weights[list(model.tasks).index(head)]) == weight
+        assert float(model.weighting.weights[list(model.tasks).index(head)]) == weight
         model.freezer.apply(model, 0)
         model.compute_loss(batch, model.encode_batch(batch))[0].backward()
         assert all(p.grad is None for p in model.net.heads[head].parameters())

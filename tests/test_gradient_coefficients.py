@@ -1,8 +1,9 @@
 """A gradient method's coefficients reach the gradients: after the training step's combination
-(`mtst.weighting.combination.combined_loss`) the shared parameters hold sum_i c_i g_i with the
-coefficients c the method returned, not the plain sum that fixed weighting would give.
+(`GradientWeighting.step`, through `mtst.weighting.combination.combined_loss`) the shared
+parameters hold sum_i c_i g_i with the coefficients c the method returned, not the plain sum
+that fixed weighting would give.
 
-Two levels: hand-made task gradients through `combined_loss` (a one-embedding encoder whose
+Two levels: hand-made task gradients through the method's `step` (a one-embedding encoder whose
 gradient is the representation's gradient itself, with PCGrad's and Nash-MTL's coefficients
 written out by hand), and the tiny GPT-Neo model's three tasks through `training_step`.
 """
@@ -16,8 +17,9 @@ import pytest
 import torch
 from torch import nn
 
+from mtst.freezing.cut import cut_forward
 from mtst.weighting import build_weighting
-from mtst.weighting.combination import combined_loss
+from mtst.weighting.step import SharedPart, TaskLosses
 from tests.conftest import make_datamodule, make_module, sample_tasks
 
 # ---- hand-made gradients -------------------------------------------------------------------
@@ -58,23 +60,31 @@ class LookupEncoder(nn.Module):
         return states.mean(1)
 
 
-def hand_module(directions: list[torch.Tensor], method: str, grad_on: str):
-    encoder = LookupEncoder()
-    net = SimpleNamespace(
-        encoder=encoder, run_heads=lambda states, embeddings: {"token_states": states}
-    )
-    freezer = SimpleNamespace(
-        encoder_states=lambda module, ids, mask, index, side: module.net.encoder(ids, mask)
-    )
-    tasks = {f"t{i}": LinearTask(f"t{i}", d) for i, d in enumerate(directions)}
-    return SimpleNamespace(
-        net=net,
-        freezer=freezer,
-        tasks=tasks,
-        grad_on=grad_on,
-        global_step=0,
-        loss_fn=build_weighting({"weighting": method}, WEIGHTS).double(),
-    )
+class HandForward:
+    """The `Forward` a method's step gets, over the lookup encoder and the linear tasks."""
+
+    freeze = "none"
+
+    def __init__(self, directions: list[torch.Tensor]) -> None:
+        self.net = SimpleNamespace(
+            encoder=LookupEncoder(), run_heads=lambda states, embeddings: {"token_states": states}
+        )
+        self.freezer = SimpleNamespace(
+            encoder_states=lambda module, ids, mask, index, side: module.net.encoder(ids, mask)
+        )
+        self.tasks = {f"t{i}": LinearTask(f"t{i}", d) for i, d in enumerate(directions)}
+
+    def losses(self) -> TaskLosses:
+        raise AssertionError("a gradient method with a trainable encoder takes the cut forward")
+
+    def cut(self) -> SharedPart:
+        batch = hand_batch()
+        states, cuts, outputs = cut_forward(self.freezer, self, batch)
+        tasks = list(self.tasks.values())
+        losses = TaskLosses(torch.stack([t.loss(batch, outputs) for t in tasks]),
+                            torch.stack([t.has(batch).any() for t in tasks]), tuple(self.tasks))
+        rows = torch.stack([t.has(batch) for t in tasks])
+        return SharedPart(losses, states, cuts, list(self.net.encoder.parameters()), rows)
 
 
 def hand_batch() -> dict[str, torch.Tensor]:
@@ -86,10 +96,11 @@ def hand_batch() -> dict[str, torch.Tensor]:
     }
 
 
-def shared_gradient(module) -> torch.Tensor:
-    surrogate, _, _ = combined_loss(module, hand_batch())
-    surrogate.backward()
-    table = module.net.encoder.table
+def shared_gradient(directions: list[torch.Tensor], method: str, grad_on: str) -> torch.Tensor:
+    weighting = build_weighting({"weighting": method, "grad_on": grad_on}, WEIGHTS).double()
+    forward = HandForward(directions)
+    weighting.step(forward, 0).backward.backward()
+    table = forward.net.encoder.table
     return table.grad[hand_batch()["input_ids"][0]].unsqueeze(0)  # back to [1, 2, 2], row per token
 
 
@@ -106,7 +117,7 @@ def test_pcgrad_on_two_conflicting_gradients_gives_the_projected_sum(grad_on: st
     c1, c2 = 1 - d / dot(g1, g1), 1 - d / dot(g2, g2)
     expected = (g1 - d / dot(g2, g2) * g2) + (g2 - d / dot(g1, g1) * g1)
     torch.testing.assert_close(expected, c1 * g1 + c2 * g2)
-    got = shared_gradient(hand_module([A1, A2], "pcgrad", grad_on))
+    got = shared_gradient([A1, A2], "pcgrad", grad_on)
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
     # what fixed weighting would give differs by far more than the tolerance
     assert float((got - (g1 + g2)).abs().max()) > 0.5
@@ -122,7 +133,7 @@ def test_nash_mtl_on_two_orthogonal_gradients_gives_each_the_inverse_of_its_norm
     # clipped to max_norm = 1 (the default): alpha_i = 1 / (sqrt(2) |g_i|)
     n1, n3 = math.sqrt(dot(g1, g1)), math.sqrt(dot(g3, g3))
     expected = g1 / (math.sqrt(2) * n1) + g3 / (math.sqrt(2) * n3)
-    got = shared_gradient(hand_module([A1, A3], "nash_mtl", grad_on))
+    got = shared_gradient([A1, A3], "nash_mtl", grad_on)
     torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
     assert float((got - (g1 + g3)).abs().max()) > 0.5
 
@@ -146,7 +157,7 @@ def per_task_gradients(module, batch) -> list[dict[str, torch.Tensor]]:
     names = [n for n, _ in module.named_parameters()]
     params = [p for _, p in module.named_parameters()]
     out = []
-    for weight, task in zip(module.loss_fn.weights.tolist(), module.tasks.values(), strict=True):
+    for weight, task in zip(module.weighting.weights.tolist(), module.tasks.values(), strict=True):
         found = torch.autograd.grad(
             weight * task.loss(batch, outputs), params, retain_graph=True, allow_unused=True
         )
@@ -171,14 +182,14 @@ def test_the_training_step_gives_the_encoder_the_methods_combination(
     module.freezer.apply(module, 0)
     module.log = lambda *a, **k: None  # no trainer attached
     calls = []
-    coefficients = module.loss_fn.coefficients
+    coefficients = module.weighting.coefficients
 
     def spy(gram, *args, **kwargs):
         c = coefficients(gram, *args, **kwargs)
         calls.append((gram.detach().clone(), c.detach().clone()))
         return c
 
-    module.loss_fn.coefficients = spy
+    module.weighting.coefficients = spy
     grads = per_task_gradients(module, batch)
     module.training_step(batch, 0).backward()
     assert len(calls) == 1, "the gradient method's coefficients were not asked for"

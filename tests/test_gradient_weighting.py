@@ -7,12 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mtst.training.batch_forward import BatchForward
 from mtst.weighting import METHODS, build_weighting
-from mtst.weighting.base import Weighting
+from mtst.weighting.gradient import GradientWeighting
 from tests.conftest import make_datamodule, make_module, sample_tasks
 
 
-class SumOfGradients(Weighting):
+class SumOfGradients(GradientWeighting):
     """c_i = 1 for every present task: the shared part gets sum_i g_i, which is exactly what
     fixed weighting's single backward gives; a test double for the machinery."""
 
@@ -40,7 +41,7 @@ def gradients(dm, grad_on: str | None, batch) -> dict[str, torch.Tensor]:
     loss = {"weighting": "fixed", **({"grad_on": grad_on} if grad_on else {})}
     module = make_module(dm, tasks=three_tasks(), loss=loss, dropout=0.0).double()
     if grad_on is not None:
-        module.loss_fn = SumOfGradients(module.loss_fn.weights.tolist()).double()
+        module.weighting = SumOfGradients(module.weighting.weights.tolist(), grad_on).double()
     module.freezer.apply(module, 0)
     module.training_step(batch, 0).backward() if grad_on is None else _step(module, batch)
     return {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
@@ -93,7 +94,7 @@ def test_the_conflict_monitor_logs_cosines_and_norms(dm) -> None:
     batch = next(iter(dm.train_dataloader()))
     module = make_module(dm, tasks=three_tasks(), dropout=0.0).double()
     module.freezer.apply(module, 0)
-    report = conflict_report(module, batch)
+    report = conflict_report(BatchForward(module, batch).cut(), module.weighting.weights)
     assert {"train/grad_norm/topic", "train/grad_norm/ner", "train/grad_norm/mood",
             "train/grad_cos/topic__ner",
             "train/grad_cos/topic__mood", "train/grad_cos/ner__mood"} == report.keys()
@@ -102,14 +103,14 @@ def test_the_conflict_monitor_logs_cosines_and_norms(dm) -> None:
     for name, task in module.tasks.items():
         module.zero_grad()
         outputs = module.encode_batch(batch)
-        (task.loss(batch, outputs) * module.loss_fn.weights[list(module.tasks).index(name)]).backward()
+        (task.loss(batch, outputs) * module.weighting.weights[list(module.tasks).index(name)]).backward()
         grads[name] = torch.cat([p.grad.flatten() for p in module.net.encoder.parameters()])
     cos = torch.nn.functional.cosine_similarity(grads["topic"], grads["ner"], dim=0)
     assert report["train/grad_cos/topic__ner"] == pytest.approx(float(cos), abs=1e-6)
     assert report["train/grad_norm/mood"] == pytest.approx(float(grads["mood"].norm()), rel=1e-6)
 
 
-class UnitNormGradients(Weighting):
+class UnitNormGradients(GradientWeighting):
     """c_i = 1/|g_i|: depends on the Gram's scale, so a wrongly reduced Gram shows."""
 
     name, level = "unit_norm_gradients", "gradient"
@@ -133,7 +134,7 @@ def reference_gradients(dm, grad_on: str) -> dict[str, torch.Tensor]:
     halves', as DDP averages), its Gram, the method's coefficients, the combination."""
     module = make_module(dm, tasks=three_tasks(), dropout=0.0).double()
     module.freezer.apply(module, 0)
-    weights = module.loss_fn.weights.double()
+    weights = module.weighting.weights.double()
     encoder = [p for p in module.net.encoder.parameters()]
     heads = [p for n, p in module.named_parameters() if not n.startswith("net.encoder.")]
     per_half, grams, head_grads = [], [], []
@@ -180,7 +181,7 @@ def _ddp_rank(rank: int, init: str, grad_on: str, result: str) -> None:
     torch.set_num_threads(1)
     dm = make_datamodule(three_tasks(), batch_size=6)
     module = make_module(dm, tasks=three_tasks(), loss={"grad_on": grad_on}, dropout=0.0).double()
-    module.loss_fn = UnitNormGradients(module.loss_fn.weights.tolist()).double()
+    module.weighting = UnitNormGradients(module.weighting.weights.tolist(), grad_on).double()
     module.freezer.apply(module, 0)
     module.log = lambda *a, **k: None
 
@@ -222,7 +223,7 @@ def test_two_ddp_ranks_take_the_step_of_one_process_on_the_global_batch(dm, tmp_
 def test_every_method_steps_under_bf16_autocast_without_nan(dm, name: str) -> None:
     batch = next(iter(dm.train_dataloader()))
     module = make_module(dm, tasks=three_tasks(), loss={"weighting": name, "grad_on": "parameters"})
-    module.loss_fn = build_weighting({"weighting": name}, module.loss_fn.weights.tolist())
+    module.weighting = build_weighting({"weighting": name}, module.weighting.weights.tolist())
     module.freezer.apply(module, 0)
     module.log = lambda *a, **k: None
     for step in range(2):
@@ -233,13 +234,12 @@ def test_every_method_steps_under_bf16_autocast_without_nan(dm, name: str) -> No
         assert torch.isfinite(total), name
         grads = [p.grad for p in module.parameters() if p.grad is not None]
         assert grads and all(bool(torch.isfinite(g).all()) for g in grads), name
-    assert all(bool(torch.isfinite(b).all()) for b in module.loss_fn.buffers() if b.is_floating_point())
+    assert all(bool(torch.isfinite(b).all()) for b in module.weighting.buffers() if b.is_floating_point())
 
 
 
-def test_a_gradient_method_warns_when_its_tasks_never_meet(dm, caplog, monkeypatch) -> None:
-    from mtst.training.module import MultiTaskModule
-    from mtst.weighting.combination import MIX_CHECK_STEPS, check_batches_mix_tasks
+def test_a_gradient_method_warns_when_its_tasks_never_meet(dm, caplog) -> None:
+    from mtst.weighting.combination import MIX_CHECK_STEPS
 
     batch = next(iter(dm.train_dataloader()))
     rows = batch["topic.has"].size(0)
@@ -247,8 +247,6 @@ def test_a_gradient_method_warns_when_its_tasks_never_meet(dm, caplog, monkeypat
     # disjoint corpora: every row carries one task (topic on the first half, ner on the rest)
     half = torch.arange(rows) < rows // 2
     disjoint = {**batch, "topic.has": half, "ner.has": ~half, "mood.has": torch.zeros_like(half)}
-    step = {"now": 0}
-    monkeypatch.setattr(MultiTaskModule, "global_step", property(lambda self: step["now"]))
     cases = [("representation", [alone] * MIX_CHECK_STEPS, "none of the first"),
              ("representation", [disjoint] * MIX_CHECK_STEPS, "grad_on=parameters"),
              ("parameters", [disjoint] * MIX_CHECK_STEPS, None),
@@ -257,8 +255,8 @@ def test_a_gradient_method_warns_when_its_tasks_never_meet(dm, caplog, monkeypat
         module = make_module(dm, tasks=three_tasks(), loss={"weighting": "pcgrad", "grad_on": grad_on},
                              dropout=0.0)
         caplog.clear()
-        for step["now"], b in enumerate(batches):
-            check_batches_mix_tasks(module, b)
+        for step, b in enumerate(batches):  # what GradientWeighting.step checks each batch
+            module.weighting.mix_check(torch.stack([b[f"{n}.has"] for n in module.tasks]), step)
         warned = [r.getMessage() for r in caplog.records if "model.loss.weighting=pcgrad" in r.getMessage()]
         assert len(warned) == (warning is not None), (grad_on, warned)
         assert warning is None or warning in warned[0]

@@ -142,7 +142,7 @@ def test_uncertainty_weighting_leaves_the_absent_tasks_log_variance_alone(tmp_pa
                                                                           missing: str) -> None:
     tasks, dm, batch = one_batch(tmp_path, f"no_{missing}", absent(missing))
     model = float64_module(tasks, dm, loss={"weighting": "uncertainty"})
-    log_vars = model.loss_fn.log_vars
+    log_vars = model.weighting.log_vars
     assert log_vars.shape == (3,) and list(model.tasks) == list(TASKS)
     with torch.no_grad():
         log_vars.copy_(torch.tensor([0.3, -0.2, 0.5], dtype=log_vars.dtype))

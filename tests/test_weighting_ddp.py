@@ -122,7 +122,7 @@ def test_two_ddp_processes_take_the_steps_of_one_process(tmp_path, tiny_bert, we
             torch.testing.assert_close(two[name].double(), expected.double(), rtol=0, atol=1e-9,
                                        msg=f"rank {rank}: {name}")
     if weighting == "famo":  # its task logits moved, and equally on both ranks (checked above)
-        logits = [n for n in one if n.startswith("loss_fn.")]
+        logits = [n for n in one if n.startswith("weighting.")]
         assert logits and any(not torch.equal(one[n], initial[n]) for n in logits)
 
 
@@ -158,4 +158,4 @@ def test_gradient_accumulation_combines_each_micro_batch_and_steps_once(tmp_path
     assert trainer.global_step == STEPS
     assert all(bool(torch.isfinite(p).all()) for p in module.parameters())
     if weighting == "famo":
-        assert module.loss_fn.adam_steps.tolist() == [STEPS, STEPS]
+        assert module.weighting.adam_steps.tolist() == [STEPS, STEPS]

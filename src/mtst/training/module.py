@@ -2,8 +2,10 @@
 
 It wraps the network it is given (as lightning-hydra-template wraps `net`) and owns what
 training needs and inference does not: the tasks' losses and their weighting, the metrics, the
-freeze strategy and the optimizer. Metrics are named `<stage>/<task>/<metric>`; `val/score` is the
-mean of the main metric of every task that counts in the score.
+freeze strategy and the optimizer. A training step is the weighting method's (`Weighting.step`,
+whatever its level), on a `BatchForward` whose forwards the freeze strategy runs. Metrics are
+named `<stage>/<task>/<metric>`; `val/score` is the mean of the main metric of every task that
+counts in the score.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from mtst.model.network import MultiTaskNetwork
 from mtst.reports.delta_m import delta_m
 from mtst.tasks import build_tasks
 from mtst.tasks.base import Task
+from mtst.training.batch_forward import BatchForward
 from mtst.training.clipping import clip_grad_norm, clips_directly
 from mtst.training.distributed import any_rank
 from mtst.training.lean_loop import LeanHooks
@@ -29,23 +32,20 @@ from mtst.training.loggers import log_task_layout
 from mtst.training.optim import build_optimizer
 from mtst.training.sharding import clip_sharded_grad_norm
 from mtst.training.step_logs import EpochMeans, log_step_values, step_logs_needed
-from mtst.weighting import GRAD_ON, Weighting, build_weighting
-from mtst.weighting.combination import (
-    check_batches_mix_tasks,
-    combined_loss,
-    conflict_report,
-    rank_mean_losses,
-    shared_parameters,
-)
+from mtst.weighting import build_weighting
+from mtst.weighting.combination import conflict_report
 
 log = logging.getLogger("mtst")
 STAGES = ("val", "test")
 CHECKPOINT_VERSION = 2  # what `checkpoint["mtst"]` holds; 0.1 checkpoints have no "version"
+# state-dict prefixes renamed since: checkpoints written before name the weighting's state `loss_fn.*`
+RENAMED_PREFIXES = {"loss_fn.": "weighting."}
 
 
 class MultiTaskModule(LeanHooks, L.LightningModule):
-    """Checkpoint keys read `net.encoder.*`, `net.heads.<task>.*`; `checkpoint["mtst"]` holds the
-    network's config and backbone files, so the network reloads from the checkpoint alone.
+    """Checkpoint keys read `net.encoder.*`, `net.heads.<task>.*` and `weighting.*` (the method's
+    state); `checkpoint["mtst"]` holds the network's config and backbone files, so the network
+    reloads from the checkpoint alone.
 
     Hyper-parameters are plain dicts and lists (the network is excluded), so checkpoints load
     with `weights_only=True`; the loggers get the pipeline's flat `run_hparams` instead.
@@ -72,21 +72,8 @@ class MultiTaskModule(LeanHooks, L.LightningModule):
         self._pointwise_token_heads = all(getattr(h, "pointwise", False) for h in token_heads)
         self.freezer.prepare(net)
         weights = self.freezer.task_weights({n: t.weight for n, t in self.tasks.items()})
-        self.loss_fn = build_weighting(loss, [weights[n] for n in self.tasks])
-        settings = dict(loss or {})
-        self.grad_on = settings.get("grad_on", "representation")
-        if self.grad_on not in GRAD_ON:
-            raise MtstError(f"model.loss.grad_on={self.grad_on!r}: no such option; choose one of "
-                            f"{choices_text(GRAD_ON)}")
-        self.monitor_every = int(settings.get("monitor_every") or 0)
-        self._losses_before: tuple[torch.Tensor, torch.Tensor, int] | None = None
-        self._warned_no_shared = False
-        self._mix_checked = False  # whether training batches hold several tasks (gradient methods)
-        # a method whose state follows the losses costs one small all-reduce per step under DDP;
-        # the others (fixed, uncertainty, rlw) skip it
-        self._keeps_loss_state = (type(self.loss_fn).after_step is not Weighting.after_step
-                                  or self.loss_fn.needs_losses_after_update
-                                  or self.loss_fn.needs_rank_mean_losses)
+        self.weighting = build_weighting(loss, [weights[n] for n in self.tasks])
+        self.monitor_every = int(dict(loss or {}).get("monitor_every") or 0)
         self.metrics = nn.ModuleDict({
             stage: nn.ModuleDict({n: t.new_metrics(net.label_spaces[n]) for n, t in self.tasks.items()})
             for stage in STAGES})
@@ -131,7 +118,7 @@ class MultiTaskModule(LeanHooks, L.LightningModule):
                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(weighted total, each present task's loss); absent tasks add exactly zero."""
         losses, present = self.task_losses(batch, outputs)
-        total = self.loss_fn(losses, present)
+        total = self.weighting(losses, present)
         return total, {n: v.detach() for n, v, p in zip(self.tasks, losses, present, strict=True) if p}
 
     # ---- Lightning hooks -----------------------------------------------------------------
@@ -155,69 +142,32 @@ class MultiTaskModule(LeanHooks, L.LightningModule):
         self.log("train/trainable_params", float(trainable), on_epoch=True, on_step=False)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        if self.monitor_every and self.global_step % self.monitor_every == 0 and shared_parameters(self):
-            self._log_conflict(conflict_report(self, batch))
-        self.loss_fn.set_step(self.global_step)  # per-step draws (rlw) are the same on every rank
-        objective: dict[str, torch.Tensor] = {}
-        if self.loss_fn.level == "gradient" and self._shares_parameters():
-            check_batches_mix_tasks(self, batch)
-            total, logged, per_task = combined_loss(self, batch)
-        else:
-            losses, present = self.task_losses(batch, self.encode_batch(batch, for_loss=True))
-            if self._keeps_loss_state:  # (dwa, famo) a rank-averaged loss per task, for its state
-                mean_losses, seen = rank_mean_losses(losses, present)
-            if self.loss_fn.needs_rank_mean_losses:
-                total = self.loss_fn(losses, present, reference=(mean_losses, seen))
-            else:
-                total = self.loss_fn(losses, present)
-            per_task = {n: v.detach() for n, v, p in zip(self.tasks, losses, present, strict=True) if p}
-            logged = total
-            if not self.loss_fn.total_is_weighted_sum:  # comparable across methods
-                logged = self.loss_fn.weighted_sum(losses.detach(), present)
-                objective = {"train/objective": total.detach()}
-            if self._keeps_loss_state:
-                self.loss_fn.after_step(mean_losses, seen, self.global_step)
-                if self.loss_fn.needs_losses_after_update:
-                    self._losses_before = (mean_losses, seen, self.global_step)
-        self.step_values = {"train/loss": logged.detach(), **objective,
-                            **{f"train/{n}/loss": v for n, v in per_task.items()}}
+        if self.monitor_every and self.global_step % self.monitor_every == 0:
+            self._monitor_conflict(batch)
+        objective = self.weighting.step(BatchForward(self, batch), self.global_step)
+        self.step_values = objective.logs()
         self._epoch_means.add(self.step_values, batch["input_ids"].size(0))
-        return total
+        return objective.backward
 
-    def _log_conflict(self, report: dict[str, float]) -> None:
-        """Straight to the loggers at this step: through `self.log` a value logged every N steps
-        is written again at every logging step until the next one, under later step numbers."""
+    def _monitor_conflict(self, batch: dict[str, torch.Tensor]) -> None:
+        """The tasks' gradient cosines and norms, straight to the loggers at this step: through
+        `self.log` a value logged every N steps is written again at every logging step until
+        the next one, under later step numbers."""
+        shared = BatchForward(self, batch).cut()
         trainer = getattr(self, "_trainer", None)
-        if trainer is not None:
-            log_step_values(trainer, report)
-
-    def _shares_parameters(self) -> bool:
-        """Whether any encoder parameter trains now: a gradient-level method has nothing to
-        combine otherwise (each head is its own task's), and the heads train on the weighted sum."""
-        if shared_parameters(self) and not self.freezer.encoder_frozen:
-            return True
-        if not self._warned_no_shared:
-            self._warned_no_shared = True
-            log.warning("model.loss.weighting=%s: no encoder parameter trains in this epoch (freeze=%s), "
-                        "so there is no shared gradient to combine; the heads train on the weighted "
-                        "sum of their losses", self.loss_fn.name, self.freezer.name)
-        return False
+        if shared is not None:
+            report = conflict_report(shared, self.weighting.weights)
+            if trainer is not None:
+                log_step_values(trainer, report)
 
     def on_train_batch_end(self, outputs: Any, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         if self.step_values and step_logs_needed(self.trainer):
             log_step_values(self.trainer, self.step_values)
-        # FAMO-like methods compare the batch's losses before and after the update: one extra
-        # forward without gradients (after accumulation, only once the optimizer has stepped)
-        if self._losses_before is None or self.global_step == self._losses_before[2]:
-            return
-        before, self._losses_before = self._losses_before, None
-        with torch.no_grad():
-            losses, present = self.task_losses(batch, self.encode_batch(batch, for_loss=True))
-        after, seen = rank_mean_losses(losses, present)
-        self.loss_fn.after_update(before[0], after, before[1] & seen)
+        # FAMO compares the batch's losses before and after the update (one more forward)
+        self.weighting.after_batch(BatchForward(self, batch).losses, self.global_step)
 
     def on_train_epoch_end(self) -> None:
-        self.loss_fn.end_epoch()  # epoch-level loss histories (dwa)
+        self.weighting.end_epoch()  # epoch-level loss histories (dwa)
         for name, value in self._epoch_means.pop().items():
             self.log(f"{name}_epoch", value, on_step=False, on_epoch=True)
 
@@ -229,7 +179,7 @@ class MultiTaskModule(LeanHooks, L.LightningModule):
 
     def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
         outputs = self.encode_batch(batch)
-        total = self.loss_fn.weighted_sum(*self.task_losses(batch, outputs))  # as train/loss
+        total = self.weighting.weighted_sum(*self.task_losses(batch, outputs))  # as train/loss
         self.log(f"{stage}/loss", total, batch_size=batch["input_ids"].size(0), sync_dist=True)
         for name, task in self.tasks.items():
             task.update(self.metrics[stage][name], batch, outputs)
@@ -288,8 +238,11 @@ class MultiTaskModule(LeanHooks, L.LightningModule):
 
     # ---- checkpoints ---------------------------------------------------------------------
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Called before the weights load: a resumed run with other tasks is one line."""
+        """Called before the weights load: keys of an older layout are renamed (`loss_fn.*`,
+        the weighting's state before it was `weighting.*`), and a resumed run with other tasks
+        is one line."""
         if "state_dict" in checkpoint:  # a sharded (FSDP) checkpoint loads its weights apart
+            checkpoint["state_dict"] = renamed_keys(checkpoint["state_dict"])
             check_same_model(checkpoint["state_dict"], self.state_dict(), self.trainer.ckpt_path)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -304,3 +257,14 @@ class MultiTaskModule(LeanHooks, L.LightningModule):
             "trained": trainable_names(self),
         }
         self.freezer.on_save_checkpoint(checkpoint)
+
+
+def renamed_keys(state: dict[str, Any]) -> dict[str, Any]:
+    """`state` with the keys of `RENAMED_PREFIXES` under their current names (order kept)."""
+    def current(key: str) -> str:
+        for old, new in RENAMED_PREFIXES.items():
+            if key.startswith(old):
+                return new + key[len(old):]
+        return key
+
+    return {current(k): v for k, v in state.items()}

@@ -1,14 +1,16 @@
 """What a multi-task weighting method is: a small module that turns the tasks' losses, or their
 gradients, into one update of the shared parameters.
 
-Two levels:
+Every method takes its training step through one call, `step(forward, step) -> Objective`
+(`weighting.step`): given this batch's forward, produce what to back-propagate. Two levels:
 
 - ``loss``: `forward(losses, present)` returns the total to back-propagate (one backward pass).
-- ``gradient``: the training module computes each present task's gradient on the shared part
-  (the shared representation, or the shared parameters: `model.loss.grad_on`), hands their Gram
-  matrix to `coefficients`, and the shared part receives ``sum_i c_i g_i``; each head still gets
-  its own task's gradient (times its weight). Methods are functions of the Gram matrix so that
-  under DDP every rank can compute the same coefficients from globally reduced inner products.
+- ``gradient`` (`gradient.GradientWeighting`): each present task's gradient on the shared part
+  (the shared representation, or the shared parameters: `model.loss.grad_on`) is taken, their
+  Gram matrix goes to `coefficients`, and the shared part receives ``sum_i c_i g_i``; each head
+  still gets its own task's gradient (times its weight). Methods are functions of the Gram
+  matrix so that under DDP every rank can compute the same coefficients from globally reduced
+  inner products.
 
 Tasks absent from a batch never enter a combination: `coefficients` sees only the present ones.
 Every method state that changes during training (loss histories, learned logits) is a buffer or
@@ -18,13 +20,14 @@ state is identical on every rank.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from mtst.errors import MtstError, choices_text
+from mtst.weighting.step import Forward, Objective, TaskLosses
 
 
 class Weighting(nn.Module):
@@ -45,11 +48,36 @@ class Weighting(nn.Module):
     def num_tasks(self) -> int:
         return len(self.weights)
 
+    def step(self, forward: Forward, step: int) -> Objective:
+        """The training step of a loss-level method: this batch's losses through the ordinary
+        forward, their total back-propagated, and the method's state updated from the
+        rank-averaged losses (by methods that keep one: `after_step`).
+
+        Args:
+            forward: this batch's forwards (`step.Forward`).
+            step: the global optimizer step (the same on every micro-batch of one step).
+
+        Returns:
+            the `Objective`: the total, the weighted sum logged as `train/loss`, the task losses.
+        """
+        self.set_step(step)
+        losses = forward.losses()
+        total = self.total(losses)
+        if self._tracks_losses:
+            self.after_step(*losses.rank_mean(), step)
+        if self.total_is_weighted_sum:
+            return Objective(total, total, losses)
+        return Objective(total, self.weighted_sum(losses.values.detach(), losses.present), losses, total)
+
+    def total(self, losses: TaskLosses) -> torch.Tensor:
+        """What `step` back-propagates: `forward` on the batch's losses."""
+        return self(losses.values, losses.present)
+
     def forward(self, losses: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         """`losses` [N] (an exact 0 where a task is absent), `present` [N] bool -> the total.
 
-        Here the weighted sum; for a gradient-level method it is what the heads train on, and
-        the shared part's gradient comes from `coefficients`.
+        Here the weighted sum; for a gradient-level method it is what the heads train on where
+        no encoder parameter trains.
         """
         return self.weighted_sum(losses, present)
 
@@ -65,12 +93,11 @@ class Weighting(nn.Module):
         varying weights, FAMO's log objective) it is logged apart as `train/objective`."""
         return type(self).forward is Weighting.forward
 
-    def coefficients(self, gram: torch.Tensor, losses: torch.Tensor, present: torch.Tensor,
-                     step: int) -> torch.Tensor:
-        """Gradient level: c [N] (0 for absent tasks) such that the shared part receives
-        sum_i c_i g_i. `gram` [N, N] float64 holds <g_i, g_j> of the weighted task gradients
-        (rows/columns of absent tasks are 0), `losses` [N] the rank-averaged losses."""
-        raise NotImplementedError
+    @property
+    def _tracks_losses(self) -> bool:
+        """Whether `after_step` does anything: the others (fixed, uncertainty, rlw) skip the
+        rank-averaged losses, one small all-reduce per step under DDP."""
+        return type(self).after_step is not Weighting.after_step
 
     def after_step(self, losses: torch.Tensor, present: torch.Tensor, step: int) -> None:
         """Once per training micro-batch, with its rank-averaged losses: update the method's
@@ -79,15 +106,16 @@ class Weighting(nn.Module):
         without accumulation; a state that moves once per optimizer step keys on `step`
         (GradNorm's weights; FAMO updates in `after_update`, once per optimizer step)."""
 
+    def after_batch(self, losses_now: Callable[[], TaskLosses], step: int) -> None:
+        """After each training batch (`on_train_batch_end`), with a closure that recomputes the
+        batch's losses (one more forward, without gradients) and the global step as it is now:
+        under accumulation it has moved only once the optimizer stepped. FAMO compares the
+        batch's losses before and after the update here; the others do nothing."""
+
     def after_update(self, losses_before: torch.Tensor, losses_after: torch.Tensor,
                      present: torch.Tensor) -> None:
-        """Methods with `needs_losses_after_update` (FAMO): the same batch's losses before and
-        after the optimizer step (an extra forward without gradients), rank-averaged."""
-
-    needs_losses_after_update: ClassVar[bool] = False
-    # a total not linear in the losses (FAMO): `forward` also takes `reference=(rank-averaged
-    # losses, present on any rank)`, so that DDP's averaged gradients are the global batch's
-    needs_rank_mean_losses: ClassVar[bool] = False
+        """FAMO: the same batch's losses before and after the optimizer step, rank-averaged
+        (called from its `after_batch`)."""
 
     def set_step(self, step: int) -> None:
         """Before each training forward: the global optimizer step, for methods whose weights

@@ -3,13 +3,14 @@ tasks whose log-loss falls slowest."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 from mtst.errors import MtstError
 from mtst.weighting.base import Weighting, check_number, present_softmax
+from mtst.weighting.step import TaskLosses
 
 # FAMO's offset inside the logarithms, and its logits' optimizer: torch.optim.Adam defaults
 EPS = 1e-8
@@ -28,7 +29,8 @@ class FAMO(Weighting):
     so d total / d L_i = w_i·z_i / (c·D_i): with fixed weights w_i = 1 (`tasks.<name>.weight`)
     the step is a convex combination of the task gradients.
 
-    After the optimizer step (`after_update`, the same batch's losses before and after):
+    After the optimizer step (`after_batch`: one more forward of the same batch, without
+    gradients, then `after_update` with its losses before and after, rank-averaged):
     delta_i = log(D_i before) - log(D_i after); the logits' gradient is the softmax Jacobian
     applied to delta, g_i = z_i·(delta_i - sum_j z_j·delta_j), and xi takes one Adam step (lr,
     betas (0.9, 0.999), eps 1e-8) on g + gamma·xi (Adam's coupled weight decay gamma), as the
@@ -43,8 +45,6 @@ class FAMO(Weighting):
 
     name = "famo"
     options = {"lr": 0.025, "gamma": 0.001, "min_losses": 0.0}
-    needs_losses_after_update = True
-    needs_rank_mean_losses = True
 
     def __init__(self, weights: Sequence[float], **settings: Any) -> None:
         super().__init__(weights, **settings)
@@ -62,6 +62,9 @@ class FAMO(Weighting):
         self.register_buffer("exp_avg", torch.zeros(n))
         self.register_buffer("exp_avg_sq", torch.zeros(n))
         self.register_buffer("adam_steps", torch.zeros(n))
+        # the last training batch's (rank-averaged losses, present, step), until `after_batch`
+        # compares them with the losses after the update: not state to checkpoint
+        self._before: tuple[torch.Tensor, torch.Tensor, int] | None = None
 
     def task_weights(self, present: torch.Tensor) -> torch.Tensor:
         """z = softmax(xi) over the present tasks [N], 0 for absent ones."""
@@ -90,6 +93,23 @@ class FAMO(Weighting):
         # the value at the reference losses, and the gradient sum_i scaled_i / D_i · dL_i
         slope = scaled / shifted * (losses.to(dtype) - losses.detach().to(dtype))
         return value + torch.where(present & ref_present, slope, torch.zeros_like(slope)).sum()
+
+    def total(self, losses: TaskLosses) -> torch.Tensor:
+        return self(losses.values, losses.present, reference=losses.rank_mean())
+
+    def after_step(self, losses: torch.Tensor, present: torch.Tensor, step: int) -> None:
+        self._before = (losses, present, step)  # under accumulation: the window's last micro-batch
+
+    def after_batch(self, losses_now: Callable[[], TaskLosses], step: int) -> None:
+        """Once the optimizer has stepped since `after_step` (after accumulation, only then):
+        the batch's losses again, and `after_update` on the change."""
+        if self._before is None or step == self._before[2]:
+            return
+        (before, present, _), self._before = self._before, None
+        with torch.no_grad():
+            losses = losses_now()
+        after, seen = losses.rank_mean()
+        self.after_update(before, after, present & seen)
 
     @torch.no_grad()
     def after_update(self, losses_before: torch.Tensor, losses_after: torch.Tensor,

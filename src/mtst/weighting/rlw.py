@@ -24,7 +24,7 @@ class RLW(Weighting):
     K factor keeps the loss scale of equal weights (the expectation of the weights is 1).
 
     `eps` comes from a generator seeded with (`seed`, step), so every DDP rank draws the same
-    weights and a resumed run draws what the uninterrupted one would have. The module calls
+    weights and a resumed run draws what the uninterrupted one would have. `step` calls
     `set_step(global_step)` before each training forward; all micro-batches of one optimizer
     step share its weights. In eval mode the weights are the fixed ones (the expectation), so
     `val/loss` does not depend on the draw.
@@ -40,10 +40,10 @@ class RLW(Weighting):
             raise MtstError(f"model.loss.rlw.seed={seed!r}: expected an integer >= 0 and "
                             f"< {SEED_LIMIT}")
         self.seed = seed
-        self.step = 0  # the global step: an input the module sets, not state to checkpoint
+        self.current_step = 0  # the global step: an input `step` sets, not state to checkpoint
 
     def set_step(self, step: int) -> None:
-        self.step = int(step)
+        self.current_step = int(step)
 
     def draw(self, step: int) -> torch.Tensor:
         """The step's N standard-normal logits (float64, CPU): one per task, present or not, so a
@@ -61,7 +61,7 @@ class RLW(Weighting):
         fixed = self.weights.to(torch.float64)
         if not self.training:
             return torch.where(present, fixed, torch.zeros_like(fixed))
-        logits = self.draw(self.step).to(present.device)
+        logits = self.draw(self.current_step).to(present.device)
         return present.sum() * present_softmax(logits, present) * fixed
 
     def forward(self, losses: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
