@@ -34,12 +34,12 @@ def run(budget: Budget, steps: int = 4, repeats: int = 3) -> dict[str, Any]:
         batches = [next(loader) for _ in range(steps)]
         module.freezer.apply(module, 0)
         module.log = lambda *args, **kwargs: None  # no Trainer here: nothing to log to
-        weights = module.loss_fn.weights.tolist()
+        weights = module.weighting.weights.tolist()
         optimizer = torch.optim.AdamW(module.parameters(), lr=optimizer_cfg(cfg).get("lr_head", 1e-3))
         times: dict[str, list[float]] = {f"{m}/{mode}": [] for m, mode in CONFIGURATIONS}
         for repeat in range(repeats + 1):  # repeat 0 warms every configuration up, untimed
             for method, mode in CONFIGURATIONS:
-                module.loss_fn, module.grad_on = build_weighting({"weighting": method}, weights), mode
+                module.weighting = build_weighting({"weighting": method, "grad_on": mode}, weights)
                 for step, batch in enumerate(batches):
                     start = time.perf_counter()
                     optimizer.zero_grad(set_to_none=True)
