@@ -117,7 +117,8 @@ def wandb_sandbox(tmp_path, monkeypatch) -> None:
     """No account, no user settings, no cache outside tmp_path, and WANDB_MODE unset: the
     config alone must make the run offline. Should it ever go online, it only reaches a
     closed port on this machine."""
-    for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_PROJECT", "WANDB_DIR", "WANDB_SILENT"):
+    for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_PROJECT", "WANDB_DIR", "WANDB_SILENT",
+                 "WANDB_DISABLE_WEAVE"):
         monkeypatch.delenv(name, raising=False)
     for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
         monkeypatch.setenv(name, str(tmp_path / "wandb-home" / name.lower()))
@@ -125,6 +126,11 @@ def wandb_sandbox(tmp_path, monkeypatch) -> None:
 
 
 def test_wandb_run_is_written_offline_under_the_run_folder(tmp_path, wandb_sandbox, capfd) -> None:
+    # with these imported (as in a process that also serves or calls an API), wandb.init
+    # advertises its LLM tracer on stderr unless told not to
+    import huggingface_hub.inference._client  # noqa: F401
+    import openai  # noqa: F401
+
     cfg = compose_config(tmp_path, FAST + ["logger=wandb"])
     metrics = train(cfg)
     (run_file,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")

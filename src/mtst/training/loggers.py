@@ -73,13 +73,17 @@ class RunWandbLogger(WandbLogger):
     fit-then-test run needs, but nothing finishes it before the process exits: the next job of
     an in-process sweep would log into it (Lightning reuses an open `wandb.run`). A failed call
     (`finalize("failed")`) finishes it as failed. Lightning also always passes `anonymous` to
-    `wandb.init`, which wandb reports on stderr as a setting without effect, even when None."""
+    `wandb.init`, which wandb reports on stderr as a setting without effect, even when None.
+    And `wandb.init` advertises its LLM-call tracer (Weave) on stderr, whatever `settings.silent`
+    says, whenever `openai` or `huggingface_hub.inference` is imported in the process: turned
+    off through its documented switch, `WANDB_DISABLE_WEAVE` (unless the user set it)."""
 
     def __init__(
         self, *args: Any, settings: Mapping[str, Any] | None = None, **kwargs: Any
     ) -> None:
         if settings is not None:  # checked now: a wrong value fails before the data is read
             kwargs["settings"] = wandb_settings(settings)
+        os.environ.setdefault("WANDB_DISABLE_WEAVE", "true")
         super().__init__(*args, **kwargs)
         # private: `_wandb_init` is the only route to what Lightning hands `wandb.init` (it has
         # no option to leave `anonymous` out); pinned by tests/test_trackers.py's console check
