@@ -53,6 +53,37 @@ def test_a_failing_batch_is_run_again_one_request_at_a_time() -> None:
     assert batches == 2  # the two calls that answered
 
 
+def test_without_a_wait_the_requests_that_queue_during_a_batch_make_the_next_one() -> None:
+    """The default (`max_wait_s=0`): a request that finds the model idle runs alone at once, and
+    whatever arrives while it runs is batched together, in arrival order, up to the batch size."""
+    calls: list[list[str]] = []
+    running, release = threading.Event(), threading.Event()
+
+    def run(kind: str, texts: list[str]) -> list[str]:
+        calls.append(list(texts))
+        if len(calls) == 1:
+            running.set()
+            release.wait(10)
+        return [t.upper() for t in texts]
+
+    async def scenario() -> list[Any]:
+        batcher = DynamicBatcher(run, max_batch_size=4)
+        batcher.start(("encode",))
+        try:
+            first = asyncio.create_task(batcher.submit("encode", ["a"]))
+            await asyncio.get_running_loop().run_in_executor(None, running.wait, 10)
+            later = [asyncio.create_task(batcher.submit("encode", [t])) for t in "bcdef"]
+            await asyncio.sleep(0.05)  # every later request is queued behind the running batch
+            release.set()
+            return await asyncio.gather(first, *later)
+        finally:
+            await batcher.stop()
+
+    answers = asyncio.run(scenario())
+    assert answers == [["A"], ["B"], ["C"], ["D"], ["E"], ["F"]]
+    assert calls == [["a"], ["b", "c", "d", "e"], ["f"]]
+
+
 class Fragile:
     """The model, except that `predict` fails for a whole batch that holds BOOM."""
 

@@ -38,8 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
     parser.add_argument("--workers", type=int, default=1, help="processes, each with its own model copy")
     parser.add_argument("--max-batch-size", type=int, default=32, help="texts per batch (default: 32)")
-    parser.add_argument("--max-wait-ms", type=float, default=10.0,
-                        help="how long the first text of a batch waits for others (default: 10)")
+    parser.add_argument("--max-wait-ms", type=float, default=0.0,
+                        help="how long the first text of a batch waits for others (default: 0: a "
+                             "batch takes what queued while the model was busy)")
     parser.add_argument("--max-texts", type=int, default=256, help="texts per request (default: 256)")
     parser.add_argument("--max-chars", type=int, default=20_000, help="characters per text (default: 20000)")
     parser.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024,

@@ -2,8 +2,9 @@
 
 A server that runs each request alone spends most of its time on tiny batches (a request often
 carries one text); one that waits too long for company adds latency. The batcher collects the
-texts of the requests that arrive within `max_wait_s` of the first one, up to `max_batch_size`
-texts, runs them as one call, and hands every request back exactly its own results, in its own
+texts of the requests that queued while the model was busy with the previous batch (and, with
+`max_wait_s` above 0, those that arrive within it of the first), up to `max_batch_size` texts,
+runs them as one call, and hands every request back exactly its own results, in its own
 order. The call itself sorts by length (`predict` sorts its windows, `encode` its sentences), so
 a batch pads to little.
 
@@ -43,7 +44,7 @@ class DynamicBatcher:
         self,
         run: RunFn,
         max_batch_size: int = 32,
-        max_wait_s: float = 0.01,
+        max_wait_s: float = 0.0,
         on_pending: Callable[[int], Any] | None = None,
         on_batch: Callable[[int], Any] | None = None,
     ) -> None:

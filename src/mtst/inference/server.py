@@ -61,7 +61,7 @@ from mtst.inference.telemetry import Telemetry
 @dataclass(frozen=True)
 class ServeSettings:
     max_batch_size: int = 32
-    max_wait_ms: float = 10.0
+    max_wait_ms: float = 0.0  # batches form while the model is busy (docs/serving.md)
     max_texts: int = 256
     max_chars: int = 20_000
     max_body_bytes: int = 8 * 1024 * 1024
