@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from benchmarks.common import (
     torch_profile,
 )
 from mtst.freezing.param_groups import head_and_backbone_groups
+from mtst.model.flops import flop_model, step_flops
 from mtst.training.optim import use_fused, warmup_linear_decay
 
 IGNORE = -100
@@ -210,25 +210,6 @@ def time_orders(cfg: Any, model: Any, datamodule: Any, orders: dict[str, list[li
     model.load_state_dict(initial)
     torch.manual_seed(0)
     return steps
-
-
-def flop_model(model: Any) -> dict[str, int]:
-    """Per-token matmul parameters N (encoder Linear layers + token heads; embeddings are lookups
-    and the pooler and sentence heads act once per sentence, so they are left out), layers L,
-    width d. `model` is a `MultiTaskModule` or a `MultiTaskNetwork`."""
-    net = getattr(model, "net", model)
-    per_token = sum(m.weight.numel() for name, m in net.encoder.named_modules()
-                    if isinstance(m, nn.Linear) and "pooler" not in name)
-    per_token += sum(head.out.weight.numel() for head in net.heads.values()
-                     if head.reads == "token_states")
-    config = net.encoder.backbone.config
-    return {"matmul_params": per_token, "layers": int(config.num_hidden_layers),
-            "hidden": int(config.hidden_size)}
-
-
-def step_flops(shapes: Iterable[tuple[int, int]], fm: dict[str, int]) -> float:
-    n, layers, d = fm["matmul_params"], fm["layers"], fm["hidden"]
-    return float(sum(6 * n * b * t + 12 * layers * d * b * t * t for b, t in shapes))
 
 
 def matmul_rate(m: int, k: int, n: int, repeats: int = 5) -> float:

@@ -115,6 +115,7 @@ def train_row(backbone: str, sizes: Sizes, device: Any, peak: float | None,
     import torch
 
     from mtst.freezing.param_groups import head_and_backbone_groups
+    from mtst.model.flops import flop_model, step_flops
     from mtst.training.optim import use_fused
 
     torch.manual_seed(0)
@@ -467,27 +468,6 @@ def matmul_rate(m: int, k: int, n: int, repeats: int = 5) -> float:
         torch.matmul(a, b)
         rates.append(2 * m * k * n / (time.perf_counter() - started))
     return median(rates)
-
-
-def flop_model(model: Any) -> dict[str, int]:
-    """As rows 1-2 count it: per-token matmul parameters N (encoder Linear layers but the pooler,
-    token heads), layers L, width d."""
-    from torch import nn
-
-    net = getattr(model, "net", model)
-    per_token = sum(m.weight.numel() for name, m in net.encoder.named_modules()
-                    if isinstance(m, nn.Linear) and "pooler" not in name)
-    per_token += sum(head.out.weight.numel() for head in net.heads.values()
-                     if head.reads == "token_states")
-    config = net.encoder.backbone.config
-    return {"matmul_params": per_token, "layers": int(config.num_hidden_layers),
-            "hidden": int(config.hidden_size)}
-
-
-def step_flops(shapes: list[tuple[int, int]], fm: dict[str, int]) -> float:
-    """6·N·B·T + 12·L·d·B·T² per batch of B x T padded tokens."""
-    n, layers, d = fm["matmul_params"], fm["layers"], fm["hidden"]
-    return float(sum(6 * n * b * t + 12 * layers * d * b * t * t for b, t in shapes))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -88,14 +88,9 @@ def check_text_classification(parameters: dict[str, Any]) -> None:
     top_k = parameters.get("top_k", 1)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise RequestError(422, "field 'parameters.top_k' must be an integer of 1 or more", "top_k")
-    function = parameters.get("function_to_apply", "softmax")
-    if function != "softmax":
-        raise RequestError(
-            422,
-            f"field 'parameters.function_to_apply' is {function!r}; only softmax is available "
-            "(the model's heads answer class probabilities)",
-            "function_to_apply",
-        )
+    check_only_choice(
+        parameters, "function_to_apply", "softmax", "the model's heads answer class probabilities"
+    )
 
 
 def token_classification(entities: list[dict], parameters: dict[str, Any]) -> list[dict]:
@@ -115,13 +110,21 @@ def token_classification(entities: list[dict], parameters: dict[str, Any]) -> li
 
 
 def check_token_classification(parameters: dict[str, Any]) -> None:
-    strategy = parameters.get("aggregation_strategy", "simple")
-    if strategy != "simple":
+    check_only_choice(
+        parameters,
+        "aggregation_strategy",
+        "simple",
+        "the model tags words and groups them into entities",
+    )
+
+
+def check_only_choice(parameters: dict[str, Any], key: str, only: str, why: str) -> None:
+    """A parameter of the HF task API with one value this server can honour: another is a 422
+    naming the field, the value and why (absent means `only`)."""
+    value = parameters.get(key, only)
+    if value != only:
         raise RequestError(
-            422,
-            f"field 'parameters.aggregation_strategy' is {strategy!r}; only simple is available "
-            "(the model tags words and groups them into entities)",
-            "aggregation_strategy",
+            422, f"field 'parameters.{key}' is {value!r}; only {only} is available ({why})", key
         )
     ignored = parameters.get("ignore_labels", [])
     if not isinstance(ignored, list) or not all(isinstance(label, str) for label in ignored):
