@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The seeded weighting study of docs/multitask.md ("Which weighting to pick"): for each task
+# combination and budget, one sweep (single-task baselines, then fixed, uncertainty, famo, nash_mtl
+# and cagrad with grad_on=parameters, seeds 1-3; conf/experiment/weighting_seeds.yaml), then per
+# seed one `fixed` job whose task weights are the gradient-norm ratio the conflict monitor measured
+# in that seed's `fixed` job (each task weighted up to the largest task's mean gradient norm).
+#   bash scripts/weighting_study.sh                     # all three combinations, 50 and 200 steps
+#   STEPS=50 bash scripts/weighting_study.sh wnut_agnews
+#   mtst report logs/weighting_study/wnut_agnews_50 --by-seed
+# A combination and budget whose folder holds .done is skipped, so a stopped study goes on.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+OUT=${STUDY_DIR:-logs/weighting_study}
+COMBINATIONS=${*:-conll_agnews wnut_agnews conll_agnews_sts}
+
+for steps in ${STEPS:-50 200}; do
+  for data in $COMBINATIONS; do
+    dir="$OUT/${data}_${steps}"
+    [ -f "$dir/.done" ] && continue
+    batch=32  # 16 examples of each task a step
+    [ "$data" = conll_agnews_sts ] && batch=48
+    common=(experiment=weighting_seeds "data=$data" "data.batch_size=$batch" "trainer.max_steps=$steps")
+    "$PY" train.py -m "${common[@]}" "hydra.sweep.dir=$dir"
+    for seed in 1 2 3; do
+      weights=$("$PY" - "$dir" "$seed" <<'PY'
+import sys
+from pathlib import Path
+from statistics import mean
+
+import yaml
+
+from mtst.reports.conflict import NORM, read_monitor
+
+folder, seed = Path(sys.argv[1]), sys.argv[2]
+for job in sorted(folder.iterdir()):
+    overrides = job / ".hydra" / "overrides.yaml"
+    if not overrides.is_file():
+        continue
+    given = dict(o.split("=", 1) for o in yaml.safe_load(overrides.read_text()) if "=" in o)
+    if (given.get("model.loss.weighting") == "fixed" and given.get("seed") == seed
+            and "tasks_only" not in given and not job.name.startswith("ratio")):
+        norms = {tag[len(NORM):]: mean(v for _, v in points)
+                 for tag, points in read_monitor(job).items() if tag.startswith(NORM)}
+        top = max(norms.values())
+        print(" ".join(f"tasks.{task}.weight={top / norm:.3f}" for task, norm in sorted(norms.items())))
+        break
+else:
+    sys.exit(f"{folder}: no monitored fixed job of seed {seed}")
+PY
+)
+      "$PY" train.py -m "${common[@]}" "seed=$seed" model.loss.weighting=fixed $weights \
+        hydra.sweeper.baselines=null "hydra.sweep.dir=$dir" "hydra.sweep.subdir=ratio_seed$seed"
+    done
+    touch "$dir/.done"
+  done
+done
