@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from mtst.reports.seeds import seeds_text
 from mtst.reports.sweep import SPLITS, write_report
 from mtst.reports.table import report_text
 
@@ -21,11 +22,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(e.g. test/ner/f1, val/topic/acc), val/score, train_seconds, or "
                              "delta_m (Δm%% against the sweep's single-task jobs) "
                              "(default: the sweep's optimized_metric, val/score)")
+    parser.add_argument("--mean-over", default=None, metavar="KEYS",
+                        help="also one row per configuration, each figure the mean ± std over "
+                             "the jobs that differ only in these overrides (comma-separated, "
+                             "globs allowed: seed or seed,tasks.*.weight); Δm%% against each "
+                             "job's own seed's single-task jobs; adds seeds.png")
 
 
 def run(args: argparse.Namespace) -> int:
-    sweep, paths = write_report(args.folder, args.out, args.split, args.metric)
+    mean_over = [k.strip() for k in args.mean_over.split(",") if k.strip()] if args.mean_over else None
+    sweep, paths = write_report(args.folder, args.out, args.split, args.metric, mean_over)
     print(report_text(sweep))
+    if mean_over:
+        print()
+        print(seeds_text(sweep, mean_over, args.split))
     print()
     for path in paths.values():
         print(f"wrote {path}")

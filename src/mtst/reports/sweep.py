@@ -200,11 +200,14 @@ def collect_sweep(folder: str | Path, metric: str | None = None, split: str = "t
 
 
 def write_report(folder: str | Path, out_dir: str | Path | None = None, split: str = "test",
-                 metric: str | None = None) -> tuple[Sweep, dict[str, Path]]:
+                 metric: str | None = None, mean_over: list[str] | None = None,
+                 ) -> tuple[Sweep, dict[str, Path]]:
     """Write report.md, report.csv and report.png (and conflict.png with its section when jobs
-    ran the gradient-conflict monitor); every file appears whole or not at all."""
+    ran the gradient-conflict monitor, seeds.png with its section under `mean_over`: the keys
+    averaged over, `mtst.reports.seeds`); every file appears whole or not at all."""
     from mtst.reports.chart import bar_chart
     from mtst.reports.conflict import conflict_figure, conflict_table, monitored
+    from mtst.reports.seeds import seeds_figure, seeds_text
     from mtst.reports.table import csv_text, report_text
 
     if split not in SPLITS:
@@ -214,8 +217,11 @@ def write_report(folder: str | Path, out_dir: str | Path | None = None, split: s
     out.mkdir(parents=True, exist_ok=True)
     conflict = monitored(sweep)  # jobs that ran the gradient-conflict monitor
     body = report_text(sweep) + (f"\n\n{conflict_table(sweep, conflict)}" if conflict else "")
+    if mean_over:
+        body += f"\n\n{seeds_text(sweep, mean_over, split)}"
     texts = {"report.md": f"# Jobs in {Path(folder).name}\n\n{body}\n", "report.csv": csv_text(sweep)}
-    images = ("report.png", "conflict.png") if conflict else ("report.png",)
+    images = ("report.png", *(["conflict.png"] if conflict else []),
+              *(["seeds.png"] if mean_over else []))
     temps = {name: out / f".{name}.tmp" for name in (*texts, *images)}
     try:  # render everything first, then move into place
         for name, text in texts.items():
@@ -223,6 +229,8 @@ def write_report(folder: str | Path, out_dir: str | Path | None = None, split: s
         bar_chart(sweep, temps["report.png"], split)
         if conflict:
             conflict_figure(sweep, conflict, temps["conflict.png"])
+        if mean_over:
+            seeds_figure(sweep, mean_over, split, temps["seeds.png"])
         paths = {name: out / name for name in temps}
         for name, tmp in temps.items():
             os.replace(tmp, paths[name])
