@@ -12,9 +12,16 @@ import sys
 import pytest
 import torch
 
-from benchmarks import quality, report, training
+from benchmarks import quality, sections, training
 from benchmarks.common import BENCH_OVERRIDES, QUICK, ROOT, compose, token_shares
 from benchmarks.report import render
+from benchmarks.summary import (
+    dvl_deltas,
+    sum_checkpoint_bytes,
+    sum_defaults_vs_loop,
+    sum_frozen_epochs,
+    sum_serve_peer,
+)
 
 # the benchmarks' own overrides, on the tiny backbone and the bundled sample corpus
 TINY_BENCH = [
@@ -264,12 +271,12 @@ def test_frozen_epochs_row_from_run_times(tmp_path) -> None:
                "load_1min": [0.5, 1.0], "target": 25.0, "last_epochs": 13,
                "black_box": {**box, "runs_s": {"0": [10.0]}},
                "in_run": {"default": fast, "no_checkpoints": clock, "bare": fast}}
-    (row,) = report.sum_frozen_epochs(section)
+    (row,) = sum_frozen_epochs(section)
     assert row[0] == "16" and row[2].startswith("black-box 30.5× (16.0 s / 0.53 s); in-run 26.0×")
     assert row[3:] == ["≥ 25×", "yes"]
     slow = {**section, "in_run": {**section["in_run"], "default": clock}}
-    assert report.sum_frozen_epochs(slow)[0][3:] == ["≥ 25×", "**no**"]  # the worse of the two
-    text = report.md_frozen_epochs(slow)
+    assert sum_frozen_epochs(slow)[0][3:] == ["≥ 25×", "**no**"]  # the worse of the two
+    text = sections.md_frozen_epochs(slow)
     assert "| default callbacks | 20.00 | 1.200 | 16.7× | 1.00 3.00 1.20; 0.90 1.10 1.00; 2.00 2.00 2.00 |" in text
     assert "later epoch = (t13 − t1) / 12" in text and "16.00 s / 0.525 s = 30.5×" in text
     assert "First / later of each repeat: 32.0×, 30.5×, 27.5×." in text
@@ -314,10 +321,10 @@ def test_defaults_vs_loop_row_and_the_naive_loop(tmp_path) -> None:
             "topic_loop": {"cls_acc": 88.5, "cls_macro_f1": 87.0, "seconds": 190.0}}
     section = {"examples": {"ner": 4000, "topic": 6000}, "loop": dvl.LOOP,
                "epochs": {"ner": 1, "topic": 3}, "rows": rows}
-    assert report.dvl_deltas(section) == pytest.approx({"ner_f1": 0.5, "cls_acc": -0.5, "cls_macro_f1": 0.9})
-    (row,) = report.sum_defaults_vs_loop(section)
+    assert dvl_deltas(section) == pytest.approx({"ner_f1": 0.5, "cls_acc": -0.5, "cls_macro_f1": 0.9})
+    (row,) = sum_defaults_vs_loop(section)
     assert row[2] == "ner_f1 +0.50; cls_acc -0.50; cls_macro_f1 +0.90" and row[4] == "**no**"
-    text = report.md_defaults_vs_loop(section)
+    text = sections.md_defaults_vs_loop(section)
     assert "| topic | plain loop | accuracy | 88.50 | 190 |" in text and "batch 32" in text
     assert "(batch 16, heads 0.002, encoder 5e-05, 10% warm-up" in text
 
@@ -365,9 +372,9 @@ def test_checkpoint_bytes_row_shows_before_and_after_per_epoch() -> None:
 
     section = {"examples": 8, "epochs": 2, "rows": {"backbone": row(273e6, 91.5e6, 0.5e6),
                                                       "none": row(273e6, 91.5e6, 91.5e6)}}
-    (summary,) = report.sum_checkpoint_bytes(section)
+    (summary,) = sum_checkpoint_bytes(section)
     assert summary[0] == "16" and summary[2] == "backbone 273.0 / 0.50 MB; none 273.0 / 91.5 MB"
-    table = report.md_checkpoint_bytes(section)
+    table = sections.md_checkpoint_bytes(section)
     assert "| backbone | 3/3 | 273.0 → 91.5 | 273.0 → 0.50 | 546× | 1.00 → 0.10 | 183.0 (40) |" in table
 
 
@@ -395,9 +402,9 @@ def test_serving_peer_pairs_rounds_and_renders_ratios_and_p99() -> None:
                "options": {b: {"mtst": ["--backend", b], "infinity": ["--engine", b]}
                            for b in serving_peer.BACKENDS},
                "torch": summary, "onnx": summary}
-    (row,) = report.sum_serve_peer(section)
+    (row,) = sum_serve_peer(section)
     assert row[2] == "torch 2.00 / 2.00 / 2.00; onnx 2.00 / 2.00 / 2.00"
-    text = report.md_serve_peer(section)
+    text = sections.md_serve_peer(section)
     assert "| torch | 16 | **2.00×** (2.00, 1.50, 3.00) | 100.0 | 50.0 | 10 / 30 ms | 20 / 60 ms | 0 / 0 |" in text
     assert "infinity_emb 0.0.78" in text
 
