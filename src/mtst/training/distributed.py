@@ -64,9 +64,13 @@ def _quote(value: str) -> str:
     return f"'{escaped}'"
 
 
+# private: Lightning's script launcher, subclassed for its command line only: it is what the
+# Trainer starts, stops (SIGTERM, Ctrl-C) and watches ranks with, and has no public equivalent
 class _HydraJobLauncher(_SubprocessScriptLauncher):
     """Lightning's script launcher with `child_command` for Hydra jobs."""
 
+    # private: the launcher's one step that builds the children's command lines; `launch` (public)
+    # calls it between checking the cluster settings and starting the process observer
     def _call_children_scripts(self) -> None:
         from hydra.core.hydra_config import HydraConfig
 
@@ -75,9 +79,10 @@ class _HydraJobLauncher(_SubprocessScriptLauncher):
             return
         import subprocess
 
-        self._check_can_spawn_children()
-        self.procs = []
         env = self.cluster_environment
+        if self.procs or env.local_rank() != 0:  # as Lightning's: once, and from rank 0 only
+            raise RuntimeError(f"the launcher starts the other ranks once, from local rank 0 "
+                               f"(local rank {env.local_rank()}, {len(self.procs)} started)")
         os.environ["MASTER_ADDR"] = env.main_address
         os.environ["MASTER_PORT"] = str(env.main_port)
         os.environ["NODE_RANK"] = str(env.node_rank())
@@ -92,7 +97,25 @@ class _HydraJobLauncher(_SubprocessScriptLauncher):
             self.procs.append(subprocess.Popen(command, env=child_env, cwd=cwd))
 
 
-class HydraDDPStrategy(DDPStrategy):
+class HydraJobLaunch:
+    """Mixed into a Lightning strategy (ahead of it): its script launcher becomes
+    `_HydraJobLauncher`. The Trainer reaches the launcher through the public `launcher`
+    property only, so that is where the swap happens (one per launcher Lightning configures)."""
+
+    _job_launcher: tuple[Any, _HydraJobLauncher] | None = None  # (Lightning's, its replacement)
+
+    @property
+    def launcher(self) -> Any:
+        launcher = super().launcher  # type: ignore[misc]
+        if not isinstance(launcher, _SubprocessScriptLauncher) or isinstance(launcher, _HydraJobLauncher):
+            return launcher
+        if self._job_launcher is None or self._job_launcher[0] is not launcher:
+            self._job_launcher = (launcher, _HydraJobLauncher(
+                launcher.cluster_environment, launcher.num_processes, launcher.num_nodes))
+        return self._job_launcher[1]
+
+
+class HydraDDPStrategy(HydraJobLaunch, DDPStrategy):
     """DDP with Hydra-aware child processes.
 
     `find_unused_parameters` is switched on when a freeze strategy is active: frozen or cached
@@ -108,20 +131,16 @@ class HydraDDPStrategy(DDPStrategy):
         # per-step train/* values are informative only: Lightning's advice does not apply
         warnings.filterwarnings("ignore", message=r".*sync_dist=True.*when logging on epoch level")
 
-    def _configure_launcher(self) -> None:
-        super()._configure_launcher()
-        if isinstance(self._launcher, _SubprocessScriptLauncher):
-            self._launcher = _HydraJobLauncher(self.cluster_environment, self.num_processes,
-                                               self.num_nodes)
-
-    def _setup_model(self, model: torch.nn.Module):
+    def configure_ddp(self) -> None:
         freezer = getattr(self.lightning_module, "freezer", None)
+        # private: `_ddp_kwargs` is where DDPStrategy keeps DistributedDataParallel's arguments,
+        # and the freeze strategy is known only now, once the module is attached
         if freezer is not None and freezer.name != "none" and not self._ddp_kwargs.get(
             "find_unused_parameters"
         ):
             log.info("freeze=%s under DDP: using find_unused_parameters=True", freezer.name)
             self._ddp_kwargs["find_unused_parameters"] = True
-        return super()._setup_model(model)
+        super().configure_ddp()
 
 
 def any_rank(flags: list[bool], device: torch.device | None = None) -> list[bool]:

@@ -25,13 +25,13 @@ from typing import Any
 import torch
 from hydra.utils import get_class
 from lightning.pytorch.strategies import FSDPStrategy
-from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 from torch import nn
+from torchmetrics import Metric
 
 from mtst.checkpoints.file_io import resolve_ckpt_path
 from mtst.errors import MtstError
 from mtst.freezing.blocks import block_classes
-from mtst.training.distributed import _HydraJobLauncher
+from mtst.training.distributed import HydraJobLaunch
 
 log = logging.getLogger("mtst")
 
@@ -59,7 +59,7 @@ def model_block_classes(model: nn.Module, configured: str | Sequence[str] = "aut
     return tuple(sorted(block_classes(backbone), key=lambda c: c.__name__))
 
 
-class HydraFSDPStrategy(FSDPStrategy):
+class HydraFSDPStrategy(HydraJobLaunch, FSDPStrategy):
     """FSDP with the backbone's blocks as shard and checkpointing units (see the module doc).
 
     `block_classes`: `auto` or dotted class paths. `checkpoint_activations`: recompute each
@@ -78,14 +78,12 @@ class HydraFSDPStrategy(FSDPStrategy):
         self.wrapped_blocks: tuple[type[nn.Module], ...] = ()
         self._root: nn.Module | None = None
 
-    def _configure_launcher(self) -> None:
-        super()._configure_launcher()
-        if isinstance(self._launcher, _SubprocessScriptLauncher):
-            self._launcher = _HydraJobLauncher(self.cluster_environment, self.num_processes,
-                                               self.num_nodes)
-
+    # private: the strategy's one step that wraps the model; the wrap policy (the blocks) is
+    # known only from the model, torch's FSDP needs the CPU named as its device, and a later
+    # stage must get the same root wrapper back, none of which Lightning's wrapping does
     def _setup_model(self, model: nn.Module) -> nn.Module:
-        from lightning.fabric.strategies.fsdp import _move_torchmetrics_to_device
+        # private: torch's activation checkpointing for FSDP units has only this home (torch's
+        # FSDP documents it there; Lightning's FSDP strategy imports it from there too)
         from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
             apply_activation_checkpointing,
             checkpoint_wrapper,
@@ -112,7 +110,8 @@ class HydraFSDPStrategy(FSDPStrategy):
             module=model, cpu_offload=self.cpu_offload, mixed_precision=self.mixed_precision_config,
             sharding_strategy=self.sharding_strategy, device_id=device_id,
             auto_wrap_policy=ModuleWrapPolicy(set(classes)), **self.kwargs)
-        _move_torchmetrics_to_device(wrapped, device)
+        for metric in (m for m in wrapped.modules() if isinstance(m, Metric)):
+            metric.to(device)  # FSDP moves modules with parameters only (metric states are not)
         if self.checkpoint_activations:  # after wrapping, as torch's FSDP documents
             apply_activation_checkpointing(wrapped, checkpoint_wrapper_fn=checkpoint_wrapper,
                                            check_fn=lambda m: isinstance(m, classes))
