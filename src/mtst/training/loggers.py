@@ -36,11 +36,8 @@ class RunTensorBoardLogger(TensorBoardLogger):
         super().__init__(*args, default_hp_metric=default_hp_metric, **kwargs)
 
     def finalize(self, status: str) -> None:
-        # `_experiment` is Lightning's cached SummaryWriter; reading it (instead of the
-        # `experiment` property) avoids creating a writer, and an event file, just to flush it.
-        # Pinned by tests/test_train.py (one event file per run).
-        if self._experiment is not None:
-            self._experiment.flush()
+        # Lightning's `save` flushes the writer and writes hparams.yaml; the writer stays open
+        # (one event file per run: tests/test_train.py)
         self.save()
 
     def close(self) -> None:
@@ -86,7 +83,8 @@ class RunWandbLogger(WandbLogger):
         os.environ.setdefault("WANDB_DISABLE_WEAVE", "true")
         super().__init__(*args, **kwargs)
         # private: `_wandb_init` is the only route to what Lightning hands `wandb.init` (it has
-        # no option to leave `anonymous` out); pinned by tests/test_trackers.py's console check
+        # no option to leave `anonymous` out); pinned by tests/test_trackers.py (console) and
+        # tests/test_private_api.py
         if self._wandb_init.get("anonymous") is None:
             self._wandb_init.pop("anonymous", None)
 
