@@ -1,0 +1,310 @@
+"""Every private attribute of Lightning or torch that src/ uses, pinned: each test checks that the
+attribute is still there and does what the use relies on, so an upgrade that changes it fails
+here, naming the use, instead of somewhere in a run. docs/private_api.md lists the uses, why no
+public route does the same, and the test of each; a use removed from src/ takes its row and
+its test with it.
+
+Some tests also pin why a public route is not taken (e.g. `Trainer.save_checkpoint` ends with a
+barrier): when one fails, the public route may have become usable."""
+
+from __future__ import annotations
+
+import inspect
+from types import SimpleNamespace
+from typing import Any
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.demos.boring_classes import BoringModel, RandomDataset
+from torch import nn
+from torch.utils.data import DataLoader
+
+from mtst.training.distributed import HydraDDPStrategy, _HydraJobLauncher
+from mtst.training.sharding import HydraFSDPStrategy
+
+STEPS = 3
+
+
+def pin(ok: bool, attribute: str, use: str, relied_on: str) -> None:
+    """Fail with a message naming the private attribute, its use in src/ and what it relies on."""
+    assert ok, (f"{attribute} (used by {use}) no longer {relied_on}; see docs/private_api.md "
+                "for why it is used and what a replacement must keep")
+
+
+class CountingLoader(DataLoader):
+    """A DataLoader that counts the iterators made over it."""
+
+    iterators = 0
+
+    def __iter__(self) -> Any:
+        CountingLoader.iterators += 1
+        return super().__iter__()
+
+
+class Recorder(L.Callback):
+    """What the fit loop's private state reads at the points the uses in src/ read it."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, Any] = {}
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)
+        before = CountingLoader.iterators
+        if fetcher is not None:
+            iter(fetcher)
+        self.seen["fetcher"] = fetcher is not None
+        self.seen["new_iterator"] = CountingLoader.iterators == before + 1
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.seen.setdefault("should_update_logs", []).append(
+            trainer._logger_connector.should_update_logs)
+        self.seen.setdefault("batches_that_stepped", []).append(
+            trainer.fit_loop.epoch_loop._batches_that_stepped)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.seen["checkpoint"] = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+
+
+class Boring(BoringModel):
+    def __init__(self) -> None:
+        super().__init__()
+        self.hook_names: list[str | None] = []
+
+    def training_step(self, batch, batch_idx):
+        self.hook_names.append(self._current_fx_name)
+        return super().training_step(batch, batch_idx)
+
+    def train_dataloader(self):
+        return CountingLoader(RandomDataset(32, 8), batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory) -> tuple[Boring, Recorder]:
+    recorder, model = Recorder(), Boring()
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=STEPS, limit_val_batches=0,
+                        log_every_n_steps=2, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[recorder], default_root_dir=tmp_path_factory.mktemp("fit"))
+    trainer.fit(model)
+    return model, recorder
+
+
+# --- callbacks.py ----------------------------------------------------------------------------
+
+def test_fit_loop_data_fetcher_takes_a_new_iterator_at_train_start(fitted) -> None:
+    _, recorder = fitted
+    use = "mtst.training.callbacks.ExactResume.on_train_start"
+    pin(recorder.seen["fetcher"], "FitLoop._data_fetcher", use, "exists at on_train_start")
+    pin(recorder.seen["new_iterator"], "FitLoop._data_fetcher", use,
+        "makes a new iterator over the train loader on iter()")
+
+
+def test_checkpoint_connector_dump_checkpoint_builds_the_whole_checkpoint(fitted) -> None:
+    _, recorder = fitted
+    checkpoint = recorder.seen["checkpoint"]
+    pin({"state_dict", "loops", "callbacks", "optimizer_states", "global_step"} <= set(checkpoint),
+        "Trainer._checkpoint_connector.dump_checkpoint", "mtst.training.callbacks.SaveOnSigterm",
+        "returns a full checkpoint (weights, loops, callbacks, optimizers)")
+    pin(checkpoint["global_step"] == STEPS, "Trainer._checkpoint_connector.dump_checkpoint",
+        "mtst.training.callbacks.SaveOnSigterm", "records the step reached")
+    # why not the public route: Trainer.save_checkpoint waits for every rank
+    pin("barrier" in inspect.getsource(L.Trainer.save_checkpoint),
+        "Trainer.save_checkpoint's barrier", "mtst.training.callbacks.SaveOnSigterm",
+        "is there: SaveOnSigterm could use Trainer.save_checkpoint")
+
+
+def test_tensor_version_counts_in_place_writes_shared_by_state_dict_views() -> None:
+    use = "mtst.training.callbacks.NonFiniteGuard, mtst.checkpoints.digests"
+    layer = nn.Linear(2, 2)
+    view = layer.state_dict()["weight"]
+    before = view._version
+    with torch.no_grad():
+        layer.weight.add_(1.0)
+    pin(isinstance(before, int), "Tensor._version", use, "is an int")
+    pin(view._version == layer.weight._version > before, "Tensor._version", use,
+        "rises on an in-place write, shared by the state_dict view")
+
+
+# --- distributed.py and sharding.py ----------------------------------------------------------
+
+def test_script_launcher_is_what_the_ddp_and_fsdp_strategies_configure() -> None:
+    from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
+
+    use = "mtst.training.distributed._HydraJobLauncher"
+    params = list(inspect.signature(_SubprocessScriptLauncher).parameters)
+    pin(params == ["cluster_environment", "num_processes", "num_nodes"],
+        "lightning.pytorch.strategies.launchers._SubprocessScriptLauncher", use,
+        "takes (cluster_environment, num_processes, num_nodes)")
+    for strategy in (HydraDDPStrategy, HydraFSDPStrategy):
+        trainer = L.Trainer(accelerator="cpu", devices=2, strategy=strategy(), logger=False,
+                            enable_checkpointing=False, enable_progress_bar=False)
+        launcher = trainer.strategy.launcher
+        pin(isinstance(launcher, _HydraJobLauncher) and launcher.num_processes == 2,
+            "_SubprocessScriptLauncher", f"{use} ({strategy.__name__}.launcher)",
+            "is the launcher Lightning configures for a 2-process strategy")
+
+
+class ChildrenStarted(Exception):
+    """Raised in place of starting the other ranks."""
+
+
+class LightningsLauncherUsed(Exception):
+    """Raised if Lightning's own launcher, not the Hydra job launcher, would start them."""
+
+
+def test_launch_starts_the_children_through_call_children_scripts(monkeypatch, tmp_path) -> None:
+    for key in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+
+    from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
+
+    def refuse(self) -> None:
+        raise ChildrenStarted
+
+    def wrong(self) -> None:
+        raise LightningsLauncherUsed
+
+    monkeypatch.setattr(_SubprocessScriptLauncher, "_call_children_scripts", wrong)
+    monkeypatch.setattr(_HydraJobLauncher, "_call_children_scripts", refuse)
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy=HydraDDPStrategy(), logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False,
+                        default_root_dir=tmp_path)
+    with pytest.raises(ChildrenStarted):
+        trainer.fit(BoringModel())
+    # reaching here means: the Trainer launched through `strategy.launcher` (the public property
+    # HydraJobLaunch overrides) and `launch` started the children with `_call_children_scripts`
+
+
+class Frozen(BoringModel):
+    freezer = SimpleNamespace(name="backbone")
+
+
+def test_ddp_kwargs_reach_distributed_data_parallel(monkeypatch) -> None:
+    import lightning.pytorch.strategies.ddp as ddp
+
+    given: dict[str, Any] = {}
+
+    def record(module: nn.Module, **kwargs: Any) -> nn.Module:
+        given.update(kwargs)
+        return module
+
+    monkeypatch.setattr(ddp, "DistributedDataParallel", record)
+    strategy = HydraDDPStrategy(parallel_devices=[torch.device("cpu")])
+    pin(strategy._ddp_kwargs == {"broadcast_buffers": False}, "DDPStrategy._ddp_kwargs",
+        "mtst.training.distributed.HydraDDPStrategy.configure_ddp",
+        "holds the DistributedDataParallel arguments given to the strategy")
+    strategy.connect(Frozen())
+    strategy.configure_ddp()
+    pin(given.get("find_unused_parameters") is True and given.get("broadcast_buffers") is False,
+        "DDPStrategy._ddp_kwargs", "mtst.training.distributed.HydraDDPStrategy.configure_ddp",
+        "is what configure_ddp hands DistributedDataParallel")
+
+
+def test_fsdp_setup_wraps_the_model_through_setup_model() -> None:
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    use = "mtst.training.sharding.HydraFSDPStrategy._setup_model"
+    pin("self._setup_model(self.model)" in inspect.getsource(FSDPStrategy.setup),
+        "FSDPStrategy._setup_model", use, "is the step of FSDPStrategy.setup that wraps the model")
+    pin(list(inspect.signature(FSDPStrategy._setup_model).parameters) == ["self", "model"],
+        "FSDPStrategy._setup_model", use, "takes (self, model)")
+
+
+def test_torch_checkpoint_wrapper_applies_activation_checkpointing_by_predicate() -> None:
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
+        CheckpointWrapper,
+        apply_activation_checkpointing,
+        checkpoint_wrapper,
+    )
+
+    use = "mtst.training.sharding.HydraFSDPStrategy._setup_model"
+    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2))
+    keys = set(model.state_dict())
+    apply_activation_checkpointing(model, checkpoint_wrapper_fn=checkpoint_wrapper,
+                                   check_fn=lambda m: isinstance(m, nn.Linear))
+    wrapped = [m for m in model.modules() if isinstance(m, CheckpointWrapper)]
+    pin(len(wrapped) == 2, "torch.distributed.algorithms._checkpoint.checkpoint_wrapper", use,
+        "wraps the modules check_fn picks")
+    pin(set(model.state_dict()) == keys, "torch.distributed.algorithms._checkpoint.checkpoint_wrapper",
+        use, "keeps the state-dict keys")
+
+
+# --- loggers.py ------------------------------------------------------------------------------
+
+def test_wandb_init_holds_what_wandb_init_gets() -> None:
+    pytest.importorskip("wandb")
+    from lightning.pytorch.loggers import WandbLogger
+
+    use = "mtst.training.loggers.RunWandbLogger"
+    logger = WandbLogger(project="p", offline=True)
+    pin(isinstance(logger._wandb_init, dict) and "anonymous" in logger._wandb_init
+        and logger._wandb_init["anonymous"] is None, "WandbLogger._wandb_init", use,
+        "holds wandb.init's arguments, anonymous=None among them")
+    pin("wandb.init(**self._wandb_init)" in inspect.getsource(WandbLogger.experiment.fget),
+        "WandbLogger._wandb_init", use, "is what WandbLogger.experiment hands wandb.init")
+
+
+# --- used elsewhere in src/ ------------------------------------------------------------------
+
+def test_lightning_module_trainer_is_none_until_attached() -> None:
+    use = "mtst.freezing.strategies._cache_split"
+    module = BoringModel()
+    pin(module._trainer is None, "LightningModule._trainer", use, "is None without a Trainer")
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    module.trainer = trainer
+    pin(module._trainer is trainer, "LightningModule._trainer", use, "is the attached Trainer")
+
+
+def test_dataloader_iterators_count_the_batches_they_yielded() -> None:
+    use = "mtst.data.loaders (state_dict)"
+    iterator = iter(DataLoader(list(range(6)), batch_size=2))
+    pin(iterator._num_yielded == 0, "DataLoader iterator _num_yielded", use, "starts at 0")
+    next(iterator), next(iterator)
+    pin(iterator._num_yielded == 2, "DataLoader iterator _num_yielded", use,
+        "counts the batches yielded")
+
+
+# --- speed workarounds (training/step_logs, lean_loop, clipping, compiling) -------------------
+
+def test_logger_connector_should_update_logs_and_batches_that_stepped(fitted) -> None:
+    _, recorder = fitted
+    use = "mtst.training.step_logs"
+    # Lightning's logging step number: the optimizer steps before this batch's
+    pin(recorder.seen["batches_that_stepped"] == list(range(STEPS)),
+        "_TrainingEpochLoop._batches_that_stepped", use,
+        "counts the steps taken before the batch, at on_train_batch_end")
+    # log_every_n_steps=2: Lightning logs the steps whose count before stepping is a multiple
+    pin(recorder.seen["should_update_logs"] == [False, True, False],
+        "Trainer._logger_connector.should_update_logs", use,
+        "is true on the steps Lightning hands to the loggers")
+
+
+def test_current_fx_name_names_the_running_hook(fitted) -> None:
+    model, _ = fitted
+    pin(model.hook_names == ["training_step"] * STEPS, "LightningModule._current_fx_name",
+        "mtst.training.lean_loop.LeanHooks", "names the hook being run")
+
+
+def test_foreach_norm_and_mul_match_their_one_tensor_forms() -> None:
+    use = "mtst.training.clipping.clip_grad_norm"
+    grads = [torch.randn(3), torch.randn(2, 2)]
+    norms = torch._foreach_norm(grads)
+    pin(all(torch.equal(n, torch.linalg.vector_norm(g)) for n, g in zip(norms, grads, strict=True)),
+        "torch._foreach_norm", use, "returns each tensor's 2-norm")
+    expected = [g * 0.5 for g in grads]
+    torch._foreach_mul_(grads, torch.tensor(0.5))
+    pin(all(torch.equal(g, e) for g, e in zip(grads, expected, strict=True)), "torch._foreach_mul_",
+        use, "scales every tensor in place by a tensor")
+
+
+def test_dynamo_support_check_and_error_types() -> None:
+    import torch._dynamo
+    from torch._dynamo import exc
+
+    use = "mtst.training.compiling"
+    pin(isinstance(torch._dynamo.is_dynamo_supported(), bool), "torch._dynamo.is_dynamo_supported",
+        use, "answers a bool")
+    for name in ("BackendCompilerFailed", "TorchRuntimeError", "Unsupported"):
+        pin(issubclass(getattr(exc, name, type(None)), Exception), f"torch._dynamo.exc.{name}", use,
+            "is an exception type")
