@@ -56,25 +56,11 @@ class Recorder(L.Callback):
         self.seen["fetcher"] = fetcher is not None
         self.seen["new_iterator"] = CountingLoader.iterators == before + 1
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.seen.setdefault("should_update_logs", []).append(
-            trainer._logger_connector.should_update_logs)
-        self.seen.setdefault("batches_that_stepped", []).append(
-            trainer.fit_loop.epoch_loop._batches_that_stepped)
-
     def on_train_end(self, trainer, pl_module) -> None:
         self.seen["checkpoint"] = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
 
 
 class Boring(BoringModel):
-    def __init__(self) -> None:
-        super().__init__()
-        self.hook_names: list[str | None] = []
-
-    def training_step(self, batch, batch_idx):
-        self.hook_names.append(self._current_fx_name)
-        return super().training_step(batch, batch_idx)
-
     def train_dataloader(self):
         return CountingLoader(RandomDataset(32, 8), batch_size=2)
 
@@ -247,15 +233,6 @@ def test_wandb_init_holds_what_wandb_init_gets() -> None:
 
 # --- used elsewhere in src/ ------------------------------------------------------------------
 
-def test_lightning_module_trainer_is_none_until_attached() -> None:
-    use = "mtst.freezing.strategies._cache_split"
-    module = BoringModel()
-    pin(module._trainer is None, "LightningModule._trainer", use, "is None without a Trainer")
-    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
-    module.trainer = trainer
-    pin(module._trainer is trainer, "LightningModule._trainer", use, "is the attached Trainer")
-
-
 def test_dataloader_iterators_count_the_batches_they_yielded() -> None:
     use = "mtst.data.loaders (state_dict)"
     iterator = iter(DataLoader(list(range(6)), batch_size=2))
@@ -265,38 +242,7 @@ def test_dataloader_iterators_count_the_batches_they_yielded() -> None:
         "counts the batches yielded")
 
 
-# --- speed workarounds (training/step_logs, lean_loop, clipping, compiling) -------------------
-
-def test_logger_connector_should_update_logs_and_batches_that_stepped(fitted) -> None:
-    _, recorder = fitted
-    use = "mtst.training.step_logs"
-    # Lightning's logging step number: the optimizer steps before this batch's
-    pin(recorder.seen["batches_that_stepped"] == list(range(STEPS)),
-        "_TrainingEpochLoop._batches_that_stepped", use,
-        "counts the steps taken before the batch, at on_train_batch_end")
-    # log_every_n_steps=2: Lightning logs the steps whose count before stepping is a multiple
-    pin(recorder.seen["should_update_logs"] == [False, True, False],
-        "Trainer._logger_connector.should_update_logs", use,
-        "is true on the steps Lightning hands to the loggers")
-
-
-def test_current_fx_name_names_the_running_hook(fitted) -> None:
-    model, _ = fitted
-    pin(model.hook_names == ["training_step"] * STEPS, "LightningModule._current_fx_name",
-        "mtst.training.lean_loop.LeanHooks", "names the hook being run")
-
-
-def test_foreach_norm_and_mul_match_their_one_tensor_forms() -> None:
-    use = "mtst.training.clipping.clip_grad_norm"
-    grads = [torch.randn(3), torch.randn(2, 2)]
-    norms = torch._foreach_norm(grads)
-    pin(all(torch.equal(n, torch.linalg.vector_norm(g)) for n, g in zip(norms, grads, strict=True)),
-        "torch._foreach_norm", use, "returns each tensor's 2-norm")
-    expected = [g * 0.5 for g in grads]
-    torch._foreach_mul_(grads, torch.tensor(0.5))
-    pin(all(torch.equal(g, e) for g, e in zip(grads, expected, strict=True)), "torch._foreach_mul_",
-        use, "scales every tensor in place by a tensor")
-
+# --- training/compiling.py ---------------------------------------------------------------
 
 def test_dynamo_support_check_and_error_types() -> None:
     import torch._dynamo

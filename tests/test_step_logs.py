@@ -1,26 +1,28 @@
-"""`step_logs_needed` reads a private Lightning attribute (no public hook says whether this step's
-values reach the loggers); these tests pin that it still exists and still means that."""
+"""What the training step logs: its values through `self.log` on the steps Lightning hands to the
+loggers only (decided from public counters, `global_step` and `log_every_n_steps`), under
+Lightning's own step numbers; the conflict monitor's straight to the loggers under the same
+numbers; epoch means batch-size weighted."""
 
 from __future__ import annotations
 
-import lightning as L
+import pytest
 import torch
 from lightning.pytorch.loggers import Logger
 
-from mtst.training.step_logs import EpochMeans, log_step_values, step_logs_needed
+from mtst.training.module import EpochMeans
+from tests.test_freezing import make_datamodule, make_model, make_trainer
 
 
-class StepsSeen(Logger):
-    """Records the steps at which `train/x` reached the logger."""
+class Recorded(Logger):
+    """Every `log_metrics` call: (step, metrics)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.steps: list[int] = []
-        self.metrics: list[dict[str, float]] = []
+        self.calls: list[tuple[int, dict[str, float]]] = []
 
     @property
     def name(self) -> str:
-        return "steps"
+        return "recorded"
 
     @property
     def version(self) -> int:
@@ -30,43 +32,54 @@ class StepsSeen(Logger):
         pass
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        if "train/x" in metrics:
-            self.steps.append(int(step))
-            self.metrics.append(dict(metrics))
+        self.calls.append((int(step), dict(metrics)))
+
+    def steps(self, name: str) -> list[int]:
+        return [step for step, metrics in self.calls if name in metrics]
 
 
-class Tiny(L.LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.layer = torch.nn.Linear(2, 1)
-        self.needed: list[int] = []
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_step_values_reach_every_logger_on_lightnings_logging_steps(tmp_path, accumulate) -> None:
+    loggers = [Recorded(), Recorded()]
+    dm = make_datamodule(train_stop=48)
+    model = make_model(dm, {"name": "none"})
+    # a reference value through Lightning's own path, logged at every step: Lightning writes it
+    # on its logging steps under its step numbers, which the module's values must match
+    seen: dict[int, float] = {}  # optimizer step -> the loss of its last batch
+    original = model.training_step
 
-    def training_step(self, batch, batch_idx):
-        return self.layer(batch[0]).pow(2).mean()
+    def training_step(batch, batch_idx):
+        loss = original(batch, batch_idx)
+        model.log("reference", torch.tensor(1.0), on_step=True, on_epoch=False)
+        seen[model.global_step] = float(model.step_values["train/loss"])
+        return loss
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        if step_logs_needed(self.trainer):
-            self.needed.append(self.global_step - 1)  # the step that just ran
-            self.log("train/x", outputs["loss"], on_step=True, on_epoch=False)
+    model.training_step = training_step
+    make_trainer(2, batches=6, logger=loggers, log_every_n_steps=2, accumulate_grad_batches=accumulate,
+                 default_root_dir=tmp_path).fit(model, datamodule=dm)
+    expected = loggers[0].steps("reference")
+    # 12 batches: 12 optimizer steps, or 6 when two batches make one; every second one logged
+    assert expected == ([1, 3, 5, 7, 9, 11] if accumulate == 1 else [1, 3, 5])
+    for logger in loggers:
+        assert logger.steps("reference") == expected
+        assert logger.steps("train/loss") == expected  # the module's step values, no more, no fewer
+        # each the loss of the step it is written under, not one left over from an earlier step
+        assert {step: m["train/loss"] for step, m in logger.calls if "train/loss" in m} == pytest.approx(
+            {step: seen[step] for step in expected}, rel=1e-6)
+    assert len(seen) == 12 // accumulate
 
-    def train_dataloader(self):
-        data = torch.utils.data.TensorDataset(torch.randn(24, 2))
-        return torch.utils.data.DataLoader(data, batch_size=2)
 
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
-
-
-def test_the_private_flag_exists_and_matches_what_reaches_the_logger(tmp_path) -> None:
-    logger = StepsSeen()
-    module = Tiny()
-    trainer = L.Trainer(max_epochs=1, log_every_n_steps=4, logger=logger, accelerator="cpu",
-                        default_root_dir=tmp_path, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False)
-    assert hasattr(trainer._logger_connector, "should_update_logs")  # else: every step logs
-    trainer.fit(module)
-    assert module.needed == [3, 7, 11]  # 12 steps, every 4th (0-based global steps)
-    assert logger.steps == module.needed  # exactly those values were written, none lost
+def test_the_conflict_monitor_writes_under_the_steps_it_measured(tmp_path) -> None:
+    logger = Recorded()
+    dm = make_datamodule(train_stop=48)
+    model = make_model(dm, {"name": "none"})
+    model.monitor_every = 2
+    make_trainer(1, batches=6, logger=logger, log_every_n_steps=50,
+                 default_root_dir=tmp_path).fit(model, datamodule=dm)
+    monitored = [(step, m) for step, m in logger.calls if any(k.startswith("train/grad_norm/") for k in m)]
+    assert [step for step, _ in monitored] == [0, 2, 4]  # once each, at the step it ran
+    assert all(m["epoch"] == 0 for _, m in monitored)
+    assert logger.steps("train/loss") == []  # 6 steps, none a multiple of 50
 
 
 def test_epoch_means_are_batch_size_weighted_and_start_over() -> None:
@@ -76,36 +89,3 @@ def test_epoch_means_are_batch_size_weighted_and_start_over() -> None:
     got = means.pop()
     assert torch.allclose(got["a"], torch.tensor(2.0)) and torch.allclose(got["b"], torch.tensor(4.0))
     assert means.pop() == {}
-
-
-class Direct(Tiny):
-    """Logs its step loss with `log_step_values`, as `MultiTaskModule` does."""
-
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        if step_logs_needed(self.trainer):
-            self.needed.append(self.global_step - 1)
-            log_step_values(self.trainer, {"train/x": outputs["loss"].detach()})
-
-
-def test_step_values_reach_every_logger_at_lightnings_step_numbers(tmp_path) -> None:
-    loggers = [StepsSeen(), StepsSeen()]
-    module = Direct()
-    trainer = L.Trainer(max_epochs=2, log_every_n_steps=4, logger=loggers, accelerator="cpu",
-                        default_root_dir=tmp_path, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False)
-    trainer.fit(module)
-    # 12 steps an epoch, every 4th logged, under the step numbers `self.log` gets (the test above)
-    assert module.needed == [3, 7, 11, 15, 19, 23]
-    for logger in loggers:
-        assert logger.steps == module.needed
-        assert [m["epoch"] for m in logger.metrics] == [0, 0, 0, 1, 1, 1]
-        assert all(isinstance(m["train/x"], float) and m["train/x"] > 0 for m in logger.metrics)
-
-
-def test_nothing_is_written_without_values_or_loggers(tmp_path) -> None:
-    logger = StepsSeen()
-    trainer = L.Trainer(logger=logger, accelerator="cpu", default_root_dir=tmp_path)
-    log_step_values(trainer, {})
-    assert logger.steps == []
-    log_step_values(L.Trainer(logger=False, accelerator="cpu", default_root_dir=tmp_path),
-                    {"train/x": 1.0})  # no logger: no error

@@ -128,7 +128,10 @@ def _cache_split(module) -> str | None:
     """`train` while fitting, `val` during validation; None (no caching) otherwise."""
     if module.training:
         return "train"
-    trainer = getattr(module, "_trainer", None)
+    try:
+        trainer = module.trainer
+    except RuntimeError:  # no Trainer attached (a forward outside a run): nothing to cache for
+        return None
     if trainer is not None and (trainer.validating or trainer.sanity_checking):
         return "val"
     return None

@@ -47,4 +47,4 @@ class BatchForward:
         losses = TaskLosses(*module.task_losses(batch, outputs), tuple(module.tasks))
         rows = torch.stack([task.has(batch) for task in module.tasks.values()])
         return SharedPart(losses, states, cuts, params, rows,
-                          loss_scale(getattr(module, "_trainer", None)))
+                          loss_scale(module.attached_trainer()))

@@ -25,13 +25,10 @@ from mtst.reports.delta_m import delta_m
 from mtst.tasks import build_tasks
 from mtst.tasks.base import Task
 from mtst.training.batch_forward import BatchForward
-from mtst.training.clipping import clip_grad_norm, clips_directly
 from mtst.training.distributed import any_rank
-from mtst.training.lean_loop import LeanHooks
 from mtst.training.loggers import log_task_layout
 from mtst.training.optim import build_optimizer
 from mtst.training.sharding import clip_sharded_grad_norm
-from mtst.training.step_logs import EpochMeans, log_step_values, step_logs_needed
 from mtst.weighting import build_weighting
 from mtst.weighting.combination import conflict_report
 
@@ -42,7 +39,7 @@ CHECKPOINT_VERSION = 2  # what `checkpoint["mtst"]` holds; 0.1 checkpoints have 
 RENAMED_PREFIXES = {"loss_fn.": "weighting."}
 
 
-class MultiTaskModule(LeanHooks, L.LightningModule):
+class MultiTaskModule(L.LightningModule):
     """Checkpoint keys read `net.encoder.*`, `net.heads.<task>.*` and `weighting.*` (the method's
     state); `checkpoint["mtst"]` holds the network's config and backbone files, so the network
     reloads from the checkpoint alone.
@@ -147,22 +144,43 @@ class MultiTaskModule(LeanHooks, L.LightningModule):
         objective = self.weighting.step(BatchForward(self, batch), self.global_step)
         self.step_values = objective.logs()
         self._epoch_means.add(self.step_values, batch["input_ids"].size(0))
+        if self._logging_step():
+            self.log_dict(self.step_values, on_step=True, on_epoch=False)
         return objective.backward
 
+    def attached_trainer(self) -> L.Trainer | None:
+        """The Trainer, or None for a step called outside one (a unit test, a custom loop):
+        `self.trainer` raises then."""
+        try:
+            return self.trainer
+        except RuntimeError:
+            return None
+
+    def _logging_step(self) -> bool:
+        """Whether Lightning hands this step's values to the loggers: the optimizer step it is
+        about to take is a multiple of `log_every_n_steps` (as Lightning decides, from the same
+        count), or a `fast_dev_run`. Logged on the other steps, each value would cost a `self.log`
+        call that no logger reads."""
+        trainer = self.attached_trainer()
+        if trainer is None:
+            return False
+        every = trainer.log_every_n_steps
+        return bool(trainer.fast_dev_run) or (every > 0 and (self.global_step + 1) % every == 0)
+
     def _monitor_conflict(self, batch: dict[str, torch.Tensor]) -> None:
-        """The tasks' gradient cosines and norms, straight to the loggers at this step: through
-        `self.log` a value logged every N steps is written again at every logging step until
-        the next one, under later step numbers."""
+        """The tasks' gradient cosines and norms, straight to the loggers under this step's
+        number: through `self.log` a value logged every N steps would be written again at every
+        logging step until the next one, under later step numbers."""
         shared = BatchForward(self, batch).cut()
-        trainer = getattr(self, "_trainer", None)
-        if shared is not None:
-            report = conflict_report(shared, self.weighting.weights)
-            if trainer is not None:
-                log_step_values(trainer, report)
+        if shared is None:
+            return
+        report = conflict_report(shared, self.weighting.weights)
+        trainer = self.attached_trainer()
+        if trainer is not None and trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics({**report, "epoch": self.current_epoch}, step=self.global_step)
 
     def on_train_batch_end(self, outputs: Any, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        if self.step_values and step_logs_needed(self.trainer):
-            log_step_values(self.trainer, self.step_values)
         # FAMO compares the batch's losses before and after the update (one more forward)
         self.weighting.after_batch(BatchForward(self, batch).losses, self.global_step)
 
@@ -228,12 +246,9 @@ class MultiTaskModule(LeanHooks, L.LightningModule):
                                     gradient_clip_algorithm: str | None = None) -> None:
         # under FSDP each rank holds a slice of every gradient: only the wrapped root can clip
         # by the global norm (Lightning's FSDP precision refuses norm clipping otherwise)
-        if gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
-            if clip_sharded_grad_norm(self.trainer.strategy, gradient_clip_val):
-                return
-            if clips_directly(self.trainer):  # fp32: the same clipping, without Lightning's layers
-                clip_grad_norm(optimizer, gradient_clip_val)
-                return
+        if (gradient_clip_val and gradient_clip_algorithm in (None, "norm")
+                and clip_sharded_grad_norm(self.trainer.strategy, gradient_clip_val)):
+            return
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     # ---- checkpoints ---------------------------------------------------------------------
@@ -268,3 +283,28 @@ def renamed_keys(state: dict[str, Any]) -> dict[str, Any]:
         return key
 
     return {current(k): v for k, v in state.items()}
+
+
+class EpochMeans:
+    """Batch-size-weighted means of per-step values over an epoch, summed as tensors (no device
+    sync per step): what `self.log(..., on_epoch=True, batch_size=n)` would compute, with one
+    `self.log` per name and epoch instead of one per step."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.sizes: dict[str, int] = {}
+
+    def add(self, values: dict[str, torch.Tensor], size: int) -> None:
+        for name, value in values.items():
+            total = self.sums.get(name)
+            if total is None:
+                self.sums[name] = value.float() * size  # a tensor of its own, added to in place
+            else:
+                total.add_(value, alpha=size)  # one tensor operation a step
+            self.sizes[name] = self.sizes.get(name, 0) + size
+
+    def pop(self) -> dict[str, torch.Tensor]:
+        """The means so far; starts over."""
+        means = {name: total / self.sizes[name] for name, total in self.sums.items()}
+        self.sums, self.sizes = {}, {}
+        return means

@@ -25,7 +25,6 @@ from mtst.tasks.base import Task
 from mtst.tasks.metrics import format_report
 from mtst.training.callbacks import reliability_callbacks, stop_signals_as_errors
 from mtst.training.compiling import compile_encoder, compile_errors
-from mtst.training.lean_loop import QuietProfiler
 from mtst.training.loggers import (
     close_loggers,
     evaluation_hparams,
@@ -142,9 +141,6 @@ def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
         if lg
     ]
     arguments = trainer_arguments(cfg)
-    # no profiler asked for: Lightning's records nothing either
-    if arguments.get("profiler") is None:
-        overrides.setdefault("profiler", QuietProfiler())
     return instantiated(
         "trainer",
         lambda: instantiate(

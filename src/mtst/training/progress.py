@@ -20,7 +20,7 @@ class ProgressBar(RichProgressBar):
     a second are never seen. `updates_per_second: 0` updates after every batch, as Lightning does.
 
     `train/loss` is the latest step's loss (`MultiTaskModule.step_values`): step values reach
-    the loggers directly, not through `self.log(prog_bar=True)` (see `step_logs.log_step_values`).
+    the loggers on logging steps only, not through `self.log(prog_bar=True)` at every step.
     """
 
     def __init__(self, *args: Any, updates_per_second: float = 10.0, **kwargs: Any) -> None:
