@@ -9,9 +9,9 @@ import lightning as L
 import pytest
 import torch
 
+from mtst.checkpoints import step_checkpoint
+from mtst.checkpoints.step_checkpoint import StepCheckpoint
 from mtst.errors import MtstError
-from mtst.training import callbacks
-from mtst.training.callbacks import StepCheckpoint
 
 SECONDS_A_STEP = 3.0
 
@@ -37,7 +37,7 @@ class Clocked(L.LightningModule):
 
 def saved_steps(tmp_path, monkeypatch, every: int, min_interval_s: float, epochs: int = 1) -> list[int]:
     clock = {"now": 100.0}
-    monkeypatch.setattr(callbacks, "time", types.SimpleNamespace(monotonic=lambda: clock["now"]))
+    monkeypatch.setattr(step_checkpoint, "time", types.SimpleNamespace(monotonic=lambda: clock["now"]))
     checkpoint = StepCheckpoint(dirpath=tmp_path, every_n_train_steps=every, min_interval_s=min_interval_s,
                                 save_top_k=0, save_last=True)
     trainer = L.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
