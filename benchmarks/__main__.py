@@ -47,6 +47,7 @@ RUNNERS: dict[str, tuple[tuple[str, ...], Callable[..., dict[str, Any]]]] = {
                    lambda b, d, p, a: _module("similarity").run(b, d)),
     "weighting_cost": (("conll2003", "ag_news"), lambda b, d, p, a: _module("weighting_cost").run(b)),
     "frozen_epochs": (("conll2003",), lambda b, d, p, a: _module("frozen_epochs").run(b, p)),
+    "cached_loop": (("conll2003",), lambda b, d, p, a: _module("cached_loop").run(b, p)),
     "checkpoint_bytes": (("conll2003",), lambda b, d, p, a: _module("checkpoint_bytes").run(b, p)),
     "gpt_neo": (("conll2003", "ag_news"), lambda b, d, p, a: _module("gpt_neo").run(b, d)),
     "token_budget": (("conll2003",), lambda b, d, p, a: _module("token_budget").run(b)),

@@ -226,6 +226,15 @@ def md_weighting_cost(section: dict[str, Any]) -> str:
         for key, row in section["rows"].items()]))
 
 
+def md_cached_loop(section: dict[str, Any]) -> str:
+    later = section["later_epoch_s"]
+    return fill("cached_loop", s=section, loads=numbers(section["load_1min"], "{:.2f}"),
+                each=", ".join(f"{r:.2f}×" for r in section["repeat_ratios"]),
+                rows=table_rows([[side, f"{later[side]:.3f}", "; ".join(
+                    " / ".join(f"{x:.3f}" for x in run[1:]) for run in section["epochs_s"][side])]
+                    for side in ("mtst", "bare")]))
+
+
 def md_frozen_epochs(section: dict[str, Any]) -> str:
     last, box = section["last_epochs"], section["black_box"]
     each = ("" if "repeat_ratios" not in box else " First / later of each repeat: "
@@ -294,7 +303,8 @@ RENDERERS = {"overhead": md_overhead, "padding": md_padding, "freeze": md_freeze
              "defaults_vs_loop": md_defaults_vs_loop, "scale": md_scale, "onnx": md_onnx,
              "onnx_speed": md_onnx_speed, "serve": md_serve, "serve_peer": md_serve_peer,
              "similarity": md_similarity, "weighting_cost": md_weighting_cost,
-             "frozen_epochs": md_frozen_epochs, "checkpoint_bytes": md_checkpoint_bytes,
+             "frozen_epochs": md_frozen_epochs, "cached_loop": md_cached_loop,
+             "checkpoint_bytes": md_checkpoint_bytes,
              "gpt_neo": md_gpt_neo, "token_budget": md_token_budget}  # in the page's order
 TITLES = dict(fill_rows("titles"))
 SECTIONS = [(name, TITLES[name], fn) for name, fn in RENDERERS.items()]

@@ -170,6 +170,12 @@ def sum_frozen_epochs(section: dict[str, Any]) -> list[list[str]]:
                      met=mark(min(box["ratio"], clock["ratio"]) >= section["target"]))
 
 
+def sum_cached_loop(section: dict[str, Any]) -> list[list[str]]:
+    later = section["later_epoch_s"]
+    return fill_rows("summary.cached_loop", s=section, mtst=later["mtst"], bare=later["bare"],
+                     met=mark(section["ratio"] <= section["aim"]))
+
+
 def sum_checkpoint_bytes(section: dict[str, Any]) -> list[list[str]]:
     return fill_rows("summary.checkpoint_bytes", written="; ".join(
         f"{name} {megabytes(r['before_later_epoch_bytes'])} / "
@@ -197,6 +203,7 @@ SUMMARY = {"overhead": sum_overhead, "padding": sum_padding, "freeze": sum_freez
            "onnx": sum_onnx, "onnx_speed": sum_onnx_speed, "serve": sum_serve,
            "defaults_vs_loop": sum_defaults_vs_loop, "similarity": sum_similarity,
            "weighting_cost": sum_weighting_cost, "frozen_epochs": sum_frozen_epochs,
+           "cached_loop": sum_cached_loop,
            "checkpoint_bytes": sum_checkpoint_bytes, "gpt_neo": sum_gpt_neo,
            "token_budget": sum_token_budget, "serve_peer": sum_serve_peer}
 
