@@ -106,15 +106,18 @@ def mean_std(figures: list[float], digits: int) -> str:
     return f"{mean(figures):.{digits}f} ± {stdev(figures):.{digits}f}"
 
 
-def _averaged_cell(values: list[str]) -> str:
-    """Seeds listed; numbers that differ per job (task weights) as their mean ± std."""
+def _seed_like(values: list[str]) -> bool:
+    """Distinct whole numbers (seeds 1,2,3), or not numbers at all: listed, not averaged."""
     try:
         numbers = [float(v) for v in values]
     except ValueError:
-        return ",".join(values)
-    if len(set(values)) == len(values) and all(float(n).is_integer() for n in numbers):
-        return ",".join(values)  # seeds: 1,2,3
-    return mean_std(numbers, 3)
+        return True
+    return len(set(values)) == len(values) and all(n.is_integer() for n in numbers)
+
+
+def _averaged_cell(values: list[str]) -> str:
+    """Seeds listed; numbers that differ per job (task weights) as their mean ± std."""
+    return ",".join(values) if _seed_like(values) else mean_std([float(v) for v in values], 3)
 
 
 def seeds_text(sweep: Sweep, patterns: list[str], split: str) -> str:
@@ -152,7 +155,9 @@ def seeds_figure(sweep: Sweep, patterns: list[str], split: str, path: Path) -> N
 
     groups, columns = grouped(sweep, patterns, split)
     panels = [c for c in columns if c != "train_seconds"]
-    labels = [" ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in g.label.items()) or "(all)"
+    labels = [" ".join([f"{k.rsplit('.', 1)[-1]}={v}" for k, v in g.label.items()]
+                       + [f"{'.'.join(k.split('.')[-2:])}={_averaged_cell(v)}"
+                          for k, v in g.averaged.items() if not _seed_like(v)]) or "(all)"
               for g in groups]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 0.45 * len(groups) + 1.4),
                              sharey=True, squeeze=False)
