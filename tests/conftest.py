@@ -12,13 +12,23 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from transformers import GPTNeoConfig, GPTNeoModel
 
 from mtst.cli._hydra import compose_in_process
 from mtst.model.backbone import load_tokenizer, resolve_name_or_path
 
 TINY = "package:mtst/assets/gpt_neo_tiny"
+FREEZE_DIR = Path(__file__).resolve().parents[1] / "conf" / "freeze"
+FREEZE_OPTIONS = tuple(sorted(p.stem for p in FREEZE_DIR.glob("*.yaml")))
+
+
+def freeze_config(name: str, **changes) -> dict:
+    """`conf/freeze/<name>.yaml` as the module gets it (its defaults list merged first), with
+    `changes` merged over it: the settings' values come from the YAML, as in a run."""
+    node = OmegaConf.load(FREEZE_DIR / f"{name}.yaml")
+    bases = [freeze_config(base) for base in node.pop("defaults", [])]
+    return OmegaConf.to_container(OmegaConf.merge(*bases, node, changes))
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,8 @@ from mtst.errors import MtstError
 from mtst.freezing.strategies import build_freeze_strategy
 from mtst.tasks import build_tasks
 from mtst.training.module import MultiTaskModule
+from tests.conftest import freeze_config, make_module, sample_tasks
 from tests.conftest import make_datamodule as _make_datamodule
-from tests.conftest import make_module, sample_tasks
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 OPTIMIZER = {"lr_head": 1e-2, "lr_backbone": 1e-3, "weight_decay": 0.01, "warmup_steps": 0}
@@ -69,19 +69,19 @@ def _enc(name: str) -> bool:
 
 # expected trainable set, written from the strategy definitions (not from the implementation)
 CASES = {
-    "none": ({"name": "none"}, 1, lambda n: True),
-    "backbone": ({"name": "backbone", "cache_features": True}, 2, lambda n: not _enc(n)),
-    "head_topic": ({"name": "head", "heads": ["topic"]}, 1,
+    "none": (freeze_config("none"), 1, lambda n: True),
+    "backbone": (freeze_config("backbone", cache_features=True), 2, lambda n: not _enc(n)),
+    "head_topic": (freeze_config("head", heads=["topic"]), 1,
                    lambda n: not n.startswith("net.heads.topic.")),
-    "head_ner": ({"name": "head", "heads": ["ner"]}, 1, lambda n: not n.startswith("net.heads.ner.")),
-    "heads_topic_mood": ({"name": "head", "heads": ["topic", "mood"]}, 1,
+    "head_ner": (freeze_config("head", heads=["ner"]), 1, lambda n: not n.startswith("net.heads.ner.")),
+    "heads_topic_mood": (freeze_config("head", heads=["topic", "mood"]), 1,
                          lambda n: not n.startswith(("net.heads.topic.", "net.heads.mood."))),
-    "bitfit": ({"name": "bitfit", "lr_backbone": 1e-3}, 1,
+    "bitfit": (freeze_config("bitfit", lr_backbone=1e-3), 1,
                lambda n: not _enc(n) or n.endswith(".bias")),
-    "lora": ({"name": "lora", "lora": {"r": 2, "alpha": 4, "dropout": 0.1}}, 1,
+    "lora": (freeze_config("lora", lora={"r": 2, "alpha": 4, "dropout": 0.1}), 1,
              lambda n: not _enc(n) or ".lora_" in n),
-    "gradual_stage1": ({"name": "gradual", "stage1_epochs": 1}, 1, lambda n: not _enc(n)),
-    "gradual_stage2": ({"name": "gradual", "stage1_epochs": 1, "top_blocks": 1}, 2,
+    "gradual_stage1": (freeze_config("gradual", stage1_epochs=1), 1, lambda n: not _enc(n)),
+    "gradual_stage2": (freeze_config("gradual", stage1_epochs=1, top_blocks=1), 2,
                        lambda n: not _enc(n) or ".h.1." in n or ".ln_f." in n),
 }
 
@@ -107,7 +107,7 @@ def test_frozen_tensors_unchanged_and_trainable_ones_moved(dm, case: str) -> Non
 
 
 def test_freeze_all_trains_nothing_and_leaves_modes_for_eval(dm) -> None:
-    model = make_model(dm, {"name": "all"})
+    model = make_model(dm, freeze_config("all"))
     model.freezer.apply(model, 0)
     assert model.freezer.trains_nothing
     assert not any(p.requires_grad for p in model.net.parameters())
@@ -119,7 +119,7 @@ def test_frozen_head_loss_still_reaches_the_encoder(dm, head: str) -> None:
     batch = next(iter(dm.train_dataloader()))
     grads = {}
     for weight in (0.0, 1.0, 2.0):
-        model = make_model(dm, {"name": "head", "heads": [head], "frozen_head_weight": weight},
+        model = make_model(dm, freeze_config("head", heads=[head], frozen_head_weight=weight),
                            dropout=0.0)
         model.double()  # float64 (GPT-Neo still takes attention scores in fp32)
         assert float(model.weighting.weights[list(model.tasks).index(head)]) == weight
@@ -138,17 +138,25 @@ def test_frozen_head_loss_still_reaches_the_encoder(dm, head: str) -> None:
 
 def test_bad_settings_are_one_line_user_errors() -> None:
     tasks = build_tasks(three_tasks())
-    with pytest.raises(MtstError, match="freeze.name='frozen': no such strategy"):
-        build_freeze_strategy({"name": "frozen"})
+    with pytest.raises(MtstError, match="freeze._target_: Error locating target 'mtst.freezing.Frozen'"):
+        build_freeze_strategy({"_target_": "mtst.freezing.Frozen"})
+    with pytest.raises(MtstError, match="freeze._target_='torch.nn.Linear': not a FreezeStrategy"):
+        build_freeze_strategy({"_target_": "torch.nn.Linear"})
+    with pytest.raises(MtstError, match="freeze.cache_dtyp: no such setting; freeze=backbone takes "
+                                        "cache_features, cache_dtype, cache_max_mb"):
+        build_freeze_strategy({**freeze_config("backbone"), "cache_dtyp": "float32"})
+    with pytest.raises(MtstError, match="freeze.cache_max_mb: missing; freeze=backbone takes"):
+        build_freeze_strategy({"_target_": "mtst.freezing.strategies.FreezeBackbone",
+                               "cache_features": True, "cache_dtype": "float16"})
     with pytest.raises(MtstError, match="freeze.heads: 'nerr' is not a task; tasks are topic, ner, mood"):
-        build_freeze_strategy({"name": "head", "heads": ["nerr"]}, tasks)
+        build_freeze_strategy(freeze_config("head", heads=["nerr"]), tasks)
     with pytest.raises(MtstError, match="freeze.heads: name the task heads"):
-        build_freeze_strategy({"name": "head", "heads": []}, tasks)
+        build_freeze_strategy(freeze_config("head", heads=[]), tasks)
     with pytest.raises(MtstError, match=re.escape("freeze.top_blocks=0")):
-        build_freeze_strategy({"name": "gradual", "top_blocks": 0})
+        build_freeze_strategy(freeze_config("gradual", top_blocks=0))
     with pytest.raises(MtstError, match="freeze.layer_decay"):
-        build_freeze_strategy({"name": "gradual", "layer_decay": 1.5})
+        build_freeze_strategy(freeze_config("gradual", layer_decay=1.5))
     with pytest.raises(MtstError, match="freeze.cache_dtype"):
-        build_freeze_strategy({"name": "backbone", "cache_features": True, "cache_dtype": "int8"})
+        build_freeze_strategy(freeze_config("backbone", cache_features=True, cache_dtype="int8"))
     with pytest.raises(MtstError, match="freeze.frozen_head_weight"):
-        build_freeze_strategy({"name": "head", "heads": ["topic"], "frozen_head_weight": -1}, tasks)
+        build_freeze_strategy(freeze_config("head", heads=["topic"], frozen_head_weight=-1), tasks)

@@ -10,6 +10,7 @@ import torch
 from mtst.data.store import IGNORE
 from mtst.freezing.feature_cache import FeatureCache
 from mtst.freezing.strategies import build_freeze_strategy
+from tests.conftest import freeze_config
 from tests.test_freezing import (
     make_datamodule,
     make_model,
@@ -40,9 +41,9 @@ def labelled_rows(batch) -> torch.Tensor:
 @pytest.mark.parametrize("token_rows", [False, True])
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_cached_features_give_the_gradients_of_recomputation(dm, dtype: str, token_rows: bool) -> None:
-    model = make_model(dm, {"name": "backbone"})
-    recompute = build_freeze_strategy({"name": "backbone", "cache_features": False})
-    cached = build_freeze_strategy({"name": "backbone", "cache_features": True, "cache_dtype": dtype})
+    model = make_model(dm, freeze_config("backbone"))
+    recompute = build_freeze_strategy(freeze_config("backbone", cache_features=False))
+    cached = build_freeze_strategy(freeze_config("backbone", cache_features=True, cache_dtype=dtype))
     recompute.apply(model, 0)
     cached.apply(model, 0)
     for batch in dm.train_dataloader():
@@ -63,7 +64,7 @@ def test_cached_features_give_the_gradients_of_recomputation(dm, dtype: str, tok
 
 
 def test_epochs_after_the_first_are_served_from_the_cache(dm) -> None:
-    model = make_model(dm, {"name": "backbone", "cache_features": True})
+    model = make_model(dm, freeze_config("backbone", cache_features=True))
     make_trainer(3, limit_val_batches=2).fit(model, datamodule=dm)
     cache = model.freezer.cache
     assert cache.count("train") == 24 and cache.count("val") == 16
@@ -77,7 +78,7 @@ def test_epochs_after_the_first_are_served_from_the_cache(dm) -> None:
 
 
 def test_a_frozen_encoder_runs_the_token_head_at_the_labelled_subtokens_only(dm) -> None:
-    model = make_model(dm, {"name": "backbone", "cache_features": True}, dropout=0.0)
+    model = make_model(dm, freeze_config("backbone", cache_features=True), dropout=0.0)
     model.freezer.apply(model, 0)
     for visit in range(2):  # computed (the full pass; the packed one is then served), then served
         for batch in dm.train_dataloader():
@@ -103,7 +104,7 @@ def test_a_frozen_encoder_runs_the_token_head_at_the_labelled_subtokens_only(dm)
 
 
 def test_the_token_head_runs_on_every_position_while_the_encoder_trains(dm) -> None:
-    model = make_model(dm, {"name": "none"})
+    model = make_model(dm, freeze_config("none"))
     model.freezer.apply(model, 0)
     batch = next(iter(dm.train_dataloader()))
     assert model.loss_rows(batch) is None
@@ -111,7 +112,7 @@ def test_the_token_head_runs_on_every_position_while_the_encoder_trains(dm) -> N
 
 
 def test_cache_is_dropped_when_the_encoder_starts_training(dm) -> None:
-    model = make_model(dm, {"name": "gradual", "stage1_epochs": 1, "cache_features": True})
+    model = make_model(dm, freeze_config("gradual", stage1_epochs=1, cache_features=True))
     batch = next(iter(dm.train_dataloader()))
     strategy = model.freezer
     strategy.apply(model, 0)

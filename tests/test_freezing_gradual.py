@@ -19,6 +19,7 @@ from mtst.model.encoder import SentenceEncoder
 from mtst.model.network import MultiTaskNetwork
 from mtst.tasks import build_tasks
 from mtst.training.module import MultiTaskModule
+from tests.conftest import freeze_config
 from tests.test_freezing import (
     make_datamodule,
     make_model,
@@ -27,8 +28,7 @@ from tests.test_freezing import (
 )
 
 LR_HEAD, LR_BACKBONE, DECAY, WARMUP = 1e-2, 1e-3, 0.5, 2
-GRADUAL = {"name": "gradual", "stage1_epochs": 1, "top_blocks": 1, "every_epochs": 1,
-           "layer_decay": DECAY}
+GRADUAL = freeze_config("gradual", stage1_epochs=1, top_blocks=1, every_epochs=1, layer_decay=DECAY)
 OPTIMIZER = {"lr_head": LR_HEAD, "lr_backbone": LR_BACKBONE, "warmup_steps": WARMUP}
 
 
@@ -109,8 +109,7 @@ def test_schedule_blocks_and_group_lrs_per_epoch_logged_to_tensorboard(dm, tmp_p
 
 
 def test_unfrozen_count_follows_stage_top_blocks_and_every() -> None:
-    strategy = build_freeze_strategy({"name": "gradual", "stage1_epochs": 2, "top_blocks": 2,
-                                      "every_epochs": 3})
+    strategy = build_freeze_strategy(freeze_config("gradual", stage1_epochs=2, top_blocks=2, every_epochs=3))
     assert [strategy.unfrozen_count(e) for e in range(9)] == [0, 0, 2, 2, 2, 3, 3, 3, 4]
 
 

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from mtst.cli import main as cli
 from mtst.training.pipeline import train
 from mtst.training.probe_run import probe_train
-from tests.conftest import TINY_TRAIN, compose_config
+from tests.conftest import TINY_TRAIN, compose_config, freeze_config
 from tests.test_freezing import (
     make_datamodule,
     make_model,
@@ -37,7 +37,7 @@ def probe_keys(tasks: tuple[str, ...]) -> set[str]:
 
 def test_freeze_all_fits_probes_without_touching_the_network(tmp_path) -> None:
     dm = make_datamodule(train_stop=160)
-    model = make_model(dm, {"name": "all", "probe": {"max_iter": 200}})
+    model = make_model(dm, freeze_config("all", probe={"max_iter": 200}))
     before = snapshot(model)
     cfg = OmegaConf.create({"paths": {"output_dir": str(tmp_path)}, "seed": 0, "run_test": True})
     metrics = probe_train(cfg, model, dm, make_trainer(1, limit_val_batches=2, limit_test_batches=2))

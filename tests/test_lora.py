@@ -19,7 +19,7 @@ from mtst.errors import MtstError
 from mtst.freezing.strategies import build_freeze_strategy
 from mtst.model.adapters import merge_lora
 from mtst.training.pipeline import train
-from tests.conftest import TINY_TRAIN, compose_config, make_datamodule, make_module
+from tests.conftest import TINY_TRAIN, compose_config, freeze_config, make_datamodule, make_module
 
 ROOT = Path(__file__).resolve().parents[1]
 PER_BLOCK = ("attn.attention.q_proj", "attn.attention.k_proj", "attn.attention.v_proj",
@@ -38,13 +38,13 @@ def adapted(module) -> set[str]:
 
 
 def test_gpt_neo_defaults_adapt_attention_and_mlp_of_the_chosen_blocks(dm) -> None:
-    everything = make_module(dm, {"name": "lora"})
+    everything = make_module(dm, freeze_config("lora"))
     blocks = len(everything.net.encoder.backbone.h)
     assert blocks >= 2
     assert adapted(everything) == {f"h.{i}.{leaf}" for i in range(blocks) for leaf in PER_BLOCK}
-    top = make_module(dm, {"name": "lora", "lora": {"layers": 1}})
+    top = make_module(dm, freeze_config("lora", lora={"layers": 1}))
     assert adapted(top) == {f"h.{blocks - 1}.{leaf}" for leaf in PER_BLOCK}
-    chosen = make_module(dm, {"name": "lora", "lora": {"layers": [0], "target_modules": ["q_proj", "c_fc"]}})
+    chosen = make_module(dm, freeze_config("lora", lora={"layers": [0], "target_modules": ["q_proj", "c_fc"]}))
     assert adapted(chosen) == {"h.0.attn.attention.q_proj", "h.0.mlp.c_fc"}
     # the adapters' shapes follow the rank; the base weights keep their names under base_layer
     names = dict(chosen.named_parameters())
@@ -58,7 +58,7 @@ def test_bert_defaults_leave_the_unused_pooler_alone() -> None:
 
     backbone = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2,
                                     num_attention_heads=2, intermediate_size=32))
-    names = build_freeze_strategy({"name": "lora"}).target_names(backbone)
+    names = build_freeze_strategy(freeze_config("lora")).target_names(backbone)
     leaves = ("attention.self.query", "attention.self.key", "attention.self.value",
               "attention.output.dense", "intermediate.dense", "output.dense")
     assert set(names) == {f"encoder.layer.{i}.{leaf}" for i in range(2) for leaf in leaves}
@@ -75,17 +75,17 @@ def test_bert_defaults_leave_the_unused_pooler_alone() -> None:
 ])
 def test_bad_settings_are_one_line_errors(settings, message) -> None:
     with pytest.raises(MtstError, match=message):
-        build_freeze_strategy({"name": "lora", "lora": settings})
+        build_freeze_strategy(freeze_config("lora", lora=settings))
 
 
 def test_settings_that_do_not_fit_the_backbone_name_what_it_has(dm) -> None:
     with pytest.raises(MtstError, match=r"'query' is no linear layer in the blocks of GPTNeoModel; "
                                         r"they have c_fc, c_proj, k_proj"):
-        make_module(dm, {"name": "lora", "lora": {"target_modules": ["query"]}})
+        make_module(dm, freeze_config("lora", lora={"target_modules": ["query"]}))
     with pytest.raises(MtstError, match=r"freeze.lora.layers=9: the backbone has 2 blocks"):
-        make_module(dm, {"name": "lora", "lora": {"layers": 9}})
+        make_module(dm, freeze_config("lora", lora={"layers": 9}))
     with pytest.raises(MtstError, match=r"freeze.lora.layers: block 5 does not exist \(blocks 0..1\)"):
-        make_module(dm, {"name": "lora", "lora": {"layers": [5]}})
+        make_module(dm, freeze_config("lora", lora={"layers": [5]}))
 
 
 def test_merging_is_the_layer_plus_the_scaled_low_rank_update() -> None:

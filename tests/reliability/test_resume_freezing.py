@@ -11,15 +11,15 @@ import torch
 from omegaconf import OmegaConf
 
 from mtst.checkpoints.file_io import load_checkpoint
-from mtst.freezing.strategies import STRATEGIES, build_freeze_strategy
+from mtst.freezing.strategies import build_freeze_strategy
 from mtst.model.backbone import load_tokenizer
 from mtst.training.pipeline import build_datamodule, build_model, configured_tasks, train
-from tests.conftest import compose_config
+from tests.conftest import FREEZE_OPTIONS, compose_config
 from tests.reliability.conftest import RESUME_RUN, TOTAL_STEPS
 from tests.reliability.helpers import Crash, checkpoint_step
 
 # strategies whose trainable parameters differ between epochs, with settings that change them
-# between RESUME_RUN's two epochs (the first test checks this list against STRATEGIES)
+# between RESUME_RUN's two epochs (the first test checks this list against every conf/freeze option)
 EPOCH_DEPENDENT = {"gradual": ["freeze=gradual", "freeze.stage1_epochs=1", "freeze.top_blocks=1"]}
 # resumed too: LoRA's adapters are parameters the network gains when the module is built, and
 # their dropout draws random numbers
@@ -43,7 +43,7 @@ def strategy_overrides(name: str) -> list[str]:
 
 
 def test_every_epoch_dependent_strategy_is_covered(tmp_path) -> None:
-    dependent = {name for name in STRATEGIES
+    dependent = {name for name in FREEZE_OPTIONS
                  if len(set(trainable_sets(strategy_overrides(name), tmp_path))) > 1}
     assert dependent == set(EPOCH_DEPENDENT)
     for name, overrides in EPOCH_DEPENDENT.items():

@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
-        command.set_defaults(_module=module)
+        command.set_defaults(command_module=module)
         _load(module).add_arguments(command)
     return parser
 
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_console()
     args = build_parser().parse_args(argv)
     try:
-        return int(_load(args._module).run(args) or 0)
+        return int(_load(args.command_module).run(args) or 0)
     except MtstError as err:
         if os.environ.get("MTST_TRACEBACK"):
             raise

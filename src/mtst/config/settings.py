@@ -21,7 +21,6 @@ from mtst.data.batching import SAMPLING_MODES
 from mtst.errors import MtstError, choices_text, first_line, root_cause
 from mtst.freezing.feature_cache import DTYPES
 from mtst.freezing.param_groups import OPTIMIZER_KEYS
-from mtst.freezing.strategies import STRATEGIES
 from mtst.model.backbone import ATTN_IMPLEMENTATIONS
 from mtst.model.network import ENCODER_KEYS
 from mtst.model.pooling import POOLING_MODES
@@ -35,7 +34,6 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "model.loss.weighting": WEIGHTINGS,
     "model.loss.grad_on": GRAD_ON,
     "data.sampling": SAMPLING_MODES,
-    "freeze.name": tuple(STRATEGIES),
     "freeze.cache_dtype": tuple(DTYPES),
     "freeze.probe.class_weight": (None, "balanced"),
     "trainer.strategy.process_group_backend": tuple(
@@ -72,7 +70,7 @@ def check_settings(cfg: DictConfig) -> None:
         for name in node or {}:
             if name not in known:
                 raise MtstError(f"{key}.{name}: no such setting; {key} has {', '.join(known)}")
-    for key in ("data", "model"):
+    for key in ("data", "model", "freeze"):
         if cfg.get(key) is not None:
             _check_target_keys(key, cfg[key])
     build_tasks(OmegaConf.to_container(cfg.tasks, resolve=True) if cfg.get("tasks") else None)
@@ -85,7 +83,10 @@ def _check_target_keys(key: str, node: DictConfig) -> None:
     target = node.get("_target_")
     if not target:
         return
-    params = inspect.signature(get_class(target)).parameters
+    try:
+        params = inspect.signature(get_class(target)).parameters
+    except Exception as err:  # not importable, or not a class
+        raise MtstError(f"{key}._target_={target!r}: {first_line(err)}") from err
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
     for name in node:

@@ -41,32 +41,46 @@ class Lora(FreezeStrategy):
     `freeze.lora.target_modules` names layers by their last name component (`q_proj`); null
     takes `DEFAULT_TARGETS` for the backbone's `model_type`, else every `nn.Linear` in the
     blocks. `freeze.lora.layers`: null = every block, N = the top N blocks, a list = those
-    block numbers. Adapters train at `freeze.lr_backbone` (null: the optimizer's)."""
+    block numbers. Adapters train at `freeze.lr_backbone` (null: the optimizer's).
+
+    Args:
+        tasks: the module's tasks by name.
+        lora: the adapters' `r`, `alpha`, `dropout`, `target_modules` and `layers`.
+        lr_backbone: the adapters' learning rate; None: `model.optimizer.lr_backbone`.
+        blocks_pattern: a regex over backbone parameter names with the block number as group 1,
+            for architectures whose blocks are not listed automatically.
+    """
 
     name = "lora"
 
-    def __init__(self, tasks: Mapping[str, Any] | None = None, **settings: Any) -> None:
-        super().__init__(tasks, **settings)
-        lora = dict(settings.get("lora") or {})
+    def __init__(self, tasks: Mapping[str, Any] | None = None, *, lora: Mapping[str, Any],
+                 lr_backbone: float | None, blocks_pattern: str | None) -> None:
+        super().__init__(tasks)
+        lora = dict(lora)
         unknown = sorted(set(lora) - set(SETTINGS))
         if unknown:
             raise MtstError(f"freeze.lora.{unknown[0]}: no such setting; LoRA takes "
                             f"{', '.join(SETTINGS)}")
-        self.r = lora.get("r", 8)
+        missing = [key for key in SETTINGS if key not in lora]
+        if missing:
+            raise MtstError(f"freeze.lora.{missing[0]}: missing; LoRA takes {', '.join(SETTINGS)}")
+        self.lr_backbone = lr_backbone
+        self.blocks_pattern = blocks_pattern
+        self.r = lora["r"]
         if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r < 1:
             raise MtstError(f"freeze.lora.r={self.r!r}: expected an integer rank >= 1")
-        self.alpha = lora.get("alpha", 2 * self.r)
+        self.alpha = lora["alpha"]
         if not isinstance(self.alpha, (int, float)) or not self.alpha > 0:
             raise MtstError(f"freeze.lora.alpha={self.alpha!r}: expected a number > 0")
-        self.dropout = lora.get("dropout", 0.0)
+        self.dropout = lora["dropout"]
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             raise MtstError(f"freeze.lora.dropout={self.dropout!r}: expected a probability in [0, 1)")
-        self.targets = lora.get("target_modules")
+        self.targets = lora["target_modules"]
         if self.targets is not None and (isinstance(self.targets, str) or not all(
                 isinstance(t, str) for t in self.targets) or not self.targets):
             raise MtstError(f"freeze.lora.target_modules={self.targets!r}: expected a list of "
                             "layer names such as [q_proj, v_proj], or null for the defaults")
-        self.layers = lora.get("layers")
+        self.layers = lora["layers"]
         if not (self.layers is None or (isinstance(self.layers, int) and self.layers >= 1)
                 or (isinstance(self.layers, (list, tuple)) and self.layers
                     and all(isinstance(i, int) and i >= 0 for i in self.layers))):
@@ -79,7 +93,7 @@ class Lora(FreezeStrategy):
 
     def target_names(self, backbone: nn.Module) -> list[str]:
         """The backbone's modules (full names) that get adapters, checked against its blocks."""
-        blocks = block_regex(backbone, self.settings.get("blocks_pattern"))
+        blocks = block_regex(backbone, self.blocks_pattern)
         linears: dict[str, int] = {}
         for name, module in backbone.named_modules():
             match = blocks.search(name + ".") if name else None
@@ -135,7 +149,7 @@ class Lora(FreezeStrategy):
         return not name.startswith(ENCODER) or LORA_MARK in name
 
     def param_groups(self, module, cfg: dict[str, Any]) -> list[dict[str, Any]]:
-        lr = self.settings.get("lr_backbone")
+        lr = self.lr_backbone
         return head_and_backbone_groups(module, {**cfg, "lr_backbone": lr} if lr else cfg)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -96,8 +96,8 @@ def extract(net, loader, tasks: Mapping[str, Task]) -> Features:
 
 def _classifier(settings: dict[str, Any], seed: int):
     return make_pipeline(StandardScaler(), LogisticRegression(
-        C=float(settings.get("C", 1.0)), max_iter=int(settings.get("max_iter", 1000)),
-        class_weight=settings.get("class_weight"), random_state=seed))
+        C=float(settings["C"]), max_iter=int(settings["max_iter"]),
+        class_weight=settings["class_weight"], random_state=seed))
 
 
 def fit_probes(train: Features, settings: dict[str, Any], seed: int = 0) -> dict[str, Any]:
@@ -111,7 +111,7 @@ def fit_probes(train: Features, settings: dict[str, Any], seed: int = 0) -> dict
 
 def _fit_probes(train: Features, settings: dict[str, Any], seed: int) -> dict[str, Any]:
     probes: dict[str, Any] = {}
-    cap = int(settings.get("max_train_words") or 0)
+    cap = int(settings["max_train_words"] or 0)
     for name, task in train.tasks.items():
         if task.data_kind == "pair":
             continue

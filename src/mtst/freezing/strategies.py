@@ -10,12 +10,15 @@ the loops, so a resumed run sees its checkpoint's epoch, also mid-epoch) and at 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 
-from mtst.errors import MtstError, choices_text
+from mtst.errors import MtstError, choices_text, first_line
 from mtst.freezing.blocks import encoder_units
 from mtst.freezing.feature_cache import FeatureCache, select_rows
 from mtst.freezing.param_groups import head_and_backbone_groups, head_parameters, named_groups
@@ -27,24 +30,39 @@ ENCODER = "encoder."
 class FreezeStrategy:
     """`none`: everything trains. Subclasses override `trainable` (and the hooks they need).
 
+    Hydra builds a strategy from its `conf/freeze/<name>.yaml` (`_target_` and the class's
+    keyword arguments, whose values live in that file only); the LightningModule passes `tasks`.
     Parameter names are the network's (`encoder.*`, `heads.<task>.*`); the loss weighting's own
     parameters (uncertainty weighting) always train. When the whole encoder is frozen for an
-    epoch it runs in eval mode (no dropout) without autograd, and with `cache_features` its
-    outputs are served from a `FeatureCache` from the second visit of each example on (train and
-    val splits; test runs once and is recomputed).
+    epoch it runs in eval mode (no dropout) without autograd, and with a feature cache its
+    outputs are served from it from the second visit of each example on (train and val splits;
+    test runs once and is recomputed).
+
+    Args:
+        tasks: the module's tasks by name (`freeze=head` checks its `heads` against them).
+
+    Example:
+        >>> from hydra.utils import instantiate
+        >>> strategy = instantiate({"_target_": "mtst.freezing.strategies.FreezeBackbone",
+        ...                         "cache_features": False, "cache_dtype": "float16",
+        ...                         "cache_max_mb": 1024})
+        >>> strategy.name
+        'backbone'
     """
 
     name = "none"
     trains_nothing = False
 
-    def __init__(self, tasks: Mapping[str, Any] | None = None, **settings: Any) -> None:
-        self.settings = settings
+    def __init__(self, tasks: Mapping[str, Any] | None = None) -> None:
         self.task_names = list(tasks or ())
         self.encoder_frozen = False
         self.cache: FeatureCache | None = None
-        if settings.get("cache_features"):
-            self.cache = FeatureCache(settings.get("cache_dtype", "float16"),
-                                      settings.get("cache_max_mb", 1024))
+        self.config: dict[str, Any] = {"_target_": f"{type(self).__module__}.{type(self).__qualname__}"}
+
+    def _cache_if(self, cache_features: bool, cache_dtype: str, cache_max_mb: int) -> None:
+        """Serve the frozen encoder's outputs from a FeatureCache (`cache_features`)."""
+        if cache_features:
+            self.cache = FeatureCache(cache_dtype, cache_max_mb)
 
     # ---- what trains ---------------------------------------------------------------------
     def trainable(self, name: str, net, epoch: int) -> bool:
@@ -121,7 +139,7 @@ class FreezeStrategy:
         return self.cache.features(split + side, rows, compute, token_rows)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint.setdefault("mtst", {})["freeze"] = {"name": self.name, **self.settings}
+        checkpoint.setdefault("mtst", {})["freeze"] = {"name": self.name, **self.config}
 
 
 def _cache_split(module) -> str | None:
@@ -138,19 +156,40 @@ def _cache_split(module) -> str | None:
 
 
 class FreezeAll(FreezeStrategy):
-    """`all`: nothing in the network trains; `pipeline.train` fits linear probes instead."""
+    """`all`: nothing in the network trains; `pipeline.train` fits linear probes instead.
+
+    Args:
+        tasks: the module's tasks by name.
+        probe: the probes' settings (`mtst.freezing.probes.fit_probes`).
+    """
 
     name = "all"
     trains_nothing = True
+
+    def __init__(self, tasks: Mapping[str, Any] | None = None, *, probe: Mapping[str, Any]) -> None:
+        super().__init__(tasks)
+        self.probe = dict(probe)
 
     def trainable(self, name: str, net, epoch: int) -> bool:
         return False
 
 
 class FreezeBackbone(FreezeStrategy):
-    """`backbone`: the encoder is a fixed, eval-mode feature extractor; both heads train."""
+    """`backbone`: the encoder is a fixed, eval-mode feature extractor; both heads train.
+
+    Args:
+        tasks: the module's tasks by name.
+        cache_features: keep the encoder's outputs per example, so later epochs run the heads only.
+        cache_dtype: the cached outputs' dtype (`mtst.freezing.feature_cache.DTYPES`).
+        cache_max_mb: past this size the remaining examples are recomputed every epoch.
+    """
 
     name = "backbone"
+
+    def __init__(self, tasks: Mapping[str, Any] | None = None, *, cache_features: bool,
+                 cache_dtype: str, cache_max_mb: int) -> None:
+        super().__init__(tasks)
+        self._cache_if(cache_features, cache_dtype, cache_max_mb)
 
     def trainable(self, name: str, net, epoch: int) -> bool:
         return not name.startswith(ENCODER)
@@ -163,9 +202,9 @@ class FreezeHead(FreezeStrategy):
 
     name = "head"
 
-    def __init__(self, tasks: Mapping[str, Any] | None = None, **settings: Any) -> None:
-        super().__init__(tasks, **settings)
-        heads = settings.get("heads")
+    def __init__(self, tasks: Mapping[str, Any] | None = None, *, heads: Any,
+                 frozen_head_weight: float) -> None:
+        super().__init__(tasks)
         if isinstance(heads, str):
             heads = [heads]
         if not heads:
@@ -178,7 +217,7 @@ class FreezeHead(FreezeStrategy):
             if task.head is None:
                 raise MtstError(f"freeze.heads: task {head!r} ({task.type}) has no head to freeze")
         self.heads = [str(h) for h in heads]
-        self.frozen_weight = float(settings.get("frozen_head_weight", 1.0))
+        self.frozen_weight = float(frozen_head_weight)
         if not self.frozen_weight >= 0:
             raise MtstError(f"freeze.frozen_head_weight={self.frozen_weight}: expected a weight >= 0")
 
@@ -194,11 +233,15 @@ class BitFit(FreezeStrategy):
 
     name = "bitfit"
 
+    def __init__(self, tasks: Mapping[str, Any] | None = None, *, lr_backbone: float | None) -> None:
+        super().__init__(tasks)
+        self.lr_backbone = lr_backbone
+
     def trainable(self, name: str, net, epoch: int) -> bool:
         return not name.startswith(ENCODER) or name.endswith("bias")
 
     def param_groups(self, module, cfg: dict[str, Any]) -> list[dict[str, Any]]:
-        lr = self.settings.get("lr_backbone")
+        lr = self.lr_backbone
         return head_and_backbone_groups(module, {**cfg, "lr_backbone": lr} if lr else cfg)
 
 
@@ -210,25 +253,23 @@ class Gradual(FreezeStrategy):
 
     name = "gradual"
 
-    def __init__(self, tasks: Mapping[str, Any] | None = None, **settings: Any) -> None:
-        super().__init__(tasks, **settings)
-        self.stage1 = self._int("stage1_epochs", 1, minimum=0)
-        self.top_blocks = self._int("top_blocks", 1, minimum=1)
-        self.every = self._int("every_epochs", 1, minimum=1)
-        self.decay = float(settings.get("layer_decay", 1 / 2.6))
+    def __init__(self, tasks: Mapping[str, Any] | None = None, *, stage1_epochs: int,
+                 top_blocks: int, every_epochs: int, layer_decay: float,
+                 blocks_pattern: str | None, embeddings_pattern: str | None,
+                 cache_features: bool, cache_dtype: str, cache_max_mb: int) -> None:
+        super().__init__(tasks)
+        self.stage1 = _integer("stage1_epochs", stage1_epochs, minimum=0)
+        self.top_blocks = _integer("top_blocks", top_blocks, minimum=1)
+        self.every = _integer("every_epochs", every_epochs, minimum=1)
+        self.decay = float(layer_decay)
         if not 0 < self.decay <= 1:
             raise MtstError(f"freeze.layer_decay={self.decay}: expected a factor in (0, 1]")
+        self.patterns = (blocks_pattern, embeddings_pattern)
+        self._cache_if(cache_features, cache_dtype, cache_max_mb)
         self._units: dict[str, int] | None = None  # parameter name -> unfreeze rank
 
-    def _int(self, key: str, default: int, minimum: int) -> int:
-        value = self.settings.get(key, default)
-        if not isinstance(value, int) or value < minimum:
-            raise MtstError(f"freeze.{key}={value!r}: expected an integer >= {minimum}")
-        return value
-
     def units(self, net):
-        return encoder_units(net.encoder, self.settings.get("blocks_pattern"),
-                             self.settings.get("embeddings_pattern"))
+        return encoder_units(net.encoder, *self.patterns)
 
     def unfrozen_count(self, epoch: int) -> int:
         """How many units (blocks, then the embeddings) below the heads train in `epoch`."""
@@ -254,23 +295,37 @@ class Gradual(FreezeStrategy):
         return groups
 
 
-STRATEGIES: dict[str, type[FreezeStrategy] | None] = {
-    cls.name: cls for cls in (FreezeStrategy, FreezeAll, FreezeBackbone, FreezeHead, BitFit, Gradual)
-}
-STRATEGIES["lora"] = None  # `mtst.freezing.lora` subclasses FreezeStrategy: imported when named
+def _integer(key: str, value: Any, minimum: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise MtstError(f"freeze.{key}={value!r}: expected an integer >= {minimum}")
+    return value
 
 
-def build_freeze_strategy(cfg: dict[str, Any], tasks: Mapping[str, Any] | None = None) -> FreezeStrategy:
-    """The strategy `cfg` names, for these tasks (`freeze=head` checks its `heads` against them)."""
-    settings = dict(cfg)
-    name = settings.pop("name", "none")
-    if name not in STRATEGIES:
-        raise MtstError(f"freeze.name={name!r}: no such strategy; choose one of "
-                        f"{choices_text(STRATEGIES)}")
-    strategy = STRATEGIES[name]
-    if strategy is None:
-        from mtst.freezing.lora import Lora as strategy
-    return strategy(tasks, **settings)
+def build_freeze_strategy(cfg: Mapping[str, Any] | None, tasks: Mapping[str, Any] | None = None
+                          ) -> FreezeStrategy:
+    """The strategy the `freeze` node builds (`_target_` and its arguments), for these tasks;
+    None: `none` (everything trains). A key the class does not take is one line naming it."""
+    if not cfg:
+        return FreezeStrategy(tasks)
+    try:
+        build = instantiate(dict(cfg), _partial_=True, _convert_="all")
+    except InstantiationException as err:  # a `_target_` that names nothing importable
+        raise MtstError(f"freeze._target_: {first_line(err)}") from err
+    if not (isinstance(build.func, type) and issubclass(build.func, FreezeStrategy)):
+        raise MtstError(f"freeze._target_={cfg.get('_target_')!r}: not a FreezeStrategy")
+    takes = [n for n, p in inspect.signature(build.func).parameters.items()
+             if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    where = f"freeze={build.func.name} takes {', '.join(takes) or 'no setting'}"
+    for key in build.keywords:
+        if key not in takes:
+            raise MtstError(f"freeze.{key}: no such setting; {where}")
+    for key in takes:
+        if key not in build.keywords and inspect.signature(build.func).parameters[key].default \
+                is inspect.Parameter.empty:
+            raise MtstError(f"freeze.{key}: missing; {where}")
+    strategy = build(tasks)
+    strategy.config = {k: v for k, v in cfg.items()}
+    return strategy
 
 
 def trainable_params(module) -> int:

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
+from hydra.utils import get_class
 from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -160,7 +161,7 @@ def run_hparams(cfg: DictConfig, tasks: Mapping[str, Any]) -> dict[str, Any]:
     out["max_epochs"] = trainer["max_epochs"]
     if trainer["max_steps"] != -1:
         out["max_steps"] = trainer["max_steps"]
-    out.update({"precision": trainer["precision"], "seed": c["seed"], "freeze": freeze.pop("name")})
+    out.update({"precision": trainer["precision"], "seed": c["seed"], "freeze": get_class(freeze.pop("_target_")).name})
     out.update(_flat("freeze", freeze))
     out["weighting"] = method
     out.update(_flat(method, loss.get(method)))  # a method without settings has no node

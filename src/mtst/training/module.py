@@ -64,7 +64,7 @@ class MultiTaskModule(L.LightningModule):
         if missing:
             raise MtstError(f"tasks.{missing[0]}: the network has no such task (it has "
                             f"{choices_text(net.label_spaces)})")
-        self.freezer = build_freeze_strategy(freeze or {"name": "none"}, self.tasks)
+        self.freezer = build_freeze_strategy(freeze, self.tasks)
         token_heads = [h for h in net.heads.values() if h.reads == "token_states"]
         self._pointwise_token_heads = all(getattr(h, "pointwise", False) for h in token_heads)
         self.freezer.prepare(net)

@@ -33,7 +33,7 @@ def probe_train(cfg, model, datamodule, trainer) -> dict[str, float]:
     if not trainer.is_global_zero:  # under DDP the probes (no collectives) run on rank 0 alone
         return metrics
     model.to(trainer.strategy.root_device)  # Lightning's teardown may have moved it to the CPU
-    probe_metrics, seconds = run_probes(model, datamodule, dict(model.freezer.settings.get("probe") or {}),
+    probe_metrics, seconds = run_probes(model, datamodule, model.freezer.probe,
                                         output_dir, seed=int(cfg.get("seed", 0)), stages=stages)
     metrics.update(probe_metrics)
     for logger in trainer.loggers:
