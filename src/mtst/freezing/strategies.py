@@ -146,10 +146,7 @@ def _cache_split(module) -> str | None:
     """`train` while fitting, `val` during validation; None (no caching) otherwise."""
     if module.training:
         return "train"
-    try:
-        trainer = module.trainer
-    except RuntimeError:  # no Trainer attached (a forward outside a run): nothing to cache for
-        return None
+    trainer = module.attached_trainer()  # None outside a run: nothing to cache for
     if trainer is not None and (trainer.validating or trainer.sanity_checking):
         return "val"
     return None
