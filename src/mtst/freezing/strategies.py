@@ -19,9 +19,8 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from mtst.errors import MtstError, choices_text, first_line
-from mtst.freezing.blocks import encoder_units
 from mtst.freezing.feature_cache import FeatureCache, select_rows
-from mtst.freezing.param_groups import head_and_backbone_groups, head_parameters, named_groups
+from mtst.freezing.param_groups import head_and_backbone_groups
 from mtst.tasks.base import TOKEN_ROWS
 
 ENCODER = "encoder."
@@ -240,62 +239,6 @@ class BitFit(FreezeStrategy):
     def param_groups(self, module, cfg: dict[str, Any]) -> list[dict[str, Any]]:
         lr = self.lr_backbone
         return head_and_backbone_groups(module, {**cfg, "lr_backbone": lr} if lr else cfg)
-
-
-class Gradual(FreezeStrategy):
-    """`gradual` (ULMFiT): heads alone for `stage1_epochs`, then the top `top_blocks` blocks,
-    then one more block every `every_epochs` epochs down to the embeddings. Block k from the
-    top trains at `lr_backbone * layer_decay**k`, the embeddings lowest, the heads at `lr_head`.
-    """
-
-    name = "gradual"
-
-    def __init__(self, tasks: Mapping[str, Any] | None = None, *, stage1_epochs: int,
-                 top_blocks: int, every_epochs: int, layer_decay: float,
-                 blocks_pattern: str | None, embeddings_pattern: str | None,
-                 cache_features: bool, cache_dtype: str, cache_max_mb: int) -> None:
-        super().__init__(tasks)
-        self.stage1 = _integer("stage1_epochs", stage1_epochs, minimum=0)
-        self.top_blocks = _integer("top_blocks", top_blocks, minimum=1)
-        self.every = _integer("every_epochs", every_epochs, minimum=1)
-        self.decay = float(layer_decay)
-        if not 0 < self.decay <= 1:
-            raise MtstError(f"freeze.layer_decay={self.decay}: expected a factor in (0, 1]")
-        self.patterns = (blocks_pattern, embeddings_pattern)
-        self._cache_if(cache_features, cache_dtype, cache_max_mb)
-        self._units: dict[str, int] | None = None  # parameter name -> unfreeze rank
-
-    def units(self, net):
-        return encoder_units(net.encoder, *self.patterns)
-
-    def unfrozen_count(self, epoch: int) -> int:
-        """How many units (blocks, then the embeddings) below the heads train in `epoch`."""
-        if epoch < self.stage1:
-            return 0
-        return self.top_blocks + (epoch - self.stage1) // self.every
-
-    def trainable(self, name: str, net, epoch: int) -> bool:
-        if not name.startswith(ENCODER):
-            return True
-        if self._units is None:
-            # `final` (norms above the blocks) shares rank 1 with the top block
-            self._units = {n: u.depth + 1 for u in self.units(net) for n, _ in u.params}
-        return self._units[name] <= self.unfrozen_count(epoch)
-
-    def param_groups(self, module, cfg: dict[str, Any]) -> list[dict[str, Any]]:
-        wd = cfg.get("weight_decay", 0.01)
-        lr_backbone = cfg.get("lr_backbone", 5e-5)
-        groups = named_groups("heads", head_parameters(module), cfg.get("lr_head", 1e-3), wd)
-        for unit in self.units(module.net):
-            lr = lr_backbone * self.decay ** unit.depth
-            groups += named_groups(f"backbone.{unit.name}", unit.params, lr, wd)
-        return groups
-
-
-def _integer(key: str, value: Any, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise MtstError(f"freeze.{key}={value!r}: expected an integer >= {minimum}")
-    return value
 
 
 def build_freeze_strategy(cfg: Mapping[str, Any] | None, tasks: Mapping[str, Any] | None = None
