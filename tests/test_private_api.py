@@ -10,12 +10,10 @@ barrier): when one fails, the public route may have become usable."""
 from __future__ import annotations
 
 import inspect
-from types import SimpleNamespace
 from typing import Any
 
 import lightning as L
 import pytest
-import torch
 from lightning.pytorch.demos.boring_classes import BoringModel, RandomDataset
 from torch import nn
 from torch.utils.data import DataLoader
@@ -148,31 +146,6 @@ def test_launch_starts_the_children_through_call_children_scripts(monkeypatch, t
         trainer.fit(BoringModel())
     # reaching here means: the Trainer launched through `strategy.launcher` (the public property
     # HydraJobLaunch overrides) and `launch` started the children with `_call_children_scripts`
-
-
-class Frozen(BoringModel):
-    freezer = SimpleNamespace(name="backbone")
-
-
-def test_ddp_kwargs_reach_distributed_data_parallel(monkeypatch) -> None:
-    import lightning.pytorch.strategies.ddp as ddp
-
-    given: dict[str, Any] = {}
-
-    def record(module: nn.Module, **kwargs: Any) -> nn.Module:
-        given.update(kwargs)
-        return module
-
-    monkeypatch.setattr(ddp, "DistributedDataParallel", record)
-    strategy = HydraDDPStrategy(parallel_devices=[torch.device("cpu")])
-    pin(strategy._ddp_kwargs == {"broadcast_buffers": False}, "DDPStrategy._ddp_kwargs",
-        "mtst.training.distributed.HydraDDPStrategy.configure_ddp",
-        "holds the DistributedDataParallel arguments given to the strategy")
-    strategy.connect(Frozen())
-    strategy.configure_ddp()
-    pin(given.get("find_unused_parameters") is True and given.get("broadcast_buffers") is False,
-        "DDPStrategy._ddp_kwargs", "mtst.training.distributed.HydraDDPStrategy.configure_ddp",
-        "is what configure_ddp hands DistributedDataParallel")
 
 
 def test_fsdp_setup_wraps_the_model_through_setup_model() -> None:
