@@ -15,7 +15,6 @@ from typing import Any
 import lightning as L
 import pytest
 from lightning.pytorch.demos.boring_classes import BoringModel, RandomDataset
-from torch import nn
 from torch.utils.data import DataLoader
 
 from mtst.training.distributed import HydraDDPStrategy, _HydraJobLauncher
@@ -156,25 +155,6 @@ def test_fsdp_setup_wraps_the_model_through_setup_model() -> None:
         "FSDPStrategy._setup_model", use, "is the step of FSDPStrategy.setup that wraps the model")
     pin(list(inspect.signature(FSDPStrategy._setup_model).parameters) == ["self", "model"],
         "FSDPStrategy._setup_model", use, "takes (self, model)")
-
-
-def test_torch_checkpoint_wrapper_applies_activation_checkpointing_by_predicate() -> None:
-    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
-        CheckpointWrapper,
-        apply_activation_checkpointing,
-        checkpoint_wrapper,
-    )
-
-    use = "mtst.training.sharding.HydraFSDPStrategy._setup_model"
-    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2))
-    keys = set(model.state_dict())
-    apply_activation_checkpointing(model, checkpoint_wrapper_fn=checkpoint_wrapper,
-                                   check_fn=lambda m: isinstance(m, nn.Linear))
-    wrapped = [m for m in model.modules() if isinstance(m, CheckpointWrapper)]
-    pin(len(wrapped) == 2, "torch.distributed.algorithms._checkpoint.checkpoint_wrapper", use,
-        "wraps the modules check_fn picks")
-    pin(set(model.state_dict()) == keys, "torch.distributed.algorithms._checkpoint.checkpoint_wrapper",
-        use, "keeps the state-dict keys")
 
 
 # --- loggers.py ------------------------------------------------------------------------------
