@@ -8,6 +8,7 @@ scripts/device_check.sh runs a random-weight GPT-Neo 1.3B for a few FSDP steps o
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,6 +23,7 @@ from mtst.training.pipeline import trainer_arguments
 from mtst.training.sharding import (
     HydraFSDPStrategy,
     model_block_classes,
+    recompute_in_backward,
     resolve_resume_path,
 )
 from tests.conftest import TINY, compose_config
@@ -103,6 +105,39 @@ def test_an_encoder_never_builds_a_key_value_cache() -> None:
     encoder(torch.tensor([[5, 6, 7]]), torch.ones(1, 3, dtype=torch.long))
     handle.remove()
     assert captured["cache"] is None
+
+
+def test_recomputed_blocks_keep_their_keys_and_results_and_run_again_in_backward() -> None:
+    from transformers.models.gpt_neo.modeling_gpt_neo import GPTNeoBlock
+
+    plain = SentenceEncoder.from_pretrained(TINY, pretrained=False).train()
+    for dropout in (m for m in plain.modules() if isinstance(m, nn.Dropout)):
+        dropout.p = 0.2  # the recomputation must draw the forward's masks again
+    recomputing = copy.deepcopy(plain)
+    blocks = [m for m in recomputing.modules() if isinstance(m, GPTNeoBlock)]
+    assert recompute_in_backward(recomputing, (GPTNeoBlock,)) == len(blocks) > 0
+    assert recompute_in_backward(recomputing, (GPTNeoBlock,)) == len(blocks)  # not wrapped twice
+    assert list(recomputing.state_dict()) == list(plain.state_dict())  # checkpoints unchanged
+    calls: dict[str, int] = {}
+    for model, name in ((plain, "plain"), (recomputing, "recomputing")):
+        for block in (m for m in model.modules() if isinstance(m, GPTNeoBlock)):
+            block.attn.register_forward_pre_hook(lambda *_, n=name: calls.update({n: calls.get(n, 0) + 1}))
+    ids, mask = torch.tensor([[5, 6, 7, 8], [9, 10, 0, 0]]), torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    results = {}
+    for model, name in ((plain, "plain"), (recomputing, "recomputing")):
+        torch.manual_seed(0)
+        states, embeddings = model(ids, mask)
+        (states.square().mean() + embeddings.sum()).backward()
+        results[name] = (states.detach(), [p.grad for p in model.parameters()])
+    # each block's inside ran once in the forward, and once more in the backward
+    assert calls == {"plain": len(blocks), "recomputing": 2 * len(blocks)}
+    torch.testing.assert_close(results["recomputing"][0], results["plain"][0], rtol=0, atol=0)
+    for got, expected in zip(results["recomputing"][1], results["plain"][1], strict=True):
+        torch.testing.assert_close(got, expected)
+    with torch.no_grad():  # evaluation: no recomputation to prepare
+        calls.clear()
+        recomputing(ids, mask)
+    assert calls == {"recomputing": len(blocks)}
 
 
 FSDP_RUN = ["trainer=fsdp_cpu", *CLI_TINY, "trainer.limit_train_batches=2",

@@ -10,14 +10,11 @@ barrier): when one fails, the public route may have become usable."""
 from __future__ import annotations
 
 import inspect
-from types import SimpleNamespace
 from typing import Any
 
 import lightning as L
 import pytest
-import torch
 from lightning.pytorch.demos.boring_classes import BoringModel, RandomDataset
-from torch import nn
 from torch.utils.data import DataLoader
 
 from mtst.training.distributed import HydraDDPStrategy, _HydraJobLauncher
@@ -100,18 +97,6 @@ def test_checkpoint_connector_dump_checkpoint_builds_the_whole_checkpoint(fitted
         "is there: SaveOnSigterm could use Trainer.save_checkpoint")
 
 
-def test_tensor_version_counts_in_place_writes_shared_by_state_dict_views() -> None:
-    use = "mtst.training.callbacks.NonFiniteGuard, mtst.checkpoints.digests"
-    layer = nn.Linear(2, 2)
-    view = layer.state_dict()["weight"]
-    before = view._version
-    with torch.no_grad():
-        layer.weight.add_(1.0)
-    pin(isinstance(before, int), "Tensor._version", use, "is an int")
-    pin(view._version == layer.weight._version > before, "Tensor._version", use,
-        "rises on an in-place write, shared by the state_dict view")
-
-
 # --- distributed.py and sharding.py ----------------------------------------------------------
 
 def test_script_launcher_is_what_the_ddp_and_fsdp_strategies_configure() -> None:
@@ -162,31 +147,6 @@ def test_launch_starts_the_children_through_call_children_scripts(monkeypatch, t
     # HydraJobLaunch overrides) and `launch` started the children with `_call_children_scripts`
 
 
-class Frozen(BoringModel):
-    freezer = SimpleNamespace(name="backbone")
-
-
-def test_ddp_kwargs_reach_distributed_data_parallel(monkeypatch) -> None:
-    import lightning.pytorch.strategies.ddp as ddp
-
-    given: dict[str, Any] = {}
-
-    def record(module: nn.Module, **kwargs: Any) -> nn.Module:
-        given.update(kwargs)
-        return module
-
-    monkeypatch.setattr(ddp, "DistributedDataParallel", record)
-    strategy = HydraDDPStrategy(parallel_devices=[torch.device("cpu")])
-    pin(strategy._ddp_kwargs == {"broadcast_buffers": False}, "DDPStrategy._ddp_kwargs",
-        "mtst.training.distributed.HydraDDPStrategy.configure_ddp",
-        "holds the DistributedDataParallel arguments given to the strategy")
-    strategy.connect(Frozen())
-    strategy.configure_ddp()
-    pin(given.get("find_unused_parameters") is True and given.get("broadcast_buffers") is False,
-        "DDPStrategy._ddp_kwargs", "mtst.training.distributed.HydraDDPStrategy.configure_ddp",
-        "is what configure_ddp hands DistributedDataParallel")
-
-
 def test_fsdp_setup_wraps_the_model_through_setup_model() -> None:
     from lightning.pytorch.strategies import FSDPStrategy
 
@@ -195,25 +155,6 @@ def test_fsdp_setup_wraps_the_model_through_setup_model() -> None:
         "FSDPStrategy._setup_model", use, "is the step of FSDPStrategy.setup that wraps the model")
     pin(list(inspect.signature(FSDPStrategy._setup_model).parameters) == ["self", "model"],
         "FSDPStrategy._setup_model", use, "takes (self, model)")
-
-
-def test_torch_checkpoint_wrapper_applies_activation_checkpointing_by_predicate() -> None:
-    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
-        CheckpointWrapper,
-        apply_activation_checkpointing,
-        checkpoint_wrapper,
-    )
-
-    use = "mtst.training.sharding.HydraFSDPStrategy._setup_model"
-    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2))
-    keys = set(model.state_dict())
-    apply_activation_checkpointing(model, checkpoint_wrapper_fn=checkpoint_wrapper,
-                                   check_fn=lambda m: isinstance(m, nn.Linear))
-    wrapped = [m for m in model.modules() if isinstance(m, CheckpointWrapper)]
-    pin(len(wrapped) == 2, "torch.distributed.algorithms._checkpoint.checkpoint_wrapper", use,
-        "wraps the modules check_fn picks")
-    pin(set(model.state_dict()) == keys, "torch.distributed.algorithms._checkpoint.checkpoint_wrapper",
-        use, "keeps the state-dict keys")
 
 
 # --- loggers.py ------------------------------------------------------------------------------

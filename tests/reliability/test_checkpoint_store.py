@@ -223,12 +223,17 @@ def recorded_run(tmp_path: Path, freeze: str, monkeypatch) -> dict[int, list[int
 def test_frozen_backbone_epochs_write_only_what_trains_and_none_collects(tmp_path, monkeypatch
                                                                          ) -> None:
     embedding = 2048 * 64 * 4  # the tiny backbone's token embedding: one tensor file
+    hashed, _ = counted_hashes(monkeypatch)
+    checked = finiteness_checks(monkeypatch)
     frozen = recorded_run(tmp_path / "backbone", "backbone", monkeypatch)
+    # hashed and checked for non-finite values at the first save only, whatever mode a save
+    # runs under (best.ckpt is written during validation, under inference_mode)
+    assert len(RecordingIO.saves) > 3 and hashed.count((2048, 64)) == checked.count((2048, 64)) == 1
     assert sorted(frozen) == [0, 1, 2]
     first, *rest = frozen[0]
     assert first > embedding and rest == [0] * len(rest)  # the frozen weights, once
     assert frozen[1] == [0] * len(frozen[1]) and frozen[2] == [0] * len(frozen[2])
-    # the frozen backbone's digests are kept by version counter: no copy of its weights
+    # the frozen backbone's digests are kept by write watch: no copy of its weights
     assert max(RecordingIO.copies) < embedding
     folder = tmp_path / "backbone" / "checkpoints"
     refs = [referenced_digests(folder / n) for n in ("best.ckpt", "last.ckpt")]
@@ -281,6 +286,14 @@ def counted_hashes(monkeypatch) -> tuple[list[tuple[int, ...]], Any]:
     return hashed, real_hash
 
 
+def finiteness_checks(monkeypatch) -> list[tuple[int, ...]]:
+    """The shapes `torch.isfinite` is asked about, as it is asked."""
+    checked: list[tuple[int, ...]] = []
+    real = torch.isfinite
+    monkeypatch.setattr(torch, "isfinite", lambda t: checked.append(tuple(t.shape)) or real(t))
+    return checked
+
+
 def test_the_digest_memo_hashes_an_unchanged_tensor_once_and_sees_every_change(monkeypatch) -> None:
     from mtst.checkpoints import digests
 
@@ -323,6 +336,20 @@ def test_a_frozen_tensor_is_hashed_once_without_a_copy_and_every_write_is_seen(m
     assert memo.digest("w", weight, frozen=True) == real_hash(weight) and len(hashed) == 3
     assert memo.digest("w", weight.detach().clone(), frozen=True) == real_hash(weight)  # another
     assert len(hashed) == 4                                                          # tensor
+
+
+def test_a_frozen_tensor_saved_under_saved_tensor_hooks_is_hashed_at_every_save(monkeypatch) -> None:
+    from mtst.checkpoints import digests
+
+    hashed, real_hash = counted_hashes(monkeypatch)
+    memo = digests.DigestMemo()
+    weight = torch.randn(64, 32)
+    with torch.autograd.graph.save_on_cpu():  # no write watch can be made: nothing is trusted
+        first = memo.digest("w", weight, frozen=True)
+        assert memo.digest("w", weight, frozen=True) == first and len(hashed) == 2
+        weight.add_(1.0)
+        assert memo.digest("w", weight, frozen=True) == real_hash(weight) != first
+    assert len(hashed) == 3 and memo._bytes == 0
 
 
 def test_a_tensor_trained_before_its_freeze_is_compared_not_trusted(monkeypatch) -> None:

@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import lightning as L
 import pytest
+import torch
+from lightning.pytorch.demos.boring_classes import BoringModel
 
 from mtst.inference.loading import load_checkpoint_network
-from mtst.training.distributed import any_rank, child_command, ddp_job_scope
+from mtst.training import distributed
+from mtst.training.distributed import HydraDDPStrategy, any_rank, child_command, ddp_job_scope
 from mtst.training.module import MultiTaskModule
 from tests.conftest import compose_config, make_datamodule, sample_tasks
 from tests.reliability.helpers import (
@@ -135,3 +140,62 @@ def test_ddp_job_scope_restores_the_launcher_environment(monkeypatch) -> None:
         os.environ["LOCAL_RANK"], os.environ["MASTER_PORT"] = "0", "12345"
     assert "LOCAL_RANK" not in os.environ and "MASTER_PORT" not in os.environ
     assert any_rank([True, False]) == [True, False]  # no process group: the flags themselves
+
+
+class Frozen(BoringModel):
+    freezer = SimpleNamespace(name="backbone")
+
+
+class Unfrozen(BoringModel):
+    freezer = SimpleNamespace(name="none")
+
+
+class RecordedDDP:
+    """Stands in for DistributedDataParallel: what the strategy built it from."""
+
+    def __init__(self, module: Any, **kwargs: Any) -> None:
+        self.module, self.kwargs, self.hooks = module, kwargs, []
+
+    def register_comm_hook(self, state: Any, hook: Any) -> None:
+        self.hooks.append((state, hook))
+
+
+def wrapped(monkeypatch, module: L.LightningModule, **strategy_kwargs: Any) -> RecordedDDP:
+    monkeypatch.setattr(distributed, "DistributedDataParallel", RecordedDDP)
+    strategy = HydraDDPStrategy(parallel_devices=[torch.device("cpu")], **strategy_kwargs)
+    strategy.connect(module)
+    strategy.configure_ddp()
+    assert isinstance(strategy.model, RecordedDDP) and strategy.model.module is module
+    return strategy.model
+
+
+def test_ddp_wraps_with_find_unused_parameters_exactly_when_a_freeze_strategy_is_active(
+        monkeypatch, caplog) -> None:
+    with caplog.at_level("INFO", logger="mtst"):
+        frozen = wrapped(monkeypatch, Frozen(), find_unused_parameters=False)  # conf/trainer/ddp.yaml
+    assert frozen.kwargs == {"device_ids": None, "broadcast_buffers": False,
+                             "find_unused_parameters": True}
+    assert "freeze=backbone under DDP: using find_unused_parameters=True" in caplog.text
+    assert wrapped(monkeypatch, Unfrozen(), find_unused_parameters=False).kwargs == {
+        "device_ids": None, "broadcast_buffers": False, "find_unused_parameters": False}
+    # the other DistributedDataParallel arguments pass through; one given explicitly is kept
+    given = wrapped(monkeypatch, BoringModel(), broadcast_buffers=True, find_unused_parameters=True,
+                    gradient_as_bucket_view=True, process_group_backend="gloo").kwargs
+    assert given == {"device_ids": None, "broadcast_buffers": True, "find_unused_parameters": True,
+                     "gradient_as_bucket_view": True}
+
+
+def test_ddp_registers_a_communication_hook_on_cuda_only(monkeypatch) -> None:
+    def hook(state: Any, bucket: Any) -> None: ...
+
+    def wrapper(inner: Any) -> Any:
+        return ("wrapped", inner)
+
+    assert wrapped(monkeypatch, Frozen(), ddp_comm_hook=hook).hooks == []  # the CPU: gloo
+    monkeypatch.setattr(HydraDDPStrategy, "determine_ddp_device_ids", lambda self: None)
+    monkeypatch.setattr(distributed, "DistributedDataParallel", RecordedDDP)
+    strategy = HydraDDPStrategy(parallel_devices=[torch.device("cuda", 0)], ddp_comm_state="state",
+                                ddp_comm_hook=hook, ddp_comm_wrapper=wrapper)
+    strategy.connect(Frozen())
+    strategy.configure_ddp()
+    assert strategy.model.hooks == [("state", ("wrapped", hook))]

@@ -102,3 +102,40 @@ def test_weights_a_fused_optimizer_wrote_are_checked_at_every_save() -> None:
     guard.on_save_checkpoint(trainer, model, {"state_dict": model.state_dict()})
     assert dict(checked) == {"head.weight#0": False, "head.bias#0": False,
                              "frozen.weight#0": True, "frozen.bias#0": True}
+
+
+def test_a_frozen_weight_is_checked_once_and_any_in_place_write_to_it_is_seen(monkeypatch) -> None:
+    checked: list[tuple[int, ...]] = []
+    real = torch.isfinite
+    monkeypatch.setattr(torch, "isfinite", lambda t: checked.append(tuple(t.shape)) or real(t))
+    guard, trainer = NonFiniteGuard(), SimpleNamespace(global_step=3, world_size=1)
+    model = torch.nn.ModuleDict({"head": torch.nn.Linear(2, 1),
+                                 "frozen": torch.nn.Linear(3, 4).requires_grad_(False)})
+    for _ in range(3):  # a fresh state dict at every save, the last one during validation
+        with torch.inference_mode(_ == 2):
+            guard.on_save_checkpoint(trainer, model, {"state_dict": model.state_dict()})
+    assert checked.count((4, 3)) == 1 and checked.count((1, 2)) == 3  # trained: every save
+    poisoned = {**model.state_dict(), "frozen.weight": torch.full((4, 3), float("nan"))}
+    model.load_state_dict(poisoned)  # an in-place copy into the frozen weight (a resume, a merge)
+    with pytest.raises(NonFiniteLossError, match=r"1 tensors \(first: frozen.weight\)"):
+        guard.on_save_checkpoint(trainer, model, {"state_dict": model.state_dict()})
+    with torch.no_grad():
+        model["frozen"].weight.fill_(1.0)
+    guard.on_save_checkpoint(trainer, model, {"state_dict": model.state_dict()})
+    with torch.no_grad():  # one element, through a view, as user code or a LoRA merge might
+        model["frozen"].weight.view(-1)[5] = float("inf")
+    with pytest.raises(NonFiniteLossError, match=r"first: frozen.weight"):
+        guard.on_save_checkpoint(trainer, model, {"state_dict": model.state_dict()})
+
+
+def test_a_weight_frozen_after_training_is_checked_again() -> None:
+    guard, trainer = NonFiniteGuard(), SimpleNamespace(global_step=3, world_size=1)
+    model = torch.nn.ModuleDict({"head": torch.nn.Linear(2, 1)})
+    guard.on_save_checkpoint(trainer, model, {"state_dict": model.state_dict()})  # trained
+    head = model["head"]
+    head.weight.grad = torch.full_like(head.weight, float("nan"))
+    head.bias.grad = torch.zeros_like(head.bias)
+    torch.optim.AdamW(head.parameters(), fused=True).step()  # unseen by autograd's check
+    head.requires_grad_(False)  # then frozen, before the next save
+    with pytest.raises(NonFiniteLossError, match=r"first: head.weight"):
+        guard.on_save_checkpoint(trainer, model, {"state_dict": model.state_dict()})

@@ -7,6 +7,8 @@ import hashlib
 
 import torch
 
+from mtst.checkpoints.writes import WriteWatch, watch
+
 
 def content_hash(tensor: torch.Tensor) -> str:
     """sha256 of dtype, shape and the raw bytes: equal names mean bitwise-equal tensors."""
@@ -22,30 +24,31 @@ class DigestMemo:
     epoch).
 
     A tensor that does not train (`frozen`: no optimizer writes it) keeps its digest while it
-    is the very tensor hashed (same storage, offset, shape, strides, dtype) at the same version
-    counter: every in-place write bumps the counter, which a tensor shares with its views and
-    its `state_dict` entry (`load_state_dict`, `copy_` under `no_grad`), so nothing is read and
-    nothing copied. Not seen: a write through `.data`, which has a counter of its own (the
-    assumption `NonFiniteGuard` makes too; PyTorch, Lightning and mtst do not write frozen
-    weights that way). A trained tensor is compared instead, bitwise, with a copy of the bytes
-    its digest came from (one memory pass, ~10x cheaper than hashing), because fused
-    optimizers (AdamW's default here) write parameters without bumping the counter; a tensor
+    is the very tensor hashed (same storage, offset, shape, strides, dtype) and no in-place
+    operation wrote it since: a `WriteWatch` (`mtst.checkpoints.writes`) asks autograd's
+    public in-place check, which sees writes through the tensor, its views and its
+    `state_dict` entry (`load_state_dict`, `copy_` under `no_grad`, a LoRA merge), so nothing
+    is read and nothing copied. Not seen: a write through `.data`, which has a counter of its
+    own (the assumption `NonFiniteGuard` makes too; PyTorch, Lightning and mtst do not write
+    frozen weights that way). A trained tensor is compared instead, bitwise, with a copy of the
+    bytes its digest came from (one memory pass, ~10x cheaper than hashing), because fused
+    optimizers (AdamW's default here) write parameters without autograd seeing it; a tensor
     frozen since its last save but trained before it is compared too. Copies are kept up to
     `max_bytes` in all; past that, trained tensors are hashed every time."""
 
     def __init__(self, max_bytes: int = 1 << 30) -> None:
         self.max_bytes = max_bytes
         self._entries: dict[str, tuple[torch.Tensor, torch.dtype, tuple[int, ...], str]] = {}
-        self._frozen: dict[str, tuple[torch.Tensor, int, str]] = {}  # the tensor, its version
+        self._frozen: dict[str, tuple[WriteWatch, str]] = {}  # a watch on the tensor, its digest
         self._bytes = 0
 
     def digest(self, name: str, tensor: torch.Tensor, frozen: bool = False) -> str:
         """`content_hash(tensor)`; `name` (the state-dict key) finds the earlier one."""
         live = tensor.detach()
         held = self._frozen.pop(name, None)
-        if frozen and held is not None and held[1] == live._version and _same_tensor(held[0], live):
+        if frozen and held is not None and held[0].unwritten(live):
             self._frozen[name] = held
-            return held[2]
+            return held[1]
         tensor = live.cpu().contiguous()
         raw = _words(tensor)
         copy, digest = None, None
@@ -57,20 +60,15 @@ class DigestMemo:
         if digest is None:
             digest = content_hash(tensor)
         size = raw.numel() * raw.element_size()
-        if frozen:  # the version counter stands in for a copy from now on
-            self._frozen[name] = (live, live._version, digest)
+        if frozen:  # a watch stands in for a copy from now on (none made: hashed again)
+            held = watch(live)
+            if held is not None:
+                self._frozen[name] = (held, digest)
         elif self._bytes + size <= self.max_bytes:
             self._entries[name] = (raw.clone() if copy is None else copy, tensor.dtype,
                                    tuple(tensor.shape), digest)
             self._bytes += size
         return digest
-
-
-def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """The same view of the same storage (the memo holds `a`, so its storage is not reused)."""
-    return (a.device == b.device and a.dtype == b.dtype and a.shape == b.shape
-            and a.stride() == b.stride() and a.storage_offset() == b.storage_offset()
-            and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr())
 
 
 def _words(tensor: torch.Tensor) -> torch.Tensor:

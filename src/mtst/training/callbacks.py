@@ -23,6 +23,7 @@ from lightning.pytorch.utilities import CombinedLoader
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mtst.checkpoints.step_checkpoint import StepCheckpoint  # noqa: F401  (older run configs name it here)
+from mtst.checkpoints.writes import WriteWatch, watch
 from mtst.errors import MtstError
 from mtst.freezing.strategies import trainable_names
 from mtst.training.distributed import any_rank
@@ -47,15 +48,19 @@ class NonFiniteGuard(Callback):
     and refuses to write any checkpoint holding non-finite weights (best and last stay intact).
 
     Both checks stay off the per-step path: the loss check reads one number, and a checkpoint
-    re-checks the parameters that train now and any other tensor written since the last check
-    (a frozen backbone is checked once: in-place updates bump a tensor's version counter, which
-    its `state_dict` view shares). Trained parameters are checked at every save because a fused
-    optimizer (AdamW's default here) writes them without bumping the counter.
+    re-checks the parameters that train now and any other tensor written since its last check.
+    A frozen backbone is checked once: a `WriteWatch` (`mtst.checkpoints.writes`) asks
+    autograd's public in-place check, which sees any in-place write to the tensor or to a view
+    of it (its `state_dict` entry): `load_state_dict`, a LoRA merge into a base weight, user
+    code updating a frozen weight under `no_grad`. Trained parameters are checked at every save
+    because a fused optimizer (AdamW's default here) writes them without autograd seeing it;
+    a tensor that starts training (gradual unfreezing) is checked at every save from then on,
+    and one frozen after training is checked afresh at its first frozen save.
     """
 
     def __init__(self) -> None:
         self._batch_idx = 0
-        self._checked: dict[str, tuple[torch.Tensor, int]] = {}  # name -> (tensor, version) seen finite
+        self._checked: dict[str, WriteWatch] = {}  # frozen tensors seen finite, by name
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._batch_idx = batch_idx
@@ -96,16 +101,17 @@ class NonFiniteGuard(Callback):
             )
 
     def _finite(self, name: str, tensor: torch.Tensor, reuse: bool = True) -> bool:
-        seen = self._checked.get(name) if reuse else None
-        # the kept reference holds the storage, so its address cannot come back as another tensor's.
-        # private: `Tensor._version` is torch's only reading of the in-place version counter
-        if (seen is not None and seen[1] == tensor._version and seen[0].data_ptr() == tensor.data_ptr()
-                and seen[0].shape == tensor.shape and seen[0].stride() == tensor.stride()
-                and seen[0].dtype == tensor.dtype):
+        """Whether `tensor` is all finite; `reuse`: it does not train, so a check since which
+        nothing wrote it stands (a trained tensor drops its watch: see the class doc)."""
+        seen = self._checked.pop(name, None)
+        if reuse and seen is not None and seen.unwritten(tensor):
+            self._checked[name] = seen
             return True
         finite = bool(torch.isfinite(tensor).all())
-        if finite:
-            self._checked[name] = (tensor, tensor._version)
+        if finite and reuse:
+            held = watch(tensor)  # None where autograd cannot save it: checked again next time
+            if held is not None:
+                self._checked[name] = held
         return finite
 
 

@@ -9,18 +9,20 @@ the job's own overrides, `hydra.mode=RUN`, rank 0's output folder as `hydra.run.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import sys
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
+from torch.nn.parallel import DistributedDataParallel
 
 log = logging.getLogger("mtst")
 
@@ -122,25 +124,44 @@ class HydraDDPStrategy(HydraJobLaunch, DDPStrategy):
     encoder parameters get no gradient, which plain DDP reports as an error. With every
     parameter training, the masked losses keep both heads in the graph on every batch, so the
     cheaper `find_unused_parameters=False` is safe.
+
+    The freeze strategy is known only once the module is attached, after the strategy is built
+    from the trainer config, so `configure_ddp` (public, the step Lightning calls to wrap the
+    module) wraps it itself: Lightning keeps the constructor's `DistributedDataParallel`
+    arguments on a private attribute, and this strategy keeps its own record of them
+    (`ddp_kwargs`). The wrap is Lightning's, from public parts: the devices from
+    `determine_ddp_device_ids`, a side CUDA stream, then the communication hook if one is given
+    (on CUDA only, as Lightning registers it).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("broadcast_buffers", False)  # see conf/trainer/ddp.yaml
         super().__init__(*args, **kwargs)
+        given = inspect.signature(DDPStrategy.__init__).bind(self, *args, **kwargs).arguments
+        # what Lightning hands DistributedDataParallel: the arguments it does not name itself
+        self.ddp_kwargs: dict[str, Any] = dict(given.get("kwargs", {}))
+        self.comm_hook = (given.get("ddp_comm_state"), given.get("ddp_comm_hook"),
+                          given.get("ddp_comm_wrapper"))
         # epoch metrics are torchmetrics states gathered across ranks before compute(); the
         # per-step train/* values are informative only: Lightning's advice does not apply
         warnings.filterwarnings("ignore", message=r".*sync_dist=True.*when logging on epoch level")
 
     def configure_ddp(self) -> None:
+        """Wraps the attached module in `DistributedDataParallel` (see the class doc)."""
+        kwargs = dict(self.ddp_kwargs)
         freezer = getattr(self.lightning_module, "freezer", None)
-        # private: `_ddp_kwargs` is where DDPStrategy keeps DistributedDataParallel's arguments,
-        # and the freeze strategy is known only now, once the module is attached
-        if freezer is not None and freezer.name != "none" and not self._ddp_kwargs.get(
-            "find_unused_parameters"
-        ):
+        if freezer is not None and freezer.name != "none" and not kwargs.get("find_unused_parameters"):
             log.info("freeze=%s under DDP: using find_unused_parameters=True", freezer.name)
-            self._ddp_kwargs["find_unused_parameters"] = True
-        super().configure_ddp()
+            kwargs["find_unused_parameters"] = True
+        device_ids = self.determine_ddp_device_ids()
+        # https://pytorch.org/docs/stable/notes/cuda.html#id5, as Lightning's wrap
+        side = torch.cuda.stream(torch.cuda.Stream()) if device_ids is not None else nullcontext()
+        with side:
+            model = DistributedDataParallel(module=self.model, device_ids=device_ids, **kwargs)
+        state, hook, wrapper = self.comm_hook
+        if hook is not None and self.root_device.type == "cuda":  # NCCL only, as Lightning's
+            model.register_comm_hook(state=state, hook=hook if wrapper is None else wrapper(hook))
+        self.model = model
 
 
 def any_rank(flags: list[bool], device: torch.device | None = None) -> list[bool]:

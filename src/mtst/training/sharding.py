@@ -18,7 +18,7 @@ Sharded checkpoints (`state_dict_type: sharded`) are folders (one file per rank 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,12 +82,6 @@ class HydraFSDPStrategy(HydraJobLaunch, FSDPStrategy):
     # known only from the model, torch's FSDP needs the CPU named as its device, and a later
     # stage must get the same root wrapper back, none of which Lightning's wrapping does
     def _setup_model(self, model: nn.Module) -> nn.Module:
-        # private: torch's activation checkpointing for FSDP units has only this home (torch's
-        # FSDP documents it there; Lightning's FSDP strategy imports it from there too)
-        from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
-            apply_activation_checkpointing,
-            checkpoint_wrapper,
-        )
         from torch.distributed.fsdp import FullyShardedDataParallel
         from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
@@ -113,10 +107,42 @@ class HydraFSDPStrategy(HydraJobLaunch, FSDPStrategy):
         for metric in (m for m in wrapped.modules() if isinstance(m, Metric)):
             metric.to(device)  # FSDP moves modules with parameters only (metric states are not)
         if self.checkpoint_activations:  # after wrapping, as torch's FSDP documents
-            apply_activation_checkpointing(wrapped, checkpoint_wrapper_fn=checkpoint_wrapper,
-                                           check_fn=lambda m: isinstance(m, classes))
+            recompute_in_backward(wrapped, classes)
         self._root = wrapped
         return wrapped
+
+
+def recompute_in_backward(model: nn.Module, classes: tuple[type[nn.Module], ...]) -> int:
+    """Activation checkpointing of the modules of `model` that are instances of `classes`: each
+    one's forward runs under `torch.utils.checkpoint.checkpoint(..., use_reentrant=False)`, so
+    what it computes inside is recomputed in the backward pass instead of kept. Returns how
+    many modules recompute (those already recomputing are not wrapped twice).
+
+    The forward is replaced on the module itself, with no wrapper module around it: the state
+    dict keeps its keys, so checkpoints load with or without checkpointing (torch's
+    `CheckpointWrapper`, which lives in a private module, inserts a module and strips its name
+    again with state-dict hooks). Non-reentrant checkpointing takes keyword arguments, works
+    with inputs that need no gradient, and is what that wrapper runs too. Under FSDP the
+    module is inside its shard unit, so the recomputation runs in the unit's backward, with
+    its parameters gathered. Hooks on the module itself run once, as without checkpointing;
+    the modules inside it run again when it is recomputed."""
+    count = 0
+    for module in model.modules():
+        if isinstance(module, classes):
+            count += 1
+            if not getattr(module.forward, "recomputed_in_backward", False):
+                module.forward = _recomputed(module.forward)
+    return count
+
+
+def _recomputed(forward: Callable[..., Any]) -> Callable[..., Any]:
+    from torch.utils.checkpoint import checkpoint
+
+    def recomputed(*args: Any, **kwargs: Any) -> Any:
+        return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+    recomputed.recomputed_in_backward = True  # type: ignore[attr-defined]
+    return recomputed
 
 
 def clip_sharded_grad_norm(strategy: Any, max_norm: float) -> bool:
