@@ -231,17 +231,6 @@ def test_wandb_init_holds_what_wandb_init_gets() -> None:
         "WandbLogger._wandb_init", use, "is what WandbLogger.experiment hands wandb.init")
 
 
-# --- used elsewhere in src/ ------------------------------------------------------------------
-
-def test_dataloader_iterators_count_the_batches_they_yielded() -> None:
-    use = "mtst.data.loaders (state_dict)"
-    iterator = iter(DataLoader(list(range(6)), batch_size=2))
-    pin(iterator._num_yielded == 0, "DataLoader iterator _num_yielded", use, "starts at 0")
-    next(iterator), next(iterator)
-    pin(iterator._num_yielded == 2, "DataLoader iterator _num_yielded", use,
-        "counts the batches yielded")
-
-
 # --- training/compiling.py ---------------------------------------------------------------
 
 def test_dynamo_support_check_and_error_types() -> None:
