@@ -229,17 +229,3 @@ def test_wandb_init_holds_what_wandb_init_gets() -> None:
         "holds wandb.init's arguments, anonymous=None among them")
     pin("wandb.init(**self._wandb_init)" in inspect.getsource(WandbLogger.experiment.fget),
         "WandbLogger._wandb_init", use, "is what WandbLogger.experiment hands wandb.init")
-
-
-# --- training/compiling.py ---------------------------------------------------------------
-
-def test_dynamo_support_check_and_error_types() -> None:
-    import torch._dynamo
-    from torch._dynamo import exc
-
-    use = "mtst.training.compiling"
-    pin(isinstance(torch._dynamo.is_dynamo_supported(), bool), "torch._dynamo.is_dynamo_supported",
-        use, "answers a bool")
-    for name in ("BackendCompilerFailed", "TorchRuntimeError", "Unsupported"):
-        pin(issubclass(getattr(exc, name, type(None)), Exception), f"torch._dynamo.exc.{name}", use,
-            "is an exception type")
