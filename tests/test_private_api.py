@@ -170,28 +170,3 @@ def test_wandb_init_holds_what_wandb_init_gets() -> None:
         "holds wandb.init's arguments, anonymous=None among them")
     pin("wandb.init(**self._wandb_init)" in inspect.getsource(WandbLogger.experiment.fget),
         "WandbLogger._wandb_init", use, "is what WandbLogger.experiment hands wandb.init")
-
-
-# --- used elsewhere in src/ ------------------------------------------------------------------
-
-def test_dataloader_iterators_count_the_batches_they_yielded() -> None:
-    use = "mtst.data.loaders (state_dict)"
-    iterator = iter(DataLoader(list(range(6)), batch_size=2))
-    pin(iterator._num_yielded == 0, "DataLoader iterator _num_yielded", use, "starts at 0")
-    next(iterator), next(iterator)
-    pin(iterator._num_yielded == 2, "DataLoader iterator _num_yielded", use,
-        "counts the batches yielded")
-
-
-# --- training/compiling.py ---------------------------------------------------------------
-
-def test_dynamo_support_check_and_error_types() -> None:
-    import torch._dynamo
-    from torch._dynamo import exc
-
-    use = "mtst.training.compiling"
-    pin(isinstance(torch._dynamo.is_dynamo_supported(), bool), "torch._dynamo.is_dynamo_supported",
-        use, "answers a bool")
-    for name in ("BackendCompilerFailed", "TorchRuntimeError", "Unsupported"):
-        pin(issubclass(getattr(exc, name, type(None)), Exception), f"torch._dynamo.exc.{name}", use,
-            "is an exception type")

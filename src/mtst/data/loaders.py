@@ -17,6 +17,11 @@ class ResumableDataLoader(DataLoader):
     checkpoints record the epoch and how many batches the loop has taken, so a run resumed
     mid-epoch continues with the next batch instead of replaying the epoch from its start.
 
+    "Taken" means handed to the consumer: ``__iter__`` wraps torch's iterator in one that counts
+    the batches it returns. Loader workers prefetch batches ahead of that (and the batch
+    sampler's position runs ahead with them), so neither the sampler nor the workers can say
+    which batches the loop has actually received.
+
     It draws worker seeds from its own generator, not the global RNG, so creating an iterator
     does not shift the random stream (dropout) that a resumed run must reproduce.
     """
@@ -26,19 +31,37 @@ class ResumableDataLoader(DataLoader):
         seed = getattr(sampler, "seed", 0)
         kwargs.setdefault("generator", torch.Generator().manual_seed(int(seed)))
         super().__init__(*args, **kwargs)
-        self._live_iterator: Any = None
+        self._live_iterator: CountingIterator | None = None
 
-    def __iter__(self) -> Any:
-        self._live_iterator = super().__iter__()
+    def __iter__(self) -> CountingIterator:
+        # torch's iterator is made here, not at the first batch, so the workers start (and take
+        # the sampler's position) when iter() is called, as with a plain DataLoader
+        self._live_iterator = CountingIterator(super().__iter__())
         return self._live_iterator
 
     def state_dict(self) -> dict[str, Any]:
         sampler = self.batch_sampler
-        taken = getattr(self._live_iterator, "_num_yielded", 0) if self._live_iterator else 0
-        return {"epoch": sampler.current_epoch(), "batches": sampler.skipped + int(taken)}
+        taken = self._live_iterator.yielded if self._live_iterator is not None else 0
+        return {"epoch": sampler.current_epoch(), "batches": sampler.skipped + taken}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.batch_sampler.resume(int(state["epoch"]), int(state["batches"]))
+
+
+class CountingIterator(Iterator[Any]):
+    """An iterator over a loader's batches that counts how many it has returned."""
+
+    def __init__(self, batches: Iterator[Any]) -> None:
+        self._batches = batches
+        self.yielded = 0
+
+    def __next__(self) -> Any:
+        batch = next(self._batches)  # StopIteration and loader errors pass through uncounted
+        self.yielded += 1
+        return batch
+
+    def __len__(self) -> int:
+        return len(self._batches)  # type: ignore[arg-type]  (torch's iterators are sized)
 
 
 class ShardedEvalSampler(Sampler[int]):
