@@ -30,8 +30,8 @@ def test_trees_alternate_and_ratios_pair_each_repeat(tmp_path, monkeypatch) -> N
 
 
 def test_the_cached_loop_row_reports_the_ratio_against_its_aim() -> None:
+    from benchmarks.report import sum_cached_loop
     from benchmarks.sections import md_cached_loop
-    from benchmarks.summary import sum_cached_loop
 
     section = {"examples": 3250, "epochs": 4, "repeats": 2, "cpu": "x", "load_1min": [1.0, 1.1],
                "aim": 2.0, "epochs_s": {"mtst": [[9.0, 0.5, 0.4], [9.0, 0.6, 0.5]],
