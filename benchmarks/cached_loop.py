@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import Budget, compose, cpu_model, scratch_dir
+from benchmarks.common import Budget, compose, cpu_model, frozen_conll_valid, scratch_dir
 from benchmarks.training import IGNORE, EpochClock, build, optimizer_cfg
 
 EPOCHS = 4  # the first fills the cache; the median of the others is the later epoch
@@ -35,9 +35,7 @@ NO_SAVES = ["~callbacks.model_checkpoint", "~callbacks.step_checkpoint",
 
 
 def overrides(conll: Path, stop: int | None) -> list[str]:
-    train = f"{conll / 'valid.txt'}" if stop is None else f"{{path:'{conll / 'valid.txt'}',stop:{stop}}}"
-    return ["experiment=minilm", "freeze=backbone", "data=conll_agnews", "~tasks.topic",
-            f"tasks.ner.train_files=[{train}]", "tasks.ner.test_files=null",
+    return [*frozen_conll_valid(conll, stop), "tasks.ner.test_files=null",
             f"trainer.max_epochs={EPOCHS}", *NO_SAVES]
 
 

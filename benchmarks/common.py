@@ -131,11 +131,24 @@ def compose(out_dir: Path, overrides: Sequence[str] = ()) -> Any:
     return compose_in_process(out_dir, list(overrides))
 
 
+def conll_file(path: Path, stop: int | None = None) -> str:
+    """A CoNLL file as an entry of a `train_files` override: all of it, or its first `stop`
+    sentences."""
+    return str(path) if stop is None else f"{{path:'{path}',stop:{stop}}}"
+
+
 def conll_subset(conll: Path, examples: int) -> list[str]:
     """`ner` alone on the first `examples` CoNLL-2003 train sentences, validated on an eighth."""
-    return ["~tasks.topic", f"tasks.ner.train_files=[{{path:'{conll / 'train.txt'}',stop:{examples}}}]",
-            f"tasks.ner.val_files=[{{path:'{conll / 'valid.txt'}',stop:{max(1, examples // 8)}}}]",
+    return ["~tasks.topic", f"tasks.ner.train_files=[{conll_file(conll / 'train.txt', examples)}]",
+            f"tasks.ner.val_files=[{conll_file(conll / 'valid.txt', max(1, examples // 8))}]",
             "tasks.ner.test_files=null"]
+
+
+def frozen_conll_valid(conll: Path, stop: int | None = None) -> list[str]:
+    """`experiment=minilm freeze=backbone`, `ner` alone trained on CoNLL-2003 valid (all 3,250
+    sentences, or the first `stop`): the run of row 16."""
+    return ["experiment=minilm", "freeze=backbone", "data=conll_agnews", "~tasks.topic",
+            f"tasks.ner.train_files=[{conll_file(conll / 'valid.txt', stop)}]"]
 
 
 def keep_tasks(cfg: Any, names: Sequence[str]) -> None:
@@ -222,17 +235,39 @@ def rss_mib(kind: str = "Vm") -> float:
     return value if value is not None else float("nan")
 
 
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+
+
+def run_python(args: Sequence[str], tree: Path = ROOT, env: dict[str, str] | None = None,
+               timeout: float | None = None, python: str = sys.executable) -> str:
+    """The stdout of `python args` run offline in source tree `tree` (`env` on top of this
+    process's); a failure raises with the command's last error lines."""
+    proc = subprocess.run([python, *args], cwd=tree, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **OFFLINE, **(env or {})})
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        where = "" if tree == ROOT else f"{tree}: "
+        raise RuntimeError(f"{where}{' '.join(args)} failed (exit {proc.returncode}): "
+                           f"{' | '.join(tail)}")
+    return proc.stdout
+
+
+def timed_run(args: Sequence[str], tree: Path = ROOT, env: dict[str, str] | None = None,
+              timeout: float | None = None) -> float:
+    """Wall seconds of `run_python(args, tree, env)`: a whole run as a user starts it."""
+    start = time.perf_counter()
+    run_python(args, tree, env, timeout)
+    return time.perf_counter() - start
+
+
 def run_child(module: str, args: Sequence[str], timeout: float | None = None,
               python: str = sys.executable, env: dict[str, str] | None = None) -> dict[str, Any]:
     """`python -m module args` in a fresh process (a clean peak memory); it prints one JSON line
     last, which is returned."""
-    cmd = [python, "-m", module, *args]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise RuntimeError(f"{' '.join(cmd[1:])} failed (exit {proc.returncode}): {' | '.join(tail)}")
+    out = run_python(["-m", module, *args], ROOT, env, timeout, python)
+    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"-m {module} {' '.join(args)} failed (exit 0): no JSON result")
     return json.loads(lines[-1])
 
 

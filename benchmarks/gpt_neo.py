@@ -37,8 +37,8 @@ def training_setup(tmp: Path, backbone: str, data_dir: Path) -> tuple[Any, Any]:
 
     conll = data_dir / "conll2003"
     cfg = common.compose(tmp, [f"backbone={backbone}", *OVERRIDES,
-                               f"tasks.ner.train_files=[{{path:'{conll / 'train.txt'}',stop:512}}]",
-                               f"tasks.ner.val_files=[{{path:'{conll / 'valid.txt'}',stop:64}}]",
+                               f"tasks.ner.train_files=[{common.conll_file(conll / 'train.txt', 512)}]",
+                               f"tasks.ner.val_files=[{common.conll_file(conll / 'valid.txt', 64)}]",
                                "tasks.topic.train_files.0.stop=512",
                                "tasks.topic.val_files.0.stop=6064"])
     _, model = build(cfg)

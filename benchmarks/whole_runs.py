@@ -18,14 +18,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import ROOT, cpu_model
+from benchmarks.common import ROOT, cpu_model, timed_run
 from benchmarks.frozen_epochs import LAST
 from benchmarks.frozen_epochs import command as frozen_command
 
@@ -41,19 +39,6 @@ def runs(conll: Path, log_dir: Path) -> dict[str, list[str]]:
                 frozen_command(conll, LAST, log_dir, [])}
 
 
-def timed(tree: Path, cmd: list[str], conll: Path) -> float:
-    """Wall time of `cmd` run in `tree`, importing mtst from `tree/src`."""
-    env = {**os.environ, "PYTHONPATH": str(tree / "src"), "MTST_ROOT": str(tree),
-           "MTST_CONLL_DIR": str(conll), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "PYTHONWARNINGS": "ignore"}
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, *cmd], cwd=tree, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-2:]
-        raise RuntimeError(f"{tree}: {' '.join(cmd)} failed (exit {proc.returncode}): {' | '.join(tail)}")
-    return time.perf_counter() - start
-
-
 def compare(before: Path, after: Path, repeats: int, conll: Path, log_dir: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"before": str(before), "after": str(after), "repeats": repeats,
                            "cpu": cpu_model(), "load_1min": [os.getloadavg()[0]], "runs": {}}
@@ -62,7 +47,10 @@ def compare(before: Path, after: Path, repeats: int, conll: Path, log_dir: Path)
         for repeat in range(repeats):
             order = ("before", "after") if repeat % 2 == 0 else ("after", "before")
             for side in order:
-                times[side].append(timed(before if side == "before" else after, cmd, conll))
+                tree = before if side == "before" else after
+                times[side].append(timed_run(cmd, tree, {"PYTHONPATH": str(tree / "src"),
+                                                         "MTST_ROOT": str(tree),
+                                                         "MTST_CONLL_DIR": str(conll)}))
         ratios = [a / b for a, b in zip(times["after"], times["before"], strict=True)]
         out["runs"][name] = {"seconds": times, "median_before_s": statistics.median(times["before"]),
                              "median_after_s": statistics.median(times["after"]),
