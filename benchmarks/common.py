@@ -151,6 +151,14 @@ def frozen_conll_valid(conll: Path, stop: int | None = None) -> list[str]:
             f"tasks.ner.train_files=[{conll_file(conll / 'valid.txt', stop)}]"]
 
 
+def fixed_steps(steps: int, test_batches: int = 0) -> list[str]:
+    """Train `steps` steps whatever the epochs, without validation; test on `test_batches`
+    batches (0: the whole test split)."""
+    return [f"++trainer.max_steps={steps}", "trainer.max_epochs=-1", "trainer.min_epochs=0",
+            "trainer.limit_val_batches=0",
+            *([f"trainer.limit_test_batches={test_batches}"] if test_batches else [])]
+
+
 def keep_tasks(cfg: Any, names: Sequence[str]) -> None:
     """Keep only the named tasks of the config (conf/data/conll_agnews.yaml: `topic` on AG News
     titles, `ner` on CoNLL-2003): a single-task row trains a network with that head alone."""

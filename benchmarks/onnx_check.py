@@ -77,16 +77,10 @@ def compare_backends(export_dir: Path, datamodule: Any, sentences: list[str],
 
 
 def conll_sentences(path: Path) -> list[str]:
-    """The sentences of a CoNLL file, words joined by single spaces (`-DOCSTART-` lines skipped)."""
-    sentences, words = [], []
-    for line in [*path.read_text(encoding="utf-8").splitlines(), ""]:
-        token = line.split(" ", 1)[0] if line.strip() else ""
-        if token and token != "-DOCSTART-":
-            words.append(token)
-        elif words:
-            sentences.append(" ".join(words))
-            words = []
-    return sentences
+    """The sentences of a CoNLL file as the data pipeline reads them, words joined by spaces."""
+    from mtst.data.readers import read_conll
+
+    return [" ".join(record.data["tokens"]) for record in read_conll(str(path))]
 
 
 def run(budget: Budget, data: dict[str, Path]) -> dict[str, Any]:
