@@ -3,13 +3,9 @@
     python -m benchmarks [--quick] [--data-dir PATH] [--out BENCHMARKS.md] [--only ROWS]
                          [--update] [--st-onnx-python PYTHON] [--infinity PATH] [--render]
 
-Runs every benchmark row on the real corpora and writes BENCHMARKS.md plus the raw figures
-(benchmarks/results.json). `--quick` shrinks every budget (a few minutes; the figures only
-exercise the code) and writes under logs/benchmarks/ so the published tables stay untouched.
-`--render` writes the Markdown again from the stored JSON and measures nothing, so a change to
-the report's layout needs no new measurement. Each section records its own date, commit, CPU and
-command (an `--update` re-measures on whatever machine it runs on), and paths are stored relative
-or as placeholders, never as this machine's absolute paths. Exits 0 with a message when the data
+`--quick` shrinks every budget (the figures only exercise the code) and writes under
+logs/benchmarks/; `--render` writes the Markdown again from the stored JSON, measuring nothing.
+Each section records its own date, commit, CPU and command. Exits 0 with a message when the data
 folder or the offline MiniLM package is missing.
 """
 

@@ -4,10 +4,8 @@
     python -m benchmarks.data_pipeline --conll ../shared/data/conll2003/train.txt
     python -m benchmarks.data_pipeline --files a.jsonl b.csv --tokenizer path/to/tokenizer --kinds label
 
-Every file is read for each task kind asked for (`label`: a `topic` task, `tags`: an `ner` task;
-labels inferred from the files). Throughput covers read + validate + tokenise + align
-(`MultiTaskDataModule.dataset`, what `setup` does once per split); the padded-token share is
-over one training epoch of batches.
+Throughput covers read + validate + tokenise + align (`MultiTaskDataModule.dataset`, what `setup`
+does once per split); every file is read once per task kind asked for.
 """
 
 from __future__ import annotations

@@ -3,11 +3,8 @@
     python -m benchmarks.encode_compare                      # offline MiniLM, AG News titles if present
     python -m benchmarks.encode_compare --n 2000 --repeats 5 --batch-size 64 [--threads 1]
 
-Both encode the same sentences in this process, alternating after a warm-up; the figures are
-the medians of per-round throughput ratios (mtst / sentence-transformers; also by CPU time, which
-a shared machine stretches less) and the smallest cosine between the two embeddings of a
-sentence (L2-normalised, fp32). The tool reads AG News test titles from ../shared/data when
-present, else the texts of data/sample/*.jsonl.
+Both encode the same sentences in this process, taking turns after a warm-up; the tool reads AG
+News test titles from ../shared/data when present, else the texts of data/sample/*.jsonl.
 """
 
 from __future__ import annotations

@@ -4,11 +4,8 @@
     python -m benchmarks.freeze_cache --epochs 6 --order cache,plain --threads 1
     python -m benchmarks.freeze_cache backbone=gpt_neo_tiny  # any extra Hydra overrides
 
-Both sides train through the real config with the same seed, data and batches; an epoch clock
-times every epoch with its validation pass and its training part. Epoch 1 computes the encoder
-outputs on both sides (the cached one also stores them), so the figure of merit is the median of
-epochs 2.. without the cache over the same with it. Row 4 runs it on the first
-`freeze_examples` CoNLL-2003 train sentences (an eighth as many validation ones).
+Epoch 1 runs the encoder on both sides (the cached one also stores its outputs), so the figure
+of merit is the median of epochs 2.. without the cache over the same with it.
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
 """Row 16 (a): what the default backbone's architecture costs on this CPU, against MiniLM.
 
-GPT-Neo 125M is built from its published configuration with random weights
-(`backbone=gpt_neo_125m_random`): the real model's compute and memory, no quality. Each figure
-puts it next to MiniLM measured the same way: training steps of the plain loop on a batch of
-exactly 16 x 128 random tokens (both models in this process, turns alternating), the peak memory
-of the same steps in a fresh process per model, `encode` of AG News titles, and the later epochs
-of a cached `freeze=backbone` fit on CoNLL-2003 (one model after the other).
+GPT-Neo 125M with random weights (`backbone=gpt_neo_125m_random`) has the real model's compute and
+memory, no quality; each figure is measured the same way on MiniLM beside it.
 
     python -m benchmarks.gpt_neo train --backbone gpt_neo_125m_random --data-dir ../shared/data
 """
@@ -101,8 +97,7 @@ def encode_speed(data_dir: Path, sizes: dict[str, int]) -> dict[str, Any]:
 
 
 def cached_epochs(data_dir: Path, sizes: dict[str, int]) -> dict[str, Any]:
-    from benchmarks.training import EpochClock, build
-    from mtst.training.pipeline import build_trainer
+    from benchmarks.training import EpochClock, build, fit
 
     n, epochs = sizes["freeze_examples"], sizes["freeze_epochs"]
     result: dict[str, Any] = {}
@@ -112,10 +107,7 @@ def cached_epochs(data_dir: Path, sizes: dict[str, int]) -> dict[str, Any]:
                                              *common.conll_subset(data_dir / "conll2003", n),
                                              "data.batch_size=32"])
             datamodule, model = build(cfg)
-            clock = EpochClock()
-            trainer = build_trainer(cfg, max_epochs=epochs, min_epochs=epochs)
-            trainer.callbacks.append(clock)
-            trainer.fit(model, datamodule=datamodule)
+            clock = fit(cfg, model, datamodule, EpochClock(), max_epochs=epochs, min_epochs=epochs)
         cache = getattr(model.freezer, "cache", None)
         result[key] = {"epoch_s": clock.epoch_s, "first_epoch_s": clock.epoch_s[0],
                        "later_epoch_s": statistics.median(clock.epoch_s[1:]),

@@ -1,8 +1,6 @@
 """The Markdown pieces BENCHMARKS.md is made of: tables, lists of numbers, and the named blocks of
-`benchmarks/sections.md`, which hold the page's words with placeholders for the figures.
-
-The words live in sections.md rather than in Python strings so that rewording a paragraph is an
-edit to a text file, and the renderers (report.py, sections.py) keep only what they compute.
+`benchmarks/sections.md`, which hold the page's words with placeholders for the figures (so that
+rewording a paragraph is an edit to a text file, and the renderers keep only what they compute).
 """
 
 from __future__ import annotations

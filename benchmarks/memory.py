@@ -3,8 +3,7 @@
     python -m benchmarks.memory train --steps 60 --data-dir ../shared/data
     python -m benchmarks.memory encode --n 100000 --data-dir ../shared/data
 
-A fresh process per measurement gives a clean peak (VmHWM); the parent runs them one after
-another. Each child prints its result as one JSON line.
+A fresh process per measurement gives a clean peak (VmHWM); each child prints one JSON line.
 """
 
 from __future__ import annotations

@@ -1,14 +1,9 @@
 """Row 10: `encode` throughput of mtst's ONNX int8 backend against sentence-transformers' own.
 
-One MiniLM export gives both sides the same weights: mtst loads it with `backend="onnx",
-quantized=True`; sentence-transformers loads its sentence-transformers/ folder with
-`backend="onnx"` and quantises it with its own `export_dynamic_quantized_onnx_model` (the config
-matching this CPU). Each int8 side is compared with its own fp32 torch model.
-
-sentence-transformers' ONNX backend needs optimum-onnx, which requires transformers<4.58 while
-mtst requires transformers>=5: the export is made here and both sides are measured in one process
-of a side environment (`--st-onnx-python PATH`, built by scripts/st_onnx_env.sh). Without it the
-row compares against sentence-transformers' torch backend and says so.
+One export gives both sides the same weights; each int8 side is compared with its own fp32 model.
+sentence-transformers' ONNX backend needs optimum-onnx, which requires transformers<4.58 while mtst
+requires transformers>=5: the export is made here and both sides are measured in a side
+environment (`--st-onnx-python`, scripts/st_onnx_env.sh), else against its torch backend.
 
     python -m benchmarks.onnx_speed EXPORT TITLES.json REPEATS   # the measuring half; JSON on stdout
 """

@@ -2,7 +2,7 @@
 does to epoch time, on CoNLL-2003 train alone; the timing loop row 16 (b) shares.
 
 The shares cover every batch of the sampler's epoch-0 order; the epoch time is estimated from
-evenly spaced batches of each order trained on in turn: mean step time x batches per epoch.
+evenly spaced batches of each order trained on in turn.
 """
 
 from __future__ import annotations

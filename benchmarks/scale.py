@@ -2,11 +2,8 @@
 
     python -m benchmarks.scale --factor 10 --data-dir ../shared/data [--store] [--profile]
 
-The child writes k back-to-back copies of train.txt (not timed), times
-`MultiTaskDataModule.dataset("train")` with the encoded split in memory or, with `--store`,
-written to a folder and memory-mapped (`data.store_dir`), then the first training batches; it
-reports resident memory before, after and at the peak. The parent takes the marginal cost of a
-copy between consecutive factors of each mode and projects the in-memory limit.
+The split is held in memory or, with `--store`, memory-mapped (`data.store_dir`); the parent takes
+the marginal cost of a copy between consecutive factors, which stays flat if loading is linear.
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
 """Row 12: the embedding's yardstick, STS Benchmark test Spearman (cosine vs gold score).
 
-Pretrained all-MiniLM-L6-v2 through mtst (an evaluation-only similarity task on the frozen model)
-against sentence-transformers' `EmbeddingSimilarityEvaluator`; the same figure after joint topic
-+ NER training at row 7's budget under `freeze=none` and `freeze=backbone` (how much each keeps);
-and `experiment=minilm_three_tasks` (CoSENT on STS-B train as a third task) against the two-task
-run. Training rows are tested after their last step, on the whole test splits.
+Pretrained MiniLM through mtst against sentence-transformers' evaluator (the metric agrees), then
+how much of it joint topic + NER training keeps, and what CoSENT on STS-B as a third task buys.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
 """Row 16 (b): token-budget batches (`data.max_tokens`) against a fixed batch size, on CoNLL-2003
-train alone with MiniLM.
-
-Both orders are the training sampler's own for epoch 0 (length bucketing on): 32 sentences a
-batch, or batches filled up to `max_tokens` padded tokens. The shares cover every batch of the
-epoch; throughput comes from evenly spaced batches of each order trained on in turn.
+train alone with MiniLM: real-token share over the whole epoch-0 order, throughput from evenly
+spaced batches of each order trained on in turn.
 """
 
 from __future__ import annotations

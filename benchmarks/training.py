@@ -165,14 +165,18 @@ def optimizer_cfg(cfg: Any) -> dict[str, Any]:
     return OmegaConf.to_container(cfg.model.optimizer, resolve=True)
 
 
-def framework_run(cfg: Any, model: Any, datamodule: Any, steps: int) -> StepClock:
+def fit(cfg: Any, model: Any, datamodule: Any, clock: Callback, **trainer_kwargs: Any) -> Any:
+    """`Trainer.fit` on the Trainer `train.py` builds, `clock` one more callback; returns `clock`."""
     from mtst.training.pipeline import build_trainer
 
-    trainer = build_trainer(cfg, max_steps=steps, **FIT_KWARGS)
-    clock = StepClock()
+    trainer = build_trainer(cfg, **trainer_kwargs)
     trainer.callbacks.append(clock)
     trainer.fit(model, datamodule=datamodule)
     return clock
+
+
+def framework_run(cfg: Any, model: Any, datamodule: Any, steps: int) -> StepClock:
+    return fit(cfg, model, datamodule, StepClock(), max_steps=steps, **FIT_KWARGS)
 
 
 def plain_run(cfg: Any, model: Any, datamodule: Any, steps: int) -> StepClock:

@@ -1,12 +1,8 @@
 """What a code change costs or buys on a user's whole run: the same `train.py` command lines,
 timed from two source trees (this one and a checkout of another commit), taking turns.
 
-A change that shaves milliseconds off a step is worth keeping only if a whole run notices: this
-times the runs docs/freezing.md's speed table names (`make train`, `experiment=minilm`, and the
-`freeze=backbone` CoNLL-2003 run of row 16 at 13 epochs), alternating the trees within each
-repeat (A B, then B A) so drift in the machine's load falls on both. Per run: each tree's median
-wall time and the per-repeat ratios B / A, whose spread says how far the median ratio can be
-trusted.
+A change that shaves milliseconds off a step is worth keeping only if a whole run notices; the
+per-repeat ratios' spread says how far the median ratio can be trusted.
 
     git worktree add ../before <commit>
     python -m benchmarks.whole_runs --before ../before --repeats 2 --out whole_runs.json
