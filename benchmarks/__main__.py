@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := sorted(set(chosen) - set(SECTIONS)):
         return _stop(f"unknown section(s) {unknown}; choose from {','.join(SECTIONS)}", 2)
 
-    from benchmarks.common import describe, quiet_environment, use_data_dir
+    from benchmarks.common import quiet_environment, use_data_dir
+    from benchmarks.machine import describe
 
     quiet_environment()
     use_data_dir(data_dir)

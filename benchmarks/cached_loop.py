@@ -18,7 +18,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import Budget, compose, cpu_model, frozen_conll_valid, scratch_dir
+from benchmarks.common import Budget, compose, frozen_conll_valid, scratch_dir
+from benchmarks.machine import cpu_model
 from benchmarks.training import EpochClock, build, fit, optimizer_cfg
 from mtst.data.store import IGNORE
 

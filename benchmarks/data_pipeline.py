@@ -16,7 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import MINILM, ROOT, peak_rss_mib, token_shares
+from benchmarks.common import MINILM, ROOT, token_shares
+from benchmarks.machine import peak_rss_mib
 from mtst.data.batching import MultiTaskBatchSampler
 from mtst.data.datamodule import MultiTaskDataModule
 from mtst.data.tasks import TaskData

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import DEFAULT_DATA, MINILM, ROOT, Budget, ag_titles, median, torch_profile
+from benchmarks.common import DEFAULT_DATA, MINILM, ROOT, Budget, ag_titles, median
+from benchmarks.machine import torch_profile
 
 
 def encoders(model: str = MINILM, device: str = "cpu") -> tuple[Any, Any]:

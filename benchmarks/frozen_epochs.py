@@ -14,7 +14,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Budget, cpu_model, frozen_conll_valid, scratch_dir, timed_run
+from benchmarks.common import Budget, frozen_conll_valid, scratch_dir, timed_run
+from benchmarks.machine import cpu_model
 
 LAST = 13  # epochs of the longest run
 EPOCHS = (0, 1, LAST)  # black-box run lengths, default callbacks

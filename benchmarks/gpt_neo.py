@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from benchmarks import common
+from benchmarks import common, machine
 
 BACKBONES = {"gpt_neo_125m": "gpt_neo_125m_random", "minilm": "minilm"}
 BATCH, TOKENS = 16, 128
@@ -67,11 +67,11 @@ def child_train(data_dir: Path, backbone: str, steps: int) -> dict[str, Any]:
     common.use_data_dir(data_dir)
     with common.scratch_dir("gpt-neo-mem") as tmp:
         model, step = training_setup(Path(tmp), backbone, data_dir)
-        built = common.peak_rss_mib()
+        built = machine.peak_rss_mib()
         seconds = common.alternate({"step": step}, steps)["step"]
     return {"backbone": backbone, "steps": steps, "step_s": seconds,
             "parameters": sum(p.numel() for p in model.parameters()),
-            "peak_rss_after_build_mib": built, "peak_rss_mib": common.peak_rss_mib()}
+            "peak_rss_after_build_mib": built, "peak_rss_mib": machine.peak_rss_mib()}
 
 
 def encode_speed(data_dir: Path, sizes: dict[str, int]) -> dict[str, Any]:

@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import DEFAULT_DATA, ag_titles, cpu_model
+from benchmarks.common import DEFAULT_DATA, ag_titles
+from benchmarks.machine import cpu_model
 from benchmarks.serve_load import load, start
 
 CONCURRENCY, SIDES, MODEL, BATCH = (1, 16, 64), ("mtst", "infinity"), "minilm", "32"

@@ -18,16 +18,8 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
-from benchmarks.common import (
-    BENCH_OVERRIDES,
-    Budget,
-    alternate,
-    compose,
-    median,
-    python_profile,
-    scratch_dir,
-    torch_profile,
-)
+from benchmarks.common import BENCH_OVERRIDES, Budget, alternate, compose, median, scratch_dir
+from benchmarks.machine import python_profile, torch_profile
 from mtst.data.store import IGNORE
 from mtst.freezing.param_groups import head_and_backbone_groups
 from mtst.model.flops import flop_model, step_flops

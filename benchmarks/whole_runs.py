@@ -19,9 +19,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import ROOT, cpu_model, timed_run
+from benchmarks.common import ROOT, timed_run
 from benchmarks.frozen_epochs import LAST
 from benchmarks.frozen_epochs import command as frozen_command
+from benchmarks.machine import cpu_model
 
 SHARED = ROOT.parent / "shared" / "data"
 
