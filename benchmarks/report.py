@@ -7,58 +7,34 @@ target), the machine, each section's body (sections.py), the GPU device check's 
 
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
 from typing import Any
 
 from benchmarks.common import ROOT
-from benchmarks.markdown import fill, fill_rows, giga, md, megabytes, table_rows
-from benchmarks.sections import PEER_BACKENDS, SECTIONS, dvl_deltas, gpt_neo_ratios, scale_linearity
+from benchmarks.markdown import (
+    PEER_BACKENDS,
+    dvl_deltas,
+    fill,
+    fill_rows,
+    giga,
+    gpt_neo_ratios,
+    md,
+    megabytes,
+    scale_linearity,
+    scrub,
+    shown_path,
+    table_rows,
+)
+from benchmarks.sections import SECTIONS
 
-SIDE_PYTHON = "<python of a side environment>"
 NOT_RECORDED = "not recorded"
 DEVICE_SECTION = ROOT / "benchmarks" / "device_check.md"  # written by scripts/device_check.sh
 DEVICE_TITLE = "GPU device check"
-# an absolute path of the machine a run was made on (a home, a temporary folder, a workspace)
-_ABSOLUTE = re.compile(r"(?<![\w.~:/-])/(?:work|tmp|root|home|Users|mnt|var|scratch)/[^\s`'\"()<>,;|]*")
 GRADIENT_METHODS = ("pcgrad", "cagrad", "nash_mtl", "gradnorm")
 # row 7: delta -> how far it may stray: within ± the limit, or no lower than -1 where None
 QUALITY_LIMITS = {"framework_vs_reference_ner_f1": 0.5, "framework_vs_reference_cls_acc": 0.5,
                   "joint_vs_single_ner_f1": None, "joint_vs_single_cls_acc": None}
 STS_DELTA_NAMES = {"ner_f1": "NER F1", "topic_acc": "topic acc", "topic_macro_f1": "topic macro-F1"}
-
-
-def shown_path(path: str | Path, placeholder: str = "<local path>") -> str:
-    """A path as results.json and BENCHMARKS.md keep it: relative to the checkout (or to the shared
-    folder beside it) or a placeholder, since another reader's machine has neither this one's home
-    nor its temporary environments."""
-    text = str(path)
-    if not os.path.isabs(text):
-        return text
-    # the checkout, and the shared folder beside it; not the whole parent, which may be /tmp
-    for base, prefix in ((ROOT, ""), (ROOT.parent / "shared", "../shared/")):
-        try:
-            rel = Path(text).relative_to(base)
-        except ValueError:
-            continue
-        return f"{prefix}{rel.as_posix()}" if rel.parts else prefix.rstrip("/") or "."
-    return SIDE_PYTHON if Path(text).name.startswith("python") else placeholder
-
-
-def scrub(value: Any, data_dir: str | None = None) -> Any:
-    """`value` (text, or a results dict recursively) with every absolute path replaced by
-    `shown_path`; `data_dir`, when given, first becomes its relative name or `<data dir>`."""
-    if isinstance(value, dict):
-        return {k: scrub(v, data_dir) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [scrub(v, data_dir) for v in value]
-    if not isinstance(value, str):
-        return value
-    if data_dir and os.path.isabs(data_dir):  # the folder itself, not a longer name holding it
-        value = re.sub(rf"(?<![\w./-]){re.escape(data_dir)}(?![\w.-])",
-                       shown_path(data_dir, "<data dir>"), value)
-    return _ABSOLUTE.sub(lambda m: shown_path(m.group(0)), value)
 
 
 def mark(ok: bool | None) -> str:

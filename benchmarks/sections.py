@@ -1,10 +1,6 @@
-"""The body of each benchmark's section of BENCHMARKS.md (`SECTIONS`: name, title, renderer, in
-the page's order; the titles are the `titles` block of sections.md).
-
-A renderer takes the section's entry of results.json and fills the section's blocks of
-sections.md with the table rows and the figures not stored as such (ratios, sums, units), adding
-the optional blocks (profiles where a target is missed, notes only some runs need).
-"""
+"""The body of each benchmark's section of BENCHMARKS.md: `SECTIONS` (name, title, renderer) in
+the page's order. A renderer fills its blocks of sections.md from the section's entry of
+results.json with what is not stored as such (table rows, ratios, units) and the optional blocks."""
 
 from __future__ import annotations
 
@@ -12,6 +8,9 @@ import json
 from typing import Any
 
 from benchmarks.markdown import (
+    DVL_ROWS,
+    PEER_BACKENDS,
+    dvl_deltas,
     fill,
     fill_rows,
     giga,
@@ -19,13 +18,13 @@ from benchmarks.markdown import (
     megabytes,
     numbers,
     profile_table,
+    scale_linearity,
     table,
     table_rows,
 )
 
-DVL_ROWS = {"ner": ("ner_f1",), "topic": ("cls_acc", "cls_macro_f1")}
 DVL_NAMES = {"ner_f1": "entity F1", "cls_acc": "accuracy", "cls_macro_f1": "macro-F1"}
-PEER_BACKENDS, PEER_SIDES = ("torch", "onnx"), ("mtst", "infinity")
+PEER_SIDES = ("mtst", "infinity")
 QUALITY_ROWS = [("ner_only/framework", "(a) NER only, CoNLL-2003 — framework"),
                 ("ner_only/reference", "(d) NER only — plain loop"),
                 ("topic_only/framework", "(b) topic only, AG News titles — framework"),
@@ -34,36 +33,6 @@ QUALITY_ROWS = [("ner_only/framework", "(a) NER only, CoNLL-2003 — framework")
                 ("wnut17/framework", "WNUT-17, NER only — framework")]
 FROZEN_NAMES = {"default": "default callbacks", "no_checkpoints": "no checkpoint written",
                 "bare": "bare: no checkpoint, progress bar, lr monitor or step logs"}
-
-
-def scale_linearity(s: dict[str, Any]) -> dict[str, float]:
-    """Marginal cost of a copy at the largest step over the step before (1.0 = linear), per mode,
-    and how much the memory-mapped load's peak memory moves across sizes."""
-    out: dict[str, float] = {}
-    if "memory_time_linearity" in s:
-        out.update(time=s["memory_time_linearity"], memory=s["memory_memory_linearity"])
-    if "store_time_linearity" in s:
-        peaks = [p["load_peak_rss_mib"] for p in s["stored"]]
-        out.update(store_time=s["store_time_linearity"], store_peak_min=min(peaks),
-                   store_peak_max=max(peaks))
-    return out
-
-
-def dvl_deltas(section: dict[str, Any]) -> dict[str, float]:
-    """Row 7 (b): mtst − loop, in points, for every metric shown."""
-    rows = section["rows"]
-    return {k: rows[f"{r}_mtst"][k] - rows[f"{r}_loop"][k] for r, keys in DVL_ROWS.items()
-            for k in keys}
-
-
-def gpt_neo_ratios(section: dict[str, Any]) -> dict[str, float]:
-    """GPT-Neo 125M over MiniLM for each figure (above 1: GPT-Neo is larger / slower)."""
-    t, m, e, f = (section[k] for k in ("train", "memory", "encode", "freeze"))
-    g, b = "gpt_neo_125m", "minilm"
-    return {"samples_per_s": t[g]["samples_per_s"] / t[b]["samples_per_s"],
-            "peak_rss": m[g]["peak_rss_mib"] / m[b]["peak_rss_mib"],
-            "encode": e[g]["sentences_per_s"] / e[b]["sentences_per_s"],
-            "cached_epoch": f[g]["later_epoch_s"] / f[b]["later_epoch_s"]}
 
 
 def md_overhead(o: dict[str, Any]) -> str:

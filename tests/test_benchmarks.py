@@ -14,6 +14,7 @@ import torch
 
 from benchmarks import quality, sections, training
 from benchmarks.common import BENCH_OVERRIDES, QUICK, ROOT, compose, token_shares
+from benchmarks.markdown import dvl_deltas
 from benchmarks.report import (
     render,
     sum_checkpoint_bytes,
@@ -21,7 +22,6 @@ from benchmarks.report import (
     sum_frozen_epochs,
     sum_serve_peer,
 )
-from benchmarks.sections import dvl_deltas
 
 # the benchmarks' own overrides, on the tiny backbone and the bundled sample corpus
 TINY_BENCH = [
