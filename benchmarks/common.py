@@ -126,8 +126,7 @@ def compose(out_dir: Path, overrides: Sequence[str] = ()) -> Any:
 
 
 def conll_file(path: Path, stop: int | None = None) -> str:
-    """A CoNLL file as an entry of a `train_files` override: all of it, or its first `stop`
-    sentences."""
+    """A CoNLL file as a `train_files` entry: all of it, or its first `stop` sentences."""
     return str(path) if stop is None else f"{{path:'{path}',stop:{stop}}}"
 
 
@@ -139,23 +138,20 @@ def conll_subset(conll: Path, examples: int) -> list[str]:
 
 
 def frozen_conll_valid(conll: Path, stop: int | None = None) -> list[str]:
-    """`experiment=minilm freeze=backbone`, `ner` alone trained on CoNLL-2003 valid (all 3,250
-    sentences, or the first `stop`): the run of row 16."""
+    """Row 16's run: `experiment=minilm freeze=backbone`, `ner` alone on CoNLL-2003 valid."""
     return ["experiment=minilm", "freeze=backbone", "data=conll_agnews", "~tasks.topic",
             f"tasks.ner.train_files=[{conll_file(conll / 'valid.txt', stop)}]"]
 
 
 def fixed_steps(steps: int, test_batches: int = 0) -> list[str]:
-    """Train `steps` steps whatever the epochs, without validation; test on `test_batches`
-    batches (0: the whole test split)."""
+    """`steps` training steps whatever the epochs, no validation, `test_batches` (0: all) tested."""
     return [f"++trainer.max_steps={steps}", "trainer.max_epochs=-1", "trainer.min_epochs=0",
             "trainer.limit_val_batches=0",
             *([f"trainer.limit_test_batches={test_batches}"] if test_batches else [])]
 
 
 def keep_tasks(cfg: Any, names: Sequence[str]) -> None:
-    """Keep only the named tasks of the config (conf/data/conll_agnews.yaml: `topic` on AG News
-    titles, `ner` on CoNLL-2003): a single-task row trains a network with that head alone."""
+    """Keep only the named tasks of the config, so a single-task row trains that head alone."""
     from omegaconf import open_dict
 
     with open_dict(cfg):
@@ -231,8 +227,7 @@ def timed_run(args: Sequence[str], tree: Path = ROOT, env: dict[str, str] | None
 
 def run_child(module: str, args: Sequence[str], timeout: float | None = None,
               python: str = sys.executable, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """`python -m module args` in a fresh process (a clean peak memory); it prints one JSON line
-    last, which is returned."""
+    """The JSON line `python -m module args` prints last, in a fresh process (a clean peak RSS)."""
     out = run_python(["-m", module, *args], ROOT, env, timeout, python)
     lines = [ln for ln in out.splitlines() if ln.startswith("{")]
     if not lines:

@@ -23,8 +23,7 @@ EXAMPLES = {"full": {"ner": 4000, "topic": 6000}, "quick": {"ner": 128, "topic":
 
 
 class NaiveLoop:
-    """forward, the tasks' cross-entropies, backward, AdamW over all parameters at one
-    learning rate; nothing else."""
+    """Forward, the tasks' cross-entropies, backward, AdamW at one learning rate; nothing else."""
 
     def __init__(self, model: torch.nn.Module, lr: float) -> None:
         self.model = model

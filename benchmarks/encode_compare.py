@@ -42,9 +42,9 @@ def encoders(model: str = MINILM, device: str = "cpu") -> tuple[Any, Any]:
 
 def compare(run_mtst: Callable[[], np.ndarray], run_st: Callable[[], np.ndarray], n: int,
             repeats: int, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Alternate the two encoders `repeats` times on the same `n` sentences: medians, per-round
-    throughput ratios (mtst / sentence-transformers), and the smallest cosine between the two
-    embeddings of a sentence."""
+    """The two encoders in turn `repeats` times on the same `n` sentences: throughput per round,
+    mtst / sentence-transformers ratios (also by CPU time, which a shared machine stretches less),
+    and the smallest cosine between the two embeddings of a sentence."""
     rounds = []
     for _ in range(repeats):
         marks = [(time.perf_counter(), time.process_time())]

@@ -45,8 +45,7 @@ def run_side(tmp: Path, cache: bool, args: argparse.Namespace) -> dict[str, Any]
 
 
 def speedups(plain: dict[str, Any], cache: dict[str, Any]) -> dict[str, float]:
-    """No cache / cache: epoch time with validation and the training part, medians of epochs 2..,
-    and what filling the cache costs epoch 1."""
+    """No cache / cache over the medians of epochs 2.., and what filling the cache costs epoch 1."""
     def later(side: dict[str, Any], key: str) -> float:
         return statistics.median(side[key][1:])
 

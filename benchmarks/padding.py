@@ -53,9 +53,8 @@ def time_orders(cfg: Any, model: Any, datamodule: Any, orders: dict[str, list[li
 
 def time_conll_orders(prefix: str, samplers: dict[str, dict[str, Any]], count: int
                       ) -> tuple[Any, Any, dict[str, list[list[int]]], dict[str, list[tuple]]]:
-    """MiniLM on CoNLL-2003 train alone: the epoch-0 order of one `MultiTaskBatchSampler` per
-    entry of `samplers` (its settings over the config's batch size and bucketing), and
-    `time_orders` over them. Returns the config, the training split, the orders and the steps."""
+    """Config, training split, epoch-0 orders and `time_orders` of MiniLM on CoNLL-2003 train
+    alone, one `MultiTaskBatchSampler` order per entry of `samplers` (over the config's settings)."""
     from mtst.data.batching import MultiTaskBatchSampler
 
     with scratch_dir(prefix) as tmp:

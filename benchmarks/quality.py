@@ -126,8 +126,7 @@ def test_predictions(model: Any, datamodule: Any, limit_batches: int = 0) -> dic
 
 
 def evaluate(model: Any, datamodule: Any, limit_batches: int = 0) -> dict[str, float]:
-    """Accuracy / macro-F1 (scikit-learn) and entity F1 (seqeval) of `test_predictions`, per
-    task, under the row's result keys."""
+    """Accuracy / macro-F1 (scikit-learn), entity F1 (seqeval) of `test_predictions`, per task."""
     from seqeval.metrics import f1_score as entity_f1
     from sklearn.metrics import accuracy_score, f1_score
 

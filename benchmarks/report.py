@@ -182,8 +182,7 @@ SUMMARY = {
 
 
 def summary_rows(sections: dict[str, Any]) -> list[list[str]]:
-    """Every measured section's rows in the table's order, then one row per section without
-    figures, saying why (the table never drops one silently)."""
+    """Every measured section's rows, then one row per section without figures, saying why."""
     rows = [row for name, fn in SUMMARY.items() if has_figures(sections.get(name))
             for row in fn(sections[name])]
     for name, section in sections.items():
@@ -194,8 +193,7 @@ def summary_rows(sections: dict[str, Any]) -> list[list[str]]:
 
 
 def provenance_rows(results: dict[str, Any]) -> list[list[Any]]:
-    """One row per section: when, at which commit, on which CPU and by which command its
-    figures were measured (sections re-measured with --update differ from the full run)."""
+    """Per section: when, at which commit, on which CPU and by which command it was measured."""
     rows = []
     for name, title, _ in SECTIONS:
         meta, section = results.get("section_meta", {}).get(name), results["sections"].get(name)
