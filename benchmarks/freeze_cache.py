@@ -14,7 +14,6 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +55,7 @@ def speedups(plain: dict[str, Any], cache: dict[str, Any]) -> dict[str, float]:
 
 def sides(args: argparse.Namespace, order: tuple[str, ...] = ("plain", "cache")) -> dict[str, Any]:
     """Both sides, `order` first to last; the heads' largest weight difference between them."""
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_dir("freeze") as tmp:
         result = {side: run_side(Path(tmp) / side, side == "cache", args) for side in order}
     heads = [result[side].pop("head_weights") for side in ("plain", "cache")]
     drift = max(float((heads[0][n] - heads[1][n]).abs().max()) for n in heads[0])
@@ -67,8 +66,7 @@ def run(budget: Budget, data: dict[str, Path]) -> dict[str, Any]:
     overrides = ["data=conll_agnews", *conll_subset(data["conll2003"], budget.freeze_examples)]
     args = argparse.Namespace(backbone="minilm", epochs=budget.freeze_epochs, batch_size=32,
                               cache_dtype="float16", overrides=overrides)
-    with scratch_dir("freeze"):
-        result = sides(args)
+    result = sides(args)
     return {"examples": budget.freeze_examples, "val_examples": max(1, budget.freeze_examples // 8),
             "epochs": budget.freeze_epochs, "batch_size": 32, "cache_dtype": "float16",
             "no_cache": result.pop("plain"), **result, "target_speedup": 10.0}
