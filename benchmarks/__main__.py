@@ -3,13 +3,9 @@
     python -m benchmarks [--quick] [--data-dir PATH] [--out BENCHMARKS.md] [--only ROWS]
                          [--update] [--st-onnx-python PYTHON] [--infinity PATH] [--render]
 
-Runs every benchmark row on the real corpora and writes BENCHMARKS.md plus the raw figures
-(benchmarks/results.json). `--quick` shrinks every budget (a few minutes; the figures only
-exercise the code) and writes under logs/benchmarks/ so the published tables stay untouched.
-`--render` writes the Markdown again from the stored JSON and measures nothing, so a change to
-the report's layout needs no new measurement. Each section records its own date, commit, CPU and
-command (an `--update` re-measures on whatever machine it runs on), and paths are stored relative
-or as placeholders, never as this machine's absolute paths. Exits 0 with a message when the data
+`--quick` shrinks every budget (the figures only exercise the code) and writes under
+logs/benchmarks/; `--render` writes the Markdown again from the stored JSON, measuring nothing.
+Each section records its own date, commit, CPU and command. Exits 0 with a message when the data
 folder or the offline MiniLM package is missing.
 """
 
@@ -28,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import DEFAULT_DATA, FULL, QUICK, ROOT, data_paths
+from benchmarks.report import render, scrub, shown_path
 
 # section -> (corpora it needs, runner(budget, data_dir, corpus folders, args)); in run order
 RUNNERS: dict[str, tuple[tuple[str, ...], Callable[..., dict[str, Any]]]] = {
@@ -100,17 +97,6 @@ def missing_prerequisite(data_dir: Path) -> str | None:
     return None
 
 
-def rerender(out_json: Path, out_md: Path) -> int:
-    from benchmarks.report import render
-
-    if not out_json.is_file():
-        print(f"benchmarks: --render needs an existing {_shown(out_json)}", file=sys.stderr)
-        return 2
-    _write(out_md, render(json.loads(out_json.read_text(encoding="utf-8"))))
-    print(f"wrote {_shown(out_md)} from {_shown(out_json)}", file=sys.stderr)
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     budget = QUICK if args.quick else FULL
@@ -119,21 +105,19 @@ def main(argv: list[str] | None = None) -> int:
     out_json = args.json or (out_dir / "results.quick.json" if args.quick
                              else ROOT / "benchmarks" / "results.json")
     if args.render:
-        return rerender(out_json, out_md)
+        if not out_json.is_file():
+            return _stop(f"--render needs an existing {_shown(out_json)}", 2)
+        _write(out_md, render(json.loads(out_json.read_text(encoding="utf-8"))))
+        return _stop(f"wrote {_shown(out_md)} from {_shown(out_json)}", 0, prefix="")
     data_dir = args.data_dir.resolve()
-    problem = missing_prerequisite(data_dir)
-    if problem:
-        print(f"benchmarks: {problem}", file=sys.stderr)
-        return 0
+    if problem := missing_prerequisite(data_dir):
+        return _stop(problem, 0)
     chosen = args.only.split(",") if args.only else list(SECTIONS)
-    unknown = sorted(set(chosen) - set(SECTIONS))
-    if unknown:
-        print(f"benchmarks: unknown section(s) {unknown}; choose from {','.join(SECTIONS)}",
-              file=sys.stderr)
-        return 2
+    if unknown := sorted(set(chosen) - set(SECTIONS)):
+        return _stop(f"unknown section(s) {unknown}; choose from {','.join(SECTIONS)}", 2)
 
-    from benchmarks.common import describe, quiet_environment, use_data_dir
-    from benchmarks.report import render, scrub, shown_path
+    from benchmarks.common import quiet_environment, use_data_dir
+    from benchmarks.machine import describe
 
     quiet_environment()
     use_data_dir(data_dir)
@@ -149,44 +133,40 @@ def main(argv: list[str] | None = None) -> int:
         "mode": budget.name, "budget": dataclasses.asdict(budget),
         "data_dir": shown_path(data_dir, "<data dir>"),
         "json_path": _shown(out_json), "corpora": sorted(paths), "command": command,
-        "generated_at": time.strftime("%Y-%m-%d %H:%M"),
-        "environment": environment, "sections": {}, "section_seconds": {}, "section_meta": {},
+        "generated_at": _now(), "environment": environment, "sections": {},
+        "section_seconds": {}, "section_meta": {},
     }
     if args.update:
         if not out_json.is_file():
-            print(f"benchmarks: --update needs an existing {out_json}", file=sys.stderr)
-            return 2
+            return _stop(f"--update needs an existing {out_json}", 2)
         previous = json.loads(out_json.read_text(encoding="utf-8"))
         if previous.get("mode") != budget.name:
-            print(f"benchmarks: {out_json} holds a {previous.get('mode')} run; --update keeps "
-                  "one mode per file", file=sys.stderr)
-            return 2
+            return _stop(f"{out_json} holds a {previous.get('mode')} run; --update keeps one "
+                         "mode per file", 2)
         results = {**previous, "section_meta": previous.get("section_meta", {})}
         command = f"{command} --update --only {','.join(chosen)}"
         results.setdefault("updates", []).append(
-            {"command": command,
-             "at": time.strftime("%Y-%m-%d %H:%M"), "commit": environment["mtst_commit"],
+            {"command": command, "at": _now(), "commit": environment["mtst_commit"],
              "load_average_start": list(os.getloadavg())})
     for name in chosen:
         needs, runner = RUNNERS[name]
-        lacking = [c for c in needs if c not in paths]
-        if lacking:
+        if lacking := [c for c in needs if c not in paths]:
             results["sections"][name] = {"skipped": f"missing corpora: {', '.join(lacking)}"}
             continue
         print(f"[{time.strftime('%H:%M:%S')}] {name} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
-        meta = {"measured": time.strftime("%Y-%m-%d %H:%M"), "commit": environment["mtst_commit"],
+        meta = {"measured": _now(), "commit": environment["mtst_commit"],
                 "cpu": f"{environment['cpu']}, {environment['logical_cpus']} logical CPUs",
                 "command": command, "load_start": list(os.getloadavg())}
         try:
             results["sections"][name] = runner(budget, data_dir, paths, args)
         except Exception as err:  # one broken row must not lose the others' figures
             results["sections"][name] = {"error": f"{type(err).__name__}: {err}".splitlines()[0]}
-        results["section_seconds"][name] = time.perf_counter() - t0
+        seconds = results["section_seconds"][name] = time.perf_counter() - t0
         results["section_meta"][name] = {**meta, "load_end": list(os.getloadavg()),
-                                         "seconds": results["section_seconds"][name]}
-        print(f"[{time.strftime('%H:%M:%S')}] {name} done in "
-              f"{results['section_seconds'][name]:.0f} s", file=sys.stderr, flush=True)
+                                         "seconds": seconds}
+        print(f"[{time.strftime('%H:%M:%S')}] {name} done in {seconds:.0f} s", file=sys.stderr,
+              flush=True)
         _write(out_json, json.dumps(scrub(results, str(data_dir)), indent=1, default=_plain) + "\n")
     if args.update:
         results["updates"][-1]["seconds"] = time.time() - started
@@ -195,17 +175,23 @@ def main(argv: list[str] | None = None) -> int:
         results["load_average_end"] = list(os.getloadavg())
     _write(out_json, json.dumps(scrub(results, str(data_dir)), indent=1, default=_plain) + "\n")
     _write(out_md, render(results))
-    print(f"wrote {out_md} and {out_json} in {(time.time() - started) / 60:.1f} min",
-          file=sys.stderr)
-    return 0
+    return _stop(f"wrote {out_md} and {out_json} in {(time.time() - started) / 60:.1f} min", 0,
+                 prefix="")
+
+
+def _stop(message: str, code: int, prefix: str = "benchmarks: ") -> int:
+    print(prefix + message, file=sys.stderr)
+    return code
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M")
 
 
 def _plain(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
-    if isinstance(value, (set, tuple)):
-        return list(value)
-    return str(value)
+    return list(value) if isinstance(value, (set, tuple)) else str(value)
 
 
 def _shown(path: Path) -> str:

@@ -1,15 +1,9 @@
 """Row 16 (c): a later `freeze=backbone` epoch served from the feature cache, in mtst's Lightning
 loop against a bare PyTorch loop over the same cached features.
 
-Both sides train the NER head of `experiment=minilm freeze=backbone` on CoNLL-2003 valid (3,250
-sentences, batch 16) with the same optimizer (AdamW on the head's groups, warm-up then linear
-decay, clipping at 1.0). mtst runs `Trainer.fit` as `train.py` builds it, without validation or
-checkpoints (what a later epoch costs is the loop and the step, not a save); its first epoch
-fills the cache and the later ones are timed by `training.EpochClock`. The bare loop encodes each
-batch of the same DataModule once, keeps the token states at the labelled sub-tokens (the rows
-mtst's cache serves to the head), and then only runs head, loss, backward, clipping and AdamW
-over those rows: the least a cached epoch can cost in PyTorch. Figures: the median later epoch
-of each side, per repeat and over the repeats (the sides take turns), and mtst / bare.
+The bare loop (`bare_epochs`) keeps the encoder's token states at the labelled sub-tokens, the rows
+mtst's cache serves to the head, and then runs only head, loss, backward, clipping and AdamW:
+the least a cached epoch can cost in PyTorch, so mtst / bare is what the framework adds.
 """
 
 from __future__ import annotations
@@ -24,8 +18,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import Budget, compose, cpu_model, scratch_dir
-from benchmarks.training import IGNORE, EpochClock, build, optimizer_cfg
+from benchmarks.common import Budget, compose, frozen_conll_valid, scratch_dir
+from benchmarks.machine import cpu_model
+from benchmarks.training import EpochClock, build, fit, optimizer_cfg
+from mtst.data.store import IGNORE
 
 EPOCHS = 4  # the first fills the cache; the median of the others is the later epoch
 AIM = 2.0
@@ -35,22 +31,14 @@ NO_SAVES = ["~callbacks.model_checkpoint", "~callbacks.step_checkpoint",
 
 
 def overrides(conll: Path, stop: int | None) -> list[str]:
-    train = f"{conll / 'valid.txt'}" if stop is None else f"{{path:'{conll / 'valid.txt'}',stop:{stop}}}"
-    return ["experiment=minilm", "freeze=backbone", "data=conll_agnews", "~tasks.topic",
-            f"tasks.ner.train_files=[{train}]", "tasks.ner.test_files=null",
+    return [*frozen_conll_valid(conll, stop), "tasks.ner.test_files=null",
             f"trainer.max_epochs={EPOCHS}", *NO_SAVES]
 
 
 def mtst_epochs(cfg: Any) -> list[float]:
     """Each epoch's seconds in mtst's loop (the first fills the cache)."""
-    from mtst.training.pipeline import build_trainer
-
     datamodule, model = build(cfg)
-    clock = EpochClock()
-    trainer = build_trainer(cfg)
-    trainer.callbacks.append(clock)
-    trainer.fit(model, datamodule=datamodule)
-    return clock.epoch_s
+    return fit(cfg, model, datamodule, EpochClock()).epoch_s
 
 
 def bare_epochs(cfg: Any) -> list[float]:

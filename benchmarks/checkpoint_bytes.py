@@ -1,11 +1,8 @@
 """Row 16: bytes a training run writes to its checkpoints per epoch, before and after the
 content-addressed tensor files (`mtst.checkpoints.tensor_store`).
 
-Whole `train` runs of MiniLM (`ner` alone on the first CoNLL-2003 train sentences, the default
-checkpoint callbacks) under `freeze=backbone`, `bitfit` and `none`. Every save goes through a
-recording `AtomicCheckpointIO`: "after" is what it wrote (the checkpoint file and the tensor files
-not there yet), "before" the size of a plain `torch.save` of the same dict; the save times compare
-it with a fsynced `torch.save` to the same folder.
+Every save of whole `train` runs goes through a recording `AtomicCheckpointIO`: "after" is what it
+wrote, "before" the size of a plain `torch.save` of the same dict, timed against a fsynced one.
 """
 
 from __future__ import annotations

@@ -1,14 +1,10 @@
-"""Shared pieces of the benchmarks: budgets, data, config composition, timing, memory, processes,
-the machine's description."""
+"""Shared pieces of the benchmarks: budgets, data, config composition, timing, child processes."""
 
 from __future__ import annotations
 
 import csv
-import importlib.metadata
 import json
 import os
-import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -31,8 +27,6 @@ CORPORA = {
     "stsbenchmark": ("sts-train.csv", "sts-dev.csv", "sts-test.csv"),
 }
 WNUT_TYPES = ["person", "location", "corporation", "product", "creative-work", "group"]
-PACKAGES = ("torch", "transformers", "lightning", "tokenizers", "sentence-transformers",
-            "hydra-core", "numpy", "mtst")
 
 
 @dataclass(frozen=True)
@@ -131,16 +125,33 @@ def compose(out_dir: Path, overrides: Sequence[str] = ()) -> Any:
     return compose_in_process(out_dir, list(overrides))
 
 
+def conll_file(path: Path, stop: int | None = None) -> str:
+    """A CoNLL file as a `train_files` entry: all of it, or its first `stop` sentences."""
+    return str(path) if stop is None else f"{{path:'{path}',stop:{stop}}}"
+
+
 def conll_subset(conll: Path, examples: int) -> list[str]:
     """`ner` alone on the first `examples` CoNLL-2003 train sentences, validated on an eighth."""
-    return ["~tasks.topic", f"tasks.ner.train_files=[{{path:'{conll / 'train.txt'}',stop:{examples}}}]",
-            f"tasks.ner.val_files=[{{path:'{conll / 'valid.txt'}',stop:{max(1, examples // 8)}}}]",
+    return ["~tasks.topic", f"tasks.ner.train_files=[{conll_file(conll / 'train.txt', examples)}]",
+            f"tasks.ner.val_files=[{conll_file(conll / 'valid.txt', max(1, examples // 8))}]",
             "tasks.ner.test_files=null"]
 
 
+def frozen_conll_valid(conll: Path, stop: int | None = None) -> list[str]:
+    """Row 16's run: `experiment=minilm freeze=backbone`, `ner` alone on CoNLL-2003 valid."""
+    return ["experiment=minilm", "freeze=backbone", "data=conll_agnews", "~tasks.topic",
+            f"tasks.ner.train_files=[{conll_file(conll / 'valid.txt', stop)}]"]
+
+
+def fixed_steps(steps: int, test_batches: int = 0) -> list[str]:
+    """`steps` training steps whatever the epochs, no validation, `test_batches` (0: all) tested."""
+    return [f"++trainer.max_steps={steps}", "trainer.max_epochs=-1", "trainer.min_epochs=0",
+            "trainer.limit_val_batches=0",
+            *([f"trainer.limit_test_batches={test_batches}"] if test_batches else [])]
+
+
 def keep_tasks(cfg: Any, names: Sequence[str]) -> None:
-    """Keep only the named tasks of the config (conf/data/conll_agnews.yaml: `topic` on AG News
-    titles, `ner` on CoNLL-2003): a single-task row trains a network with that head alone."""
+    """Keep only the named tasks of the config, so a single-task row trains that head alone."""
     from omegaconf import open_dict
 
     with open_dict(cfg):
@@ -189,50 +200,38 @@ def token_shares(lengths: Sequence[int], batches: list[list[int]]) -> dict[str, 
             "max_padded_tokens": int(padded.max()), "mean_padded_tokens": float(padded.mean())}
 
 
-def _proc_mib(path: str, field: str) -> float | None:
-    try:
-        with open(path) as handle:
-            return next((int(line.split()[1]) / 1024 for line in handle
-                         if line.startswith(field + ":")), None)
-    except OSError:  # pragma: no cover - not Linux
-        return None
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
 
 
-def peak_rss_mib() -> float:
-    """This process's peak resident memory. VmHWM, not ru_maxrss: Linux keeps ru_maxrss across
-    exec, so a child started by a big parent would report the parent's peak."""
-    value = _proc_mib("/proc/self/status", "VmHWM")
-    return value if value is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def run_python(args: Sequence[str], tree: Path = ROOT, env: dict[str, str] | None = None,
+               timeout: float | None = None, python: str = sys.executable) -> str:
+    """The stdout of `python args` run offline in source tree `tree` (`env` on top of this
+    process's); a failure raises with the command's last error lines."""
+    proc = subprocess.run([python, *args], cwd=tree, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **OFFLINE, **(env or {})})
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        where = "" if tree == ROOT else f"{tree}: "
+        raise RuntimeError(f"{where}{' '.join(args)} failed (exit {proc.returncode}): "
+                           f"{' | '.join(tail)}")
+    return proc.stdout
 
 
-def reset_peak_rss() -> bool:
-    """Restart the peak (VmHWM) from the current RSS, so a later peak covers one stage only."""
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        return True
-    except OSError:  # pragma: no cover - not Linux, or not allowed
-        return False
-
-
-def rss_mib(kind: str = "Vm") -> float:
-    """Resident memory now: all of it (`Vm`), anonymous (`Anon`: heap, arrays) or file-backed
-    (`File`: memory-mapped files, clean pages the kernel can drop and re-read)."""
-    value = _proc_mib("/proc/self/status", f"{kind}RSS" if kind == "Vm" else f"Rss{kind}")
-    return value if value is not None else float("nan")
+def timed_run(args: Sequence[str], tree: Path = ROOT, env: dict[str, str] | None = None,
+              timeout: float | None = None) -> float:
+    """Wall seconds of `run_python(args, tree, env)`: a whole run as a user starts it."""
+    start = time.perf_counter()
+    run_python(args, tree, env, timeout)
+    return time.perf_counter() - start
 
 
 def run_child(module: str, args: Sequence[str], timeout: float | None = None,
               python: str = sys.executable, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """`python -m module args` in a fresh process (a clean peak memory); it prints one JSON line
-    last, which is returned."""
-    cmd = [python, "-m", module, *args]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise RuntimeError(f"{' '.join(cmd[1:])} failed (exit {proc.returncode}): {' | '.join(tail)}")
+    """The JSON line `python -m module args` prints last, in a fresh process (a clean peak RSS)."""
+    out = run_python(["-m", module, *args], ROOT, env, timeout, python)
+    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"-m {module} {' '.join(args)} failed (exit 0): no JSON result")
     return json.loads(lines[-1])
 
 
@@ -243,81 +242,3 @@ def emit(result: dict[str, Any]) -> None:
 
 def scratch_dir(prefix: str) -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix=f"mtst-bench-{prefix}-")
-
-
-def torch_profile(fn: Callable[[], Any], rows: int = 10) -> list[dict[str, Any]]:
-    """Top operators by self CPU time while `fn` runs (torch.profiler)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        fn()
-    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
-    total = sum(e.self_cpu_time_total for e in events) or 1
-    return [{"name": e.key, "calls": e.count, "self_ms": e.self_cpu_time_total / 1000,
-             "share": e.self_cpu_time_total / total} for e in events[:rows]]
-
-
-def python_profile(fn: Callable[[], Any], rows: int = 12) -> list[dict[str, Any]]:
-    """Top Python functions by own time (cProfile) while `fn` runs."""
-    import cProfile
-    import pstats
-
-    prof = cProfile.Profile()
-    prof.runcall(fn)
-    stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
-    total = sum(v[2] for v in stats.values()) or 1
-    entries = [{"name": f"{path.split('site-packages/')[-1].split('/src/')[-1]}:{line}({func})",
-                "calls": ncalls, "self_s": tottime, "cum_s": cumtime, "share": tottime / total}
-               for (path, line, func), (_, ncalls, tottime, cumtime, _) in stats.items()]
-    return sorted(entries, key=lambda e: e["self_s"], reverse=True)[:rows]
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            return next(line.split(":", 1)[1].strip() for line in handle
-                        if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
-
-
-def mem_total_mib() -> tuple[float, float]:
-    """Total and available RAM (MiB)."""
-    total = _proc_mib("/proc/meminfo", "MemTotal") or float("nan")
-    return total, _proc_mib("/proc/meminfo", "MemAvailable") or float("nan")
-
-
-def git_commit() -> str:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                              timeout=30).stdout.strip()
-
-    try:
-        commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
-        dirty = git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown (no git)"
-    return commit + (" + uncommitted changes" if dirty else "")
-
-
-def package_versions(names: Sequence[str]) -> dict[str, str]:
-    """Installed version of each package, or "not installed"."""
-    versions = {}
-    for name in names:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
-
-
-def describe() -> dict[str, Any]:
-    """What the figures were measured on: CPU, memory, load, library versions, mtst commit."""
-    import torch
-
-    total = _proc_mib("/proc/meminfo", "MemTotal")
-    return {"cpu": cpu_model(), "logical_cpus": os.cpu_count(),
-            "ram_gib": total / 1024 if total else None, "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(), "load_average_start": list(os.getloadavg()),
-            "versions": {"python": platform.python_version(), **package_versions(PACKAGES)},
-            "mtst_commit": git_commit()}

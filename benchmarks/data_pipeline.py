@@ -4,10 +4,8 @@
     python -m benchmarks.data_pipeline --conll ../shared/data/conll2003/train.txt
     python -m benchmarks.data_pipeline --files a.jsonl b.csv --tokenizer path/to/tokenizer --kinds label
 
-Every file is read for each task kind asked for (`label`: a `topic` task, `tags`: an `ner` task;
-labels inferred from the files). Throughput covers read + validate + tokenise + align
-(`MultiTaskDataModule.dataset`, what `setup` does once per split); the padded-token share is
-over one training epoch of batches.
+Throughput covers read + validate + tokenise + align (`MultiTaskDataModule.dataset`, what `setup`
+does once per split); every file is read once per task kind asked for.
 """
 
 from __future__ import annotations
@@ -18,7 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import MINILM, ROOT, peak_rss_mib, token_shares
+from benchmarks.common import MINILM, ROOT, token_shares
+from benchmarks.machine import peak_rss_mib
 from mtst.data.batching import MultiTaskBatchSampler
 from mtst.data.datamodule import MultiTaskDataModule
 from mtst.data.tasks import TaskData

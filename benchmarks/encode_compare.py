@@ -3,11 +3,8 @@
     python -m benchmarks.encode_compare                      # offline MiniLM, AG News titles if present
     python -m benchmarks.encode_compare --n 2000 --repeats 5 --batch-size 64 [--threads 1]
 
-Both encode the same sentences in this process, alternating after a warm-up; the figures are
-the medians of per-round throughput ratios (mtst / sentence-transformers; also by CPU time, which
-a shared machine stretches less) and the smallest cosine between the two embeddings of a
-sentence (L2-normalised, fp32). The tool reads AG News test titles from ../shared/data when
-present, else the texts of data/sample/*.jsonl.
+Both encode the same sentences in this process, taking turns after a warm-up; the tool reads AG
+News test titles from ../shared/data when present, else the texts of data/sample/*.jsonl.
 """
 
 from __future__ import annotations
@@ -22,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import DEFAULT_DATA, MINILM, ROOT, Budget, ag_titles, median, torch_profile
+from benchmarks.common import DEFAULT_DATA, MINILM, ROOT, Budget, ag_titles, median
+from benchmarks.machine import torch_profile
 
 
 def encoders(model: str = MINILM, device: str = "cpu") -> tuple[Any, Any]:
@@ -44,9 +42,9 @@ def encoders(model: str = MINILM, device: str = "cpu") -> tuple[Any, Any]:
 
 def compare(run_mtst: Callable[[], np.ndarray], run_st: Callable[[], np.ndarray], n: int,
             repeats: int, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Alternate the two encoders `repeats` times on the same `n` sentences: medians, per-round
-    throughput ratios (mtst / sentence-transformers), and the smallest cosine between the two
-    embeddings of a sentence."""
+    """The two encoders in turn `repeats` times on the same `n` sentences: throughput per round,
+    mtst / sentence-transformers ratios (also by CPU time, which a shared machine stretches less),
+    and the smallest cosine between the two embeddings of a sentence."""
     rounds = []
     for _ in range(repeats):
         marks = [(time.perf_counter(), time.process_time())]

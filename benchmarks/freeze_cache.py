@@ -4,11 +4,8 @@
     python -m benchmarks.freeze_cache --epochs 6 --order cache,plain --threads 1
     python -m benchmarks.freeze_cache backbone=gpt_neo_tiny  # any extra Hydra overrides
 
-Both sides train through the real config with the same seed, data and batches; an epoch clock
-times every epoch with its validation pass and its training part. Epoch 1 computes the encoder
-outputs on both sides (the cached one also stores them), so the figure of merit is the median of
-epochs 2.. without the cache over the same with it. Row 4 runs it on the first
-`freeze_examples` CoNLL-2003 train sentences (an eighth as many validation ones).
+Epoch 1 runs the encoder on both sides (the cached one also stores its outputs), so the figure
+of merit is the median of epochs 2.. without the cache over the same with it.
 """
 
 from __future__ import annotations
@@ -17,7 +14,6 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +44,7 @@ def run_side(tmp: Path, cache: bool, args: argparse.Namespace) -> dict[str, Any]
 
 
 def speedups(plain: dict[str, Any], cache: dict[str, Any]) -> dict[str, float]:
-    """No cache / cache: epoch time with validation and the training part, medians of epochs 2..,
-    and what filling the cache costs epoch 1."""
+    """No cache / cache over the medians of epochs 2.., and what filling the cache costs epoch 1."""
     def later(side: dict[str, Any], key: str) -> float:
         return statistics.median(side[key][1:])
 
@@ -60,7 +55,7 @@ def speedups(plain: dict[str, Any], cache: dict[str, Any]) -> dict[str, float]:
 
 def sides(args: argparse.Namespace, order: tuple[str, ...] = ("plain", "cache")) -> dict[str, Any]:
     """Both sides, `order` first to last; the heads' largest weight difference between them."""
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_dir("freeze") as tmp:
         result = {side: run_side(Path(tmp) / side, side == "cache", args) for side in order}
     heads = [result[side].pop("head_weights") for side in ("plain", "cache")]
     drift = max(float((heads[0][n] - heads[1][n]).abs().max()) for n in heads[0])
@@ -71,8 +66,7 @@ def run(budget: Budget, data: dict[str, Path]) -> dict[str, Any]:
     overrides = ["data=conll_agnews", *conll_subset(data["conll2003"], budget.freeze_examples)]
     args = argparse.Namespace(backbone="minilm", epochs=budget.freeze_epochs, batch_size=32,
                               cache_dtype="float16", overrides=overrides)
-    with scratch_dir("freeze"):
-        result = sides(args)
+    result = sides(args)
     return {"examples": budget.freeze_examples, "val_examples": max(1, budget.freeze_examples // 8),
             "epochs": budget.freeze_epochs, "batch_size": 32, "cache_dtype": "float16",
             "no_cache": result.pop("plain"), **result, "target_speedup": 10.0}

@@ -1,12 +1,9 @@
 """Row 16: what a later `freeze=backbone` epoch costs next to the first, in whole `train.py` runs.
 
-Black-box: the wall time of `python train.py experiment=minilm freeze=backbone` (NER alone on
-CoNLL-2003 valid, validation and test limited to 2 batches) with `trainer.max_epochs` = 0, 1 and
-13; within each repeat first epoch = t1 - t0 and later epoch = (t13 - t1) / 12, and each figure
-is the median over the repeats (runs take turns within a repeat). Twelve later epochs divide a
-whole run's start-up noise by 12. The 13-epoch runs also time every epoch inside the run
-(`training.EpochClock`), under three set-ups: the default callbacks, no checkpoint written, and
-bare (no checkpoint, progress bar, learning-rate monitor or step logging).
+Timed from outside, the way a user meets it: runs of 0, 1 and 13 epochs taking turns, first epoch
+= t1 - t0, later epoch = (t13 - t1) / 12 (twelve epochs divide a run's start-up noise by 12).
+The 13-epoch runs also time each epoch inside the run (`training.EpochClock`) under three
+callback set-ups, to tell the loop's cost from the checkpoints' and the logging's.
 """
 
 from __future__ import annotations
@@ -14,13 +11,11 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import ROOT, Budget, cpu_model, scratch_dir
+from benchmarks.common import Budget, frozen_conll_valid, scratch_dir, timed_run
+from benchmarks.machine import cpu_model
 
 LAST = 13  # epochs of the longest run
 EPOCHS = (0, 1, LAST)  # black-box run lengths, default callbacks
@@ -36,24 +31,10 @@ VARIANTS = {"default": [], "no_checkpoints": NO_CHECKPOINTS,
 def command(conll: Path, epochs: int, log_dir: Path, extra: list[str], stop: int | None = None
             ) -> list[str]:
     """The `train.py` command line (without the interpreter) of one run."""
-    train = f"{conll / 'valid.txt'}" if stop is None else f"{{path:'{conll / 'valid.txt'}',stop:{stop}}}"
     zero = ["trainer.min_epochs=0"] if epochs == 0 else []  # else min_epochs=1 trains one
-    return ["train.py", "experiment=minilm", "freeze=backbone", "data=conll_agnews",
-            "~tasks.topic", f"tasks.ner.train_files=[{train}]",
-            "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
-            f"trainer.max_epochs={epochs}", *zero, f"paths.log_dir={log_dir}", *extra]
-
-
-def timed_run(cmd: list[str], conll: Path, timeout: float = 900) -> float:
-    env = {**os.environ, "MTST_CONLL_DIR": str(conll), "HF_HUB_OFFLINE": "1",
-           "PYTHONWARNINGS": "ignore"}
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, *cmd], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env=env)
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-2:]
-        raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}): {' | '.join(tail)}")
-    return time.perf_counter() - start
+    return ["train.py", *frozen_conll_valid(conll, stop), "trainer.limit_val_batches=2",
+            "trainer.limit_test_batches=2", f"trainer.max_epochs={epochs}", *zero,
+            f"paths.log_dir={log_dir}", *extra]
 
 
 def black_box(times: dict[int, list[float]]) -> dict[str, Any]:
@@ -91,7 +72,7 @@ def run(budget: Budget, data: dict[str, Path], repeats: int = 5) -> dict[str, An
                     if epochs == LAST:  # the epoch clock as one more callback
                         cmd += ["+callbacks.epoch_clock._target_=benchmarks.training.EpochClock",
                                 f"+callbacks.epoch_clock.path={clock}"]
-                    seconds = timed_run(cmd, conll)
+                    seconds = timed_run(cmd, env={"MTST_CONLL_DIR": str(conll)}, timeout=900)
                     if variant == "default":
                         times[epochs].append(seconds)
                     if epochs == LAST:

@@ -1,11 +1,7 @@
 """Row 16 (a): what the default backbone's architecture costs on this CPU, against MiniLM.
 
-GPT-Neo 125M is built from its published configuration with random weights
-(`backbone=gpt_neo_125m_random`): the real model's compute and memory, no quality. Each figure
-puts it next to MiniLM measured the same way: training steps of the plain loop on a batch of
-exactly 16 x 128 random tokens (both models in this process, turns alternating), the peak memory
-of the same steps in a fresh process per model, `encode` of AG News titles, and the later epochs
-of a cached `freeze=backbone` fit on CoNLL-2003 (one model after the other).
+GPT-Neo 125M with random weights (`backbone=gpt_neo_125m_random`) has the real model's compute and
+memory, no quality; each figure is measured the same way on MiniLM beside it.
 
     python -m benchmarks.gpt_neo train --backbone gpt_neo_125m_random --data-dir ../shared/data
 """
@@ -19,7 +15,7 @@ from typing import Any
 
 import torch
 
-from benchmarks import common
+from benchmarks import common, machine
 
 BACKBONES = {"gpt_neo_125m": "gpt_neo_125m_random", "minilm": "minilm"}
 BATCH, TOKENS = 16, 128
@@ -37,8 +33,8 @@ def training_setup(tmp: Path, backbone: str, data_dir: Path) -> tuple[Any, Any]:
 
     conll = data_dir / "conll2003"
     cfg = common.compose(tmp, [f"backbone={backbone}", *OVERRIDES,
-                               f"tasks.ner.train_files=[{{path:'{conll / 'train.txt'}',stop:512}}]",
-                               f"tasks.ner.val_files=[{{path:'{conll / 'valid.txt'}',stop:64}}]",
+                               f"tasks.ner.train_files=[{common.conll_file(conll / 'train.txt', 512)}]",
+                               f"tasks.ner.val_files=[{common.conll_file(conll / 'valid.txt', 64)}]",
                                "tasks.topic.train_files.0.stop=512",
                                "tasks.topic.val_files.0.stop=6064"])
     _, model = build(cfg)
@@ -71,11 +67,11 @@ def child_train(data_dir: Path, backbone: str, steps: int) -> dict[str, Any]:
     common.use_data_dir(data_dir)
     with common.scratch_dir("gpt-neo-mem") as tmp:
         model, step = training_setup(Path(tmp), backbone, data_dir)
-        built = common.peak_rss_mib()
+        built = machine.peak_rss_mib()
         seconds = common.alternate({"step": step}, steps)["step"]
     return {"backbone": backbone, "steps": steps, "step_s": seconds,
             "parameters": sum(p.numel() for p in model.parameters()),
-            "peak_rss_after_build_mib": built, "peak_rss_mib": common.peak_rss_mib()}
+            "peak_rss_after_build_mib": built, "peak_rss_mib": machine.peak_rss_mib()}
 
 
 def encode_speed(data_dir: Path, sizes: dict[str, int]) -> dict[str, Any]:
@@ -101,8 +97,7 @@ def encode_speed(data_dir: Path, sizes: dict[str, int]) -> dict[str, Any]:
 
 
 def cached_epochs(data_dir: Path, sizes: dict[str, int]) -> dict[str, Any]:
-    from benchmarks.training import EpochClock, build
-    from mtst.training.pipeline import build_trainer
+    from benchmarks.training import EpochClock, build, fit
 
     n, epochs = sizes["freeze_examples"], sizes["freeze_epochs"]
     result: dict[str, Any] = {}
@@ -112,10 +107,7 @@ def cached_epochs(data_dir: Path, sizes: dict[str, int]) -> dict[str, Any]:
                                              *common.conll_subset(data_dir / "conll2003", n),
                                              "data.batch_size=32"])
             datamodule, model = build(cfg)
-            clock = EpochClock()
-            trainer = build_trainer(cfg, max_epochs=epochs, min_epochs=epochs)
-            trainer.callbacks.append(clock)
-            trainer.fit(model, datamodule=datamodule)
+            clock = fit(cfg, model, datamodule, EpochClock(), max_epochs=epochs, min_epochs=epochs)
         cache = getattr(model.freezer, "cache", None)
         result[key] = {"epoch_s": clock.epoch_s, "first_epoch_s": clock.epoch_s[0],
                        "later_epoch_s": statistics.median(clock.epoch_s[1:]),

@@ -1,19 +1,26 @@
-"""The Markdown pieces BENCHMARKS.md is made of: tables, lists of numbers, and the named blocks of
-`benchmarks/sections.md`, which hold the page's words with placeholders for the figures.
-
-The words live in sections.md rather than in Python strings so that rewording a paragraph is an
-edit to a text file, and the renderers (report.py, sections.py) keep only what they compute.
+"""What the page's two renderers (report.py, sections.py) share: the named blocks of
+`benchmarks/sections.md`, which hold the page's words with placeholders for the figures (so that
+rewording a paragraph is an edit to a text file), tables and number formats, paths as the page
+shows them, and the figures both a summary row and a section derive.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import re
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import ROOT
+
 TEMPLATES = Path(__file__).with_name("sections.md")
 _MARKER = re.compile(r"^<!-- ([\w.]+) -->$", re.MULTILINE)
+SIDE_PYTHON = "<python of a side environment>"
+# an absolute path of the machine a run was made on (a home, a temporary folder, a workspace)
+_ABSOLUTE = re.compile(r"(?<![\w.~:/-])/(?:work|tmp|root|home|Users|mnt|var|scratch)/[^\s`'\"()<>,;|]*")
+DVL_ROWS = {"ner": ("ner_f1",), "topic": ("cls_acc", "cls_macro_f1")}
+PEER_BACKENDS = ("torch", "onnx")
 
 
 @functools.cache
@@ -78,3 +85,65 @@ def profile_table(entries: list[dict[str, Any]]) -> str:
         [f"`{e['name'][:90]}`", e["calls"],
          f"{e['self_s'] * 1000:.0f}" if seconds else f"{e['self_ms']:.0f}", f"{e['share']:.1%}"]
         for e in entries])
+
+
+def shown_path(path: str | Path, placeholder: str = "<local path>") -> str:
+    """A path as results.json and BENCHMARKS.md keep it: relative to the checkout (or to the shared
+    folder beside it) or a placeholder, since another reader's machine has neither this one's home
+    nor its temporary environments."""
+    text = str(path)
+    if not os.path.isabs(text):
+        return text
+    # the checkout, and the shared folder beside it; not the whole parent, which may be /tmp
+    for base, prefix in ((ROOT, ""), (ROOT.parent / "shared", "../shared/")):
+        try:
+            rel = Path(text).relative_to(base)
+        except ValueError:
+            continue
+        return f"{prefix}{rel.as_posix()}" if rel.parts else prefix.rstrip("/") or "."
+    return SIDE_PYTHON if Path(text).name.startswith("python") else placeholder
+
+
+def scrub(value: Any, data_dir: str | None = None) -> Any:
+    """`value` (text, or a results dict recursively) with every absolute path replaced by
+    `shown_path`; `data_dir`, when given, first becomes its relative name or `<data dir>`."""
+    if isinstance(value, dict):
+        return {k: scrub(v, data_dir) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub(v, data_dir) for v in value]
+    if not isinstance(value, str):
+        return value
+    if data_dir and os.path.isabs(data_dir):  # the folder itself, not a longer name holding it
+        value = re.sub(rf"(?<![\w./-]){re.escape(data_dir)}(?![\w.-])",
+                       shown_path(data_dir, "<data dir>"), value)
+    return _ABSOLUTE.sub(lambda m: shown_path(m.group(0)), value)
+
+
+def scale_linearity(s: dict[str, Any]) -> dict[str, float]:
+    """Marginal cost of a copy at the largest step over the step before (1.0 = linear), per mode,
+    and how much the memory-mapped load's peak memory moves across sizes."""
+    out: dict[str, float] = {}
+    if "memory_time_linearity" in s:
+        out.update(time=s["memory_time_linearity"], memory=s["memory_memory_linearity"])
+    if "store_time_linearity" in s:
+        peaks = [p["load_peak_rss_mib"] for p in s["stored"]]
+        out.update(store_time=s["store_time_linearity"], store_peak_min=min(peaks),
+                   store_peak_max=max(peaks))
+    return out
+
+
+def dvl_deltas(section: dict[str, Any]) -> dict[str, float]:
+    """Row 7 (b): mtst − loop, in points, for every metric shown."""
+    rows = section["rows"]
+    return {k: rows[f"{r}_mtst"][k] - rows[f"{r}_loop"][k] for r, keys in DVL_ROWS.items()
+            for k in keys}
+
+
+def gpt_neo_ratios(section: dict[str, Any]) -> dict[str, float]:
+    """GPT-Neo 125M over MiniLM for each figure (above 1: GPT-Neo is larger / slower)."""
+    t, m, e, f = (section[k] for k in ("train", "memory", "encode", "freeze"))
+    g, b = "gpt_neo_125m", "minilm"
+    return {"samples_per_s": t[g]["samples_per_s"] / t[b]["samples_per_s"],
+            "peak_rss": m[g]["peak_rss_mib"] / m[b]["peak_rss_mib"],
+            "encode": e[g]["sentences_per_s"] / e[b]["sentences_per_s"],
+            "cached_epoch": f[g]["later_epoch_s"] / f[b]["later_epoch_s"]}

@@ -3,8 +3,7 @@
     python -m benchmarks.memory train --steps 60 --data-dir ../shared/data
     python -m benchmarks.memory encode --n 100000 --data-dir ../shared/data
 
-A fresh process per measurement gives a clean peak (VmHWM); the parent runs them one after
-another. Each child prints its result as one JSON line.
+A fresh process per measurement gives a clean peak (VmHWM); each child prints one JSON line.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import common
+from benchmarks import common, machine
 
 
 def child_train(data_dir: Path, steps: int, test_batches: int) -> dict[str, Any]:
@@ -22,7 +21,7 @@ def child_train(data_dir: Path, steps: int, test_batches: int) -> dict[str, Any]
     from mtst.training.pipeline import train
 
     common.use_data_dir(data_dir)
-    base = common.rss_mib()
+    base = machine.rss_mib()
     with common.scratch_dir("memtrain") as tmp:
         cfg = common.compose(Path(tmp), [*common.BENCH_OVERRIDES, f"++trainer.max_steps={steps}",
                                          "trainer.max_epochs=-1", "trainer.limit_val_batches=0",
@@ -30,7 +29,7 @@ def child_train(data_dir: Path, steps: int, test_batches: int) -> dict[str, Any]
         start = time.perf_counter()
         train(cfg)
     return {"steps": steps, "test_batches": test_batches, "seconds": time.perf_counter() - start,
-            "rss_after_imports_mib": base, "peak_rss_mib": common.peak_rss_mib()}
+            "rss_after_imports_mib": base, "peak_rss_mib": machine.peak_rss_mib()}
 
 
 def child_encode(data_dir: Path, n: int, batch_size: int = 32) -> dict[str, Any]:
@@ -42,8 +41,8 @@ def child_encode(data_dir: Path, n: int, batch_size: int = 32) -> dict[str, Any]
     titles = common.ag_titles(data_dir)
     encoder = SentenceEncoder.from_pretrained(common.MINILM, pooling="mean", max_length=128)
     texts = [titles[i % len(titles)] for i in range(n)]
-    base, load_peak = common.rss_mib(), common.peak_rss_mib()
-    common.reset_peak_rss()
+    base, load_peak = machine.rss_mib(), machine.peak_rss_mib()
+    machine.reset_peak_rss()
     total, seen = torch.zeros(encoder.hidden_size), 0
     start = time.perf_counter()
     for index, emb in encoder.iter_encode(texts, batch_size=batch_size, show_progress_bar=False):
@@ -51,8 +50,8 @@ def child_encode(data_dir: Path, n: int, batch_size: int = 32) -> dict[str, Any]
         seen += len(index)
     seconds = time.perf_counter() - start
     return {"sentences": seen, "seconds": seconds, "sentences_per_s": seen / seconds,
-            "rss_after_load_mib": base, "peak_rss_mib": max(load_peak, common.peak_rss_mib()),
-            "peak_rss_while_encoding_mib": common.peak_rss_mib(), "checksum": float(total.norm())}
+            "rss_after_load_mib": base, "peak_rss_mib": max(load_peak, machine.peak_rss_mib()),
+            "peak_rss_while_encoding_mib": machine.peak_rss_mib(), "checksum": float(total.norm())}
 
 
 def run(budget: common.Budget, data_dir: Path) -> dict[str, Any]:

@@ -1,10 +1,7 @@
 """Row 9: the ONNX graphs of a trained MiniLM topic + NER model against its torch model.
 
-A model is trained for `onnx_steps` steps (round robin over CoNLL-2003 and AG News titles, so
-both heads predict something) and exported with `--onnx --quantize int8`. On the CoNLL-2003 test
-sentences: the smallest embedding cosine of each graph to torch, the word tags and topics on the
-DataModule's test batches and `predict`'s entities (fp32 against torch: identical), and entity F1
-of torch, fp32 and int8.
+Trained round robin (so both heads predict something) and exported with `--onnx --quantize int8`;
+fp32 must give torch's tags, topics and entities exactly, int8 close embeddings and F1.
 """
 
 from __future__ import annotations
@@ -77,16 +74,10 @@ def compare_backends(export_dir: Path, datamodule: Any, sentences: list[str],
 
 
 def conll_sentences(path: Path) -> list[str]:
-    """The sentences of a CoNLL file, words joined by single spaces (`-DOCSTART-` lines skipped)."""
-    sentences, words = [], []
-    for line in [*path.read_text(encoding="utf-8").splitlines(), ""]:
-        token = line.split(" ", 1)[0] if line.strip() else ""
-        if token and token != "-DOCSTART-":
-            words.append(token)
-        elif words:
-            sentences.append(" ".join(words))
-            words = []
-    return sentences
+    """The sentences of a CoNLL file as the data pipeline reads them, words joined by spaces."""
+    from mtst.data.readers import read_conll
+
+    return [" ".join(record.data["tokens"]) for record in read_conll(str(path))]
 
 
 def run(budget: Budget, data: dict[str, Path]) -> dict[str, Any]:

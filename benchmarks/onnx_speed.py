@@ -1,14 +1,9 @@
 """Row 10: `encode` throughput of mtst's ONNX int8 backend against sentence-transformers' own.
 
-One MiniLM export gives both sides the same weights: mtst loads it with `backend="onnx",
-quantized=True`; sentence-transformers loads its sentence-transformers/ folder with
-`backend="onnx"` and quantises it with its own `export_dynamic_quantized_onnx_model` (the config
-matching this CPU). Each int8 side is compared with its own fp32 torch model.
-
-sentence-transformers' ONNX backend needs optimum-onnx, which requires transformers<4.58 while
-mtst requires transformers>=5: the export is made here and both sides are measured in one process
-of a side environment (`--st-onnx-python PATH`, built by scripts/st_onnx_env.sh). Without it the
-row compares against sentence-transformers' torch backend and says so.
+One export gives both sides the same weights; each int8 side is compared with its own fp32 model.
+sentence-transformers' ONNX backend needs optimum-onnx, which requires transformers<4.58 while mtst
+requires transformers>=5: the export is made here and both sides are measured in a side
+environment (`--st-onnx-python`, scripts/st_onnx_env.sh), else against its torch backend.
 
     python -m benchmarks.onnx_speed EXPORT TITLES.json REPEATS   # the measuring half; JSON on stdout
 """
@@ -23,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks import common
+from benchmarks import common, machine
 from benchmarks.onnx_check import row_cosines
 
 BATCH = 32
@@ -104,7 +99,7 @@ def measure(export: Path, titles: list[str], repeats: int) -> dict[str, Any]:
     ratios = [a / b for a, b in zip(rates["mtst_int8"], rates["st"], strict=True)]
     return {"sentences": len(titles), "batch_size": BATCH, "threads": threads, "repeats": repeats,
             "baseline": baseline, "st_onnx_problem": problem,
-            "versions": common.package_versions(VERSIONS), "per_s": rates,
+            "versions": machine.package_versions(VERSIONS), "per_s": rates,
             "median_per_s": {k: common.median(v) for k, v in rates.items()},
             "ratio_per_round": ratios, "ratio": common.median(ratios),
             "min_cosine": {k: float(v.min()) for k, v in pairs.items()},
@@ -132,7 +127,7 @@ def run(budget: common.Budget, data_dir: Path, backbone: str = "minilm",
         export_model(untrained(backbone), out, onnx=True, quantize="int8")
         result = (measure_elsewhere(st_onnx_python, out, titles, budget.onnx_speed_repeats)
                   if st_onnx_python else measure(out, titles, budget.onnx_speed_repeats))
-    return {"backbone": backbone, **result, "export_versions": common.package_versions(VERSIONS),
+    return {"backbone": backbone, **result, "export_versions": machine.package_versions(VERSIONS),
             "measured_in": st_onnx_python or sys.executable, "target_ratio": 1.0,
             "target_cosine": 0.99}
 

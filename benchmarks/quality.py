@@ -1,20 +1,21 @@
 """Row 7: test-set quality of MiniLM fine-tuned on real data under one fixed CPU budget.
 
-Single-task rows train `quality_steps` steps of batch 32; the joint row twice as many with
-`sampling=round_robin`, so each task sees as many batches as alone. No validation or model
-selection. Framework rows run `mtst.training.pipeline.train`; reference rows run the plain loop
-on the same batches and score with seqeval / scikit-learn (an independent check of the metrics).
+Framework rows run `mtst.training.pipeline.train`; reference rows run the plain loop on the same
+batches and score with seqeval / scikit-learn, an independent check of the project's metrics.
+The joint row trains twice the steps, round robin, so each task sees as many batches as alone.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from benchmarks.common import BENCH_OVERRIDES, Budget, compose, keep_tasks, scratch_dir, use_wnut
+from benchmarks import common
+from benchmarks.common import BENCH_OVERRIDES, Budget
 from benchmarks.training import ReferenceLoop, build, optimizer_cfg
 
 ROWS = {"ner_only": (["ner"], 1), "topic_only": (["topic"], 1), "joint": (["topic", "ner"], 2),
@@ -35,15 +36,13 @@ DELTAS = {  # name -> (row, row it is compared with, score): framework - referen
 
 def row_config(tmp: Path, name: str, budget: Budget, data: dict[str, Path]) -> Any:
     keep, mult = ROWS[name]
-    overrides = [*BENCH_OVERRIDES, f"++trainer.max_steps={budget.quality_steps * mult}",
-                 "trainer.max_epochs=-1", "trainer.min_epochs=0", "trainer.limit_val_batches=0"]
-    if budget.quality_test_batches:
-        overrides.append(f"trainer.limit_test_batches={budget.quality_test_batches}")
-    cfg = compose(tmp, overrides + (["data.sampling=round_robin"] if name == "joint" else []))
+    cfg = common.compose(tmp, [*BENCH_OVERRIDES, *common.fixed_steps(
+        budget.quality_steps * mult, budget.quality_test_batches),
+        *(["data.sampling=round_robin"] if name == "joint" else [])])
     if keep is None:
-        use_wnut(cfg, data["wnut17"])
+        common.use_wnut(cfg, data["wnut17"])
     else:
-        keep_tasks(cfg, keep)
+        common.keep_tasks(cfg, keep)
     return cfg
 
 
@@ -83,13 +82,9 @@ def reference_row(tmp: Path, name: str, budget: Budget, data: dict[str, Path]) -
     datamodule.setup("test")
     loop = ReferenceLoop(model, optimizer_cfg(cfg), steps, cfg.trainer.get("gradient_clip_val"))
     model.train()
-    done = 0
-    while done < steps:
-        for batch in datamodule.train_dataloader():  # the sampler moves on to the next epoch
-            loop.step(batch)
-            done += 1
-            if done == steps:
-                break
+    epochs = (batch for _ in itertools.count() for batch in datamodule.train_dataloader())
+    for batch in itertools.islice(epochs, steps):  # each epoch the sampler's next order
+        loop.step(batch)
     return {"steps": steps, "seconds": time.perf_counter() - start,
             **evaluate(model, datamodule, budget.quality_test_batches)}
 
@@ -102,9 +97,9 @@ def head_kinds(model: Any) -> dict[str, str]:
 
 @torch.no_grad()
 def test_predictions(model: Any, datamodule: Any, limit_batches: int = 0) -> dict[str, dict[str, list]]:
-    """Over the DataModule's test batches, per task with a head: `pred` and `gold`, the class of
-    every row labelled for a sentence task, or the tags of every labelled sentence's words (first
-    sub-token) for a token task."""
+    """Per task with a head, over the DataModule's test batches: `pred` and `gold`, the class of
+    each labelled row (sentence task) or the tags of each labelled sentence's words, read at
+    their first sub-token (token task)."""
     kinds = head_kinds(model)
     model.eval()
     out: dict[str, dict[str, list]] = {name: {"pred": [], "gold": []} for name in kinds}
@@ -131,8 +126,7 @@ def test_predictions(model: Any, datamodule: Any, limit_batches: int = 0) -> dic
 
 
 def evaluate(model: Any, datamodule: Any, limit_batches: int = 0) -> dict[str, float]:
-    """Accuracy / macro-F1 (scikit-learn) and entity F1 (seqeval) from first-sub-token
-    predictions, per task, under the row's result keys (see `RESULT_PREFIX`)."""
+    """Accuracy / macro-F1 (scikit-learn), entity F1 (seqeval) of `test_predictions`, per task."""
     from seqeval.metrics import f1_score as entity_f1
     from sklearn.metrics import accuracy_score, f1_score
 
@@ -152,7 +146,7 @@ def run(budget: Budget, data: dict[str, Path]) -> dict[str, Any]:
     rows: dict[str, dict[str, Any]] = {}
     for name, side in PLAN:
         if name != "wnut17" or "wnut17" in data:
-            with scratch_dir(f"quality-{name}") as tmp:
+            with common.scratch_dir(f"quality-{name}") as tmp:
                 fn = framework_row if side == "framework" else reference_row
                 rows[f"{name}/{side}"] = fn(Path(tmp), name, budget, data)
     deltas = {label: rows[a][key] - rows[b][key] for label, (a, b, key) in DELTAS.items()

@@ -1,69 +1,199 @@
-"""The one renderer: results.json as BENCHMARKS.md (pure functions of the stored figures).
+"""The one renderer: results.json (and the words of sections.md) as BENCHMARKS.md.
 
-The page shows the current figures only: one provenance table first (each section's date,
-commit, CPU and command), the summary (summary.py), the machine, then one section per benchmark
-(sections.py: `SECTIONS`, name, title, renderer) and the GPU device check's section file. The
-words come from sections.md. The history of re-measurements stays in git and in results.json's
-`updates`.
+Pure functions of the stored figures, so `python -m benchmarks --render` rewrites the page without
+measuring. The page: one provenance table, the summary (each section's rows, judged against its
+target), the machine, each section's body (sections.py), the GPU device check's section file.
 """
 
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
 from typing import Any
 
 from benchmarks.common import ROOT
-from benchmarks.markdown import fill, md, table_rows
+from benchmarks.markdown import (
+    PEER_BACKENDS,
+    dvl_deltas,
+    fill,
+    fill_rows,
+    giga,
+    gpt_neo_ratios,
+    md,
+    megabytes,
+    scale_linearity,
+    scrub,
+    shown_path,
+    table_rows,
+)
 from benchmarks.sections import SECTIONS
-from benchmarks.summary import has_figures, summary_rows
 
-SIDE_PYTHON = "<python of a side environment>"
 NOT_RECORDED = "not recorded"
 DEVICE_SECTION = ROOT / "benchmarks" / "device_check.md"  # written by scripts/device_check.sh
 DEVICE_TITLE = "GPU device check"
-# an absolute path of the machine a run was made on (a home, a temporary folder, a workspace)
-_ABSOLUTE = re.compile(r"(?<![\w.~:/-])/(?:work|tmp|root|home|Users|mnt|var|scratch)/[^\s`'\"()<>,;|]*")
+GRADIENT_METHODS = ("pcgrad", "cagrad", "nash_mtl", "gradnorm")
+# row 7: delta -> how far it may stray: within ± the limit, or no lower than -1 where None
+QUALITY_LIMITS = {"framework_vs_reference_ner_f1": 0.5, "framework_vs_reference_cls_acc": 0.5,
+                  "joint_vs_single_ner_f1": None, "joint_vs_single_cls_acc": None}
+STS_DELTA_NAMES = {"ner_f1": "NER F1", "topic_acc": "topic acc", "topic_macro_f1": "topic macro-F1"}
 
 
-def shown_path(path: str | Path, placeholder: str = "<local path>") -> str:
-    """A path as results.json and BENCHMARKS.md keep it: relative to the checkout (or its parent,
-    where ../shared/data lives) or a placeholder, because another reader's machine has neither
-    this machine's home nor its temporary virtual environments."""
-    text = str(path)
-    if not os.path.isabs(text):
-        return text
-    # the checkout, and the shared folder beside it; not the whole parent, which may be /tmp
-    for base, prefix in ((ROOT, ""), (ROOT.parent / "shared", "../shared/")):
-        try:
-            rel = Path(text).relative_to(base)
-        except ValueError:
-            continue
-        return f"{prefix}{rel.as_posix()}" if rel.parts else prefix.rstrip("/") or "."
-    return SIDE_PYTHON if Path(text).name.startswith("python") else placeholder
+def mark(ok: bool | None) -> str:
+    """The "met" cell: yes, a bold no, or a dash where there is no target."""
+    return "—" if ok is None else ("yes" if ok else "**no**")
 
 
-def scrub(value: Any, data_dir: str | None = None) -> Any:
-    """`value` (text, or a results dict recursively) with every absolute path replaced by
-    `shown_path`; `data_dir`, when given, first becomes its relative name or `<data dir>`."""
-    if isinstance(value, dict):
-        return {k: scrub(v, data_dir) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [scrub(v, data_dir) for v in value]
-    if not isinstance(value, str):
-        return value
-    if data_dir and os.path.isabs(data_dir):  # the folder itself, not a longer name holding it
-        value = re.sub(rf"(?<![\w./-]){re.escape(data_dir)}(?![\w.-])",
-                       shown_path(data_dir, "<data dir>"), value)
-    return _ABSOLUTE.sub(lambda m: shown_path(m.group(0)), value)
+def has_figures(section: dict[str, Any] | None) -> bool:
+    """Whether a section ran and measured (it holds neither an error nor a reason it skipped)."""
+    return bool(section) and "error" not in section and "skipped" not in section
 
 
+def sum_overhead(o: dict[str, Any]) -> list[list[str]]:
+    return fill_rows("summary.overhead", s=o, ratio_met=mark(o["ratio"] >= 0.95),
+                     achieved=giga(o["achieved_flops_per_s"]["framework"]),
+                     peak=giga(o["peak_flops_per_s"]),
+                     efficiency_met=mark(o["efficiency"]["framework"] >= 0.5))
+
+
+def sum_memory(m: dict[str, Any]) -> list[list[str]]:
+    enc, key = m["encode"], "peak_rss_while_encoding_mib"
+    flat = enc[-1][key] - enc[0][key] < 0.1 * enc[0][key] if len(enc) >= 2 else None
+    return fill_rows("summary.memory", s=m, met=mark(flat),
+                     encoding=", ".join(f"{x['sentences']:,}: {x[key]:.0f} MiB" for x in enc))
+
+
+def sum_quality(q: dict[str, Any]) -> list[list[str]]:
+    d, wnut = q["deltas"], q["rows"].get("wnut17/framework", {})
+    rows = [row for key, limit in QUALITY_LIMITS.items() if key in d
+            for row in fill_rows(f"summary.quality.{key}", delta=d[key],
+                                 met=mark(abs(d[key]) <= limit if limit else d[key] >= -1))]
+    return rows + (fill_rows("summary.quality.wnut17", wnut=wnut) if "ner_f1" in wnut else [])
+
+
+def sum_scale(s: dict[str, Any]) -> list[list[str]]:
+    lin, rows = scale_linearity(s), []
+    if "time" in lin:
+        ok = 0.75 <= lin["time"] <= 1.33 and 0.75 <= lin["memory"] <= 1.33
+        rows += fill_rows("summary.scale.memory", lin=lin, met=mark(ok))
+    if "store_time" in lin:
+        ok = 0.75 <= lin["store_time"] <= 1.33 and lin["store_peak_max"] <= 1.1 * lin["store_peak_min"]
+        rows += fill_rows("summary.scale.store", lin=lin, factor=s["stored"][-1]["factor"],
+                          met=mark(ok))
+    return rows
+
+
+def sum_onnx(o: dict[str, Any]) -> list[list[str]]:
+    t, fp32, int8 = o["targets"], o["fp32"], o["int8"]
+    return fill_rows(
+        "summary.onnx", s=o, identical="identical" if o["fp32_identical"] else "differ",
+        fp32_met=mark(fp32["min_cosine_to_torch"] >= t["fp32_cosine"] and o["fp32_identical"]),
+        int8_mean=int8.get("mean_cosine_to_torch", float("nan")), int8_gain=-o["int8_f1_drop"],
+        int8_met=mark(int8["min_cosine_to_torch"] >= t["int8_cosine"]
+                      and abs(o["int8_f1_drop"]) <= t["int8_f1_drop"]))
+
+
+def sum_onnx_speed(s: dict[str, Any]) -> list[list[str]]:
+    ours, theirs = s["min_cosine"]["mtst_int8_vs_mtst_fp32"], s["min_cosine"]["st_vs_st_fp32"]
+    fair = not s.get("st_onnx_problem")  # else the baseline is sentence-transformers' torch
+    return fill_rows("summary.onnx_speed" if fair else "summary.onnx_speed.torch_baseline", s=s,
+                     ours=ours, theirs=theirs, met=mark(s["ratio"] >= 1.0 and ours >= 0.99))
+
+
+def sum_serve(v: dict[str, Any]) -> list[list[str]]:
+    errors = v["dynamic"]["errors"] + v["batch_size_1"]["errors"]
+    return fill_rows("summary.serve", s=v, errors=errors,
+                     met=mark(v["throughput_ratio"] >= 3 and errors == 0))
+
+
+def sum_defaults_vs_loop(section: dict[str, Any]) -> list[list[str]]:
+    d = dvl_deltas(section)
+    return fill_rows("summary.defaults_vs_loop", met=mark(min(d.values()) >= 0),
+                     deltas="; ".join(f"{k} {v:+.2f}" for k, v in d.items()))
+
+
+def sum_similarity(section: dict[str, Any]) -> list[list[str]]:
+    rows, deltas = section["rows"], section["three_vs_two"]
+    three = rows["three_tasks"].get("sts_spearman", float("nan"))
+    return [
+        *fill_rows("summary.similarity", p=rows["pretrained"],
+                   met=mark(abs(rows["pretrained"]["difference"]) <= 0.01)),
+        *(row for freeze, kept in section["retention"].items()
+          for row in fill_rows("summary.similarity.retention", freeze=freeze, kept=kept,
+                               score=rows[f"joint_topic_ner/{freeze}"].get("sts_spearman",
+                                                                           float("nan")))),
+        *fill_rows("summary.similarity.three_tasks", score=three,
+                   met=mark(rows["three_tasks"].get("sts_spearman", 0) >= 84),
+                   deltas="; ".join(f"{STS_DELTA_NAMES.get(k, k)} {v:+.2f}"
+                                    for k, v in deltas.items()),
+                   deltas_met=mark(all(abs(v) <= 1 for v in deltas.values())))]
+
+
+def sum_weighting_cost(section: dict[str, Any]) -> list[list[str]]:
+    rows = section["rows"]
+    return fill_rows("summary.weighting_cost", ratios="; ".join(
+        f"{m} {rows[f'{m}/representation']['ratio']:.2f}× / {rows[f'{m}/parameters']['ratio']:.2f}×"
+        for m in GRADIENT_METHODS))
+
+
+def sum_frozen_epochs(section: dict[str, Any]) -> list[list[str]]:
+    box, clock = section["black_box"], section["in_run"]["default"]
+    return fill_rows("summary.frozen_epochs", s=section, box=box, clock=clock,
+                     met=mark(min(box["ratio"], clock["ratio"]) >= section["target"]))
+
+
+def sum_cached_loop(section: dict[str, Any]) -> list[list[str]]:
+    later = section["later_epoch_s"]
+    return fill_rows("summary.cached_loop", s=section, mtst=later["mtst"], bare=later["bare"],
+                     met=mark(section["ratio"] <= section["aim"]))
+
+
+def sum_checkpoint_bytes(section: dict[str, Any]) -> list[list[str]]:
+    return fill_rows("summary.checkpoint_bytes", written="; ".join(
+        f"{name} {megabytes(r['before_later_epoch_bytes'])} / "
+        f"{megabytes(r['after_later_epoch_bytes'])} MB" for name, r in section["rows"].items()))
+
+
+def sum_gpt_neo(section: dict[str, Any]) -> list[list[str]]:
+    return fill_rows("summary.gpt_neo", r=gpt_neo_ratios(section), t=section["train"],
+                     m=section["memory"], e=section["encode"], f=section["freeze"])
+
+
+def sum_serve_peer(s: dict[str, Any]) -> list[list[str]]:
+    return fill_rows("summary.serve_peer", clients=" / ".join(map(str, s["concurrency"])),
+                     ratios="; ".join(f"{b} " + " / ".join(f"{s[b][str(c)]['ratio']:.2f}"
+                                                           for c in s["concurrency"])
+                                      for b in PEER_BACKENDS))
+
+
+# section -> its rows of the summary table, in the table's order; the one-line ones inline
+SUMMARY = {
+    "overhead": sum_overhead,
+    "padding": lambda p: fill_rows("summary.padding", s=p,
+                                   met=mark(p["bucketed"]["real_token_share"] >= 0.9)),
+    "freeze": lambda f: fill_rows("summary.freeze", s=f, met=mark(f["speedup_epochs_2_on"] >= 10)),
+    "encode": lambda e: fill_rows("summary.encode", s=e,
+                                  met=mark(e["ratio"] >= 1.0 and e["min_cosine"] >= 0.9999)),
+    "memory": sum_memory, "quality": sum_quality, "scale": sum_scale, "onnx": sum_onnx,
+    "onnx_speed": sum_onnx_speed, "serve": sum_serve, "defaults_vs_loop": sum_defaults_vs_loop,
+    "similarity": sum_similarity, "weighting_cost": sum_weighting_cost,
+    "frozen_epochs": sum_frozen_epochs, "cached_loop": sum_cached_loop,
+    "checkpoint_bytes": sum_checkpoint_bytes, "gpt_neo": sum_gpt_neo,
+    "token_budget": lambda s: fill_rows("summary.token_budget", s=s),
+    "serve_peer": sum_serve_peer}
+
+
+def summary_rows(sections: dict[str, Any]) -> list[list[str]]:
+    """Every measured section's rows, then one row per section without figures, saying why."""
+    rows = [row for name, fn in SUMMARY.items() if has_figures(sections.get(name))
+            for row in fn(sections[name])]
+    for name, section in sections.items():
+        if not has_figures(section):
+            reason = (section or {}).get("error") or (section or {}).get("skipped")
+            rows.append(["", name, f"not measured: {reason}", "", "—"])
+    return rows
 
 
 def provenance_rows(results: dict[str, Any]) -> list[list[Any]]:
-    """One row per section: when, at which commit, on which CPU and by which command its
-    figures were measured (sections re-measured with --update differ from the full run)."""
+    """Per section: when, at which commit, on which CPU and by which command it was measured."""
     rows = []
     for name, title, _ in SECTIONS:
         meta, section = results.get("section_meta", {}).get(name), results["sections"].get(name)
@@ -103,9 +233,8 @@ def _sharing(env: dict[str, Any], results: dict[str, Any]) -> str:
     loads = [x[0] for x in (env.get("load_average_start"), results.get("load_average_end")) if x]
     if not loads:
         return fill("page.load_unknown")
-    if max(loads) <= 1 + 0.25 * cpus:  # the benchmark itself keeps about one core busy
-        return fill("page.load_quiet", load=max(loads), cpus=cpus)
-    return fill("page.load_shared", load=max(loads), cpus=cpus)
+    quiet = max(loads) <= 1 + 0.25 * cpus  # the benchmark itself keeps about one core busy
+    return fill("page.load_quiet" if quiet else "page.load_shared", load=max(loads), cpus=cpus)
 
 
 def device_section(path: Path | None = None) -> str:
@@ -133,6 +262,7 @@ def section_parts(results: dict[str, Any]) -> list[str]:
 
 
 def render(results: dict[str, Any]) -> str:
+    """BENCHMARKS.md from a results.json dict, with no absolute path of the measuring machine."""
     env, quick = results["environment"], results["mode"] == "quick"
     later = sum("--update" in m.get("command", "") for n, m in results.get("section_meta", {}).items()
                 if n in results["sections"])

@@ -2,11 +2,8 @@
 
     python -m benchmarks.scale --factor 10 --data-dir ../shared/data [--store] [--profile]
 
-The child writes k back-to-back copies of train.txt (not timed), times
-`MultiTaskDataModule.dataset("train")` with the encoded split in memory or, with `--store`,
-written to a folder and memory-mapped (`data.store_dir`), then the first training batches; it
-reports resident memory before, after and at the peak. The parent takes the marginal cost of a
-copy between consecutive factors of each mode and projects the in-memory limit.
+The split is held in memory or, with `--store`, memory-mapped (`data.store_dir`); the parent takes
+the marginal cost of a copy between consecutive factors, which stays flat if loading is linear.
 """
 
 from __future__ import annotations
@@ -17,7 +14,7 @@ from itertools import islice, pairwise
 from pathlib import Path
 from typing import Any
 
-from benchmarks import common
+from benchmarks import common, machine
 
 BIG = 1000
 FIRST_BATCHES = 50
@@ -44,16 +41,16 @@ def child(data_dir: Path, factor: int, store: bool, profile: bool) -> dict[str, 
                                        store_dir=store_dir, tokenizer=tokenizer)
 
         dm = datamodule(Path(tmp) / "store" if store else None)
-        base, split = common.rss_mib(), {k: common.rss_mib(k.capitalize()) for k in ("anon", "file")}
-        common.reset_peak_rss()
+        base, split = machine.rss_mib(), {k: machine.rss_mib(k.capitalize()) for k in ("anon", "file")}
+        machine.reset_peak_rss()
         start = time.perf_counter()
         ds = dm.dataset("train")
-        load_s, after_load, load_peak = time.perf_counter() - start, common.rss_mib(), common.peak_rss_mib()
-        common.reset_peak_rss()
+        load_s, after_load, load_peak = time.perf_counter() - start, machine.rss_mib(), machine.peak_rss_mib()
+        machine.reset_peak_rss()
         start = time.perf_counter()
         loader = dm.train_dataloader()
         epoch_batches = len(loader)  # builds the epoch's order
-        order_s, order_peak = time.perf_counter() - start, common.peak_rss_mib()
+        order_s, order_peak = time.perf_counter() - start, machine.peak_rss_mib()
         start = time.perf_counter()
         batches = sum(1 for _ in islice(loader, FIRST_BATCHES))
         folder = ds.folder and sum(f.stat().st_size for f in ds.folder.rglob("*") if f.is_file())
@@ -64,11 +61,11 @@ def child(data_dir: Path, factor: int, store: bool, profile: bool) -> dict[str, 
                   "load_peak_rss_mib": load_peak, "epoch_batches": epoch_batches,
                   "order_s": order_s, "order_extra_mib": order_peak - after_load,
                   "first_batches": batches, "first_batches_s": time.perf_counter() - start,
-                  "peak_rss_mib": max(load_peak, common.peak_rss_mib()),
-                  **{f"rss_{k}_growth_mib": common.rss_mib(k.capitalize()) - v
+                  "peak_rss_mib": max(load_peak, machine.peak_rss_mib()),
+                  **{f"rss_{k}_growth_mib": machine.rss_mib(k.capitalize()) - v
                      for k, v in split.items()}}
         if profile:
-            result["profile"] = common.python_profile(lambda: datamodule(None).dataset("train"))
+            result["profile"] = machine.python_profile(lambda: datamodule(None).dataset("train"))
     return result
 
 
@@ -85,7 +82,7 @@ def run(budget: common.Budget, data_dir: Path) -> dict[str, Any]:
 
     points = [measure(f, False) for f in budget.scale_factors]
     stored = [measure(f, True) for f in budget.scale_store_factors]
-    total, available = common.mem_total_mib()
+    total, available = machine.mem_total_mib()
     result: dict[str, Any] = {"points": points, "stored": stored, "mem_total_mib": total,
                               "mem_available_mib": available, "first_batches": FIRST_BATCHES}
     # linear growth = a constant marginal cost per copy: the last step's over the one before

@@ -1,11 +1,6 @@
-"""One renderer per benchmark section of BENCHMARKS.md (`SECTIONS`: name, title, renderer; the
-titles are the `titles` block of sections.md).
-
-Each renderer takes the section's entry of results.json and returns its Markdown: the words come
-from the section's blocks of sections.md, the renderer computes the table rows and the figures
-that are not stored as such (ratios, sums, units), and picks the optional blocks (profiles where
-a target is missed, notes that only some runs need).
-"""
+"""The body of each benchmark's section of BENCHMARKS.md: `SECTIONS` (name, title, renderer) in
+the page's order. A renderer fills its blocks of sections.md from the section's entry of
+results.json with what is not stored as such (table rows, ratios, units) and the optional blocks."""
 
 from __future__ import annotations
 
@@ -13,6 +8,9 @@ import json
 from typing import Any
 
 from benchmarks.markdown import (
+    DVL_ROWS,
+    PEER_BACKENDS,
+    dvl_deltas,
     fill,
     fill_rows,
     giga,
@@ -20,10 +18,10 @@ from benchmarks.markdown import (
     megabytes,
     numbers,
     profile_table,
+    scale_linearity,
     table,
     table_rows,
 )
-from benchmarks.summary import DVL_ROWS, PEER_BACKENDS, dvl_deltas, scale_linearity
 
 DVL_NAMES = {"ner_f1": "entity F1", "cls_acc": "accuracy", "cls_macro_f1": "macro-F1"}
 PEER_SIDES = ("mtst", "infinity")

@@ -2,10 +2,8 @@
 
     python -m benchmarks.serve_load [--clients 32] [--duration 60] [--endpoint predict]
 
-Exports the MiniLM backbone (heads untrained: the same cost per request), then per setting starts
-`mtst serve` on a free 127.0.0.1 port, runs `--clients` closed-loop clients for `--duration` s,
-each sending one AG News title per request, and stops the server with SIGTERM. Prints one JSON
-object; the figures depend on the machine and its load, which is recorded with them.
+Closed-loop clients, one AG News title per request, against each setting's server in turn; prints
+one JSON object, with the load the figures were measured under.
 """
 
 from __future__ import annotations

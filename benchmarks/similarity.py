@@ -1,10 +1,7 @@
 """Row 12: the embedding's yardstick, STS Benchmark test Spearman (cosine vs gold score).
 
-Pretrained all-MiniLM-L6-v2 through mtst (an evaluation-only similarity task on the frozen model)
-against sentence-transformers' `EmbeddingSimilarityEvaluator`; the same figure after joint topic
-+ NER training at row 7's budget under `freeze=none` and `freeze=backbone` (how much each keeps);
-and `experiment=minilm_three_tasks` (CoSENT on STS-B train as a third task) against the two-task
-run. Training rows are tested after their last step, on the whole test splits.
+Pretrained MiniLM through mtst against sentence-transformers' evaluator (the metric agrees), then
+how much of it joint topic + NER training keeps, and what CoSENT on STS-B as a third task buys.
 """
 
 from __future__ import annotations
@@ -14,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import BENCH_OVERRIDES, MINILM, Budget, compose, scratch_dir
+from benchmarks.common import BENCH_OVERRIDES, MINILM, Budget, compose, fixed_steps, scratch_dir
 
 STS_COLUMNS = "format: tsv, header: false, quoting: false, label_column: 4, text_column: 5, text_pair_column: 6"
 SCORES = {"test/sts/spearman": "sts_spearman", "test/ner/f1": "ner_f1",
@@ -29,11 +26,8 @@ def train_row(budget: Budget, tasks: int, extra: list[str], prefix: str) -> dict
     """`train` for `quality_steps` steps per task, round robin, tested after the last step."""
     from mtst.training.pipeline import train
 
-    overrides = [*BENCH_OVERRIDES, f"++trainer.max_steps={budget.quality_steps * tasks}",
-                 "trainer.max_epochs=-1", "trainer.min_epochs=0", "trainer.limit_val_batches=0",
+    overrides = [*BENCH_OVERRIDES, *fixed_steps(budget.quality_steps * tasks, budget.quality_test_batches),
                  "data.sampling=round_robin"]
-    if budget.quality_test_batches:
-        overrides.append(f"trainer.limit_test_batches={budget.quality_test_batches}")
     if any(o.startswith("experiment=") for o in extra):  # it sets the backbone and data itself
         overrides = [o for o in overrides if o not in ("data=conll_agnews", "backbone=minilm")]
     with scratch_dir(prefix) as tmp:

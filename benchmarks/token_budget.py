@@ -1,44 +1,23 @@
 """Row 16 (b): token-budget batches (`data.max_tokens`) against a fixed batch size, on CoNLL-2003
-train alone with MiniLM.
-
-Both orders are the training sampler's own for epoch 0 (length bucketing on): 32 sentences a
-batch, or batches filled up to `max_tokens` padded tokens. The shares cover every batch of the
-epoch; throughput comes from evenly spaced batches of each order trained on in turn.
+train alone with MiniLM: real-token share over the whole epoch-0 order, throughput from evenly
+spaced batches of each order trained on in turn.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from benchmarks.common import (
-    BENCH_OVERRIDES,
-    Budget,
-    compose,
-    keep_tasks,
-    scratch_dir,
-    token_shares,
-)
-from benchmarks.training import build, time_orders
+from benchmarks.common import Budget, token_shares
+from benchmarks.padding import time_conll_orders
 
 MAX_TOKENS, BATCH_SIZE = 4096, 32
 
 
 def run(budget: Budget, timed: int = 12) -> dict[str, Any]:
-    from mtst.data.batching import MultiTaskBatchSampler
-
     timed = 2 if budget.name == "quick" else timed
-    with scratch_dir("token-budget") as tmp:
-        cfg = compose(Path(tmp), BENCH_OVERRIDES)
-        keep_tasks(cfg, ["ner"])  # CoNLL-2003 only
-        datamodule, model = build(cfg)
-        ds = datamodule.dataset("train")
-        orders = {key: MultiTaskBatchSampler(
-            ds.lengths, ds.sources, BATCH_SIZE, sampling="proportional",
-            bucket_by_length=bool(cfg.data.bucket_by_length), seed=int(cfg.seed),
-            max_tokens=max_tokens).batches_for_epoch(0)
-            for key, max_tokens in (("budget", MAX_TOKENS), ("fixed", None))}
-        steps = time_orders(cfg, model, datamodule, orders, timed)
+    _, ds, orders, steps = time_conll_orders(
+        "token-budget", {"budget": {"batch_size": BATCH_SIZE, "max_tokens": MAX_TOKENS},
+                         "fixed": {"batch_size": BATCH_SIZE}}, timed)
     seconds = {k: sum(s for s, _, _ in v) for k, v in steps.items()}
     samples = {k: sum(n for _, n, _ in v) for k, v in steps.items()}
     rates = {k: samples[k] / seconds[k] for k in orders}

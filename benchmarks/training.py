@@ -1,9 +1,8 @@
 """Rows 1-2: the Lightning training step against a hand-written PyTorch loop, and FLOP efficiency;
-the plain loop, clocks and FLOP model the other rows reuse.
+also the plain loop, clocks and model building the other rows reuse.
 
-Both sides train the same `MultiTaskModule` (reset to the same weights and seed before each
-repeat) on the same DataModule batches with the same AdamW groups, schedule and clipping;
-repeats alternate sides in ABBA order and the figures are medians of per-repeat samples/s.
+Both sides train one model, reset to the same weights and seed, on the same batches and optimizer
+set-up, taking turns, so the ratio measures the framework and nothing else.
 """
 
 from __future__ import annotations
@@ -19,21 +18,13 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
-from benchmarks.common import (
-    BENCH_OVERRIDES,
-    Budget,
-    alternate,
-    compose,
-    median,
-    python_profile,
-    scratch_dir,
-    torch_profile,
-)
+from benchmarks.common import BENCH_OVERRIDES, Budget, alternate, compose, median, scratch_dir
+from benchmarks.machine import python_profile, torch_profile
+from mtst.data.store import IGNORE
 from mtst.freezing.param_groups import head_and_backbone_groups
 from mtst.model.flops import flop_model, step_flops
 from mtst.training.optim import use_fused, warmup_linear_decay
 
-IGNORE = -100
 FIT_KWARGS = {"enable_checkpointing": False, "enable_model_summary": False, "limit_val_batches": 0,
               "num_sanity_val_steps": 0, "min_epochs": 0, "max_epochs": -1}
 FLOP_FORMULA = ("FLOPs per step = 6·N·B·T + 12·L·d·B·T², with B·T the padded tokens of the batch "
@@ -117,10 +108,9 @@ class StepClock(Callback):
 
 
 class EpochClock(Callback):
-    """`epochs_s`: one epoch start to the next (to the end of training for the last), written to
-    `path` as JSON when training ends (a callback of whole `train.py` runs). `epoch_s` / `train_s`:
-    epoch start to `on_train_epoch_end` (its validation included) and to its last training batch,
-    for callers in the same process."""
+    """Seconds of every epoch. In the same process: `epoch_s` (its validation included) and
+    `train_s` (to its last training batch). In a whole `train.py` run: `epochs_s`, one epoch start
+    to the next, written to `path` as JSON when training ends."""
 
     def __init__(self, path: str | None = None) -> None:
         self.path = Path(path) if path else None
@@ -167,14 +157,18 @@ def optimizer_cfg(cfg: Any) -> dict[str, Any]:
     return OmegaConf.to_container(cfg.model.optimizer, resolve=True)
 
 
-def framework_run(cfg: Any, model: Any, datamodule: Any, steps: int) -> StepClock:
+def fit(cfg: Any, model: Any, datamodule: Any, clock: Callback, **trainer_kwargs: Any) -> Any:
+    """`Trainer.fit` on the Trainer `train.py` builds, `clock` one more callback; returns `clock`."""
     from mtst.training.pipeline import build_trainer
 
-    trainer = build_trainer(cfg, max_steps=steps, **FIT_KWARGS)
-    clock = StepClock()
+    trainer = build_trainer(cfg, **trainer_kwargs)
     trainer.callbacks.append(clock)
     trainer.fit(model, datamodule=datamodule)
     return clock
+
+
+def framework_run(cfg: Any, model: Any, datamodule: Any, steps: int) -> StepClock:
+    return fit(cfg, model, datamodule, StepClock(), max_steps=steps, **FIT_KWARGS)
 
 
 def plain_run(cfg: Any, model: Any, datamodule: Any, steps: int) -> StepClock:
@@ -184,32 +178,6 @@ def plain_run(cfg: Any, model: Any, datamodule: Any, steps: int) -> StepClock:
     for _, batch in zip(range(steps), datamodule.train_dataloader(), strict=False):
         clock.record(batch, loop.step(batch))
     return clock
-
-
-def time_orders(cfg: Any, model: Any, datamodule: Any, orders: dict[str, list[list[int]]],
-                count: int) -> dict[str, list[tuple[float, int, int]]]:
-    """The plain loop on `count` evenly spaced batches of each epoch order (orders taking turns
-    in ABBA order, after one untimed step), from the model's weights, which are restored after:
-    (seconds, sentences, padded tokens) of every timed step, per order."""
-    from mtst.data.collate import Collator
-
-    collate = Collator(datamodule.pad_token_id, datamodule.task_kinds)  # the loaders' own
-    ds = datamodule.dataset("train")
-    loop = ReferenceLoop(model, optimizer_cfg(cfg), total_steps=10 * count)
-    initial = copy.deepcopy(model.state_dict())
-    model.train()
-    loop.step(collate([ds[i] for i in next(iter(orders.values()))[0]]))
-    steps: dict[str, list[tuple[float, int, int]]] = {key: [] for key in orders}
-    for turn in range(count):
-        for key in list(orders) if turn % 2 == 0 else list(reversed(orders)):
-            picked = orders[key][round(turn * (len(orders[key]) - 1) / max(1, count - 1))]
-            batch = collate([ds[i] for i in picked])
-            start = time.perf_counter()
-            loop.step(batch)
-            steps[key].append((time.perf_counter() - start, len(picked), batch["input_ids"].numel()))
-    model.load_state_dict(initial)
-    torch.manual_seed(0)
-    return steps
 
 
 def matmul_rate(m: int, k: int, n: int, repeats: int = 5) -> float:
@@ -227,8 +195,7 @@ def matmul_peak(sizes: tuple[int, ...]) -> dict[str, Any]:
 
 
 def adamw_step_ms(model: nn.Module, repeats: int = 5) -> dict[str, Any]:
-    """Median ms of one AdamW step over the model's parameters on random gradients, per
-    implementation (single-tensor, foreach, fused), the variants alternating."""
+    """Median ms of one AdamW step on random gradients, per implementation, taking turns."""
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     params = [p for p in model.parameters() if p.requires_grad]
     for p in params:

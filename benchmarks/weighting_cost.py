@@ -1,9 +1,7 @@
 """Row 13: what a gradient-level weighting method costs per training step, relative to `fixed`.
 
-MiniLM on `data=conll_agnews`, proportional sampling without length bucketing (batches that mix
-NER and topic rows: every step has two tasks to combine), fp32 on CPU, one process. A step is
-forward, the method's combination, backward and AdamW; the configurations take turns within each
-repeat on the same batches, and the figure is the median step time per configuration.
+Batches mix NER and topic rows (proportional sampling, no bucketing), so every step has two tasks
+to combine; the configurations take turns on the same batches.
 """
 
 from __future__ import annotations

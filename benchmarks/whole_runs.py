@@ -1,12 +1,8 @@
 """What a code change costs or buys on a user's whole run: the same `train.py` command lines,
 timed from two source trees (this one and a checkout of another commit), taking turns.
 
-A change that shaves milliseconds off a step is worth keeping only if a whole run notices: this
-times the runs docs/freezing.md's speed table names (`make train`, `experiment=minilm`, and the
-`freeze=backbone` CoNLL-2003 run of row 16 at 13 epochs), alternating the trees within each
-repeat (A B, then B A) so drift in the machine's load falls on both. Per run: each tree's median
-wall time and the per-repeat ratios B / A, whose spread says how far the median ratio can be
-trusted.
+A change that shaves milliseconds off a step is worth keeping only if a whole run notices; the
+per-repeat ratios' spread says how far the median ratio can be trusted.
 
     git worktree add ../before <commit>
     python -m benchmarks.whole_runs --before ../before --repeats 2 --out whole_runs.json
@@ -18,16 +14,15 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import ROOT, cpu_model
+from benchmarks.common import ROOT, timed_run
 from benchmarks.frozen_epochs import LAST
 from benchmarks.frozen_epochs import command as frozen_command
+from benchmarks.machine import cpu_model
 
 SHARED = ROOT.parent / "shared" / "data"
 
@@ -41,19 +36,6 @@ def runs(conll: Path, log_dir: Path) -> dict[str, list[str]]:
                 frozen_command(conll, LAST, log_dir, [])}
 
 
-def timed(tree: Path, cmd: list[str], conll: Path) -> float:
-    """Wall time of `cmd` run in `tree`, importing mtst from `tree/src`."""
-    env = {**os.environ, "PYTHONPATH": str(tree / "src"), "MTST_ROOT": str(tree),
-           "MTST_CONLL_DIR": str(conll), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "PYTHONWARNINGS": "ignore"}
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, *cmd], cwd=tree, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-2:]
-        raise RuntimeError(f"{tree}: {' '.join(cmd)} failed (exit {proc.returncode}): {' | '.join(tail)}")
-    return time.perf_counter() - start
-
-
 def compare(before: Path, after: Path, repeats: int, conll: Path, log_dir: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"before": str(before), "after": str(after), "repeats": repeats,
                            "cpu": cpu_model(), "load_1min": [os.getloadavg()[0]], "runs": {}}
@@ -62,7 +44,10 @@ def compare(before: Path, after: Path, repeats: int, conll: Path, log_dir: Path)
         for repeat in range(repeats):
             order = ("before", "after") if repeat % 2 == 0 else ("after", "before")
             for side in order:
-                times[side].append(timed(before if side == "before" else after, cmd, conll))
+                tree = before if side == "before" else after
+                times[side].append(timed_run(cmd, tree, {"PYTHONPATH": str(tree / "src"),
+                                                         "MTST_ROOT": str(tree),
+                                                         "MTST_CONLL_DIR": str(conll)}))
         ratios = [a / b for a, b in zip(times["after"], times["before"], strict=True)]
         out["runs"][name] = {"seconds": times, "median_before_s": statistics.median(times["before"]),
                              "median_after_s": statistics.median(times["after"]),

@@ -11,8 +11,8 @@ import pytest
 
 from benchmarks import onnx_check, onnx_speed, serve_load
 from benchmarks.common import DEFAULT_DATA, alternate, compose
+from benchmarks.report import summary_rows
 from benchmarks.sections import md_onnx, md_onnx_speed, md_serve
-from benchmarks.summary import summary_rows
 from benchmarks.training import build
 from mtst.inference.export import export_model
 from tests.test_benchmarks import TINY_BENCH

@@ -14,12 +14,13 @@ def test_trees_alternate_and_ratios_pair_each_repeat(tmp_path, monkeypatch) -> N
     calls: list[tuple[str, str]] = []
     seconds = {"before": iter([10.0, 12.0] * 3), "after": iter([11.0, 12.0] * 3)}
 
-    def timed(tree: Path, cmd: list[str], conll: Path) -> float:
+    def timed_run(cmd: list[str], tree: Path, env: dict[str, str]) -> float:
         side = "before" if tree.name == "old" else "after"
+        assert env["PYTHONPATH"] == str(tree / "src")  # each tree imports its own mtst
         calls.append((side, cmd[1]))
         return next(seconds[side])
 
-    monkeypatch.setattr(whole_runs, "timed", timed)
+    monkeypatch.setattr(whole_runs, "timed_run", timed_run)
     result = whole_runs.compare(tmp_path / "old", tmp_path / "new", 2, tmp_path, tmp_path)
     assert [side for side, _ in calls[:4]] == ["before", "after", "after", "before"]
     assert len(result["runs"]) == 3
@@ -30,8 +31,8 @@ def test_trees_alternate_and_ratios_pair_each_repeat(tmp_path, monkeypatch) -> N
 
 
 def test_the_cached_loop_row_reports_the_ratio_against_its_aim() -> None:
+    from benchmarks.report import sum_cached_loop
     from benchmarks.sections import md_cached_loop
-    from benchmarks.summary import sum_cached_loop
 
     section = {"examples": 3250, "epochs": 4, "repeats": 2, "cpu": "x", "load_1min": [1.0, 1.1],
                "aim": 2.0, "epochs_s": {"mtst": [[9.0, 0.5, 0.4], [9.0, 0.6, 0.5]],

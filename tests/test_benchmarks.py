@@ -14,9 +14,9 @@ import torch
 
 from benchmarks import quality, sections, training
 from benchmarks.common import BENCH_OVERRIDES, QUICK, ROOT, compose, token_shares
-from benchmarks.report import render
-from benchmarks.summary import (
-    dvl_deltas,
+from benchmarks.markdown import dvl_deltas
+from benchmarks.report import (
+    render,
     sum_checkpoint_bytes,
     sum_defaults_vs_loop,
     sum_frozen_epochs,

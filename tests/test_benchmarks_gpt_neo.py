@@ -1,15 +1,15 @@
 """Rows 16 (a) and (b) of the benchmarks: the token-share arithmetic, the GPT-Neo / MiniLM ratios
-and the Markdown both sections render (benchmarks/sections.py: pure functions of results.json)."""
+and the Markdown both sections render (benchmarks/report.py, sections.py: pure functions of results.json)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from benchmarks import gpt_neo, summary
+from benchmarks import gpt_neo, markdown
 from benchmarks.common import token_shares
+from benchmarks.report import summary_rows
 from benchmarks.sections import SECTIONS
-from benchmarks.summary import summary_rows
 
 
 def test_token_shares_count_padding_to_each_batch_longest() -> None:
@@ -46,7 +46,7 @@ def gpt_neo_section() -> dict:
 
 
 def test_gpt_neo_ratios_put_gpt_neo_over_minilm() -> None:
-    assert summary.gpt_neo_ratios(gpt_neo_section()) == {"samples_per_s": 0.125, "peak_rss": 3.0,
+    assert markdown.gpt_neo_ratios(gpt_neo_section()) == {"samples_per_s": 0.125, "peak_rss": 3.0,
                                                  "encode": 0.1, "cached_epoch": 1.5}
 
 
