@@ -95,6 +95,31 @@ def test_resume_path_takes_sharded_folders_only(tmp_path) -> None:
     assert resolve_resume_path(None, tmp_path) is None
 
 
+def test_a_sharded_checkpoint_with_the_old_weighting_keys_is_one_line(tmp_path) -> None:
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+
+    folder = tmp_path / "last.ckpt"
+    torch.save({"global_step": 2}, tmp_path / "meta.pt")
+    with warnings.catch_warnings():  # single-process save: torch says it assumes so
+        warnings.simplefilter("ignore")
+        dcp.save({"model": {"net.x": torch.ones(2), "weighting.log_vars": torch.zeros(2)}},
+                 checkpoint_id=folder)
+    (tmp_path / "meta.pt").rename(folder / "meta.pt")
+    assert resolve_resume_path(str(folder), tmp_path) == str(folder)
+    dcp_old = tmp_path / "old.ckpt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dcp.save({"model": {"net.x": torch.ones(2), "loss_fn.log_vars": torch.zeros(2)}},
+                 checkpoint_id=dcp_old)
+    torch.save({"global_step": 2}, dcp_old / "meta.pt")
+    with pytest.raises(MtstError, match=r"older mtst \(it names the loss weighting's state "
+                                        r"'loss_fn.log_vars', now 'weighting.\*'\)") as err:
+        resolve_resume_path(str(dcp_old), tmp_path)
+    assert "\n" not in str(err.value)
+
+
 def test_an_encoder_never_builds_a_key_value_cache() -> None:
     """A recomputed GPT-Neo block (activation checkpointing) would append to a cache twice."""
     encoder = SentenceEncoder.from_pretrained(TINY, pretrained=False)

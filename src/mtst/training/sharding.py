@@ -168,5 +168,24 @@ def resolve_resume_path(ckpt_path: str | None, log_dir: str | Path) -> str | Non
         if not is_sharded_checkpoint(ckpt_path):
             raise MtstError(f"checkpoint folder '{ckpt_path}' has no {SHARDED_METADATA}: not a "
                             "sharded checkpoint written under trainer=fsdp")
+        _refuse_renamed_keys(Path(ckpt_path))
         return str(ckpt_path)
     return resolve_ckpt_path(ckpt_path, log_dir)
+
+
+def _refuse_renamed_keys(folder: Path) -> None:
+    """A sharded checkpoint loads its tensors by key, straight into the module, without the
+    `on_load_checkpoint` renaming that full checkpoints get: one written before the weighting's
+    state was renamed (`loss_fn.*` -> `weighting.*`) is refused in one line rather than failing
+    deep inside torch.distributed.checkpoint."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    if not (folder / ".metadata").is_file():
+        return  # no tensors written through torch.distributed.checkpoint: nothing to rename
+    keys = FileSystemReader(str(folder)).read_metadata().state_dict_metadata
+    old = next((k for k in keys if k.startswith("model.loss_fn.")), None)
+    if old is not None:
+        raise MtstError(f"checkpoint folder '{folder}': written by an older mtst (it names the "
+                        f"loss weighting's state {old[len('model.'):]!r}, now 'weighting.*'); a "
+                        "sharded checkpoint cannot be renamed on load: resume it with the mtst "
+                        "that wrote it, or consolidate it to one file first")
