@@ -33,6 +33,12 @@ class StepCheckpoint(ModelCheckpoint):
 
     Writes go through `trainer.save_checkpoint` and are named as Lightning's `save_last` names
     them; this callback keeps its own record of them, Lightning's being private.
+
+    Args:
+        *args, **kwargs: Lightning's `ModelCheckpoint` arguments.
+        min_interval_s: the least time between two step saves.
+        every_n_train_steps: save `last.ckpt` every this many optimizer steps.
+        train_time_interval, enable_version_counter: as Lightning's `ModelCheckpoint`.
     """
 
     def __init__(self, *args: Any, min_interval_s: float = 0.0, every_n_train_steps: int | None = None,

@@ -58,7 +58,24 @@ def _plain(value: Any) -> Any:
 class MultiTaskDataModule(L.LightningDataModule):
     """Named tasks of three data kinds (``label``, ``tags``, ``pair``) from JSON/JSONL/CoNLL/
     CSV/TSV files, with partial supervision: each task lists its own files per split and a file
-    listed under several tasks is read once."""
+    listed under several tasks is read once.
+
+    Args (a run takes every value from conf/data/sample.yaml, which `train.py` builds this from):
+        tasks: each task's data (files per split, format, label fields), by name.
+        max_length: sub-tokens per example, special tokens included; longer examples are cut.
+        batch_size: training examples per batch (split evenly between tasks with `balanced`).
+        max_tokens: None, or a padded-token budget per training batch instead of `batch_size`.
+        eval_batch_size: validation/test batch size; None: `batch_size`.
+        bucket_by_length: group examples of similar length into training batches.
+        sampling, temperature: how training batches mix the files (`SAMPLING_MODES`).
+        label_all_subtokens: every sub-token of a word carries its tag (else the first only).
+        strict_bio: an I-X that does not continue X is an error instead of being repaired.
+        num_workers, pin_memory, persistent_workers: as torch's DataLoader.
+        seed: the batch order's seed.
+        store_dir: None keeps encoded splits in memory; a folder keeps them memory-mapped there.
+        tokenizer, label_spaces: the backbone's tokenizer; label spaces to use instead of
+            inferring them (a resumed or evaluated checkpoint's).
+    """
 
     def __init__(
         self,

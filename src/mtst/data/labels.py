@@ -32,7 +32,13 @@ def _check_names(where: str, names: Sequence[Any]) -> list[str]:
 
 class LabelSpace:
     """The labels of one task of data kind ``label`` (classes) or ``tags`` (BIO over entity
-    types; tag id 0 is always ``O``). A ``pair`` task has no label space (``names`` empty)."""
+    types; tag id 0 is always ``O``). A ``pair`` task has no label space (``names`` empty).
+
+    Args:
+        kind: the task's data kind, ``label``, ``tags`` or ``pair``.
+        names: the classes, or the entity types the BIO tags are built from.
+        task: the task's name, for error messages.
+    """
 
     def __init__(self, kind: str, names: Sequence[str] = (), task: str = "task") -> None:
         self.kind = kind

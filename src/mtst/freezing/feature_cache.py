@@ -199,7 +199,12 @@ def first_occurrences(keys: torch.Tensor) -> torch.Tensor:
 
 
 class FeatureCache:
-    """(token states, sentence embedding) per example of each split, capped at `max_mb`."""
+    """(token states, sentence embedding) per example of each split, capped at `max_mb`.
+
+    Args:
+        dtype: the dtype outputs are kept in (`DTYPES`; float32 is bit-identical to recomputing).
+        max_mb: past this size the remaining examples are recomputed every epoch.
+    """
 
     def __init__(self, dtype: str = "float16", max_mb: float = 1024.0) -> None:
         if dtype not in DTYPES:

@@ -194,7 +194,13 @@ class FreezeBackbone(FreezeStrategy):
 class FreezeHead(FreezeStrategy):
     """`head` with `heads: [task, ...]` (presets `head_cls` / `head_ner` for the default topic /
     ner tasks): those heads stay fixed; their tasks' losses (weighted by `frozen_head_weight`)
-    still reach the encoder, which keeps the features those heads read useful for their tasks."""
+    still reach the encoder, which keeps the features those heads read useful for their tasks.
+
+    Args:
+        tasks: the module's tasks by name (each head named must be one of theirs).
+        heads: the task names whose heads stay fixed.
+        frozen_head_weight: factor on a frozen head's task weight (>= 0).
+    """
 
     name = "head"
 
@@ -225,7 +231,12 @@ class FreezeHead(FreezeStrategy):
 
 
 class BitFit(FreezeStrategy):
-    """`bitfit`: only the encoder's bias terms train (Ben Zaken et al. 2022; SGPT), plus heads."""
+    """`bitfit`: only the encoder's bias terms train (Ben Zaken et al. 2022; SGPT), plus heads.
+
+    Args:
+        tasks: the module's tasks by name.
+        lr_backbone: the biases' learning rate; None: `model.optimizer.lr_backbone`.
+    """
 
     name = "bitfit"
 

@@ -30,7 +30,15 @@ ENCODE_CHUNK = 4096  # sentences tokenised per call: bounded memory, exact lengt
 
 
 class SentenceEncoder(nn.Module):
-    """One job: turn sentences into fixed-length vectors. Owns backbone, pooling and tokenizer."""
+    """One job: turn sentences into fixed-length vectors. Owns backbone, pooling and tokenizer.
+
+    Args:
+        backbone: a Hugging Face base model (no task head) returning token states.
+        tokenizer: its tokenizer.
+        pooling: how token states become one vector (`mtst.model.pooling.POOLING_MODES`).
+        normalize: L2-normalise the pooled vector.
+        max_length: sub-tokens per sentence, special tokens included; longer ones are cut.
+    """
 
     def __init__(
         self,

@@ -48,7 +48,13 @@ class Dropout(nn.Module):
 
 
 class ClassificationHead(nn.Module):
-    """Class logits from the pooled sentence embedding."""
+    """Class logits from the pooled sentence embedding.
+
+    Args:
+        hidden_size: the encoder's output width.
+        num_labels: classes (or BIO tags, for the token head).
+        dropout: dropout probability on the features before the linear layer.
+    """
 
     reads = "embeddings"
 

@@ -39,6 +39,18 @@ class MultiTaskNetwork(nn.Module):
     ``tasks`` maps a task name to plain settings: ``type`` (the task type, kept for readers of
     the config), ``head`` (a key of `HEADS`, or None for a task without parameters),
     ``labels`` (`LabelSpace.to_dict()`) and ``dropout``.
+
+    Args:
+        encoder: the shared sentence encoder (backbone, pooling, tokenizer).
+        tasks: each task's network settings, as above (`Task.network_spec` builds them).
+        backbone: the name or path the backbone was loaded from, recorded in checkpoints and
+            exports (a rebuilt backbone knows only a temporary folder); None: the config's.
+
+    Example:
+        >>> from mtst.checkpoints.file_io import load_checkpoint
+        >>> path = "logs/runs/<run>/checkpoints/best.ckpt"
+        >>> net = MultiTaskNetwork.from_checkpoint(load_checkpoint(path), path)  # doctest: +SKIP
+        >>> net.encode(["Flights to Lisbon are cheaper in May."]).shape  # doctest: +SKIP
     """
 
     def __init__(self, encoder: SentenceEncoder, tasks: Mapping[str, Mapping[str, Any]],

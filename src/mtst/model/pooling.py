@@ -15,6 +15,10 @@ class Pooling(nn.Module):
     `weighted_mean` (SGPT) weights the i-th real token by i: with causal attention later tokens
     have seen more of the sentence. `last_token` takes the last real token, the only one that has
     seen every other token under causal attention.
+
+    Args:
+        mode: one of `POOLING_MODES`.
+        normalize: L2-normalise the pooled vector.
     """
 
     def __init__(self, mode: str = "mean", normalize: bool = False) -> None:
