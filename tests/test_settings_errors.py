@@ -153,7 +153,8 @@ def test_a_value_lightning_rejects_is_one_line(key, tmp_path, capsys) -> None:
 
 @pytest.mark.parametrize("override, expected", [
     ("+model.optimizer.lr_hed=1e-3", "error: model.optimizer.lr_hed: no such setting; model.optimizer has lr_head"),
-    ("+model.loss.ner_wieght=2", "error: model.loss.ner_wieght: no such setting; model.loss has weighting"),
+    ("+model.loss.ner_wieght=2", "error: model.loss.ner_wieght: no such setting; model.loss has grad_on"),
+    ("+weighting.temp=1", "error: weighting.temp: no such setting; weighting=fixed takes no setting"),
     ("+data.batchsize=4", "error: data.batchsize: no such setting; data has max_length, batch_size"),
     ("+tasks.ner.wieght=2", "error: tasks.ner.wieght: no such setting for a token_classification task"),
     ("+trainer.max_epoch=3", "error: trainer: "),
@@ -164,8 +165,8 @@ def test_added_keys_nobody_reads_are_one_line(override, expected, tmp_path, caps
 
 def test_the_command_line_gets_one_line_and_exit_2(tmp_path) -> None:
     for script, args, expected in [
-        ("train.py", ["experiment=quickstart", "model.loss.weighting=bogus"],
-         "error: model.loss.weighting='bogus': unknown; choose one of fixed, uncertainty"),
+        ("train.py", ["experiment=quickstart", "weighting=bogus"],
+         "error: weighting=bogus: no such option; choose one of cagrad, dwa, famo, fixed, gradnorm, "),
         ("train.py", ["backbone=bogus"], "error: backbone=bogus: no such option; choose one of "),
         ("evaluate.py", ["data=bogus"], "error: data=bogus: no such option; choose one of "),
     ]:
