@@ -163,6 +163,31 @@ def test_added_keys_nobody_reads_are_one_line(override, expected, tmp_path, caps
     assert run_task(tmp_path, [override], capsys).startswith(expected)
 
 
+@pytest.mark.parametrize("overrides, expected, before_data", [
+    (["weighting=dwa", "+weighting.temp=1"],
+     "error: weighting.temp: no such setting; weighting=dwa takes temperature", True),
+    (["weighting=nash_mtl", "~weighting.update_every"],
+     "error: weighting.update_every: missing; weighting=nash_mtl takes max_norm, update_every, optim_iters",
+     True),
+    (["weighting=pcgrad", "+weighting.grad_on=parameters"],
+     "error: weighting.grad_on: no such setting (it is model.loss.grad_on); weighting=pcgrad takes seed",
+     True),
+    (["+weighting.cagrad.c=1"], "error: weighting.cagrad: no such setting; weighting=fixed takes no setting",
+     True),
+    (["weighting=famo", "weighting.lr=0"], "error: weighting.lr=0: expected a number > 0", False),
+])
+def test_a_weighting_setting_nobody_takes_or_a_missing_one_is_one_line(
+    overrides, expected, before_data, tmp_path, capsys, monkeypatch
+) -> None:
+    """The `weighting` node's keys are the method's keyword-only arguments, checked before the
+    run reads any data (`check_settings`); their values are checked when the method is built."""
+    import mtst.training.pipeline as pipeline
+
+    if before_data:
+        monkeypatch.setattr(pipeline, "build_datamodule", lambda *a: pytest.fail("data read"))
+    assert run_task(tmp_path, overrides, capsys) == expected
+
+
 def test_the_command_line_gets_one_line_and_exit_2(tmp_path) -> None:
     for script, args, expected in [
         ("train.py", ["experiment=quickstart", "weighting=bogus"],
