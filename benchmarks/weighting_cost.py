@@ -37,7 +37,7 @@ def run(budget: Budget, steps: int = 4, repeats: int = 3) -> dict[str, Any]:
         times: dict[str, list[float]] = {f"{m}/{mode}": [] for m, mode in CONFIGURATIONS}
         for repeat in range(repeats + 1):  # repeat 0 warms every configuration up, untimed
             for method, mode in CONFIGURATIONS:
-                module.weighting = build_weighting({"weighting": method, "grad_on": mode}, weights)
+                module.weighting = build_weighting(compose(Path(tmp), [f"weighting={method}"]).weighting, weights, mode)
                 for step, batch in enumerate(batches):
                     start = time.perf_counter()
                     optimizer.zero_grad(set_to_none=True)

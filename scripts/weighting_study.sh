@@ -38,7 +38,9 @@ for job in sorted(folder.iterdir()):
     if not overrides.is_file():
         continue
     given = dict(o.split("=", 1) for o in yaml.safe_load(overrides.read_text()) if "=" in o)
-    if (given.get("model.loss.weighting") == "fixed" and given.get("seed") == seed
+    # `weighting=<name>`, or in folders swept before that group existed the key it replaced
+    method = given.get("weighting", given.get("model.loss.weighting"))
+    if (method == "fixed" and given.get("seed") == seed
             and "tasks_only" not in given and not job.name.startswith("ratio")):
         norms = {tag[len(NORM):]: mean(v for _, v in points)
                  for tag, points in read_monitor(job).items() if tag.startswith(NORM)}
@@ -49,7 +51,7 @@ else:
     sys.exit(f"{folder}: no monitored fixed job of seed {seed}")
 PY
 )
-      "$PY" train.py -m "${common[@]}" "seed=$seed" model.loss.weighting=fixed $weights \
+      "$PY" train.py -m "${common[@]}" "seed=$seed" weighting=fixed $weights \
         hydra.sweeper.baselines=null "hydra.sweep.dir=$dir" "hydra.sweep.subdir=ratio_seed$seed"
     done
     touch "$dir/.done"

@@ -31,6 +31,17 @@ def freeze_config(name: str, **changes) -> dict:
     return OmegaConf.to_container(OmegaConf.merge(*bases, node, changes))
 
 
+WEIGHTING_DIR = Path(__file__).resolve().parents[1] / "conf" / "weighting"
+WEIGHTING_OPTIONS = tuple(sorted(p.stem for p in WEIGHTING_DIR.glob("*.yaml")))
+
+
+def weighting_config(name: str, **changes) -> dict:
+    """`conf/weighting/<name>.yaml` as the module gets it, with `changes` merged over it: the
+    method's settings come from the YAML, as in a run."""
+    node = OmegaConf.load(WEIGHTING_DIR / f"{name}.yaml")
+    return OmegaConf.to_container(OmegaConf.merge(node, changes))
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny GPTNeoModel saved with save_pretrained, loaded back through from_pretrained."""
@@ -134,10 +145,15 @@ def make_network(label_spaces: dict, tasks: dict[str, dict] | None = None, backb
 
 
 def make_module(dm, freeze: dict | None = None, tasks: dict[str, dict] | None = None,
-                optimizer: dict | None = None, loss: dict | None = None, seed: int = 0, **net_options):
-    """A MultiTaskModule around `make_network(dm.label_spaces, tasks)`."""
+                optimizer: dict | None = None, loss: dict | None = None, seed: int = 0,
+                weighting: str | dict | None = None, **net_options):
+    """A MultiTaskModule around `make_network(dm.label_spaces, tasks)`; `weighting` names a
+    conf/weighting option (built from its YAML) or is the node itself."""
     from mtst.training.module import MultiTaskModule
 
     tasks = tasks or sample_tasks()
     net = make_network(dm.label_spaces, tasks, seed=seed, **net_options)
-    return MultiTaskModule(net, tasks, loss=loss, optimizer=optimizer, freeze=freeze)
+    if isinstance(weighting, str):
+        weighting = weighting_config(weighting)
+    return MultiTaskModule(net, tasks, loss=loss, optimizer=optimizer, freeze=freeze,
+                           weighting=weighting)

@@ -16,7 +16,7 @@ from mtst.errors import MtstError
 from mtst.reports.delta_m import delta_m
 from mtst.tasks import select_tasks
 from mtst.training.pipeline import configured_tasks, drop_unselected_tasks
-from tests.conftest import compose_config
+from tests.conftest import WEIGHTING_OPTIONS, compose_config
 
 pytestmark = pytest.mark.filterwarnings("error")
 TASKS = {"topic": {"type": "sentence_classification"},
@@ -48,17 +48,17 @@ def report(folder: Path, *args: str) -> tuple[list[dict[str, str]], str]:
 def sweep_with_baselines(folder: Path) -> None:
     """Two seeds of topic alone, sts alone (its main metric a loss), and two multi-task jobs;
     ner has no single-task job. Val figures differ from test ones."""
-    topic_only = ["tasks_only=topic", "model.loss.weighting=fixed"]
+    topic_only = ["tasks_only=topic", "weighting=fixed"]
     write_job(folder / "0", [*topic_only, "seed=1"], TASKS,
               {"test/topic/f1": 0.80, "val/topic/f1": 0.50}, tasks_only="topic")
     write_job(folder / "1", [*topic_only, "seed=2"], TASKS,
               {"test/topic/f1": 0.70, "val/topic/f1": 0.60}, tasks_only=["topic"])
-    write_job(folder / "2", ["~tasks.topic", "~tasks.ner", "model.loss.weighting=fixed", "seed=1"],
+    write_job(folder / "2", ["~tasks.topic", "~tasks.ner", "weighting=fixed", "seed=1"],
               {"sts": TASKS["sts"]}, {"test/sts/loss": 2.0, "val/sts/loss": 4.0})
-    write_job(folder / "3", ["model.loss.weighting=fixed", "seed=1"], TASKS,
+    write_job(folder / "3", ["weighting=fixed", "seed=1"], TASKS,
               {"test/topic/f1": 0.78, "test/ner/f1": 0.6, "test/sts/loss": 1.5,
                "val/topic/f1": 0.55, "val/ner/f1": 0.5, "val/sts/loss": 5.0})
-    write_job(folder / "4", ["tasks_only=[topic,sts]", "model.loss.weighting=uncertainty",
+    write_job(folder / "4", ["tasks_only=[topic,sts]", "weighting=uncertainty",
                              "seed=2"], TASKS,
               {"test/topic/f1": 0.72, "test/sts/loss": 2.5, "val/topic/f1": 0.66,
                "val/sts/loss": 3.0}, tasks_only=["topic", "sts"])
@@ -76,7 +76,7 @@ def test_delta_m_is_the_mean_signed_relative_change_against_averaged_baselines(t
     assert job3 == pytest.approx(14.5) and job4 == pytest.approx(-14.5)
     assert [r["job"] for r in rows] == ["3", "4", "0", "1", "2"]  # by Δm%, then the baselines
     assert all(by_job[j]["delta_m"] == "" for j in "012")
-    assert list(rows[0])[:7] == ["job", "tasks_only", "model.loss.weighting", "seed",
+    assert list(rows[0])[:7] == ["job", "tasks_only", "weighting", "seed",
                                  "~tasks.topic", "~tasks.ner", "delta_m"]
     assert "Sorted by Δm% (higher is better); best: job 3." in markdown
     assert "| 3 (best) | (default) | fixed | 1 | (default) | (default) | +14.50 |" in markdown
@@ -100,7 +100,7 @@ def test_delta_m_follows_the_split(tmp_path) -> None:
 
 def test_no_single_task_job_means_no_column(tmp_path, capsys) -> None:
     for job, weighting in enumerate(("fixed", "uncertainty")):
-        write_job(tmp_path / str(job), [f"model.loss.weighting={weighting}"], TASKS,
+        write_job(tmp_path / str(job), [f"weighting={weighting}"], TASKS,
                   {"val/score": 0.5 + job / 10, "test/topic/f1": 0.7})
     rows, markdown = report(tmp_path)
     assert "delta_m" not in rows[0] and "Δm%" not in markdown
@@ -129,26 +129,26 @@ def test_the_formula_flips_the_sign_of_lower_is_better_metrics() -> None:
 
 def test_the_weighting_preset_runs_a_baseline_per_task_then_every_method(tmp_path) -> None:
     cfg = compose_config(tmp_path, ["hparams_search=weighting"])
-    from mtst.weighting import METHODS
-
-    assert cfg.hydra.sweeper.params["model.loss.weighting"].split(",") == list(METHODS)
+    # every option of the `weighting` group (conf/weighting/), each once
+    methods = cfg.hydra.sweeper.params["weighting"].split(",")
+    assert sorted(methods) == list(WEIGHTING_OPTIONS) and methods[0] == "fixed"
     from omegaconf import OmegaConf
 
     sweeper = OmegaConf.create(OmegaConf.to_container(cfg.hydra.sweeper))  # two methods suffice
-    sweeper.params["model.loss.weighting"] = "fixed,uncertainty"
+    sweeper.params["weighting"] = "fixed,uncertainty"
     assert sweeper_jobs(sweeper, cfg) == [
-        ["tasks_only=topic", "model.loss.weighting=fixed"],
-        ["tasks_only=ner", "model.loss.weighting=fixed"],
-        ["model.loss.weighting=fixed"],
-        ["model.loss.weighting=uncertainty"],
+        ["tasks_only=topic", "weighting=fixed"],
+        ["tasks_only=ner", "weighting=fixed"],
+        ["weighting=fixed"],
+        ["weighting=uncertainty"],
     ]
     seeds = sweeper_jobs(sweeper, cfg, ["seed=1,2", "data.batch_size=4"])
     assert len(seeds) == 2 * 2 + 2 * 2  # a baseline per task and seed, a run per method and seed
     assert seeds[:2] == [["seed=1", "data.batch_size=4", "tasks_only=topic",
-                          "model.loss.weighting=fixed"],
+                          "weighting=fixed"],
                          ["seed=2", "data.batch_size=4", "tasks_only=topic",
-                          "model.loss.weighting=fixed"]]
-    assert ["model.loss.weighting=uncertainty", "seed=2", "data.batch_size=4"] in seeds
+                          "weighting=fixed"]]
+    assert ["weighting=uncertainty", "seed=2", "data.batch_size=4"] in seeds
     three = compose_config(tmp_path, ["hparams_search=weighting", "experiment=minilm_three_tasks"])
     baselines = [j for j in sweeper_jobs(three.hydra.sweeper, three) if "tasks_only" in j[0]]
     assert [j[0] for j in baselines] == [f"tasks_only={t}" for t in three.tasks]
@@ -157,7 +157,7 @@ def test_the_weighting_preset_runs_a_baseline_per_task_then_every_method(tmp_pat
 
 def test_sweeper_baselines_name_configured_tasks(tmp_path) -> None:
     cfg = compose_config(tmp_path, ["hparams_search=weighting", "hydra.sweeper.baselines=[ner]"])
-    assert sweeper_jobs(cfg.hydra.sweeper, cfg)[0] == ["tasks_only=ner", "model.loss.weighting=fixed"]
+    assert sweeper_jobs(cfg.hydra.sweeper, cfg)[0] == ["tasks_only=ner", "weighting=fixed"]
     cfg = compose_config(tmp_path, ["hparams_search=weighting", "hydra.sweeper.baselines=[nope]"])
     with pytest.raises(MtstError, match=r"^hydra.sweeper.baselines=nope: no such task; the "
                                         r"config has topic, ner$"):
@@ -205,7 +205,7 @@ def test_the_weighting_preset_end_to_end(tmp_path) -> None:
     (sweep,) = (logs / "multiruns").iterdir()
     rows, markdown = report(sweep)
     by_job = {r["job"]: r for r in rows}
-    assert [(by_job[j]["tasks_only"], by_job[j]["model.loss.weighting"]) for j in "0123"] == [
+    assert [(by_job[j]["tasks_only"], by_job[j]["weighting"]) for j in "0123"] == [
         ("topic", "fixed"), ("ner", "fixed"), ("(default)", "fixed"), ("(default)", "uncertainty")]
     assert "test/ner/f1" not in {k for k, v in by_job["0"].items() if v}  # topic alone
     for job in "23":
@@ -225,7 +225,7 @@ def test_the_report_summarises_and_draws_the_conflict_monitor(tmp_path, capsys) 
     cosines = {"0": [0.5, -0.25, 0.25, -0.5], "1": [0.1, 0.2, 0.3, 0.4]}
     for name, method in (("0", "fixed"), ("1", "pcgrad")):
         folder = tmp_path / name
-        write_job(folder, [f"model.loss.weighting={method}"], two,
+        write_job(folder, [f"weighting={method}"], two,
                   {"test/topic/f1": 0.8, "test/ner/f1": 0.7, "val/score": 0.75})
         writer = SummaryWriter(str(folder / "tensorboard" / "version_0"))
         for step, value in enumerate(cosines[name]):
@@ -234,7 +234,7 @@ def test_the_report_summarises_and_draws_the_conflict_monitor(tmp_path, capsys) 
             writer.add_scalar("train/grad_norm/ner", 1.0 * (step + 1), step * 20)
             writer.add_scalar("train/loss", 1.0, step * 20)
         writer.close()
-    write_job(tmp_path / "2", ["model.loss.weighting=dwa"], two,
+    write_job(tmp_path / "2", ["weighting=dwa"], two,
               {"test/topic/f1": 0.8, "test/ner/f1": 0.7, "val/score": 0.75})  # no monitor
     assert cli.main(["report", str(tmp_path)]) == 0
     text = (tmp_path / "report.md").read_text()

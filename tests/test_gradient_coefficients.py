@@ -20,7 +20,7 @@ from torch import nn
 from mtst.freezing.cut import cut_forward
 from mtst.weighting import build_weighting
 from mtst.weighting.step import SharedPart, TaskLosses
-from tests.conftest import make_datamodule, make_module, sample_tasks
+from tests.conftest import make_datamodule, make_module, sample_tasks, weighting_config
 
 # ---- hand-made gradients -------------------------------------------------------------------
 # Two tasks on token states of shape [1 row, 2 tokens, 2 dims]; task i's loss is
@@ -97,7 +97,7 @@ def hand_batch() -> dict[str, torch.Tensor]:
 
 
 def shared_gradient(directions: list[torch.Tensor], method: str, grad_on: str) -> torch.Tensor:
-    weighting = build_weighting({"weighting": method, "grad_on": grad_on}, WEIGHTS).double()
+    weighting = build_weighting(weighting_config(method), WEIGHTS, grad_on).double()
     forward = HandForward(directions)
     weighting.step(forward, 0).backward.backward()
     table = forward.net.encoder.table
@@ -177,7 +177,7 @@ def test_the_training_step_gives_the_encoder_the_methods_combination(
 ) -> None:
     batch = next(iter(dm.train_dataloader()))
     module = make_module(
-        dm, tasks=three_tasks(), loss={"weighting": method, "grad_on": grad_on}, dropout=0.0
+        dm, tasks=three_tasks(), weighting=method, loss={"grad_on": grad_on}, dropout=0.0
     ).double()
     module.freezer.apply(module, 0)
     module.log = lambda *a, **k: None  # no trainer attached

@@ -8,9 +8,15 @@ import pytest
 import torch
 
 from mtst.training.batch_forward import BatchForward
-from mtst.weighting import METHODS, build_weighting
+from mtst.weighting import build_weighting
 from mtst.weighting.gradient import GradientWeighting
-from tests.conftest import make_datamodule, make_module, sample_tasks
+from tests.conftest import (
+    WEIGHTING_OPTIONS,
+    make_datamodule,
+    make_module,
+    sample_tasks,
+    weighting_config,
+)
 
 
 class SumOfGradients(GradientWeighting):
@@ -38,10 +44,10 @@ def dm():
 
 
 def gradients(dm, grad_on: str | None, batch) -> dict[str, torch.Tensor]:
-    loss = {"weighting": "fixed", **({"grad_on": grad_on} if grad_on else {})}
-    module = make_module(dm, tasks=three_tasks(), loss=loss, dropout=0.0).double()
+    loss = {"grad_on": grad_on} if grad_on else {}
+    module = make_module(dm, tasks=three_tasks(), weighting="fixed", loss=loss, dropout=0.0).double()
     if grad_on is not None:
-        module.weighting = SumOfGradients(module.weighting.weights.tolist(), grad_on).double()
+        module.weighting = SumOfGradients(module.weighting.weights.tolist(), grad_on=grad_on).double()
     module.freezer.apply(module, 0)
     module.training_step(batch, 0).backward() if grad_on is None else _step(module, batch)
     return {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
@@ -70,7 +76,7 @@ def test_the_surrogate_carries_the_combined_gradient(dm, grad_on: str) -> None:
 
 
 def gradients_fixed(dm, batch) -> dict[str, torch.Tensor]:
-    module = make_module(dm, tasks=three_tasks(), loss={"weighting": "fixed"}, dropout=0.0).double()
+    module = make_module(dm, tasks=three_tasks(), weighting="fixed", dropout=0.0).double()
     module.freezer.apply(module, 0)
     module.log = lambda *a, **k: None
     module.training_step(batch, 0).backward()
@@ -160,7 +166,7 @@ def reference_gradients(dm, grad_on: str) -> dict[str, torch.Tensor]:
     task_grads = (per_half[0] + per_half[1]) / 2
     gram = task_grads @ task_grads.T if grad_on == "parameters" else (grams[0] + grams[1]) / 4
     present = torch.tensor([True, True, True])
-    c = UnitNormGradients([1.0] * 3).coefficients(gram, torch.zeros(3), present, 0)
+    c = UnitNormGradients([1.0] * 3, grad_on="representation").coefficients(gram, torch.zeros(3), present, 0)
     combined = (c[:, None] * task_grads).sum(0)
     out, offset = {}, 0
     names = [n for n, _ in module.named_parameters()]
@@ -181,7 +187,7 @@ def _ddp_rank(rank: int, init: str, grad_on: str, result: str) -> None:
     torch.set_num_threads(1)
     dm = make_datamodule(three_tasks(), batch_size=6)
     module = make_module(dm, tasks=three_tasks(), loss={"grad_on": grad_on}, dropout=0.0).double()
-    module.weighting = UnitNormGradients(module.weighting.weights.tolist(), grad_on).double()
+    module.weighting = UnitNormGradients(module.weighting.weights.tolist(), grad_on=grad_on).double()
     module.freezer.apply(module, 0)
     module.log = lambda *a, **k: None
 
@@ -219,11 +225,12 @@ def test_two_ddp_ranks_take_the_step_of_one_process_on_the_global_batch(dm, tmp_
         torch.testing.assert_close(ddp[name], expected, rtol=0, atol=1e-6 * scale, msg=name)
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("name", WEIGHTING_OPTIONS)
 def test_every_method_steps_under_bf16_autocast_without_nan(dm, name: str) -> None:
     batch = next(iter(dm.train_dataloader()))
-    module = make_module(dm, tasks=three_tasks(), loss={"weighting": name, "grad_on": "parameters"})
-    module.weighting = build_weighting({"weighting": name}, module.weighting.weights.tolist())
+    module = make_module(dm, tasks=three_tasks(), weighting=name, loss={"grad_on": "parameters"})
+    module.weighting = build_weighting(weighting_config(name), module.weighting.weights.tolist(),
+                                       "representation")
     module.freezer.apply(module, 0)
     module.log = lambda *a, **k: None
     for step in range(2):
@@ -252,11 +259,11 @@ def test_a_gradient_method_warns_when_its_tasks_never_meet(dm, caplog) -> None:
              ("parameters", [disjoint] * MIX_CHECK_STEPS, None),
              ("representation", [batch] + [alone] * MIX_CHECK_STEPS, None)]
     for grad_on, batches, warning in cases:
-        module = make_module(dm, tasks=three_tasks(), loss={"weighting": "pcgrad", "grad_on": grad_on},
+        module = make_module(dm, tasks=three_tasks(), weighting="pcgrad", loss={"grad_on": grad_on},
                              dropout=0.0)
         caplog.clear()
         for step, b in enumerate(batches):  # what GradientWeighting.step checks each batch
             module.weighting.mix_check(torch.stack([b[f"{n}.has"] for n in module.tasks]), step)
-        warned = [r.getMessage() for r in caplog.records if "model.loss.weighting=pcgrad" in r.getMessage()]
+        warned = [r.getMessage() for r in caplog.records if "weighting=pcgrad" in r.getMessage()]
         assert len(warned) == (warning is not None), (grad_on, warned)
         assert warning is None or warning in warned[0]

@@ -13,8 +13,7 @@ from tensorboard.plugins.hparams import metadata, plugin_data_pb2
 
 from mtst.training.loggers import run_hparams
 from mtst.training.pipeline import configured_tasks, train
-from mtst.weighting import METHODS
-from tests.conftest import TINY_TRAIN, compose_config
+from tests.conftest import TINY_TRAIN, WEIGHTING_OPTIONS, compose_config
 
 # what every run logs (the first: the HPARAMS tab's first column)
 ALWAYS = [
@@ -54,13 +53,13 @@ def tensorboard_hparams(run_dir: Path) -> tuple[list[str], dict[str, Any]]:
 
 
 def others(method: str) -> set[str]:
-    return {m for m in METHODS if m != method}
+    return {m for m in WEIGHTING_OPTIONS if m != method}
 
 
 @pytest.mark.parametrize("method", ["fixed", "dwa"])
 def test_the_loggers_get_the_runs_settings_and_only_its_methods(tmp_path, method) -> None:
     cfg = compose_config(
-        tmp_path, TINY_TRAIN + [f"model.loss.weighting={method}", "logger=many", "run_test=false"]
+        tmp_path, TINY_TRAIN + [f"weighting={method}", "logger=many", "run_test=false"]
     )
     train(cfg)
     columns, values = tensorboard_hparams(tmp_path)
@@ -86,7 +85,7 @@ def test_gradient_methods_token_budgets_and_freeze_settings_are_named(tmp_path) 
         tmp_path,
         [
             "backbone=gpt_neo_tiny",
-            "model.loss.weighting=cagrad",
+            "weighting=cagrad",
             "data.max_tokens=512",
             "freeze=gradual",
             "trainer.max_steps=7",

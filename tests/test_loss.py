@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from mtst.data.store import IGNORE
 from mtst.tasks.losses import masked_cross_entropy
 from mtst.weighting import build_weighting
+from tests.conftest import weighting_config
 
 
 def test_masked_cross_entropy_matches_plain_ce_on_labelled_positions() -> None:
@@ -26,7 +27,7 @@ def test_no_labels_gives_zero_loss_and_zero_gradient_not_nan() -> None:
 
 
 def test_fixed_weighting_sums_present_tasks_only() -> None:
-    fn = build_weighting({}, [2.0, 0.5, 3.0])
+    fn = build_weighting(None, [2.0, 0.5, 3.0])
     losses = torch.tensor([1.5, 4.0, 0.25])
     assert fn(losses, torch.tensor([True, True, True])).item() == 2.0 * 1.5 + 0.5 * 4.0 + 3.0 * 0.25
     assert fn(losses, torch.tensor([True, False, False])).item() == 3.0
@@ -36,7 +37,7 @@ def test_fixed_weighting_sums_present_tasks_only() -> None:
 
 
 def test_an_absent_task_with_a_nonfinite_loss_adds_nothing() -> None:
-    fn = build_weighting({}, [1.0, 1.0])
+    fn = build_weighting(None, [1.0, 1.0])
     total = fn(torch.tensor([2.0, float("nan")]), torch.tensor([True, False]))
     assert total.item() == 2.0
 
@@ -53,7 +54,7 @@ def test_partial_batch_gradients_reach_only_the_labelled_task_head() -> None:
         masked_cross_entropy(ner_head(states), ner_labels),
         masked_cross_entropy(mood_head(states.mean(1)), mood_labels),
     ])
-    total = build_weighting({}, [1.0, 1.0, 1.0])(losses, torch.tensor([True, False, True]))
+    total = build_weighting(None, [1.0, 1.0, 1.0])(losses, torch.tensor([True, False, True]))
     total.backward()
     assert torch.isfinite(total)
     assert torch.count_nonzero(ner_head.weight.grad) == 0
@@ -66,7 +67,7 @@ def test_partial_batch_gradients_reach_only_the_labelled_task_head() -> None:
 
 
 def test_uncertainty_weighting_learns_log_variances() -> None:
-    fn = build_weighting({"weighting": "uncertainty"}, [1.0, 1.0, 1.0])
+    fn = build_weighting(weighting_config("uncertainty"), [1.0, 1.0, 1.0])
     assert fn.log_vars.shape == (3,)
     total = fn(torch.tensor([2.0, 0.5, 3.0]), torch.tensor([True, True, False]))
     assert total.item() == 2.5  # s = 0: exp(0)·L + 0, the absent task adds nothing

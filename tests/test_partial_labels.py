@@ -69,10 +69,10 @@ def absent(task: str) -> list[set[str]]:
     return [set(others), {others[0]}, {others[1]}, set(others), {others[0]}, {others[1]}]
 
 
-def float64_module(tasks: dict[str, dict[str, Any]], dm, loss: dict[str, Any] | None = None):
+def float64_module(tasks: dict[str, dict[str, Any]], dm, weighting: str | None = None):
     """The module in float64 (GPT-Neo still takes attention scores in fp32), in eval mode: no
     dropout, so the outputs scored by the module and by hand are the same forward pass."""
-    model = make_module(dm, tasks=tasks, loss=loss, dropout=0.0).double()
+    model = make_module(dm, tasks=tasks, weighting=weighting, dropout=0.0).double()
     model.eval()
     return model
 
@@ -141,7 +141,7 @@ def test_an_absent_task_adds_exactly_nothing(tmp_path, missing: str) -> None:
 def test_uncertainty_weighting_leaves_the_absent_tasks_log_variance_alone(tmp_path,
                                                                           missing: str) -> None:
     tasks, dm, batch = one_batch(tmp_path, f"no_{missing}", absent(missing))
-    model = float64_module(tasks, dm, loss={"weighting": "uncertainty"})
+    model = float64_module(tasks, dm, weighting="uncertainty")
     log_vars = model.weighting.log_vars
     assert log_vars.shape == (3,) and list(model.tasks) == list(TASKS)
     with torch.no_grad():

@@ -35,16 +35,16 @@ def study(folder: Path) -> None:
     for seed, (topic, ner) in BASELINES.items():
         for task, value in (("topic", topic), ("ner", ner)):
             write_job(folder / str(n), [f"seed={seed}", f"tasks_only={task}",
-                                        "model.loss.weighting=fixed", "data.batch_size=16"],
+                                        "weighting=fixed", "data.batch_size=16"],
                       TASKS, {f"test/{task}/f1": value}, tasks_only=task)
             n += 1
     for method, seeds in JOINT.items():
         for seed, (topic, ner) in seeds.items():
-            write_job(folder / str(n), [f"seed={seed}", f"model.loss.weighting={method}"], TASKS,
+            write_job(folder / str(n), [f"seed={seed}", f"weighting={method}"], TASKS,
                       {"test/topic/f1": topic, "test/ner/f1": ner})
             n += 1
     for seed, weight in RATIO_WEIGHTS.items():
-        write_job(folder / f"ratio_seed{seed}", [f"seed={seed}", "model.loss.weighting=fixed",
+        write_job(folder / f"ratio_seed{seed}", [f"seed={seed}", "weighting=fixed",
                                                  f"tasks.ner.weight={weight}"], TASKS,
                   {"test/topic/f1": 0.80, "test/ner/f1": 0.45 + seed / 100})
 
@@ -72,7 +72,7 @@ def test_delta_m_pairs_each_job_with_its_own_seeds_baselines(tmp_path) -> None:
     study(tmp_path)
     sweep = collect_sweep(tmp_path)
     deltas = paired_delta_m(sweep.jobs, ["seed"], "test")
-    fixed = [deltas[j.name] for j in sweep.jobs if j.overrides.get("model.loss.weighting") == "fixed"
+    fixed = [deltas[j.name] for j in sweep.jobs if j.overrides.get("weighting") == "fixed"
              and "tasks_only" not in j.overrides and "tasks.ner.weight" not in j.overrides]
     assert sorted(fixed) == pytest.approx(sorted(paired("fixed")), rel=1e-9)
     # pooled baselines (the per-job table's Δm%) would give another figure: the pairing matters

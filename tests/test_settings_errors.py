@@ -153,7 +153,8 @@ def test_a_value_lightning_rejects_is_one_line(key, tmp_path, capsys) -> None:
 
 @pytest.mark.parametrize("override, expected", [
     ("+model.optimizer.lr_hed=1e-3", "error: model.optimizer.lr_hed: no such setting; model.optimizer has lr_head"),
-    ("+model.loss.ner_wieght=2", "error: model.loss.ner_wieght: no such setting; model.loss has weighting"),
+    ("+model.loss.ner_wieght=2", "error: model.loss.ner_wieght: no such setting; model.loss has grad_on"),
+    ("+weighting.temp=1", "error: weighting.temp: no such setting; weighting=fixed takes no setting"),
     ("+data.batchsize=4", "error: data.batchsize: no such setting; data has max_length, batch_size"),
     ("+tasks.ner.wieght=2", "error: tasks.ner.wieght: no such setting for a token_classification task"),
     ("+trainer.max_epoch=3", "error: trainer: "),
@@ -162,10 +163,35 @@ def test_added_keys_nobody_reads_are_one_line(override, expected, tmp_path, caps
     assert run_task(tmp_path, [override], capsys).startswith(expected)
 
 
+@pytest.mark.parametrize("overrides, expected, before_data", [
+    (["weighting=dwa", "+weighting.temp=1"],
+     "error: weighting.temp: no such setting; weighting=dwa takes temperature", True),
+    (["weighting=nash_mtl", "~weighting.update_every"],
+     "error: weighting.update_every: missing; weighting=nash_mtl takes max_norm, update_every, optim_iters",
+     True),
+    (["weighting=pcgrad", "+weighting.grad_on=parameters"],
+     "error: weighting.grad_on: no such setting (it is model.loss.grad_on); weighting=pcgrad takes seed",
+     True),
+    (["+weighting.cagrad.c=1"], "error: weighting.cagrad: no such setting; weighting=fixed takes no setting",
+     True),
+    (["weighting=famo", "weighting.lr=0"], "error: weighting.lr=0: expected a number > 0", False),
+])
+def test_a_weighting_setting_nobody_takes_or_a_missing_one_is_one_line(
+    overrides, expected, before_data, tmp_path, capsys, monkeypatch
+) -> None:
+    """The `weighting` node's keys are the method's keyword-only arguments, checked before the
+    run reads any data (`check_settings`); their values are checked when the method is built."""
+    import mtst.training.pipeline as pipeline
+
+    if before_data:
+        monkeypatch.setattr(pipeline, "build_datamodule", lambda *a: pytest.fail("data read"))
+    assert run_task(tmp_path, overrides, capsys) == expected
+
+
 def test_the_command_line_gets_one_line_and_exit_2(tmp_path) -> None:
     for script, args, expected in [
-        ("train.py", ["experiment=quickstart", "model.loss.weighting=bogus"],
-         "error: model.loss.weighting='bogus': unknown; choose one of fixed, uncertainty"),
+        ("train.py", ["experiment=quickstart", "weighting=bogus"],
+         "error: weighting=bogus: no such option; choose one of cagrad, dwa, famo, fixed, gradnorm, "),
         ("train.py", ["backbone=bogus"], "error: backbone=bogus: no such option; choose one of "),
         ("evaluate.py", ["data=bogus"], "error: data=bogus: no such option; choose one of "),
     ]:

@@ -21,6 +21,7 @@ import torch
 from tests.conftest import TINY, make_datamodule, make_module, sample_tasks
 
 STEPS, GLOBAL_BATCH = 3, 8
+LOSS = {"grad_on": "representation"}  # where cagrad combines (conf/model/multitask.yaml's value)
 
 
 def two_sentence_tasks() -> dict:
@@ -89,7 +90,7 @@ def fit(dm, weighting: str, folder: Path, devices: int, backbone: str) -> None:
 
     folder.mkdir()
     tasks = two_sentence_tasks()
-    module = make_module(dm, tasks=tasks, loss={"weighting": weighting}, dropout=0.0,
+    module = make_module(dm, tasks=tasks, weighting=weighting, loss=LOSS, dropout=0.0,
                          backbone=backbone)
     strategy = (DDPStrategy(start_method="spawn", process_group_backend="gloo",
                             find_unused_parameters=False, broadcast_buffers=False)
@@ -110,7 +111,7 @@ def test_two_ddp_processes_take_the_steps_of_one_process(tmp_path, tiny_bert, we
     fit(dm, weighting, tmp_path / "one", devices=1, backbone=tiny_bert)
     fit(dm, weighting, tmp_path / "two", devices=2, backbone=tiny_bert)
     one = torch.load(tmp_path / "one" / "rank0.pt", weights_only=True)
-    initial = make_module(dm, tasks=two_sentence_tasks(), loss={"weighting": weighting},
+    initial = make_module(dm, tasks=two_sentence_tasks(), weighting=weighting, loss=LOSS,
                           dropout=0.0, backbone=tiny_bert).double().state_dict()
     moved = [n for n in one if one[n].is_floating_point() and not torch.equal(one[n], initial[n])]
     assert any(n.startswith("net.encoder.") for n in moved) and any(n.startswith("net.heads.mood") for n in moved)
@@ -146,7 +147,7 @@ def test_gradient_accumulation_combines_each_micro_batch_and_steps_once(tmp_path
     dm = make_datamodule(two_sentence_tasks(), tokenizer=tiny_bert, batch_size=GLOBAL_BATCH)
     examples, collate = global_batches(dm)
     halves = [half for batch in examples for half in (batch[:4], batch[4:])]
-    module = make_module(dm, tasks=two_sentence_tasks(), loss={"weighting": weighting},
+    module = make_module(dm, tasks=two_sentence_tasks(), weighting=weighting, loss=LOSS,
                          dropout=0.0, backbone=tiny_bert)
     loader = torch.utils.data.DataLoader([collate(h) for h in halves], batch_size=None)
     trainer = L.Trainer(accelerator="cpu", devices=1, precision="64-true", max_epochs=1,

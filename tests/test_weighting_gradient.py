@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from mtst.errors import MtstError
-from mtst.weighting import METHODS, build_weighting
+from mtst.weighting import build_weighting
+from tests.conftest import weighting_config
 
 F64 = torch.float64
 GRADIENT_METHODS = ("pcgrad", "cagrad", "nash_mtl", "gradnorm")
@@ -22,7 +23,8 @@ def vectors(*rows: list[float]) -> torch.Tensor:
 
 
 def method(name: str, n: int, **settings):
-    return build_weighting({"weighting": name, name: settings}, [1.0] * n)
+    """conf/weighting/<name>.yaml with `settings` changed, for n tasks of weight 1."""
+    return build_weighting(weighting_config(name, **settings), [1.0] * n, "representation")
 
 
 def combine(fn, g: torch.Tensor, present=None, losses=None, step: int = 0) -> torch.Tensor:
@@ -38,9 +40,10 @@ def random_gradients(n: int, d: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(np.random.default_rng(seed).normal(size=(n, d)))
 
 
-def test_the_gradient_methods_are_registered_at_the_gradient_level() -> None:
+def test_the_gradient_methods_are_built_at_the_gradient_level() -> None:
     for name in GRADIENT_METHODS:
-        assert METHODS[name].level == "gradient" and METHODS[name].__doc__
+        built = method(name, 2)
+        assert built.level == "gradient" and type(built).__doc__ and built.grad_on == "representation"
 
 
 # --- PCGrad ---------------------------------------------------------------------------------
@@ -293,15 +296,17 @@ def test_coefficients_are_float64_and_finite_with_a_zero_gradient(name: str) -> 
 
 
 @pytest.mark.parametrize("name, settings, message", [
-    ("pcgrad", {"seed": -1}, "model.loss.pcgrad.seed=-1: expected an integer >= 0"),
-    ("pcgrad", {"seed": 1.5}, "model.loss.pcgrad.seed=1.5: expected an integer >= 0"),
-    ("cagrad", {"c": -0.1}, "model.loss.cagrad.c=-0.1: expected a number >= 0"),
-    ("cagrad", {"c": "big"}, "model.loss.cagrad.c='big': expected a number >= 0"),
-    ("nash_mtl", {"update_every": 0}, "model.loss.nash_mtl.update_every=0: expected an integer >= 1"),
-    ("nash_mtl", {"max_norm": -1}, "model.loss.nash_mtl.max_norm=-1: expected a number >= 0"),
-    ("nash_mtl", {"optim_iters": True}, "model.loss.nash_mtl.optim_iters=True: expected an integer"),
-    ("gradnorm", {"lr": -1.0}, "model.loss.gradnorm.lr=-1.0: expected a number >= 0"),
-    ("gradnorm", {"alpah": 1.0}, "model.loss.gradnorm.alpah: no such setting; gradnorm has alpha"),
+    ("pcgrad", {"seed": -1}, "weighting.seed=-1: expected an integer >= 0"),
+    ("pcgrad", {"seed": 1.5}, "weighting.seed=1.5: expected an integer >= 0"),
+    ("cagrad", {"c": -0.1}, "weighting.c=-0.1: expected a number >= 0"),
+    ("cagrad", {"c": "big"}, "weighting.c='big': expected a number >= 0"),
+    ("nash_mtl", {"update_every": 0}, "weighting.update_every=0: expected an integer >= 1"),
+    ("nash_mtl", {"max_norm": -1}, "weighting.max_norm=-1: expected a number >= 0"),
+    ("nash_mtl", {"optim_iters": True}, "weighting.optim_iters=True: expected an integer"),
+    ("gradnorm", {"lr": -1.0}, "weighting.lr=-1.0: expected a number >= 0"),
+    ("gradnorm", {"alpah": 1.0}, "weighting.alpah: no such setting; weighting=gradnorm takes alpha, lr"),
+    ("pcgrad", {"grad_on": "parameters"},
+     "weighting.grad_on: no such setting (it is model.loss.grad_on); weighting=pcgrad takes seed"),
 ])
 def test_bad_settings_are_one_line_errors(name: str, settings: dict, message: str) -> None:
     with pytest.raises(MtstError) as error:

@@ -7,18 +7,18 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 
 from mtst.errors import MtstError
-from mtst.weighting import METHODS, build_weighting
-from tests.conftest import compose_config, make_datamodule, make_module, sample_tasks
+from mtst.weighting import build_weighting
+from tests.conftest import make_datamodule, make_module, sample_tasks, weighting_config
 
 ALL = torch.tensor([True, True, True])
 TOL = {"rtol": 1e-6, "atol": 1e-6}  # fp32 state and arithmetic against float64 references
 
 
 def method(name: str, weights=(1.0, 1.0, 1.0), **settings):
-    return build_weighting({"weighting": name, name: settings}, list(weights))
+    """conf/weighting/<name>.yaml with `settings` changed, built for tasks of these weights."""
+    return build_weighting(weighting_config(name, **settings), list(weights))
 
 
 def softmax(values: list[float], temperature: float = 1.0) -> list[float]:
@@ -285,31 +285,21 @@ def test_bf16_autocast_losses_give_finite_results(name) -> None:
     assert all(torch.isfinite(b).all() for b in fn.buffers())
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"weighting": "dwa", "dwa": {"temperature": 0}}, "model.loss.dwa.temperature=0: expected a number > 0"),
-    ({"weighting": "dwa", "dwa": {"temp": 1.0}}, "model.loss.dwa.temp: no such setting; dwa has temperature"),
-    ({"weighting": "rlw", "rlw": {"seed": -1}}, "model.loss.rlw.seed=-1: expected an integer >= 0"),
-    ({"weighting": "rlw", "rlw": {"seed": 1.5}}, "model.loss.rlw.seed=1.5: expected an integer >= 0"),
-    ({"weighting": "famo", "famo": {"lr": 0}}, "model.loss.famo.lr=0: expected a number > 0"),
-    ({"weighting": "famo", "famo": {"gamma": -0.1}}, "model.loss.famo.gamma=-0.1: expected a number >= 0"),
-    ({"weighting": "famo", "famo": {"min_losses": [0, 0]}},
-     "model.loss.famo.min_losses: 2 values for 3 tasks"),
-    ({"weighting": "famo", "famo": {"min_losses": "low"}}, "model.loss.famo.min_losses='low': expected a number"),
+@pytest.mark.parametrize("name, settings, message", [
+    ("dwa", {"temperature": 0}, "weighting.temperature=0: expected a number > 0"),
+    ("dwa", {"temp": 1.0}, "weighting.temp: no such setting; weighting=dwa takes temperature"),
+    ("rlw", {"seed": -1}, "weighting.seed=-1: expected an integer >= 0"),
+    ("rlw", {"seed": 1.5}, "weighting.seed=1.5: expected an integer >= 0"),
+    ("famo", {"lr": 0}, "weighting.lr=0: expected a number > 0"),
+    ("famo", {"gamma": -0.1}, "weighting.gamma=-0.1: expected a number >= 0"),
+    ("famo", {"min_losses": [0, 0]}, "weighting.min_losses: 2 values for 3 tasks"),
+    ("famo", {"min_losses": "low"}, "weighting.min_losses='low': expected a number"),
+    ("uncertainty", {"lr": 0.1}, "weighting.lr: no such setting; weighting=uncertainty takes no setting"),
 ])
-def test_bad_settings_are_one_line_errors(settings, message) -> None:
+def test_bad_settings_are_one_line_errors(name, settings, message) -> None:
     with pytest.raises(MtstError) as err:
-        build_weighting(settings, [1.0, 1.0, 1.0])
+        method(name, **settings)
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
-
-
-def test_the_config_carries_each_method_with_its_defaults(tmp_path) -> None:
-    loss = OmegaConf.to_container(compose_config(tmp_path).model.loss, resolve=True)
-    for name in ("dwa", "rlw", "famo"):
-        assert name in METHODS
-        assert set(loss[name]) <= set(METHODS[name].options)
-        assert all(loss[name][k] == METHODS[name].options[k] for k in loss[name])
-        fn = build_weighting({**loss, "weighting": name}, [1.0, 2.0])
-        assert type(fn) is METHODS[name]
 
 
 @pytest.mark.parametrize("name", ["fixed", "uncertainty", "dwa", "rlw", "famo"])
@@ -320,7 +310,7 @@ def test_train_loss_is_the_weighted_sum_under_every_method(tmp_path, name) -> No
     tasks["topic"]["weight"] = 2.0
     dm = make_datamodule(tasks, batch_size=6)
     batch = next(iter(dm.train_dataloader()))
-    module = make_module(dm, tasks=tasks, loss={"weighting": name}, dropout=0.0)
+    module = make_module(dm, tasks=tasks, weighting=name, dropout=0.0)
     if name == "uncertainty":
         module.weighting.log_vars.data = torch.tensor([0.5, -0.3])  # away from the fixed sum
     for step in range(2):

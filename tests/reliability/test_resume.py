@@ -75,7 +75,7 @@ def test_a_crash_inside_a_checkpoint_write_leaves_the_previous_file_intact(tmp_p
 
 @pytest.mark.parametrize("change, names", [
     ("tasks_only=topic", "it was trained with tasks ner, topic, this run has topic"),
-    ("model.loss.weighting=uncertainty", "weight 'weighting.log_vars' is absent there"),
+    ("weighting=uncertainty", "weight 'weighting.log_vars' is absent there"),
 ])
 def test_resuming_into_another_model_is_one_line(reference_run, tmp_path, change, names) -> None:
     import shutil
@@ -98,12 +98,12 @@ def test_a_checkpoint_naming_the_weighting_loss_fn_loads_into_weighting(weightin
     from tests.conftest import make_datamodule, make_module
 
     dm = make_datamodule()
-    saved = make_module(dm, loss={"weighting": weighting})
+    saved = make_module(dm, weighting=weighting)
     for buffer in [*saved.weighting.parameters(), *saved.weighting.buffers(recurse=False)]:
         buffer.data.uniform_(0.1, 0.9)  # state a fresh module would not have
     old = {k.replace("weighting.", "loss_fn.", 1): v for k, v in saved.state_dict().items()}
     assert any(k.startswith("loss_fn.") for k in old)
-    resumed = make_module(dm, loss={"weighting": weighting})
+    resumed = make_module(dm, weighting=weighting)
     resumed._trainer = SimpleNamespace(ckpt_path="old.ckpt")
     checkpoint = {"state_dict": old}
     resumed.on_load_checkpoint(checkpoint)

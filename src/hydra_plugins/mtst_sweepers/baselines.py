@@ -4,7 +4,7 @@ Hydra's basic sweeper runs the cartesian product of its sweeps; single-task base
 factor of it (a baseline with every weighting method would repeat one run under names that do
 not apply to one task). This sweeper runs the product and, before it, for every task and every
 distinct combination of the other swept keys (seeds, say), a job with `tasks_only=<task>` and
-`baseline_overrides` (e.g. `model.loss.weighting=fixed`) in place of those keys' sweep values.
+`baseline_overrides` (e.g. `weighting=fixed`) in place of those keys' sweep values.
 """
 
 from __future__ import annotations

@@ -25,13 +25,12 @@ from mtst.model.backbone import ATTN_IMPLEMENTATIONS
 from mtst.model.network import ENCODER_KEYS
 from mtst.model.pooling import POOLING_MODES
 from mtst.tasks import build_tasks
-from mtst.weighting import GRAD_ON, LOSS_KEYS, WEIGHTINGS
+from mtst.weighting import GRAD_ON, LOSS_KEYS, weighting_partial
 
 CHOICES: dict[str, tuple[Any, ...]] = {
     "backbone.pooling": POOLING_MODES,
     "backbone.attn_implementation": ATTN_IMPLEMENTATIONS,
     "model.net.pooling": POOLING_MODES,
-    "model.loss.weighting": WEIGHTINGS,
     "model.loss.grad_on": GRAD_ON,
     "data.sampling": SAMPLING_MODES,
     "freeze.cache_dtype": tuple(DTYPES),
@@ -73,6 +72,8 @@ def check_settings(cfg: DictConfig) -> None:
     for key in ("data", "model", "freeze"):
         if cfg.get(key) is not None:
             _check_target_keys(key, cfg[key])
+    if cfg.get("weighting"):  # its settings, also a missing one (the values: once built)
+        weighting_partial(OmegaConf.to_container(cfg.weighting, resolve=True))
     build_tasks(OmegaConf.to_container(cfg.tasks, resolve=True) if cfg.get("tasks") else None)
 
 
@@ -92,7 +93,8 @@ def _check_target_keys(key: str, node: DictConfig) -> None:
     for name in node:
         if not str(name).startswith("_") and name not in params:
             accepted = ", ".join(n for n in params if n not in ("self", "tasks", "label_spaces",
-                                                                   "tokenizer", "freeze"))
+                                                                   "tokenizer", "freeze",
+                                                                   "weighting"))
             raise MtstError(f"{key}.{name}: no such setting; {key} has {accepted}")
 
 

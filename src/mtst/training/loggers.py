@@ -27,7 +27,6 @@ from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogg
 from omegaconf import DictConfig, OmegaConf
 
 from mtst.errors import MtstError
-from mtst.weighting import METHODS
 
 
 class RunTensorBoardLogger(TensorBoardLogger):
@@ -144,8 +143,8 @@ def run_hparams(cfg: DictConfig, tasks: Mapping[str, Any]) -> dict[str, Any]:
         OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True
     )
     data, trainer, loss, opt = c["data"], c["trainer"], c["model"]["loss"], c["model"]["optimizer"]
-    freeze = dict(c["freeze"])
-    method = loss["weighting"]
+    freeze, weighting = dict(c["freeze"]), dict(c["weighting"])
+    method = get_class(weighting.pop("_target_"))  # its `name` is the option's (`dwa`)
     out: dict[str, Any] = {
         "backbone": c["backbone"]["name_or_path"],
         "pretrained": c["backbone"]["pretrained"],
@@ -163,9 +162,9 @@ def run_hparams(cfg: DictConfig, tasks: Mapping[str, Any]) -> dict[str, Any]:
         out["max_steps"] = trainer["max_steps"]
     out.update({"precision": trainer["precision"], "seed": c["seed"], "freeze": get_class(freeze.pop("_target_")).name})
     out.update(_flat("freeze", freeze))
-    out["weighting"] = method
-    out.update(_flat(method, loss.get(method)))  # a method without settings has no node
-    if METHODS[method].level == "gradient":
+    out["weighting"] = method.name
+    out.update(_flat(method.name, weighting))  # a method without settings adds no column
+    if method.level == "gradient":
         out["grad_on"] = loss["grad_on"]
     out.update({k: opt[k] for k in ("lr_head", "lr_backbone", "weight_decay")})
     warmup = "warmup_steps" if opt.get("warmup_steps") else "warmup_ratio"  # as build_optimizer

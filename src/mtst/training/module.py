@@ -29,7 +29,7 @@ from mtst.training.distributed import any_rank
 from mtst.training.loggers import log_task_layout
 from mtst.training.optim import build_optimizer
 from mtst.training.sharding import clip_sharded_grad_norm
-from mtst.weighting import build_weighting
+from mtst.weighting import build_weighting, loss_settings
 from mtst.weighting.combination import conflict_report
 
 log = logging.getLogger("mtst")
@@ -46,6 +46,8 @@ class MultiTaskModule(L.LightningModule):
 
     Hyper-parameters are plain dicts and lists (the network is excluded), so checkpoints load
     with `weights_only=True`; the loggers get the pipeline's flat `run_hparams` instead.
+    `freeze` and `weighting` are Hydra nodes (`_target_` and settings: conf/freeze/,
+    conf/weighting/) the module builds with its tasks; None is `freeze=none`, `weighting=fixed`.
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class MultiTaskModule(L.LightningModule):
         loss: dict[str, Any] | None = None,
         optimizer: dict[str, Any] | None = None,
         freeze: dict[str, Any] | None = None,
+        weighting: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net"], logger=False)
@@ -69,8 +72,9 @@ class MultiTaskModule(L.LightningModule):
         self._pointwise_token_heads = all(getattr(h, "pointwise", False) for h in token_heads)
         self.freezer.prepare(net)
         weights = self.freezer.task_weights({n: t.weight for n, t in self.tasks.items()})
-        self.weighting = build_weighting(loss, [weights[n] for n in self.tasks])
-        self.monitor_every = int(dict(loss or {}).get("monitor_every") or 0)
+        loss = loss_settings(loss)  # `grad_on` and `monitor_every`
+        self.weighting = build_weighting(weighting, [weights[n] for n in self.tasks], loss.get("grad_on"))
+        self.monitor_every = int(loss.get("monitor_every") or 0)
         self.metrics = nn.ModuleDict({
             stage: nn.ModuleDict({n: t.new_metrics(net.label_spaces[n]) for n, t in self.tasks.items()})
             for stage in STAGES})

@@ -113,6 +113,7 @@ def build_model(
         net=build_network(cfg, tasks, label_spaces),
         tasks=OmegaConf.to_container(cfg.tasks, resolve=True),
         freeze=OmegaConf.to_container(cfg.freeze, resolve=True),
+        weighting=OmegaConf.to_container(cfg.weighting, resolve=True) if cfg.get("weighting") else None,
     )
     # the whole resolved run config travels in every checkpoint (plain data, no Hydra needed)
     run_keys = [k for k in cfg if k != "hydra"]

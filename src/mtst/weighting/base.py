@@ -26,22 +26,34 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from mtst.errors import MtstError, choices_text
+from mtst.errors import MtstError
 from mtst.weighting.step import Forward, Objective, TaskLosses
 
 
 class Weighting(nn.Module):
+    """A multi-task weighting method. This base class combines as `fixed` does (the weighted
+    sum of the present tasks' losses); a method overrides what it changes.
+
+    Hydra builds a method from its `conf/weighting/<name>.yaml` (`_target_` and the class's
+    keyword-only arguments, whose values live in that file only); the LightningModule adds the
+    tasks' fixed weights, and a gradient-level method's `grad_on` (`build_weighting`).
+
+    Args:
+        weights: each task's fixed weight (`tasks.<name>.weight`), in the module's task order.
+
+    Example:
+        >>> from hydra.utils import instantiate
+        >>> dwa = instantiate({"_target_": "mtst.weighting.dwa.DWA", "temperature": 2.0},
+        ...                   weights=[1.0, 0.5])
+        >>> dwa.name, dwa.num_tasks
+        ('dwa', 2)
+    """
+
     name: ClassVar[str]
     level: ClassVar[str] = "loss"
-    options: ClassVar[dict[str, Any]] = {}  # hyper-parameters and their defaults (conf: model.loss.<name>)
 
-    def __init__(self, weights: Sequence[float], **settings: Any) -> None:
+    def __init__(self, weights: Sequence[float]) -> None:
         super().__init__()
-        unknown = sorted(set(settings) - set(self.options))
-        if unknown:
-            raise MtstError(f"model.loss.{self.name}.{unknown[0]}: no such setting; "
-                            f"{self.name} has {choices_text(self.options) or 'none'}")
-        self.settings = {**self.options, **settings}
         self.register_buffer("weights", torch.tensor([float(w) for w in weights]), persistent=False)
 
     @property
@@ -126,9 +138,9 @@ class Weighting(nn.Module):
         their history here."""
 
 
-def check_number(name: str, key: str, value: Any, low: float | None = None,
-                 high: float | None = None, open_low: bool = False) -> float:
-    """`model.loss.<name>.<key>` as a float within bounds, or a one-line error."""
+def check_number(key: str, value: Any, low: float | None = None, high: float | None = None,
+                 open_low: bool = False) -> float:
+    """Setting `weighting.<key>` as a float within bounds, or a one-line error naming it."""
     ok = not isinstance(value, bool) and isinstance(value, (int, float))
     if ok and low is not None:
         ok = value > low if open_low else value >= low
@@ -137,7 +149,7 @@ def check_number(name: str, key: str, value: Any, low: float | None = None,
     if not ok:
         bound = ("" if low is None else f" {'>' if open_low else '>='} {low}") + (
             "" if high is None else f" and <= {high}")
-        raise MtstError(f"model.loss.{name}.{key}={value!r}: expected a number{bound}")
+        raise MtstError(f"weighting.{key}={value!r}: expected a number{bound}")
     return float(value)
 
 
@@ -147,11 +159,11 @@ def present_softmax(logits: torch.Tensor, present: torch.Tensor) -> torch.Tensor
     return torch.where(present, z, torch.zeros_like(z))
 
 
-def check_integer(name: str, key: str, value: Any, low: int | None = None) -> int:
-    """`model.loss.<name>.<key>` as an integer >= `low`, or a one-line error."""
+def check_integer(key: str, value: Any, low: int | None = None) -> int:
+    """Setting `weighting.<key>` as an integer >= `low`, or a one-line error naming it."""
     if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low):
         bound = "" if low is None else f" >= {low}"
-        raise MtstError(f"model.loss.{name}.{key}={value!r}: expected an integer{bound}")
+        raise MtstError(f"weighting.{key}={value!r}: expected an integer{bound}")
     return value
 
 

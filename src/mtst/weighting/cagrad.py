@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -60,14 +59,18 @@ class CAGrad(GradientWeighting):
     SLSQP (as the official code) on the Gram matrix scaled to unit mean diagonal, with exact
     derivatives and a tight tolerance, then polished by Newton on the optimality conditions of
     the face it lands on (`polish`).
+
+    Args:
+        weights: each task's fixed weight (`tasks.<name>.weight`).
+        grad_on: where the gradients are taken (`GradientWeighting`).
+        c: the ball's radius relative to |g0| (>= 0; 0 is plain summation).
     """
 
     name = "cagrad"
-    options = {"c": 0.4}
 
-    def __init__(self, weights: Sequence[float], **settings: Any) -> None:
-        super().__init__(weights, **settings)
-        self.c = check_number(self.name, "c", self.settings["c"], low=0)
+    def __init__(self, weights: Sequence[float], *, grad_on: str, c: float) -> None:
+        super().__init__(weights, grad_on=grad_on)
+        self.c = check_number("c", c, low=0)
 
     def simplex_weights(self, gram: np.ndarray) -> np.ndarray:
         """w on the simplex minimising w·G·1/n + c·|g0|·sqrt(w·G·w) for a (scaled) Gram G."""

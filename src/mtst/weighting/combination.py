@@ -164,13 +164,13 @@ class MixCheck:
         elif step + 1 >= MIX_CHECK_STEPS:
             self.done = True
             if self.grad_on == "representation" and int(rows.any(1).sum()) > 1:
-                log.warning("model.loss.weighting=%s with grad_on=representation: in the first %d "
+                log.warning("weighting=%s with grad_on=representation: in the first %d "
                             "batches no example carries two tasks, so the tasks' gradients on the "
                             "token states never overlap (their cosine is 0, their Gram diagonal) "
                             "and the method only rescales them; for tasks from different corpora "
                             "use model.loss.grad_on=parameters", self.method, MIX_CHECK_STEPS)
             else:
-                log.warning("model.loss.weighting=%s: none of the first %d training batches held "
+                log.warning("weighting=%s: none of the first %d training batches held "
                             "two tasks, so there were no gradients to combine; when tasks come "
                             "from different corpora use data.sampling=balanced (or proportional)",
                             self.method, MIX_CHECK_STEPS)

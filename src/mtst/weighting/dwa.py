@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
@@ -26,15 +25,18 @@ class DWA(Weighting):
     only, so the present tasks' DWA weights sum to K. A task never seen in an epoch keeps the
     history it had. State (running sums, history) is in persistent buffers: a checkpoint resumes
     it exactly.
+
+
+    Args:
+        weights: each task's fixed weight (`tasks.<name>.weight`).
+        temperature: the softmax temperature T of the epoch loss ratios (> 0).
     """
 
     name = "dwa"
-    options = {"temperature": 2.0}
 
-    def __init__(self, weights: Sequence[float], **settings: Any) -> None:
-        super().__init__(weights, **settings)
-        self.temperature = check_number(self.name, "temperature", self.settings["temperature"],
-                                        low=0, open_low=True)
+    def __init__(self, weights: Sequence[float], *, temperature: float) -> None:
+        super().__init__(weights)
+        self.temperature = check_number("temperature", temperature, low=0, open_low=True)
         n = self.num_tasks
         self.register_buffer("epoch_sum", torch.zeros(n, dtype=torch.float64))
         self.register_buffer("epoch_steps", torch.zeros(n, dtype=torch.float64))

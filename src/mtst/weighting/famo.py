@@ -4,7 +4,6 @@ tasks whose log-loss falls slowest."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 
@@ -41,22 +40,28 @@ class FAMO(Weighting):
     (each task counts its own Adam steps for the bias correction; with every task in every
     batch this is exactly the official update). `min_losses` (a number, or one per task) must lie
     below the losses, as log(L_i - min_i) needs.
+
+    Args:
+        weights: each task's fixed weight (`tasks.<name>.weight`).
+        lr: the Adam learning rate of the task logits (> 0).
+        gamma: the logits' (coupled) weight decay (>= 0).
+        min_losses: a lower bound of the task losses: one number, or one per task.
     """
 
     name = "famo"
-    options = {"lr": 0.025, "gamma": 0.001, "min_losses": 0.0}
 
-    def __init__(self, weights: Sequence[float], **settings: Any) -> None:
-        super().__init__(weights, **settings)
-        self.lr = check_number(self.name, "lr", self.settings["lr"], low=0, open_low=True)
-        self.gamma = check_number(self.name, "gamma", self.settings["gamma"], low=0)
+    def __init__(self, weights: Sequence[float], *, lr: float, gamma: float,
+                 min_losses: float | Sequence[float]) -> None:
+        super().__init__(weights)
+        self.lr = check_number("lr", lr, low=0, open_low=True)
+        self.gamma = check_number("gamma", gamma, low=0)
         n = self.num_tasks
-        floor = self.settings["min_losses"]
-        floors = list(floor) if isinstance(floor, Sequence) and not isinstance(floor, str) else [floor] * n
+        floors = (list(min_losses) if isinstance(min_losses, Sequence) and not isinstance(min_losses, str)
+                  else [min_losses] * n)
         if len(floors) != n:
-            raise MtstError(f"model.loss.famo.min_losses: {len(floors)} values for {n} tasks; "
+            raise MtstError(f"weighting.min_losses: {len(floors)} values for {n} tasks; "
                             f"give one number or one per task")
-        floors = [check_number(self.name, "min_losses", v) for v in floors]
+        floors = [check_number("min_losses", v) for v in floors]
         self.register_buffer("min_losses", torch.tensor(floors), persistent=False)
         self.register_buffer("logits", torch.zeros(n))
         self.register_buffer("exp_avg", torch.zeros(n))

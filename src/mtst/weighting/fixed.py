@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
@@ -12,7 +11,11 @@ from mtst.weighting.base import Weighting
 
 
 class Fixed(Weighting):
-    """total = sum_i w_i·L_i over the tasks present in the batch (w_i: `tasks.<name>.weight`)."""
+    """total = sum_i w_i·L_i over the tasks present in the batch (w_i: `tasks.<name>.weight`).
+
+    Args:
+        weights: each task's fixed weight.
+    """
 
     name = "fixed"
 
@@ -20,12 +23,16 @@ class Fixed(Weighting):
 class Uncertainty(Weighting):
     """Kendall, Gal & Cipolla (2018), "Multi-task learning using uncertainty to weigh losses":
     task i has a learned log-variance s_i and contributes exp(-s_i)·w_i·L_i + s_i. A task absent
-    from the batch contributes nothing, so its s_i gets an exact zero gradient that step."""
+    from the batch contributes nothing, so its s_i gets an exact zero gradient that step.
+
+    Args:
+        weights: each task's fixed weight (`tasks.<name>.weight`).
+    """
 
     name = "uncertainty"
 
-    def __init__(self, weights: Sequence[float], **settings: Any) -> None:
-        super().__init__(weights, **settings)
+    def __init__(self, weights: Sequence[float]) -> None:
+        super().__init__(weights)
         self.log_vars = nn.Parameter(torch.zeros(len(weights)))
 
     def forward(self, losses: torch.Tensor, present: torch.Tensor) -> torch.Tensor:

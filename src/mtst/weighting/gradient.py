@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
@@ -32,14 +31,15 @@ class GradientWeighting(Weighting):
     Args:
         weights: each task's fixed weight (`tasks.<name>.weight`).
         grad_on: ``representation`` (the encoder's token states: one backward through the
-            encoder) or ``parameters`` (the trainable encoder parameters: one backward per task).
-        **settings: the method's hyper-parameters (`options`).
+            encoder) or ``parameters`` (the trainable encoder parameters: one backward per task):
+            `model.loss.grad_on`, passed by `build_weighting`; the subclasses' own settings
+            follow it as keyword-only arguments.
     """
 
     level = "gradient"
 
-    def __init__(self, weights: Sequence[float], grad_on: str = "representation", **settings: Any) -> None:
-        super().__init__(weights, **settings)
+    def __init__(self, weights: Sequence[float], *, grad_on: str) -> None:
+        super().__init__(weights)
         if grad_on not in GRAD_ON:
             raise MtstError(f"model.loss.grad_on={grad_on!r}: no such option; choose one of "
                             f"{choices_text(GRAD_ON)}")
@@ -55,7 +55,7 @@ class GradientWeighting(Weighting):
         if shared is None:
             if not self._warned_no_shared:
                 self._warned_no_shared = True
-                log.warning("model.loss.weighting=%s: no encoder parameter trains in this epoch "
+                log.warning("weighting=%s: no encoder parameter trains in this epoch "
                             "(freeze=%s), so there is no shared gradient to combine; the heads "
                             "train on the weighted sum of their losses", self.name, forward.freeze)
             return super().step(forward, step)

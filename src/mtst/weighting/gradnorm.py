@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
@@ -37,15 +36,20 @@ class GradNorm(GradientWeighting):
     paper. A step with a non-finite loss leaves the weights as they are. Under gradient
     accumulation the weights move once per optimizer step (on its first micro-batch), not once
     per micro-batch: `step` repeats within an accumulation window.
+
+    Args:
+        weights: each task's fixed weight lambda_i (`tasks.<name>.weight`).
+        grad_on: where the gradients are taken (`GradientWeighting`).
+        alpha: the restoring force towards the slower tasks (>= 0).
+        lr: the task weights' learning rate (>= 0).
     """
 
     name = "gradnorm"
-    options = {"alpha": 1.5, "lr": 0.025}
 
-    def __init__(self, weights: Sequence[float], **settings: Any) -> None:
-        super().__init__(weights, **settings)
-        self.alpha = check_number(self.name, "alpha", self.settings["alpha"], low=0)
-        self.lr = check_number(self.name, "lr", self.settings["lr"], low=0)
+    def __init__(self, weights: Sequence[float], *, grad_on: str, alpha: float, lr: float) -> None:
+        super().__init__(weights, grad_on=grad_on)
+        self.alpha = check_number("alpha", alpha, low=0)
+        self.lr = check_number("lr", lr, low=0)
         n = len(weights)
         self.register_buffer("task_weights", torch.ones(n, dtype=torch.float64))
         self.register_buffer("initial_losses", torch.zeros(n, dtype=torch.float64))

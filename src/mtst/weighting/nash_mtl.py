@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
@@ -87,19 +86,24 @@ class NashMTL(GradientWeighting):
     finite one where the bargaining problem has none. As the official code clips the shared gradient
     to `max_norm` (0: off), the combination is scaled by min(1, max_norm / |sum_i alpha_i g_i|),
     the norm taken from the Gram matrix every step; note that at the exact solution
-    |sum_i alpha_i g_i|^2 = alpha·G·alpha = n, so with the default 1.0 every update has norm 1.
+    |sum_i alpha_i g_i|^2 = alpha·G·alpha = n, so with max_norm 1.0 every update has norm 1.
+
+    Args:
+        weights: each task's fixed weight (`tasks.<name>.weight`).
+        grad_on: where the gradients are taken (`GradientWeighting`).
+        max_norm: the combination's largest norm (>= 0; 0: no limit).
+        update_every: solve for alpha every this many steps (>= 1).
+        optim_iters: the solver's most Newton steps (>= 1).
     """
 
     name = "nash_mtl"
-    options = {"max_norm": 1.0, "update_every": 1, "optim_iters": 100}
 
-    def __init__(self, weights: Sequence[float], **settings: Any) -> None:
-        super().__init__(weights, **settings)
-        self.max_norm = check_number(self.name, "max_norm", self.settings["max_norm"], low=0)
-        self.update_every = check_integer(self.name, "update_every",
-                                          self.settings["update_every"], low=1)
-        self.optim_iters = check_integer(self.name, "optim_iters", self.settings["optim_iters"],
-                                         low=1)
+    def __init__(self, weights: Sequence[float], *, grad_on: str, max_norm: float,
+                 update_every: int, optim_iters: int) -> None:
+        super().__init__(weights, grad_on=grad_on)
+        self.max_norm = check_number("max_norm", max_norm, low=0)
+        self.update_every = check_integer("update_every", update_every, low=1)
+        self.optim_iters = check_integer("optim_iters", optim_iters, low=1)
         n = len(weights)
         self.register_buffer("alpha", torch.zeros(n, dtype=torch.float64))
         # which tasks were present when `alpha` was solved (none yet: solve at the first call)

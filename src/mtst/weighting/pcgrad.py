@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -23,14 +22,18 @@ class PCGrad(GradientWeighting):
     starting as the identity; <g_i^PC, g_j> = (A G)_ij comes from the Gram matrix G, and the
     result is c = sum_i A_i. The orders come from a generator seeded with (`seed`, step): the
     same on every rank and reproducible on a resumed run.
+
+    Args:
+        weights: each task's fixed weight (`tasks.<name>.weight`).
+        grad_on: where the gradients are taken (`GradientWeighting`).
+        seed: the orders' seed, an integer >= 0.
     """
 
     name = "pcgrad"
-    options = {"seed": 0}
 
-    def __init__(self, weights: Sequence[float], **settings: Any) -> None:
-        super().__init__(weights, **settings)
-        self.seed = check_integer(self.name, "seed", self.settings["seed"], low=0)
+    def __init__(self, weights: Sequence[float], *, grad_on: str, seed: int) -> None:
+        super().__init__(weights, grad_on=grad_on)
+        self.seed = check_integer("seed", seed, low=0)
 
     def orders(self, n: int, step: int) -> list[list[int]]:
         """For each of n present tasks, the order in which the others are visited at `step`."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
@@ -28,16 +27,18 @@ class RLW(Weighting):
     `set_step(global_step)` before each training forward; all micro-batches of one optimizer
     step share its weights. In eval mode the weights are the fixed ones (the expectation), so
     `val/loss` does not depend on the draw.
+
+    Args:
+        weights: each task's fixed weight (`tasks.<name>.weight`).
+        seed: the draws' seed, an integer in [0, 2**32).
     """
 
     name = "rlw"
-    options = {"seed": 0}
 
-    def __init__(self, weights: Sequence[float], **settings: Any) -> None:
-        super().__init__(weights, **settings)
-        seed = self.settings["seed"]
+    def __init__(self, weights: Sequence[float], *, seed: int) -> None:
+        super().__init__(weights)
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
-            raise MtstError(f"model.loss.rlw.seed={seed!r}: expected an integer >= 0 and "
+            raise MtstError(f"weighting.seed={seed!r}: expected an integer >= 0 and "
                             f"< {SEED_LIMIT}")
         self.seed = seed
         self.current_step = 0  # the global step: an input `step` sets, not state to checkpoint
