@@ -50,10 +50,10 @@ def run_freeze(freeze: str, folder: Path, conll: Path, examples: int, epochs: in
                backbone: str = "minilm") -> dict[str, Any]:
     from unittest import mock
 
-    from mtst.training.pipeline import train
+    from mtst.training.entry import train
 
     saves: list[dict[str, Any]] = []
-    with mock.patch("mtst.training.pipeline.AtomicCheckpointIO", recording_io(saves)):
+    with mock.patch("mtst.training.entry.AtomicCheckpointIO", recording_io(saves)):
         train(compose(folder, [f"backbone={backbone}", "data=conll_agnews", f"freeze={freeze}",
                                *conll_subset(conll, examples), "run_test=false",
                                f"trainer.max_epochs={epochs}", *QUIET_CALLBACKS, "~logger",

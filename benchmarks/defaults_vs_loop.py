@@ -54,7 +54,7 @@ def row_config(out: Path, row: str, budget: Budget, extra: tuple[str, ...] = ())
 
 
 def framework_row(tmp: Path, row: str, budget: Budget) -> dict[str, Any]:
-    from mtst.training.pipeline import train
+    from mtst.training.entry import train
 
     cfg = row_config(tmp / f"mtst-{row}", row, budget)
     start = time.perf_counter()

@@ -17,8 +17,8 @@ from benchmarks import common, machine
 
 
 def child_train(data_dir: Path, steps: int, test_batches: int) -> dict[str, Any]:
-    """A real run through `mtst.training.pipeline.train` (fit, then test), MiniLM, CoNLL + AG News."""
-    from mtst.training.pipeline import train
+    """A real run through `mtst.training.entry.train` (fit, then test), MiniLM, CoNLL + AG News."""
+    from mtst.training.entry import train
 
     common.use_data_dir(data_dir)
     base = machine.rss_mib()

@@ -83,7 +83,7 @@ def conll_sentences(path: Path) -> list[str]:
 def run(budget: Budget, data: dict[str, Path]) -> dict[str, Any]:
     from benchmarks.training import FIT_KWARGS, build
     from mtst.inference.export import export_model
-    from mtst.training.pipeline import build_trainer
+    from mtst.training.entry import build_trainer
 
     with scratch_dir("onnx") as tmp:
         cfg = compose(Path(tmp), [*BENCH_OVERRIDES, "data.sampling=round_robin"])

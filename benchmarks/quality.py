@@ -1,6 +1,6 @@
 """Row 7: test-set quality of MiniLM fine-tuned on real data under one fixed CPU budget.
 
-Framework rows run `mtst.training.pipeline.train`; reference rows run the plain loop on the same
+Framework rows run `mtst.training.entry.train`; reference rows run the plain loop on the same
 batches and score with seqeval / scikit-learn, an independent check of the project's metrics.
 The joint row trains twice the steps, round robin, so each task sees as many batches as alone.
 """
@@ -64,7 +64,7 @@ def _pick(metrics: dict[str, float]) -> dict[str, float]:
 
 
 def framework_row(tmp: Path, name: str, budget: Budget, data: dict[str, Path]) -> dict[str, Any]:
-    from mtst.training.pipeline import train
+    from mtst.training.entry import train
 
     cfg = row_config(tmp, name, budget, data)
     start = time.perf_counter()

@@ -24,7 +24,7 @@ def sts_entry(folder: Path, split: str) -> str:
 
 def train_row(budget: Budget, tasks: int, extra: list[str], prefix: str) -> dict[str, Any]:
     """`train` for `quality_steps` steps per task, round robin, tested after the last step."""
-    from mtst.training.pipeline import train
+    from mtst.training.entry import train
 
     overrides = [*BENCH_OVERRIDES, *fixed_steps(budget.quality_steps * tasks, budget.quality_test_batches),
                  "data.sampling=round_robin"]
@@ -47,8 +47,8 @@ def pretrained_row(sts: Path) -> dict[str, Any]:
     from mtst.data.labels import LabelSpace
     from mtst.model.backbone import resolve_name_or_path
     from mtst.tasks import build_tasks
+    from mtst.training.entry import build_datamodule, build_network
     from mtst.training.module import MultiTaskModule
-    from mtst.training.pipeline import build_datamodule, build_network
 
     with scratch_dir("sts-pretrained") as tmp:
         cfg = compose(Path(tmp), [*BENCH_OVERRIDES, "freeze=all", "~tasks.topic", "~tasks.ner",

@@ -142,13 +142,13 @@ def build(cfg: Any) -> tuple[Any, Any]:
     import lightning as L
 
     from mtst.model.backbone import load_tokenizer
-    from mtst.training import pipeline
+    from mtst.training import entry
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    tasks = pipeline.configured_tasks(cfg)
-    datamodule = pipeline.build_datamodule(cfg, load_tokenizer(**pipeline.backbone_settings(cfg)),
-                                           tasks)
-    return datamodule, pipeline.build_model(cfg, tasks, datamodule.label_spaces)
+    tasks = entry.configured_tasks(cfg)
+    datamodule = entry.build_datamodule(cfg, load_tokenizer(**entry.backbone_settings(cfg)),
+                                        tasks)
+    return datamodule, entry.build_model(cfg, tasks, datamodule.label_spaces)
 
 
 def optimizer_cfg(cfg: Any) -> dict[str, Any]:
@@ -159,7 +159,7 @@ def optimizer_cfg(cfg: Any) -> dict[str, Any]:
 
 def fit(cfg: Any, model: Any, datamodule: Any, clock: Callback, **trainer_kwargs: Any) -> Any:
     """`Trainer.fit` on the Trainer `train.py` builds, `clock` one more callback; returns `clock`."""
-    from mtst.training.pipeline import build_trainer
+    from mtst.training.entry import build_trainer
 
     trainer = build_trainer(cfg, **trainer_kwargs)
     trainer.callbacks.append(clock)

@@ -61,7 +61,7 @@ def test_step_flops_formula() -> None:
 
 def test_reference_metrics_match_the_framework_test_metrics(tmp_path) -> None:
     """The plain loop's scores (seqeval / scikit-learn) equal the project's test metrics."""
-    from mtst.training.pipeline import build_trainer
+    from mtst.training.entry import build_trainer
 
     cfg = compose(tmp_path, TINY_BENCH)
     datamodule, model = training.build(cfg)
@@ -87,7 +87,7 @@ def test_reference_metrics_match_the_framework_test_metrics(tmp_path) -> None:
 def test_reference_metrics_cover_a_third_task(tmp_path) -> None:
     """A third sentence task (`mood`, the sample's topic field under another name) is scored
     by the plain loop's metrics like the framework scores it."""
-    from mtst.training.pipeline import build_trainer
+    from mtst.training.entry import build_trainer
 
     cfg = compose(tmp_path, [*TINY_BENCH, "+tasks.mood=${tasks.topic}"])
     datamodule, model = training.build(cfg)

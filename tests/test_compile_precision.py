@@ -10,7 +10,7 @@ import torch
 from mtst.checkpoints.file_io import load_checkpoint
 from mtst.cli._hydra import report_user_errors
 from mtst.cli.train import train_task
-from mtst.training.pipeline import build_trainer, train
+from mtst.training.entry import build_trainer, train
 from tests.conftest import TINY_TRAIN, compose_config, sample_tasks
 
 RUN = TINY_TRAIN + ["trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "run_test=false",

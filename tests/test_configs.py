@@ -14,7 +14,7 @@ from mtst.config import runs
 from mtst.config.runs import new_run_folder, run_dir
 from mtst.errors import MtstError
 from mtst.tasks import build_tasks
-from mtst.training.pipeline import MTST_TRAINER_KEYS, trainer_arguments
+from mtst.training.entry import MTST_TRAINER_KEYS, trainer_arguments
 from tests.conftest import compose_config
 
 
@@ -124,7 +124,7 @@ def test_every_trainer_config_key_is_a_lightning_trainer_argument(option) -> Non
 
 
 def test_common_trainer_settings_need_no_plus(tmp_path) -> None:
-    from mtst.training.pipeline import train
+    from mtst.training.entry import train
     from tests.conftest import TINY_TRAIN
     from tests.reliability.helpers import checkpoint_step
 

@@ -15,7 +15,7 @@ from mtst.cli import main as cli
 from mtst.errors import MtstError
 from mtst.reports.delta_m import delta_m
 from mtst.tasks import select_tasks
-from mtst.training.pipeline import configured_tasks, drop_unselected_tasks
+from mtst.training.entry import configured_tasks, drop_unselected_tasks
 from tests.conftest import WEIGHTING_OPTIONS, compose_config
 
 pytestmark = pytest.mark.filterwarnings("error")
@@ -178,7 +178,7 @@ def test_tasks_only_keeps_the_named_tasks(tmp_path, config_name) -> None:
 
 
 def test_an_unknown_task_in_tasks_only_is_a_one_line_error(tmp_path) -> None:
-    from mtst.training.pipeline import train
+    from mtst.training.entry import train
 
     cfg = compose_config(tmp_path, ["tasks_only=[topic,nope]"])
     with pytest.raises(MtstError) as err:

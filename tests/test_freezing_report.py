@@ -15,7 +15,7 @@ import torch
 from omegaconf import OmegaConf
 
 from mtst.cli import main as cli
-from mtst.training.pipeline import train
+from mtst.training.entry import train
 from mtst.training.probe_run import probe_train
 from tests.conftest import TINY_TRAIN, compose_config, freeze_config
 from tests.test_freezing import (

@@ -19,7 +19,7 @@ from torch import nn
 
 from mtst.errors import MtstError
 from mtst.model.encoder import SentenceEncoder
-from mtst.training.pipeline import trainer_arguments
+from mtst.training.entry import trainer_arguments
 from mtst.training.sharding import (
     HydraFSDPStrategy,
     model_block_classes,

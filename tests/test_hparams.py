@@ -11,8 +11,8 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import metadata, plugin_data_pb2
 
+from mtst.training.entry import configured_tasks, train
 from mtst.training.loggers import run_hparams
-from mtst.training.pipeline import configured_tasks, train
 from tests.conftest import TINY_TRAIN, WEIGHTING_OPTIONS, compose_config
 
 # what every run logs (the first: the HPARAMS tab's first column)

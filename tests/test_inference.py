@@ -17,7 +17,7 @@ from mtst.cli.main import main
 from mtst.inference import export as export_module
 from mtst.model import encoder as encoder_module
 from mtst.model.encoder import SentenceEncoder
-from mtst.training.pipeline import evaluate, train
+from mtst.training.entry import evaluate, train
 from tests.conftest import TINY_TRAIN, compose_config
 
 SENTENCES = [

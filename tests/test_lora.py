@@ -18,7 +18,7 @@ from mtst.checkpoints.file_io import load_checkpoint
 from mtst.errors import MtstError
 from mtst.freezing.strategies import build_freeze_strategy
 from mtst.model.adapters import merge_lora
-from mtst.training.pipeline import train
+from mtst.training.entry import train
 from tests.conftest import TINY_TRAIN, compose_config, freeze_config, make_datamodule, make_module
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,7 +115,7 @@ def lora_run(tmp_path_factory) -> Path:
 
 def test_the_checkpoint_merges_into_the_model_it_trained(lora_run) -> None:
     import mtst
-    from mtst.training.pipeline import build_model, configured_tasks
+    from mtst.training.entry import build_model, configured_tasks
 
     checkpoint = load_checkpoint(lora_run / "checkpoints" / "last.ckpt")
     state = checkpoint["state_dict"]

@@ -8,7 +8,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from mtst.training.pipeline import train
+from mtst.training.entry import train
 from tests.conftest import (
     TINY_TRAIN,
     compose_config,

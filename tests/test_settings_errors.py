@@ -181,10 +181,10 @@ def test_a_weighting_setting_nobody_takes_or_a_missing_one_is_one_line(
 ) -> None:
     """The `weighting` node's keys are the method's keyword-only arguments, checked before the
     run reads any data (`check_settings`); their values are checked when the method is built."""
-    import mtst.training.pipeline as pipeline
+    import mtst.training.entry as entry
 
     if before_data:
-        monkeypatch.setattr(pipeline, "build_datamodule", lambda *a: pytest.fail("data read"))
+        monkeypatch.setattr(entry, "build_datamodule", lambda *a: pytest.fail("data read"))
     assert run_task(tmp_path, overrides, capsys) == expected
 
 

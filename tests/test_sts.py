@@ -65,7 +65,7 @@ def test_an_evaluation_only_similarity_task_added_by_overrides_scores_the_frozen
     holds the pretrained model's dev Spearman (0.8672 with sentence-transformers' evaluator)."""
     import json
 
-    from mtst.training.pipeline import train
+    from mtst.training.entry import train
 
     if not (STSB / "sts-dev.csv").is_file():
         pytest.skip(f"STS Benchmark not found in {STSB}")

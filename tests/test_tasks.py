@@ -17,7 +17,7 @@ from mtst.errors import MtstError
 from mtst.inference.loading import load_checkpoint_network
 from mtst.tasks import build_tasks
 from mtst.tasks.metrics import Correlation
-from mtst.training.pipeline import train
+from mtst.training.entry import train
 from tests.conftest import SAMPLE, TINY_TRAIN, compose_config
 from tests.test_train import event_file
 

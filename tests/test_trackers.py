@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from mtst.config.runs import run_name
+from mtst.training.entry import configured_tasks, train
 from mtst.training.loggers import run_hparams
-from mtst.training.pipeline import configured_tasks, train
 from tests.conftest import TINY_TRAIN, compose_config
 
 FAST = TINY_TRAIN + [
@@ -149,7 +149,7 @@ def test_wandb_run_is_written_offline_under_the_run_folder(tmp_path, wandb_sandb
 
 def test_a_wandb_setting_it_rejects_is_one_line(tmp_path, wandb_sandbox) -> None:
     from mtst.errors import MtstError
-    from mtst.training.pipeline import build_trainer
+    from mtst.training.entry import build_trainer
 
     cfg = compose_config(tmp_path, FAST + ["logger=wandb", "logger.wandb.settings.console=bogus"])
     with pytest.raises(MtstError) as caught:

@@ -17,7 +17,7 @@ from mtst.cli._hydra import report_user_errors
 from mtst.errors import MtstError
 from mtst.inference.loading import load_checkpoint_network
 from mtst.inference.model import MultiTaskModel
-from mtst.training.pipeline import train
+from mtst.training.entry import train
 from tests.conftest import TINY_TRAIN, compose_config
 from tests.reliability.helpers import CLI_TINY, run_cli, run_folders
 
@@ -167,7 +167,7 @@ def test_checkpoint_reloads_without_config_and_predicts_identically(tiny_run) ->
 
 
 def test_evaluate_reports_test_metrics_of_a_checkpoint(tiny_run, tmp_path) -> None:
-    from mtst.training.pipeline import evaluate
+    from mtst.training.entry import evaluate
 
     out, metrics = tiny_run
     ckpt = out / "checkpoints" / "best.ckpt"

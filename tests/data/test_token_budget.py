@@ -12,7 +12,7 @@ from mtst.cli._hydra import report_user_errors
 from mtst.cli.train import train_task
 from mtst.data.batching import CHUNK_BATCHES, MultiTaskBatchSampler
 from mtst.data.loaders import ResumableDataLoader
-from mtst.training.pipeline import train
+from mtst.training.entry import train
 from tests.conftest import SAVE_EVERY_STEP, TINY_TRAIN, compose_config
 from tests.reliability.helpers import Crash
 

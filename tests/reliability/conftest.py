@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mtst.training.pipeline import train
+from mtst.training.entry import train
 from tests.conftest import SAVE_EVERY_STEP, TINY_TRAIN, compose_config
 
 TOTAL_STEPS = 6

@@ -19,7 +19,7 @@ from mtst.checkpoints.file_io import AtomicCheckpointIO, load_checkpoint
 from mtst.checkpoints.tensor_store import REFS_KEY, TENSOR_FOLDER, content_hash, referenced_digests
 from mtst.cli.main import main
 from mtst.errors import MtstError
-from mtst.training.pipeline import train
+from mtst.training.entry import train
 from tests.conftest import TINY_TRAIN, compose_config
 
 SMALL = 1024  # bytes: tensors from this size on go to tensor files in the unit tests
@@ -211,7 +211,7 @@ class RecordingIO(AtomicCheckpointIO):
 def recorded_run(tmp_path: Path, freeze: str, monkeypatch) -> dict[int, list[int]]:
     """Tensor-file bytes written by each save of a 3-epoch tiny run, by epoch."""
     RecordingIO.saves, RecordingIO.files, RecordingIO.copies = [], [], []
-    monkeypatch.setattr("mtst.training.pipeline.AtomicCheckpointIO", RecordingIO)
+    monkeypatch.setattr("mtst.training.entry.AtomicCheckpointIO", RecordingIO)
     train(compose_config(tmp_path, TINY_TRAIN + [f"freeze={freeze}", "trainer.max_epochs=3",
                                                  "run_test=false"]))
     per_epoch: dict[int, list[int]] = {}

@@ -19,7 +19,7 @@ from mtst.data.sources import load_split
 from mtst.errors import MtstError
 from mtst.inference.loading import load_checkpoint_network
 from mtst.tasks import build_tasks
-from mtst.training.pipeline import evaluate, train
+from mtst.training.entry import evaluate, train
 from tests.conftest import TINY_TRAIN, compose_config, sample_tasks
 from tests.reliability.helpers import CLI_TINY, default_task_files, run_cli, sample_records
 

@@ -11,8 +11,8 @@ import torch
 from mtst.checkpoints.file_io import load_checkpoint
 from mtst.errors import MtstError
 from mtst.training.callbacks import NonFiniteGuard, NonFiniteLossError
+from mtst.training.entry import train
 from mtst.training.module import MultiTaskModule
-from mtst.training.pipeline import train
 from tests.conftest import SAVE_EVERY_STEP, TINY_TRAIN, compose_config
 from tests.reliability.helpers import MOOD_TASK, checkpoint_step
 

@@ -12,7 +12,7 @@ import torch
 from mtst.checkpoints.file_io import AtomicCheckpointIO, load_checkpoint
 from mtst.checkpoints.tensor_store import referenced_digests
 from mtst.config.runs import run_dir
-from mtst.training.pipeline import train
+from mtst.training.entry import train
 from tests.conftest import compose_config
 from tests.reliability.conftest import RESUME_RUN, TOTAL_STEPS
 from tests.reliability.helpers import Crash, checkpoint_step

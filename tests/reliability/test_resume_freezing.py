@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from mtst.checkpoints.file_io import load_checkpoint
 from mtst.freezing.strategies import build_freeze_strategy
 from mtst.model.backbone import load_tokenizer
-from mtst.training.pipeline import build_datamodule, build_model, configured_tasks, train
+from mtst.training.entry import build_datamodule, build_model, configured_tasks, train
 from tests.conftest import FREEZE_OPTIONS, compose_config
 from tests.reliability.conftest import RESUME_RUN, TOTAL_STEPS
 from tests.reliability.helpers import Crash, checkpoint_step

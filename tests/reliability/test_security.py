@@ -18,7 +18,7 @@ from mtst.data.labels import LabelSpace
 from mtst.errors import MtstError
 from mtst.inference.loading import load_checkpoint_network
 from mtst.model.backbone import load_tokenizer
-from mtst.training.pipeline import backbone_settings, build_model, configured_tasks, evaluate, train
+from mtst.training.entry import backbone_settings, build_model, configured_tasks, evaluate, train
 from tests.conftest import TINY_TRAIN, compose_config
 from tests.reliability.helpers import default_task_files, run_python, sample_records
 

@@ -139,7 +139,7 @@ def compose_in_process(
     output_dir: str | Path, overrides: list[str] | None = None, config_name: str = "train"
 ):
     """Compose the real conf/ tree without a Hydra app (tests, benchmarks, notebooks), with the
-    run's outputs redirected to `output_dir`; `mtst.training.pipeline.train(cfg)` then runs it."""
+    run's outputs redirected to `output_dir`; `mtst.training.entry.train(cfg)` then runs it."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig

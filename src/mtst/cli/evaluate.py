@@ -8,7 +8,7 @@ from mtst.cli._hydra import hydra_entry
 
 
 def evaluate_task(cfg: DictConfig) -> None:
-    from mtst.training.pipeline import evaluate
+    from mtst.training.entry import evaluate
 
     evaluate(cfg)
 

@@ -10,7 +10,7 @@ from mtst.cli._hydra import hydra_entry
 def train_task(cfg: DictConfig) -> float | None:
     """Returns `val/score` so that Hydra sweepers (Optuna) can optimise it."""
     from mtst.training.distributed import ddp_job_scope
-    from mtst.training.pipeline import train
+    from mtst.training.entry import train
 
     with ddp_job_scope():  # a DDP job must not leak its process group into the next sweep job
         metrics = train(cfg)

@@ -152,7 +152,7 @@ def _cache_split(module) -> str | None:
 
 
 class FreezeAll(FreezeStrategy):
-    """`all`: nothing in the network trains; `pipeline.train` fits linear probes instead.
+    """`all`: nothing in the network trains; `mtst.training.entry.train` fits linear probes instead.
 
     Args:
         tasks: the module's tasks by name.
