@@ -61,7 +61,8 @@ def pretrained_row(sts: Path) -> dict[str, Any]:
         datamodule = build_datamodule(cfg, net.encoder.tokenizer, tasks, stage="validate")
         trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
                             enable_model_summary=False, enable_checkpointing=False)
-        trainer.validate(MultiTaskModule(net, task_config, freeze={"name": "all"}),
+        freeze = OmegaConf.to_container(cfg.freeze, resolve=True)
+        trainer.validate(MultiTaskModule(net, task_config, freeze=freeze),
                          datamodule=datamodule, verbose=False)
         ours, ours_seconds = float(trainer.callback_metrics["val/sts/spearman"]), time.perf_counter() - start
     with (sts / "sts-test.csv").open(encoding="utf-8", newline="") as handle:

@@ -140,6 +140,8 @@ def test_bad_settings_are_one_line_user_errors() -> None:
     tasks = build_tasks(three_tasks())
     with pytest.raises(MtstError, match="freeze._target_: Error locating target 'mtst.freezing.Frozen'"):
         build_freeze_strategy({"_target_": "mtst.freezing.Frozen"})
+    with pytest.raises(MtstError, match="freeze: {'name': 'all'} names no _target_"):
+        build_freeze_strategy({"name": "all"})
     with pytest.raises(MtstError, match="freeze._target_='torch.nn.Linear': not a FreezeStrategy"):
         build_freeze_strategy({"_target_": "torch.nn.Linear"})
     with pytest.raises(MtstError, match="freeze.cache_dtyp: no such setting; freeze=backbone takes "

@@ -10,15 +10,13 @@ the loops, so a resumed run sees its checkpoint's epoch, also mid-epoch) and at 
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from typing import Any
 
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 
-from mtst.errors import MtstError, choices_text, first_line
+from mtst.components import bind_component
+from mtst.errors import MtstError, choices_text
 from mtst.freezing.feature_cache import FeatureCache, select_rows
 from mtst.freezing.param_groups import head_and_backbone_groups
 from mtst.tasks.base import TOKEN_ROWS
@@ -258,22 +256,7 @@ def build_freeze_strategy(cfg: Mapping[str, Any] | None, tasks: Mapping[str, Any
     None: `none` (everything trains). A key the class does not take is one line naming it."""
     if not cfg:
         return FreezeStrategy(tasks)
-    try:
-        build = instantiate(dict(cfg), _partial_=True, _convert_="all")
-    except InstantiationException as err:  # a `_target_` that names nothing importable
-        raise MtstError(f"freeze._target_: {first_line(err)}") from err
-    if not (isinstance(build.func, type) and issubclass(build.func, FreezeStrategy)):
-        raise MtstError(f"freeze._target_={cfg.get('_target_')!r}: not a FreezeStrategy")
-    takes = [n for n, p in inspect.signature(build.func).parameters.items()
-             if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    where = f"freeze={build.func.name} takes {', '.join(takes) or 'no setting'}"
-    for key in build.keywords:
-        if key not in takes:
-            raise MtstError(f"freeze.{key}: no such setting; {where}")
-    for key in takes:
-        if key not in build.keywords and inspect.signature(build.func).parameters[key].default \
-                is inspect.Parameter.empty:
-            raise MtstError(f"freeze.{key}: missing; {where}")
+    build = bind_component(cfg, "freeze", FreezeStrategy)
     strategy = build(tasks)
     strategy.config = {k: v for k, v in cfg.items()}
     return strategy

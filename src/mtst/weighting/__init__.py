@@ -10,14 +10,11 @@ calls `Weighting.step` whatever the method.
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-
-from mtst.errors import MtstError, choices_text, first_line
+from mtst.components import bind_component
+from mtst.errors import MtstError, choices_text
 from mtst.weighting.base import Weighting
 from mtst.weighting.fixed import Fixed
 from mtst.weighting.gradient import GRAD_ON, GradientWeighting
@@ -40,28 +37,9 @@ def loss_settings(loss: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def weighting_partial(cfg: Mapping[str, Any]) -> functools.partial:
-    """The `weighting` node (`_target_` and its settings) as the class with its settings bound,
-    after checking them: a key the class does not take, or one it needs and the node lacks, is
-    one line naming `weighting.<key>` and what the method takes. The values are not checked
-    here (the class does, when built)."""
-    try:
-        build = instantiate(dict(cfg), _partial_=True, _convert_="all")
-    except InstantiationException as err:  # a `_target_` that names nothing importable
-        raise MtstError(f"weighting._target_: {first_line(err)}") from err
-    if not (isinstance(build, functools.partial) and isinstance(build.func, type)
-            and issubclass(build.func, Weighting)):
-        raise MtstError(f"weighting._target_={cfg.get('_target_')!r}: not a Weighting")
-    params = inspect.signature(build.func).parameters
-    takes = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY and n not in PASSED]
-    where = f"weighting={build.func.name} takes {', '.join(takes) or 'no setting'}"
-    for key in build.keywords:
-        if key not in takes:
-            hint = f" (it is model.loss.{key})" if key in PASSED else ""
-            raise MtstError(f"weighting.{key}: no such setting{hint}; {where}")
-    for key in takes:
-        if key not in build.keywords and params[key].default is inspect.Parameter.empty:
-            raise MtstError(f"weighting.{key}: missing; {where}")
-    return build
+    """The `weighting` node as its class with the settings bound, checked
+    (`mtst.components.bind_component`); the values are checked when the class is built."""
+    return bind_component(cfg, "weighting", Weighting, {key: f"model.loss.{key}" for key in PASSED})
 
 
 def build_weighting(cfg: Mapping[str, Any] | None, weights: Sequence[float],
