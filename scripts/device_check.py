@@ -113,6 +113,7 @@ def train_row(backbone: str, sizes: Sizes, device: Any, peak: float | None,
     """Steps of the project's model (encoder, every task head, the multi-task loss) on fixed-shape
     random batches under bf16 autocast, with AdamW as `build_optimizer` sets it up."""
     import torch
+    from omegaconf import OmegaConf
 
     from mtst.freezing.param_groups import head_and_backbone_groups
     from mtst.model.flops import flop_model, step_flops
@@ -122,7 +123,9 @@ def train_row(backbone: str, sizes: Sizes, device: Any, peak: float | None,
     model = build_model(backbone, device).train()
     if compiled:
         model.net.encoder.compile()
-    optimizer = torch.optim.AdamW(head_and_backbone_groups(model, {}), fused=use_fused(None, None))
+    settings = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "model" / "multitask.yaml").optimizer)
+    optimizer = torch.optim.AdamW(head_and_backbone_groups(model, settings), betas=tuple(settings["betas"]),
+                                  eps=settings["eps"], fused=use_fused(settings["fused"], None))
     b, t = sizes.batch, sizes.tokens
     batch = random_batch(model, b, t, device)
     if device.type == "cuda":

@@ -23,6 +23,12 @@ FREEZE_DIR = Path(__file__).resolve().parents[1] / "conf" / "freeze"
 FREEZE_OPTIONS = tuple(sorted(p.stem for p in FREEZE_DIR.glob("*.yaml")))
 
 
+def optimizer_config(**changes) -> dict:
+    """`model.optimizer` of conf/model/multitask.yaml (every value a run has), `changes` over it."""
+    node = OmegaConf.load(FREEZE_DIR.parent / "model" / "multitask.yaml").optimizer
+    return OmegaConf.to_container(OmegaConf.merge(node, changes))
+
+
 def freeze_config(name: str, **changes) -> dict:
     """`conf/freeze/<name>.yaml` as the module gets it (its defaults list merged first), with
     `changes` merged over it: the settings' values come from the YAML, as in a run."""
@@ -148,12 +154,14 @@ def make_module(dm, freeze: dict | None = None, tasks: dict[str, dict] | None = 
                 optimizer: dict | None = None, loss: dict | None = None, seed: int = 0,
                 weighting: str | dict | None = None, **net_options):
     """A MultiTaskModule around `make_network(dm.label_spaces, tasks)`; `weighting` names a
-    conf/weighting option (built from its YAML) or is the node itself."""
+    conf/weighting option (built from its YAML) or is the node itself; `optimizer` holds the
+    settings that differ from conf/model/multitask.yaml's."""
     from mtst.training.module import MultiTaskModule
 
     tasks = tasks or sample_tasks()
     net = make_network(dm.label_spaces, tasks, seed=seed, **net_options)
     if isinstance(weighting, str):
         weighting = weighting_config(weighting)
-    return MultiTaskModule(net, tasks, loss=loss, optimizer=optimizer, freeze=freeze,
+    return MultiTaskModule(net, tasks, loss=loss, optimizer=optimizer_config(**(optimizer or {})),
+                           freeze=freeze,
                            weighting=weighting)

@@ -19,7 +19,7 @@ from mtst.model.encoder import SentenceEncoder
 from mtst.model.network import MultiTaskNetwork
 from mtst.tasks import build_tasks
 from mtst.training.module import MultiTaskModule
-from tests.conftest import freeze_config
+from tests.conftest import freeze_config, optimizer_config
 from tests.test_freezing import (
     make_datamodule,
     make_model,
@@ -127,7 +127,7 @@ def test_bert_blocks_and_discriminative_groups(dm) -> None:
     tasks = three_tasks()
     specs = {n: t.network_spec(dm.label_spaces[n]) for n, t in build_tasks(tasks).items()}
     model = MultiTaskModule(MultiTaskNetwork(encoder, specs), tasks, freeze=GRADUAL)
-    groups = model.freezer.param_groups(model, OPTIMIZER)
+    groups = model.freezer.param_groups(model, optimizer_config(**OPTIMIZER))
     lrs = {g["name"]: g["lr"] for g in groups}
     assert lrs["backbone.block_2"] == LR_BACKBONE
     assert lrs["backbone.block_0"] == pytest.approx(LR_BACKBONE * DECAY**2)

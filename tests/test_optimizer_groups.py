@@ -15,6 +15,7 @@ from tests.conftest import (
     freeze_config,
     make_datamodule,
     make_module,
+    optimizer_config,
     sample_tasks,
 )
 
@@ -29,7 +30,8 @@ def eval_only_topic() -> dict[str, dict]:
 def test_an_evaluation_only_tasks_head_is_in_no_optimizer_group(freeze) -> None:
     tasks = eval_only_topic()
     module = make_module(make_datamodule(tasks), freeze=freeze, tasks=tasks)
-    grouped = {id(p) for g in module.freezer.param_groups(module, {}) for p in g["params"]}
+    groups = module.freezer.param_groups(module, optimizer_config())
+    grouped = {id(p) for g in groups for p in g["params"]}
     names = {n for n, p in module.named_parameters() if id(p) not in grouped}
     assert names and all(n.startswith("net.heads.topic.") for n in names), names
     assert {n for n in dict(module.named_parameters()) if n.startswith("net.heads.topic.")} == names
@@ -67,3 +69,16 @@ def test_an_evaluation_only_tasks_head_is_bitwise_unchanged_by_training(tmp_path
     topic = [n for n in start if n.startswith("topic.")]
     assert topic and all(torch.equal(start[n], end[n]) for n in topic)
     assert any(not torch.equal(start[n], end[n]) for n in start if n.startswith("ner."))
+
+
+def test_a_missing_optimizer_setting_is_one_line() -> None:
+    """model.optimizer's values live in conf/model/multitask.yaml only: a node without one of
+    them is a one-line error naming the key, not a default picked in code."""
+    from mtst.errors import MtstError
+    from mtst.training.optim import build_optimizer
+
+    settings = optimizer_config()
+    del settings["eps"]
+    with pytest.raises(MtstError, match=r"model.optimizer.eps: missing; model.optimizer needs "
+                                        r"lr_head, lr_backbone, weight_decay"):
+        build_optimizer(object(), settings)

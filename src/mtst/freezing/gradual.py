@@ -65,9 +65,8 @@ class Gradual(FreezeStrategy):
         return self._units[name] <= self.unfrozen_count(epoch)
 
     def param_groups(self, module, cfg: dict[str, Any]) -> list[dict[str, Any]]:
-        wd = cfg.get("weight_decay", 0.01)
-        lr_backbone = cfg.get("lr_backbone", 5e-5)
-        groups = named_groups("heads", head_parameters(module), cfg.get("lr_head", 1e-3), wd)
+        wd, lr_backbone = cfg["weight_decay"], cfg["lr_backbone"]
+        groups = named_groups("heads", head_parameters(module), cfg["lr_head"], wd)
         for unit in self.units(module.net):
             lr = lr_backbone * self.decay ** unit.depth
             groups += named_groups(f"backbone.{unit.name}", unit.params, lr, wd)

@@ -75,7 +75,7 @@ def head_parameters(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
 
 def head_and_backbone_groups(module: nn.Module, cfg: dict[str, Any]) -> list[dict[str, Any]]:
     """Heads (and learned loss weights) at `lr_head`; the whole encoder at `lr_backbone`."""
-    wd = cfg.get("weight_decay", 0.01)
-    heads = named_groups("heads", head_parameters(module), cfg.get("lr_head", 1e-3), wd)
+    wd = cfg["weight_decay"]
+    heads = named_groups("heads", head_parameters(module), cfg["lr_head"], wd)
     encoder = module.net.encoder.named_parameters()
-    return heads + named_groups("backbone", encoder, cfg.get("lr_backbone", 5e-5), wd)
+    return heads + named_groups("backbone", encoder, cfg["lr_backbone"], wd)

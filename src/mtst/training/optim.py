@@ -12,6 +12,9 @@ import torch
 
 from mtst.errors import MtstError
 
+# the keys of model.optimizer every run has (`warmup_steps` is optional)
+REQUIRED_KEYS = ("lr_head", "lr_backbone", "weight_decay", "warmup_ratio", "betas", "eps", "fused")
+
 
 def warmup_linear_decay(total_steps: int, warmup_steps: int):
     """Factor on each group's base lr: 0 -> 1 over warm-up, then 1 -> 0 at the last step."""
@@ -46,15 +49,21 @@ def use_fused(fused: bool | None, trainer: Any) -> bool:
 def build_optimizer(model, cfg: dict[str, Any]) -> dict[str, Any]:
     """AdamW + per-step scheduler. Every parameter that may train is in a group from the start
     (frozen ones just get no gradient), so strategies that unfreeze later never add groups
-    mid-run; the heads of evaluation-only tasks are in none (`mtst.freezing.param_groups.head_parameters`)."""
+    mid-run; the heads of evaluation-only tasks are in none (`mtst.freezing.param_groups.head_parameters`).
+    `cfg` is `model.optimizer`, which holds every value (conf/model/multitask.yaml); `warmup_steps`
+    (optional) replaces `warmup_ratio`."""
+    missing = [key for key in REQUIRED_KEYS if key not in cfg]
+    if missing:
+        raise MtstError(f"model.optimizer.{missing[0]}: missing; model.optimizer needs "
+                        f"{', '.join(REQUIRED_KEYS)} (conf/model/multitask.yaml holds them)")
     groups = model.freezer.param_groups(model, cfg)
     optimizer = torch.optim.AdamW(
         groups,
-        betas=tuple(cfg.get("betas", (0.9, 0.999))),
-        eps=cfg.get("eps", 1e-8),
-        fused=use_fused(cfg.get("fused"), model.trainer),
+        betas=tuple(cfg["betas"]),
+        eps=cfg["eps"],
+        fused=use_fused(cfg["fused"], model.trainer),
     )
     total = int(model.trainer.estimated_stepping_batches)
-    warmup = int(cfg.get("warmup_steps") or round(cfg.get("warmup_ratio", 0.1) * total))
+    warmup = int(cfg.get("warmup_steps") or round(cfg["warmup_ratio"] * total))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear_decay(total, warmup))
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
