@@ -111,3 +111,24 @@ def test_a_checkpoint_naming_the_weighting_loss_fn_loads_into_weighting(weightin
     resumed.load_state_dict(checkpoint["state_dict"], strict=True)
     for key, value in saved.weighting.state_dict().items():
         assert torch.equal(resumed.weighting.state_dict()[key], value), key
+
+
+def test_a_run_with_loader_workers_resumed_mid_epoch_matches_the_uninterrupted_run(tmp_path) -> None:
+    """Loader workers take batch indices as soon as torch's iterator exists: the resumed run's
+    iterator must not exist before the checkpoint's data position is applied (at
+    `on_train_start`), or the workers would replay the epoch from its start."""
+    workers = ["data.num_workers=2"]
+    reference = train(compose_config(tmp_path / "reference", RESUME_RUN + workers))
+    crash = ["+callbacks.crash._target_=tests.reliability.helpers.RaiseAtStep",
+             "+callbacks.crash.step=5"]  # mid-epoch 2
+    run = tmp_path / "crashed"
+    with pytest.raises(Crash):
+        train(compose_config(run, RESUME_RUN + workers + crash))
+    last = run / "checkpoints" / "last.ckpt"
+    assert checkpoint_step(last) == 5
+    metrics = train(compose_config(run, RESUME_RUN + workers + [f"ckpt_path={last}"]))
+    for key, value in reference.items():
+        assert metrics[key] == pytest.approx(value, abs=1e-6), key
+    final = load_checkpoint(last)["state_dict"]
+    expected = load_checkpoint(tmp_path / "reference" / "checkpoints" / "last.ckpt")["state_dict"]
+    assert all(torch.equal(final[k], expected[k]) for k in expected)

@@ -3,7 +3,7 @@ sampler that shards examples across DDP ranks without repeating any."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -34,9 +34,10 @@ class ResumableDataLoader(DataLoader):
         self._live_iterator: CountingIterator | None = None
 
     def __iter__(self) -> CountingIterator:
-        # torch's iterator is made here, not at the first batch, so the workers start (and take
-        # the sampler's position) when iter() is called, as with a plain DataLoader
-        self._live_iterator = CountingIterator(super().__iter__())
+        # torch's iterator (and with it the workers, which take the sampler's position at once)
+        # is made at the first batch, not here: Lightning calls iter() while it sets the fit up,
+        # before a resumed run can apply its checkpoint's data position at `on_train_start`
+        self._live_iterator = CountingIterator(super().__iter__, self.__len__)
         return self._live_iterator
 
     def state_dict(self) -> dict[str, Any]:
@@ -49,19 +50,29 @@ class ResumableDataLoader(DataLoader):
 
 
 class CountingIterator(Iterator[Any]):
-    """An iterator over a loader's batches that counts how many it has returned."""
+    """An iterator over a loader's batches that counts how many it has returned; the loader's
+    own iterator is made by `make` when the first batch is asked for.
 
-    def __init__(self, batches: Iterator[Any]) -> None:
-        self._batches = batches
+    Args:
+        make: makes the loader's iterator (torch's `DataLoader.__iter__`).
+        length: how many batches the loader yields now (the loader's `__len__`: a resumed
+            sampler's length changes when its position is applied).
+    """
+
+    def __init__(self, make: Callable[[], Iterator[Any]], length: Callable[[], int]) -> None:
+        self._make, self._length = make, length
+        self._batches: Iterator[Any] | None = None
         self.yielded = 0
 
     def __next__(self) -> Any:
+        if self._batches is None:
+            self._batches = self._make()
         batch = next(self._batches)  # StopIteration and loader errors pass through uncounted
         self.yielded += 1
         return batch
 
     def __len__(self) -> int:
-        return len(self._batches)  # type: ignore[arg-type]  (torch's iterators are sized)
+        return self._length()
 
 
 class ShardedEvalSampler(Sampler[int]):

@@ -176,12 +176,8 @@ class ExactResume(Callback):
         _set_rng_state(state["rng"])
         loaders = _train_loaders(trainer)
         if "data" in state and len(loaders) == 1 and hasattr(loaders[0], "load_state_dict"):
+            # the loader makes its iterator at the first batch, after this (`data/loaders.py`)
             loaders[0].load_state_dict(state["data"])
-            # private: the fit loop's fetcher made its iterator over the loader before
-            # `on_train_start`, and no public call makes it take a new one
-            fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)
-            if fetcher is not None and getattr(loaders[0], "num_workers", 0) > 0:
-                iter(fetcher)  # workers already took indices from the old position
 
 
 def _train_loaders(trainer: L.Trainer) -> list[Any]:
