@@ -17,10 +17,12 @@ import torch.distributed
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
+from mtst.components import bind_component
 from mtst.data.batching import SAMPLING_MODES
 from mtst.errors import MtstError, choices_text, first_line, root_cause
 from mtst.freezing.feature_cache import DTYPES
 from mtst.freezing.param_groups import OPTIMIZER_KEYS
+from mtst.freezing.strategies import FreezeStrategy
 from mtst.model.backbone import ATTN_IMPLEMENTATIONS
 from mtst.model.network import ENCODER_KEYS
 from mtst.model.pooling import POOLING_MODES
@@ -69,10 +71,14 @@ def check_settings(cfg: DictConfig) -> None:
         for name in node or {}:
             if name not in known:
                 raise MtstError(f"{key}.{name}: no such setting; {key} has {', '.join(known)}")
-    for key in ("data", "model", "freeze"):
+    for key in ("data", "model"):
         if cfg.get(key) is not None:
             _check_target_keys(key, cfg[key])
-    if cfg.get("weighting"):  # its settings, also a missing one (the values: once built)
+    # the freeze and weighting nodes, as the module binds them: their settings, also a missing
+    # one (the values are checked once the component is built)
+    if cfg.get("freeze"):
+        bind_component(OmegaConf.to_container(cfg.freeze, resolve=True), "freeze", FreezeStrategy)
+    if cfg.get("weighting"):
         weighting_partial(OmegaConf.to_container(cfg.weighting, resolve=True))
     build_tasks(OmegaConf.to_container(cfg.tasks, resolve=True) if cfg.get("tasks") else None)
 

@@ -258,7 +258,7 @@ def build_freeze_strategy(cfg: Mapping[str, Any] | None, tasks: Mapping[str, Any
         return FreezeStrategy(tasks)
     build = bind_component(cfg, "freeze", FreezeStrategy)
     strategy = build(tasks)
-    strategy.config = {k: v for k, v in cfg.items()}
+    strategy.config = dict(cfg)
     return strategy
 
 
