@@ -4,6 +4,8 @@ keyword-only settings (`conf/freeze/<name>.yaml`, `conf/weighting/<name>.yaml`).
 The node is bound, not built: the caller adds what only it knows (the tasks, their weights) and
 builds it. Binding checks the keys against the class's signature first, so a typo or a missing
 setting is one line naming `<node>.<key>` and what the class takes, before any data is read.
+The classes check their settings' values with `check_number` and `check_integer`, in the same
+words.
 """
 
 from __future__ import annotations
@@ -62,3 +64,26 @@ def bind_component(cfg: Mapping[str, Any], node: str, base: type,
         if key not in bound.keywords and params[key].default is inspect.Parameter.empty:
             raise MtstError(f"{node}.{key}: missing; {where}")
     return bound
+
+
+def check_number(key: str, value: Any, low: float | None = None, high: float | None = None,
+                 open_low: bool = False) -> float:
+    """Setting `key` (`weighting.c`) as a float within bounds, or a one-line error naming it."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float))
+    if ok and low is not None:
+        ok = value > low if open_low else value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        bound = ("" if low is None else f" {'>' if open_low else '>='} {low}") + (
+            "" if high is None else f" and <= {high}")
+        raise MtstError(f"{key}={value!r}: expected a number{bound}")
+    return float(value)
+
+
+def check_integer(key: str, value: Any, low: int | None = None) -> int:
+    """Setting `key` (`freeze.top_blocks`) as an integer >= `low`, or a one-line error naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low):
+        bound = "" if low is None else f" >= {low}"
+        raise MtstError(f"{key}={value!r}: expected an integer{bound}")
+    return value

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from mtst.components import check_integer
 from mtst.errors import MtstError
 from mtst.freezing.blocks import encoder_units
 from mtst.freezing.param_groups import head_parameters, named_groups
@@ -37,9 +38,9 @@ class Gradual(FreezeStrategy):
                  blocks_pattern: str | None, embeddings_pattern: str | None,
                  cache_features: bool, cache_dtype: str, cache_max_mb: int) -> None:
         super().__init__(tasks)
-        self.stage1 = _integer("stage1_epochs", stage1_epochs, minimum=0)
-        self.top_blocks = _integer("top_blocks", top_blocks, minimum=1)
-        self.every = _integer("every_epochs", every_epochs, minimum=1)
+        self.stage1 = check_integer("freeze.stage1_epochs", stage1_epochs, low=0)
+        self.top_blocks = check_integer("freeze.top_blocks", top_blocks, low=1)
+        self.every = check_integer("freeze.every_epochs", every_epochs, low=1)
         self.decay = float(layer_decay)
         if not 0 < self.decay <= 1:
             raise MtstError(f"freeze.layer_decay={self.decay}: expected a factor in (0, 1]")
@@ -71,9 +72,3 @@ class Gradual(FreezeStrategy):
             lr = lr_backbone * self.decay ** unit.depth
             groups += named_groups(f"backbone.{unit.name}", unit.params, lr, wd)
         return groups
-
-
-def _integer(key: str, value: Any, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise MtstError(f"freeze.{key}={value!r}: expected an integer >= {minimum}")
-    return value

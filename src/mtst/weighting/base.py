@@ -21,12 +21,11 @@ state is identical on every rank.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from mtst.errors import MtstError
 from mtst.weighting.step import Forward, Objective, TaskLosses
 
 
@@ -138,33 +137,10 @@ class Weighting(nn.Module):
         their history here."""
 
 
-def check_number(key: str, value: Any, low: float | None = None, high: float | None = None,
-                 open_low: bool = False) -> float:
-    """Setting `weighting.<key>` as a float within bounds, or a one-line error naming it."""
-    ok = not isinstance(value, bool) and isinstance(value, (int, float))
-    if ok and low is not None:
-        ok = value > low if open_low else value >= low
-    if ok and high is not None:
-        ok = value <= high
-    if not ok:
-        bound = ("" if low is None else f" {'>' if open_low else '>='} {low}") + (
-            "" if high is None else f" and <= {high}")
-        raise MtstError(f"weighting.{key}={value!r}: expected a number{bound}")
-    return float(value)
-
-
 def present_softmax(logits: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
     """Softmax over the present tasks' entries; 0 for absent tasks (all 0 when none is)."""
     z = torch.softmax(logits.masked_fill(~present, float("-inf")), dim=0)
     return torch.where(present, z, torch.zeros_like(z))
-
-
-def check_integer(key: str, value: Any, low: int | None = None) -> int:
-    """Setting `weighting.<key>` as an integer >= `low`, or a one-line error naming it."""
-    if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low):
-        bound = "" if low is None else f" >= {low}"
-        raise MtstError(f"weighting.{key}={value!r}: expected an integer{bound}")
-    return value
 
 
 def present_mask(present: torch.Tensor | Mapping[str, bool]) -> torch.Tensor:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from scipy.optimize import minimize
 
-from mtst.weighting.base import check_number
+from mtst.components import check_number
 from mtst.weighting.gradient import GradientWeighting
 
 
@@ -70,7 +70,7 @@ class CAGrad(GradientWeighting):
 
     def __init__(self, weights: Sequence[float], *, grad_on: str, c: float) -> None:
         super().__init__(weights, grad_on=grad_on)
-        self.c = check_number("c", c, low=0)
+        self.c = check_number("weighting.c", c, low=0)
 
     def simplex_weights(self, gram: np.ndarray) -> np.ndarray:
         """w on the simplex minimising w·G·1/n + c·|g0|·sqrt(w·G·w) for a (scaled) Gram G."""

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 import torch
 
-from mtst.weighting.base import Weighting, check_number, present_softmax
+from mtst.components import check_number
+from mtst.weighting.base import Weighting, present_softmax
 
 
 class DWA(Weighting):
@@ -36,7 +37,7 @@ class DWA(Weighting):
 
     def __init__(self, weights: Sequence[float], *, temperature: float) -> None:
         super().__init__(weights)
-        self.temperature = check_number("temperature", temperature, low=0, open_low=True)
+        self.temperature = check_number("weighting.temperature", temperature, low=0, open_low=True)
         n = self.num_tasks
         self.register_buffer("epoch_sum", torch.zeros(n, dtype=torch.float64))
         self.register_buffer("epoch_steps", torch.zeros(n, dtype=torch.float64))

@@ -7,8 +7,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from mtst.components import check_number
 from mtst.errors import MtstError
-from mtst.weighting.base import Weighting, check_number, present_softmax
+from mtst.weighting.base import Weighting, present_softmax
 from mtst.weighting.step import TaskLosses
 
 # FAMO's offset inside the logarithms, and its logits' optimizer: torch.optim.Adam defaults
@@ -53,15 +54,15 @@ class FAMO(Weighting):
     def __init__(self, weights: Sequence[float], *, lr: float, gamma: float,
                  min_losses: float | Sequence[float]) -> None:
         super().__init__(weights)
-        self.lr = check_number("lr", lr, low=0, open_low=True)
-        self.gamma = check_number("gamma", gamma, low=0)
+        self.lr = check_number("weighting.lr", lr, low=0, open_low=True)
+        self.gamma = check_number("weighting.gamma", gamma, low=0)
         n = self.num_tasks
         floors = (list(min_losses) if isinstance(min_losses, Sequence) and not isinstance(min_losses, str)
                   else [min_losses] * n)
         if len(floors) != n:
             raise MtstError(f"weighting.min_losses: {len(floors)} values for {n} tasks; "
                             f"give one number or one per task")
-        floors = [check_number("min_losses", v) for v in floors]
+        floors = [check_number("weighting.min_losses", v) for v in floors]
         self.register_buffer("min_losses", torch.tensor(floors), persistent=False)
         self.register_buffer("logits", torch.zeros(n))
         self.register_buffer("exp_avg", torch.zeros(n))

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from mtst.weighting.base import check_number
+from mtst.components import check_number
 from mtst.weighting.gradient import GradientWeighting
 
 MIN_WEIGHT = 1e-4  # a weight the update would push to or below zero stops here
@@ -48,8 +48,8 @@ class GradNorm(GradientWeighting):
 
     def __init__(self, weights: Sequence[float], *, grad_on: str, alpha: float, lr: float) -> None:
         super().__init__(weights, grad_on=grad_on)
-        self.alpha = check_number("alpha", alpha, low=0)
-        self.lr = check_number("lr", lr, low=0)
+        self.alpha = check_number("weighting.alpha", alpha, low=0)
+        self.lr = check_number("weighting.lr", lr, low=0)
         n = len(weights)
         self.register_buffer("task_weights", torch.ones(n, dtype=torch.float64))
         self.register_buffer("initial_losses", torch.zeros(n, dtype=torch.float64))

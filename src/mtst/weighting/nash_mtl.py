@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from mtst.weighting.base import check_integer, check_number
+from mtst.components import check_integer, check_number
 from mtst.weighting.gradient import GradientWeighting
 
 RIDGE = 1e-12  # on the unit-diagonal Gram matrix: keeps a solution when gradients are dependent
@@ -101,9 +101,9 @@ class NashMTL(GradientWeighting):
     def __init__(self, weights: Sequence[float], *, grad_on: str, max_norm: float,
                  update_every: int, optim_iters: int) -> None:
         super().__init__(weights, grad_on=grad_on)
-        self.max_norm = check_number("max_norm", max_norm, low=0)
-        self.update_every = check_integer("update_every", update_every, low=1)
-        self.optim_iters = check_integer("optim_iters", optim_iters, low=1)
+        self.max_norm = check_number("weighting.max_norm", max_norm, low=0)
+        self.update_every = check_integer("weighting.update_every", update_every, low=1)
+        self.optim_iters = check_integer("weighting.optim_iters", optim_iters, low=1)
         n = len(weights)
         self.register_buffer("alpha", torch.zeros(n, dtype=torch.float64))
         # which tasks were present when `alpha` was solved (none yet: solve at the first call)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from mtst.weighting.base import check_integer
+from mtst.components import check_integer
 from mtst.weighting.gradient import GradientWeighting
 
 
@@ -33,7 +33,7 @@ class PCGrad(GradientWeighting):
 
     def __init__(self, weights: Sequence[float], *, grad_on: str, seed: int) -> None:
         super().__init__(weights, grad_on=grad_on)
-        self.seed = check_integer("seed", seed, low=0)
+        self.seed = check_integer("weighting.seed", seed, low=0)
 
     def orders(self, n: int, step: int) -> list[list[int]]:
         """For each of n present tasks, the order in which the others are visited at `step`."""
