@@ -1,7 +1,7 @@
 """Callbacks that make long runs safe: stop on a non-finite loss, never checkpoint non-finite
 weights, save `last.ckpt` on SIGTERM, and restore the random state on resume.
 
-`reliability_callbacks()` is added to every trainer by the pipeline, whatever `callbacks=` says:
+`reliability_callbacks()` is added to every trainer by `training/entry.py`, whatever `callbacks=` says:
 these are guarantees, not preferences.
 """
 

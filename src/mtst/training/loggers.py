@@ -3,7 +3,7 @@
 Lightning closes a logger at the end of every `fit`, `validate` and `test` call and the next call
 opens a new event file, so a run that fits, tests and then adds its reports would leave three;
 its `default_hp_metric` also logs a placeholder `hp_metric = -1` at step 0 of every call.
-`RunTensorBoardLogger` only flushes at those points, and the pipeline closes it at the end.
+`RunTensorBoardLogger` only flushes at those points, and `training/entry.py` closes it at the end.
 
 Every logger gets `run_hparams` as its hyper-parameters: the settings that make runs differ, as
 one flat dict with short keys (the module's own constructor arguments, Lightning's default, are

@@ -45,7 +45,7 @@ class MultiTaskModule(L.LightningModule):
     reloads from the checkpoint alone.
 
     Hyper-parameters are plain dicts and lists (the network is excluded), so checkpoints load
-    with `weights_only=True`; the loggers get the pipeline's flat `run_hparams` instead.
+    with `weights_only=True`; the loggers get the entry point's flat `run_hparams` instead.
     `freeze` and `weighting` are Hydra nodes (`_target_` and settings: conf/freeze/,
     conf/weighting/) the module builds with its tasks; None is `freeze=none`, `weighting=fixed`.
     """
@@ -84,7 +84,7 @@ class MultiTaskModule(L.LightningModule):
         self.step_values: dict[str, torch.Tensor] = {}
         self._epoch_means = EpochMeans()
         self._encoder_files: dict[str, bytes] | None = None
-        self.run_config: dict[str, Any] | None = None  # set by the training pipeline
+        self.run_config: dict[str, Any] | None = None  # set by training/entry.py
 
     # ---- forward -------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
