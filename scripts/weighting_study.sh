@@ -9,7 +9,7 @@
 # control with as many steps and examples, every batch mixing the tasks (sampling=balanced).
 #   bash scripts/weighting_study.sh                     # all three combinations, 50 and 200 steps
 #   STEPS=50 bash scripts/weighting_study.sh wnut_agnews
-#   mtst report logs/weighting_study/wnut_agnews_50 --by-seed
+#   mtst report logs/weighting_study/wnut_agnews_50 --mean-over 'seed,tasks.*.weight'
 # A combination and budget whose folder holds .done is skipped, so a stopped study goes on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
